@@ -1,0 +1,21 @@
+/**
+ * A Raft library for Deno: leader election, log replication and persistence as in Figure 2 of
+ * the extended Raft paper, behind the classic Raft lab interface.
+ *
+ * @module
+ */
+
+export type {
+  ApplyMsg,
+  ClientEnd,
+  LogEntry,
+  PersistChange,
+  PersistentState,
+  Persister,
+  Raft,
+  RaftOptions,
+  RpcHandler,
+  TraceSink,
+} from "./src/types.ts";
+export { type CancelTimer, type Clock, type RandomSource, realClock } from "./src/clock.ts";
+export { MemoryPersister } from "./src/memory_persister.ts";

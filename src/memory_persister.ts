@@ -1,0 +1,87 @@
+/**
+ * A persister that keeps its state in memory: for tests, and for the simulator.
+ *
+ * @module
+ */
+
+import type { LogEntry, PersistChange, PersistentState, Persister } from "./types.ts";
+
+/**
+ * Keeps a peer's persistent state in memory. Saves apply at once and in call order.
+ *
+ * Crash tests use {@linkcode MemoryPersister.copy}: a crashed peer may still be writing to its old
+ * persister, so its restart gets a copy of what was saved at the crash.
+ *
+ * @example
+ * ```ts
+ * import { MemoryPersister } from "./memory_persister.ts";
+ * const persister = new MemoryPersister();
+ * await persister.save({ term: 2, votedFor: 1, log: { from: 1, entries: [{ term: 2, command: "x" }] } });
+ * const afterCrash = persister.copy();
+ * console.log((await afterCrash.load()).log.length); // 1
+ * ```
+ */
+export class MemoryPersister implements Persister {
+  #term = 0;
+  #votedFor: number | null = null;
+  #log: LogEntry[] = [];
+  #saves = 0;
+
+  /** Creates an empty persister, or one holding `state`. */
+  constructor(state?: PersistentState) {
+    if (state !== undefined) {
+      this.#term = state.term;
+      this.#votedFor = state.votedFor;
+      this.#log = state.log.map(copyEntry);
+    }
+  }
+
+  /** Reads the saved state; the caller gets its own copy. */
+  load(): Promise<PersistentState> {
+    return Promise.resolve(this.snapshot());
+  }
+
+  /** Applies `change` at once. Rejects with a `RangeError` if the log change leaves a gap. */
+  save(change: PersistChange): Promise<void> {
+    if (change.log !== undefined) {
+      const { from, entries } = change.log;
+      if (!Number.isInteger(from) || from < 1 || from > this.#log.length + 1) {
+        return Promise.reject(
+          new RangeError(
+            `Log change must start within 1..${this.#log.length + 1}, got from=${from}`,
+          ),
+        );
+      }
+      this.#log.length = from - 1;
+      for (const entry of entries) this.#log.push(copyEntry(entry));
+    }
+    this.#term = change.term;
+    this.#votedFor = change.votedFor;
+    this.#saves++;
+    return Promise.resolve();
+  }
+
+  /** The saved state right now, as a fresh copy. */
+  snapshot(): PersistentState {
+    return { term: this.#term, votedFor: this.#votedFor, log: this.#log.map(copyEntry) };
+  }
+
+  /** A new, independent persister holding what this one holds now. */
+  copy(): MemoryPersister {
+    return new MemoryPersister(this.snapshot());
+  }
+
+  /** How many saves this persister has applied. */
+  get saveCount(): number {
+    return this.#saves;
+  }
+
+  /** Rough size of the saved state in bytes (its JSON length), like the lab's `RaftStateSize`. */
+  stateSize(): number {
+    return JSON.stringify(this.snapshot()).length;
+  }
+}
+
+function copyEntry(entry: LogEntry): LogEntry {
+  return { term: entry.term, command: entry.command };
+}

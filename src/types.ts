@@ -1,0 +1,140 @@
+/**
+ * The public shapes of the library: what a service hands to {@linkcode make} and what it gets
+ * back. They mirror the classic Raft lab interface (`Make`, `Start`, `GetState`, `Kill`,
+ * `ApplyMsg`), translated to TypeScript.
+ *
+ * @module
+ */
+
+import type { Clock, RandomSource } from "./clock.ts";
+
+/** One entry of the replicated log: the term in which a leader created it, and the command. */
+export interface LogEntry {
+  /** The leader's term when the entry was created (Figure 2: "term when entry was received"). */
+  term: number;
+  /** The service's command: any JSON value. */
+  command: unknown;
+}
+
+/** Figure 2's persistent state, as a persister loads it. `log[0]` is the entry at index 1. */
+export interface PersistentState {
+  /** Latest term the server has seen. */
+  term: number;
+  /** Peer that received this server's vote in `term`, or `null`. */
+  votedFor: number | null;
+  /** The log; `log[0]` has index 1. */
+  log: LogEntry[];
+}
+
+/**
+ * An incremental change to the persistent state. The term and vote are always given in full; the
+ * log changes only as a suffix, so a save never rewrites the whole log.
+ */
+export interface PersistChange {
+  /** The current term after the change. */
+  term: number;
+  /** The vote after the change. */
+  votedFor: number | null;
+  /** Optional log change: drop every entry at index >= from, then append `entries`, the first at `from`. */
+  log?: { from: number; entries: LogEntry[] };
+}
+
+/**
+ * Stable storage for one peer. Implementations must apply saves atomically and in call order.
+ *
+ * @example A persister that keeps nothing (for illustration only: it loses everything on restart)
+ * ```ts
+ * import type { Persister } from "./types.ts";
+ * const forgetful: Persister = {
+ *   load: () => Promise.resolve({ term: 0, votedFor: null, log: [] }),
+ *   save: () => Promise.resolve(),
+ * };
+ * ```
+ */
+export interface Persister {
+  /** Reads the saved state; a fresh persister gives `{ term: 0, votedFor: null, log: [] }`. */
+  load(): Promise<PersistentState>;
+  /** Applies `change` atomically; the change is durable once the promise resolves. */
+  save(change: PersistChange): Promise<void>;
+}
+
+/** What a peer hands to its service for each committed entry, in index order. */
+export interface ApplyMsg {
+  /** True when `command` is a committed log entry (always true until snapshots exist). */
+  commandValid: boolean;
+  /** The committed command, as given to `start()` on the leader. */
+  command: unknown;
+  /** The log index of the command; starts at 1. */
+  commandIndex: number;
+}
+
+/**
+ * One peer's way to reach another peer, as a transport provides it.
+ */
+export interface ClientEnd {
+  /**
+   * Sends a request. Resolves to the reply, or to `undefined` when no reply comes (lost request
+   * or reply, dead or unreachable peer). Never rejects.
+   */
+  call(method: string, args: unknown): Promise<unknown | undefined>;
+}
+
+/** Something that answers incoming RPCs: a Raft peer, as a transport sees it. */
+export interface RpcHandler {
+  /** A transport delivers an incoming request here; resolves to the reply. */
+  handleRpc(method: string, args: unknown): Promise<unknown>;
+}
+
+/** A running Raft peer, as {@linkcode make} returns it. */
+export interface Raft extends RpcHandler {
+  /**
+   * Proposes `command` (a JSON value) for the replicated log and returns at once. When this peer
+   * is the leader, `index` is where the command will appear if it ever commits, and `term` is the
+   * current term; otherwise `isLeader` is false and nothing was appended.
+   */
+  start(command: unknown): { index: number; term: number; isLeader: boolean };
+  /** The current term, and whether this peer believes it is the leader. */
+  getState(): { term: number; isLeader: boolean };
+  /** Stops the peer for good: no more RPCs sent, no more applies, timers cleared. */
+  kill(): void;
+  /** Whether `kill()` has been called. */
+  killed(): boolean;
+  /** A transport delivers an incoming request here; resolves to the reply. */
+  handleRpc(method: string, args: unknown): Promise<unknown>;
+}
+
+/** Where a peer's debug trace goes; see {@linkcode RaftOptions.trace}. */
+export type TraceSink = (line: string) => void;
+
+/** Optional tuning for {@linkcode make}. Every field has a default that meets the lab's rules. */
+export interface RaftOptions {
+  /**
+   * Interval between a leader's heartbeats to each follower, in ms. Default 200: the lab allows
+   * at most 10 heartbeats a second, and 200 ms keeps the RPC counts at the lab's reference levels.
+   */
+  heartbeatIntervalMs?: number;
+  /**
+   * Lower bound of the randomized election timeout, in ms. Default 600: three heartbeat intervals,
+   * so that one or two lost heartbeats do not start an election.
+   */
+  electionTimeoutMinMs?: number;
+  /**
+   * Upper bound of the randomized election timeout, in ms. Default 1000: a spread of 400 ms makes
+   * split votes rare, and a failed leader is replaced well within the lab's 5 seconds.
+   */
+  electionTimeoutMaxMs?: number;
+  /**
+   * Most entries one AppendEntries carries. Default 256: large enough for quick catch-up, small
+   * enough that one message stays well under a transport's size limit for modest commands.
+   */
+  maxEntriesPerAppend?: number;
+  /** Time source and timers. Default: the real clock. A simulator passes a virtual one. */
+  clock?: Clock;
+  /** Uniform random numbers in [0, 1). Default: `Math.random`. A simulator passes a seeded one. */
+  random?: RandomSource;
+  /**
+   * Where debug trace lines go. Default: `console.error` when the environment variable
+   * `RAFT_DEBUG` is set (and readable), otherwise no trace.
+   */
+  trace?: TraceSink | null;
+}
