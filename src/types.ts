@@ -56,6 +56,11 @@ export interface Persister {
   load(): Promise<PersistentState>;
   /** Applies `change` atomically; the change is durable once the promise resolves. */
   save(change: PersistChange): Promise<void>;
+  /**
+   * Optional: the largest command, in bytes of its JSON text (UTF-8), that one save can hold.
+   * `start()` refuses a larger command with a `RangeError` before appending anything.
+   */
+  readonly maxCommandBytes?: number;
 }
 
 /** What a peer hands to its service for each committed entry, in index order. */
