@@ -1,0 +1,241 @@
+import { assert, assertEquals } from "./assert.ts";
+import { WebSocketTransport } from "../src/websocket_transport.ts";
+import {
+  FakeHandler,
+  freePorts,
+  RawClient,
+  SECRET,
+  startTransports,
+  waitFor,
+} from "./websocket_helpers.ts";
+
+Deno.test("calls reach the peer's handler and return its reply", async () => {
+  const cluster = await startTransports(3);
+  try {
+    const ends = cluster.transports[0]!.clientEnds();
+    assertEquals(await ends[1]!.call("Echo", { x: 1 }), { echo: { x: 1 } });
+    assertEquals(await ends[2]!.call("Echo", [2, "two"]), { echo: [2, "two"] });
+    assertEquals(await ends[0]!.call("Echo", 0), undefined, "a call to oneself");
+    assertEquals(cluster.handlers[1]!.served, [{ method: "Echo", args: { x: 1 } }]);
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("many calls in flight on one link each get their own reply", async () => {
+  const cluster = await startTransports(2);
+  try {
+    const end = cluster.transports[0]!.clientEnds()[1]!;
+    // Later calls answer sooner, so replies come back out of order.
+    const delays = Array.from({ length: 50 }, (_, i) => 50 - i);
+    const replies = await Promise.all(delays.map((delay) => end.call("Delay", delay)));
+    assertEquals(replies, delays.map((delay) => ({ echo: delay })));
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("a large request and reply cross in both directions", async () => {
+  const cluster = await startTransports(2);
+  try {
+    const big = "é".repeat(300_000);
+    assertEquals(await cluster.transports[0]!.clientEnds()[1]!.call("Echo", big), { echo: big });
+    assertEquals(await cluster.transports[1]!.clientEnds()[0]!.call("Echo", big), { echo: big });
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("a call resolves undefined on timeout, on a failing handler and on disconnect", async () => {
+  const cluster = await startTransports(2, { callTimeoutMs: 200 });
+  try {
+    const end = cluster.transports[0]!.clientEnds()[1]!;
+    const started = performance.now();
+    assertEquals(await end.call("Hang", null), undefined);
+    const waited = performance.now() - started;
+    assert(waited >= 190, `expected the call to wait for its 200 ms timeout, it took ${waited} ms`);
+    assertEquals(await end.call("Throw", null), undefined);
+    assert(cluster.logs[1]!.some((line) => line.includes("Handler failed on Throw")));
+
+    const hanging = end.call("Hang", null);
+    await cluster.transports[1]!.close();
+    assertEquals(await hanging, undefined);
+    assertEquals(await end.call("Echo", 1), undefined, "a call to a closed peer");
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("a restarted peer is redialed and calls succeed again", async () => {
+  const cluster = await startTransports(2, { reconnectMaxDelayMs: 100 });
+  let restarted: WebSocketTransport | undefined;
+  try {
+    await cluster.transports[1]!.close();
+    const end = cluster.transports[0]!.clientEnds()[1]!;
+    await waitFor("peer 0 to notice", () => cluster.transports[0]!.connectedPeers().length === 0);
+    restarted = await WebSocketTransport.create({
+      me: 1,
+      peers: cluster.urls,
+      secret: SECRET,
+      log: () => {},
+    });
+    const handler = new FakeHandler();
+    restarted.setHandler(handler);
+    await waitFor("the link to come back", () => restarted!.connectedPeers().length === 1);
+    await waitFor("peer 0 to see it", () => cluster.transports[0]!.connectedPeers().length === 1);
+    assertEquals(await end.call("Echo", "again"), { echo: "again" });
+    assertEquals(handler.served.length, 1);
+  } finally {
+    await restarted?.close();
+    await cluster.close();
+  }
+});
+
+Deno.test("a peer cut off at the transport is unreachable until healed", async () => {
+  // A peer that is cut off drops requests silently, so callers wait out their timeout.
+  const cluster = await startTransports(3, { callTimeoutMs: 200 });
+  try {
+    const [a, b] = cluster.transports;
+    cluster.transports[2]!.cutOff();
+    assertEquals(await a!.clientEnds()[2]!.call("Echo", 1), undefined);
+    assertEquals(await cluster.transports[2]!.clientEnds()[0]!.call("Echo", 1), undefined);
+    assertEquals(cluster.handlers[2]!.served.length, 0, "the cut-off peer served nothing");
+    assertEquals(await a!.clientEnds()[1]!.call("Echo", 1), { echo: 1 }, "others still talk");
+    assertEquals(await b!.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
+    cluster.transports[2]!.heal();
+    assertEquals(await a!.clientEnds()[2]!.call("Echo", 2), { echo: 2 });
+    assertEquals(await cluster.transports[2]!.clientEnds()[1]!.call("Echo", 3), { echo: 3 });
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("a peer with the wrong secret never links, and the others keep serving", async () => {
+  const cluster = await startTransports(2);
+  const ports = freePorts(1);
+  const urls = [...cluster.urls, `ws://127.0.0.1:${ports[0]}`];
+  const intruderLog: string[] = [];
+  // Peers 0 and 1 know only two peers, so pose as peer 1 dialing peer 0.
+  const intruder = await WebSocketTransport.create({
+    me: 1,
+    peers: [cluster.urls[0]!, urls[2]!],
+    secret: "not-the-cluster-secret",
+    log: (line) => intruderLog.push(line),
+  });
+  try {
+    await waitFor(
+      "peer 0 to refuse the intruder",
+      () => cluster.transports[0]!.stats.refusedHandshakes > 0,
+    );
+    assert(
+      cluster.logs[0]!.some((line) => line.includes("failed to prove the cluster secret")),
+      `expected a refusal in peer 0's log, got ${JSON.stringify(cluster.logs[0])}`,
+    );
+    assertEquals(intruder.connectedPeers(), []);
+    assertEquals(await intruder.clientEnds()[0]!.call("Echo", 1), undefined);
+    assertEquals(cluster.handlers[0]!.served.length, 0);
+    assertEquals(await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
+  } finally {
+    await intruder.close();
+    await cluster.close();
+  }
+});
+
+Deno.test("a client without the secret is refused", async () => {
+  const cluster = await startTransports(2, { handshakeTimeoutMs: 300 });
+  try {
+    const forger = new RawClient(cluster.urls[0]!);
+    await forger.authenticate(1, 0, "a-guess-at-the-secret-000");
+    assertEquals((await forger.closed).code, 4008);
+
+    const silent = new RawClient(cluster.urls[0]!);
+    await silent.challenge();
+    assertEquals((await silent.closed).code, 4008, "a client that never answers the challenge");
+
+    const plain = await fetch(cluster.urls[0]!.replace("ws:", "http:"));
+    assertEquals(plain.status, 426);
+    await plain.body?.cancel();
+
+    assertEquals(cluster.transports[0]!.stats.refusedHandshakes, 2);
+    assertEquals(cluster.handlers[0]!.served.length, 0);
+    assertEquals(await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("malformed, oversized and wrong-type frames close the connection; the peer keeps serving", async () => {
+  const cluster = await startTransports(2, { maxMessageBytes: 4096 });
+  try {
+    const request = { v: 1, type: "request", id: 1, method: "Echo", args: 1 };
+    const bad: [string, string | Uint8Array][] = [
+      ["not JSON", "{nope"],
+      ["binary", new Uint8Array([1, 2, 3])],
+      ["oversized", JSON.stringify({ ...request, args: "x".repeat(5000) })],
+      ["wrong version", JSON.stringify({ ...request, v: 2 })],
+      ["unknown type", JSON.stringify({ v: 1, type: "gossip" })],
+      ["request before the handshake", JSON.stringify(request)],
+      ["hello with a bad peer index", JSON.stringify({ v: 1, type: "hello", from: -1, to: 0 })],
+    ];
+    for (const [what, frame] of bad) {
+      const client = new RawClient(cluster.urls[0]!);
+      await client.challenge();
+      client.socket.send(frame);
+      assertEquals((await client.closed).code, 4008, `${what} should close the connection`);
+    }
+    // After a valid handshake, a dialer may not write at all: it only reads.
+    const insider = new RawClient(cluster.urls[0]!);
+    await insider.authenticate(1, 0, SECRET);
+    await waitFor("the welcome", () => insider.received.length === 2);
+    insider.socket.send(JSON.stringify(request));
+    assertEquals((await insider.closed).code, 4008, "a request from a dialer");
+
+    const stats = cluster.transports[0]!.stats;
+    assertEquals(stats.refusedHandshakes + stats.refusedFrames, bad.length + 1);
+    assertEquals(cluster.handlers[0]!.served.length, 0, "no bad frame reached the handler");
+    assert(cluster.logs[0]!.some((line) => line.includes("over the limit of 4096")));
+    // The insider displaced peer 1's link; peer 1 redials and the cluster serves on.
+    await waitFor(
+      "calls from peer 1 to succeed again",
+      async () => await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 0) !== undefined,
+    );
+    assertEquals(await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
+    assertEquals(await cluster.transports[0]!.clientEnds()[1]!.call("Echo", 2), { echo: 2 });
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("a message over maxMessageBytes is dropped, not sent", async () => {
+  const cluster = await startTransports(2, { maxMessageBytes: 1000 });
+  try {
+    const end = cluster.transports[0]!.clientEnds()[1]!;
+    assertEquals(await end.call("Echo", "x".repeat(2000)), undefined);
+    assertEquals(cluster.transports[0]!.stats.droppedSends, 1);
+    assertEquals(cluster.handlers[1]!.served.length, 0);
+    assertEquals(await end.call("Echo", "small"), { echo: "small" });
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("options are checked", async () => {
+  const urls = ["ws://127.0.0.1:1", "ws://127.0.0.1:2"];
+  const rejects = async (
+    options: Parameters<typeof WebSocketTransport.create>[0],
+    text: string,
+  ) => {
+    let error: unknown;
+    try {
+      await WebSocketTransport.create(options);
+    } catch (caught) {
+      error = caught;
+    }
+    assert(error instanceof RangeError, `expected a RangeError for ${text}, got ${error}`);
+    assert(error.message.includes(text), `expected "${text}" in "${error.message}"`);
+  };
+  await rejects({ me: 2, peers: urls, secret: SECRET }, "got 2");
+  await rejects({ me: 0, peers: ["http://x:1", urls[1]!], secret: SECRET }, "http://x:1");
+  await rejects({ me: 0, peers: urls, secret: "short" }, "at least 16 bytes");
+  await rejects({ me: 0, peers: urls, secret: SECRET, callTimeoutMs: -1 }, "callTimeoutMs");
+});
