@@ -104,6 +104,8 @@ export interface TransportStats {
   refusedFrames: number;
   /** Messages not sent: send queue past its mark, frame too large, or link down. */
   droppedSends: number;
+  /** Bytes queued for sending right now, over all connections (`bufferedAmount`). */
+  queuedBytes: number;
 }
 
 interface PendingCall {
@@ -164,7 +166,7 @@ export class WebSocketTransport {
   readonly #random: RandomSource;
   readonly #httpClient: Deno.HttpClient | undefined;
   readonly #sockets = new Map<WebSocket, Promise<void>>();
-  readonly #stats: TransportStats = { refusedHandshakes: 0, refusedFrames: 0, droppedSends: 0 };
+  readonly #stats = { refusedHandshakes: 0, refusedFrames: 0, droppedSends: 0 };
   #server: Deno.HttpServer<Deno.NetAddr> | undefined;
   #handler: RpcHandler | undefined;
   #nextRequestId = 1;
@@ -253,7 +255,9 @@ export class WebSocketTransport {
 
   /** Counters of refused connections and frames and of dropped sends. */
   get stats(): TransportStats {
-    return { ...this.#stats };
+    let queuedBytes = 0;
+    for (const socket of this.#sockets.keys()) queuedBytes += socket.bufferedAmount;
+    return { ...this.#stats, queuedBytes };
   }
 
   /** Where incoming requests go. Until it is set, incoming requests get no reply. */

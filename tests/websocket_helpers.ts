@@ -153,3 +153,23 @@ export class RawClient {
     return await this.closed;
   }
 }
+
+/** Starts `tests/fixtures/echo_peer.ts` as peer `me` in its own process; resolves once it listens. */
+export async function spawnEchoPeer(me: number, urls: string[]): Promise<Deno.ChildProcess> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("./fixtures/echo_peer.ts", import.meta.url).pathname,
+      String(me),
+      JSON.stringify(urls),
+      SECRET,
+    ],
+    stdout: "piped",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const { value } = await reader.read();
+  await reader.cancel();
+  if (!value?.includes("ready")) throw new Error(`Peer ${me} did not start; it printed ${value}`);
+  return child;
+}

@@ -5,6 +5,7 @@ import {
   freePorts,
   RawClient,
   SECRET,
+  spawnEchoPeer,
   startTransports,
   waitFor,
 } from "./websocket_helpers.ts";
@@ -238,4 +239,51 @@ Deno.test("options are checked", async () => {
   await rejects({ me: 0, peers: ["http://x:1", urls[1]!], secret: SECRET }, "http://x:1");
   await rejects({ me: 0, peers: urls, secret: "short" }, "at least 16 bytes");
   await rejects({ me: 0, peers: urls, secret: SECRET, callTimeoutMs: -1 }, "callTimeoutMs");
+});
+
+Deno.test("a stalled peer costs bounded memory: sends past the mark drop and calls resolve undefined", async () => {
+  const urls = freePorts(2).map((port) => `ws://127.0.0.1:${port}`);
+  const peer = await spawnEchoPeer(1, urls);
+  const maxBufferedBytes = 1 << 20;
+  const transport = await WebSocketTransport.create({
+    me: 0,
+    peers: urls,
+    secret: SECRET,
+    callTimeoutMs: 300,
+    maxBufferedBytes,
+    log: () => {},
+  });
+  try {
+    const end = transport.clientEnds()[1]!;
+    await waitFor("the link to the peer process", () => transport.connectedPeers().length === 1);
+    assertEquals(await end.call("Echo", "before"), "before");
+    Deno.kill(peer.pid, "SIGSTOP");
+    const chunk = "x".repeat(256 * 1024);
+    let peakQueued = 0;
+    const calls: Promise<unknown>[] = [];
+    // 64 MB in all: far more than the kernel's socket buffers can absorb.
+    for (let i = 0; i < 256 && transport.stats.droppedSends === 0; i++) {
+      calls.push(end.call("Echo", chunk));
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      peakQueued = Math.max(peakQueued, transport.stats.queuedBytes);
+    }
+    assert(transport.stats.droppedSends > 0, "expected sends to be dropped once the queue filled");
+    assert(peakQueued > maxBufferedBytes / 2, `expected the queue to fill, peak ${peakQueued}`);
+    assert(
+      peakQueued <= maxBufferedBytes,
+      `queued ${peakQueued} bytes, over the mark of ${maxBufferedBytes}`,
+    );
+    assertEquals(await end.call("Echo", chunk), undefined, "a call past the mark");
+    assert((await Promise.all(calls)).every((reply) => reply === undefined));
+    Deno.kill(peer.pid, "SIGCONT");
+    await waitFor(
+      "calls to succeed once the peer resumes",
+      async () => await end.call("Echo", "after") === "after",
+    );
+  } finally {
+    Deno.kill(peer.pid, "SIGCONT");
+    await transport.close();
+    peer.kill("SIGKILL");
+    await peer.status;
+  }
 });
