@@ -19,3 +19,9 @@ export type {
 } from "./src/types.ts";
 export { type CancelTimer, type Clock, type RandomSource, realClock } from "./src/clock.ts";
 export { MemoryPersister } from "./src/memory_persister.ts";
+export {
+  type TransportLog,
+  type TransportStats,
+  WebSocketTransport,
+  type WebSocketTransportOptions,
+} from "./src/websocket_transport.ts";

@@ -56,9 +56,10 @@ export interface TransportCluster {
 /** Starts `count` transports on loopback and waits until every link is up. */
 export async function startTransports(
   count: number,
-  options: Partial<WebSocketTransportOptions> = {},
+  options: Partial<WebSocketTransportOptions> & { scheme?: "ws" | "wss" } = {},
 ): Promise<TransportCluster> {
-  const urls = freePorts(count).map((port) => `ws://127.0.0.1:${port}`);
+  const { scheme = "ws", ...transportOptions } = options;
+  const urls = freePorts(count).map((port) => `${scheme}://127.0.0.1:${port}`);
   const logs: string[][] = urls.map(() => []);
   const handlers = urls.map(() => new FakeHandler());
   const transports: WebSocketTransport[] = [];
@@ -68,7 +69,7 @@ export async function startTransports(
       peers: urls,
       secret: SECRET,
       log: (line) => logs[me]!.push(line),
-      ...options,
+      ...transportOptions,
     });
     transport.setHandler(handlers[me]!);
     transports.push(transport);

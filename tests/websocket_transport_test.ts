@@ -287,3 +287,19 @@ Deno.test("a stalled peer costs bounded memory: sends past the mark drop and cal
     await peer.status;
   }
 });
+
+Deno.test("wss:// works with a certificate and key, trusting a given CA", async () => {
+  const fixtures = new URL("./fixtures/", import.meta.url);
+  const cert = await Deno.readTextFile(new URL("tls_cert.pem", fixtures));
+  const key = await Deno.readTextFile(new URL("tls_key.pem", fixtures));
+  const ca = await Deno.readTextFile(new URL("tls_ca.pem", fixtures));
+  const cluster = await startTransports(2, { tls: { cert, key }, caCerts: [ca], scheme: "wss" });
+  try {
+    assertEquals(await cluster.transports[0]!.clientEnds()[1]!.call("Echo", "secure"), {
+      echo: "secure",
+    });
+    assert(cluster.urls.every((url) => url.startsWith("wss://")));
+  } finally {
+    await cluster.close();
+  }
+});
