@@ -86,8 +86,11 @@ export class LocalCluster {
     return this.#processes[peer] !== undefined;
   }
 
-  /** Starts (or restarts) `peer`'s process; resolves once it answers `GET /status`. */
-  async startPeer(peer: number): Promise<void> {
+  /**
+   * Starts (or restarts) `peer`'s process; resolves once it answers `GET /status`. With
+   * `cutOff` (needs `faultInjection`), the peer starts cut off from the others.
+   */
+  async startPeer(peer: number, options: { cutOff?: boolean } = {}): Promise<void> {
     if (this.#processes[peer] !== undefined) throw new Error(`Peer ${peer} is already running`);
     await Deno.mkdir(this.peerDataDir(peer), { recursive: true });
     const logFile = await Deno.open(join(this.dataDir, `peer${peer}.log`), {
@@ -108,6 +111,7 @@ export class LocalCluster {
       "--data",
       this.peerDataDir(peer),
       ...(this.#faultInjection ? ["--fault-injection"] : []),
+      ...(options.cutOff ? ["--start-cut-off"] : []),
     ];
     const child = new Deno.Command(Deno.execPath(), {
       args,

@@ -45,6 +45,7 @@ const { values: flags } = parseArgs({
     http: { type: "string" },
     data: { type: "string" },
     "fault-injection": { type: "boolean", default: false },
+    "start-cut-off": { type: "boolean", default: false },
   },
 });
 const me = Number(flags.me);
@@ -84,6 +85,8 @@ function applyCommitted(message: ApplyMsg): void {
 }
 
 const transport = await WebSocketTransport.create({ me, peers: peerUrls, secret });
+// Tests start a peer cut off to see what it recovered from its own disk.
+if (flags["fault-injection"] && flags["start-cut-off"]) transport.cutOff();
 const persister: Persister & { close?(): void } = await openPersister(flags.data);
 const raft: Raft = await make(transport.clientEnds(), me, persister, applyCommitted);
 transport.setHandler({
