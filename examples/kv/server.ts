@@ -63,9 +63,6 @@ if (secret === undefined) {
 
 const state = new KvStateMachine();
 const waiters = new Map<number, Waiter>();
-let leaderHint: number | null = null;
-let leaderHintTerm = 0;
-let commitHint = 0;
 let nextSeq = 1;
 const serverClientId = `peer${me}-${crypto.randomUUID()}`;
 
@@ -74,7 +71,6 @@ function applyCommitted(message: ApplyMsg): void {
   const command = parseCommand(message.command);
   const result = command === undefined ? undefined : state.apply(message.commandIndex, command);
   if (command === undefined) state.skip(message.commandIndex);
-  commitHint = Math.max(commitHint, message.commandIndex);
   const waiter = waiters.get(message.commandIndex);
   if (waiter === undefined) return;
   waiters.delete(message.commandIndex);
@@ -89,29 +85,10 @@ const transport = await WebSocketTransport.create({ me, peers: peerUrls, secret 
 if (flags["fault-injection"] && flags["start-cut-off"]) transport.cutOff();
 const persister: Persister & { close?(): void } = await openPersister(flags.data);
 const raft: Raft = await make(transport.clientEnds(), me, persister, applyCommitted);
-transport.setHandler({
-  handleRpc(method, args) {
-    noteLeader(method, args);
-    return raft.handleRpc(method, args);
-  },
-});
-
-/** Learns who leads from the AppendEntries it receives (Figure 2: `leaderId`, `leaderCommit`). */
-function noteLeader(method: string, args: unknown): void {
-  if (method !== "AppendEntries" || typeof args !== "object" || args === null) return;
-  const { term, leaderId, leaderCommit } = args as Record<string, unknown>;
-  if (typeof term !== "number" || typeof leaderId !== "number") return;
-  if (term >= leaderHintTerm) {
-    leaderHintTerm = term;
-    leaderHint = leaderId;
-    if (typeof leaderCommit === "number") commitHint = Math.max(commitHint, leaderCommit);
-  }
-}
+transport.setHandler(raft);
 
 function leader(): number | null {
-  const { term, isLeader } = raft.getState();
-  if (isLeader) return me;
-  return leaderHintTerm === term ? leaderHint : null;
+  return raft.status().leaderId;
 }
 
 function json(body: unknown, status = 200): Response {
@@ -153,15 +130,16 @@ async function propose(command: KvCommand): Promise<Response> {
 async function serveHttp(request: Request): Promise<Response> {
   const url = new URL(request.url);
   if (url.pathname === "/status" && request.method === "GET") {
-    const { term, isLeader } = raft.getState();
+    const status = raft.status();
     return json({
       me,
       pid: Deno.pid,
-      term,
-      role: isLeader ? "leader" : "follower",
-      leader: leader(),
-      commitIndex: Math.max(commitHint, state.appliedIndex),
+      term: status.term,
+      role: status.role,
+      leader: status.leaderId,
+      commitIndex: status.commitIndex,
       appliedIndex: state.appliedIndex,
+      lastLogIndex: status.lastLogIndex,
     });
   }
   if (url.pathname === "/debug/data" && request.method === "GET") {
