@@ -25,13 +25,16 @@ export interface LocalClusterOptions {
 
 /** A peer's `GET /status` answer. */
 export interface PeerStatus {
+  /** The peer's index. */
   me: number;
+  /** The peer's process id. */
   pid: number;
   term: number;
   role: string;
   leader: number | null;
   commitIndex: number;
   appliedIndex: number;
+  lastLogIndex: number;
 }
 
 const SERVER = new URL("./kv/server.ts", import.meta.url).pathname;

@@ -120,9 +120,10 @@ Deno.test("3 peer processes over WebSockets", async (t) => {
     });
 
     let killedTerm = 0;
+    let killedLogIndex = 0;
     await t.step("SIGKILL of the leader: a new leader takes over and writes continue", async () => {
       const killed = leader;
-      killedTerm = (await cluster.status(killed))!.term;
+      ({ term: killedTerm, lastLogIndex: killedLogIndex } = (await cluster.status(killed))!);
       await cluster.kill(killed, "SIGKILL");
       leader = await cluster.waitForLeader(10000);
       assert(leader !== killed, `peer ${killed} was killed but is reported as leader`);
@@ -138,6 +139,11 @@ Deno.test("3 peer processes over WebSockets", async (t) => {
       assert(
         status.term >= killedTerm,
         `restarted while cut off, the peer should have its term ${killedTerm} from disk; it has ${status.term}`,
+      );
+      assert(
+        status.lastLogIndex >= killedLogIndex,
+        `restarted while cut off, the peer should have its ${killedLogIndex} log entries from disk; ` +
+          `it has ${status.lastLogIndex}`,
       );
       await cluster.inject(restarted, "heal");
       await waitForSameData(cluster, acknowledged);
