@@ -14,6 +14,8 @@ import { KvClient } from "./kv/client.ts";
 
 const started = performance.now();
 const acknowledged = new Map<string, string>();
+const progressOnOneLine = Deno.stdout.isTerminal();
+let retries: string[] = [];
 
 function say(line: string): void {
   const seconds = ((performance.now() - started) / 1000).toFixed(1).padStart(5);
@@ -33,16 +35,19 @@ async function writeKeys(client: KvClient, prefix: string, count: number): Promi
     await client.put(key, value);
     acknowledged.set(key, value);
     if (i % 10 === 0 || i === count) {
-      await Deno.stdout.write(
-        new TextEncoder().encode(`\r        ${i}/${count} writes acknowledged`),
-      );
+      const line = `          ${i}/${count} writes acknowledged`;
+      if (progressOnOneLine) await Deno.stdout.write(new TextEncoder().encode(`\r${line}`));
+      else console.log(line);
     }
   }
-  await Deno.stdout.write(new TextEncoder().encode("\n"));
+  if (progressOnOneLine) console.log();
 }
 
 const cluster = await LocalCluster.start({ peers: 3 });
-const client = new KvClient(cluster.httpUrls, { deadlineMs: 20000 });
+const client = new KvClient(cluster.httpUrls, {
+  deadlineMs: 20000,
+  onRetry: (_peer, reason) => retries.push(reason),
+});
 let failed = false;
 try {
   console.log("denoraft demo: a replicated key/value store on 3 Raft peers, each its own process,");
@@ -68,6 +73,7 @@ try {
     `SIGKILL the leader, peer ${leader} (pid ${leaderStatus?.pid}), while a client keeps writing`,
   );
   const killedAt = performance.now();
+  retries = [];
   const writing = writeKeys(client, "during-", 30);
   await cluster.kill(leader, "SIGKILL");
   const newLeader = await cluster.waitForLeader(10000);
@@ -78,7 +84,10 @@ try {
       `${Math.round(performance.now() - killedAt)} ms after the kill`,
   );
   await writing;
-  say("writes continued: all 30 acknowledged by the new leader");
+  say(
+    `writes continued: all 30 acknowledged; the client retried ${retries.length} times meanwhile`,
+  );
+  for (const reason of new Set(retries)) say(`  retry reason: ${reason}`);
 
   say(`restarting peer ${leader} on its data directory`);
   await cluster.startPeer(leader);
