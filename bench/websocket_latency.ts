@@ -14,6 +14,7 @@
  */
 
 import { WebSocketTransport } from "../src/websocket_transport.ts";
+import { freePorts } from "../examples/cluster.ts";
 
 const SIZES = [100, 1000, 2000, 8192, 65536];
 const SECRET = "bench-secret-0123456789abcdef";
@@ -132,16 +133,6 @@ async function spawn(args: string[]): Promise<Deno.ChildProcess> {
 async function stop(child: Deno.ChildProcess): Promise<void> {
   child.kill("SIGKILL");
   await child.status;
-}
-
-function freePorts(count: number): number[] {
-  const listeners = Array.from(
-    { length: count },
-    () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
-  );
-  const ports = listeners.map((listener) => listener.addr.port);
-  for (const listener of listeners) listener.close();
-  return ports;
 }
 
 function pause(ms: number): Promise<void> {

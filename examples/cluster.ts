@@ -226,7 +226,8 @@ export class LocalCluster {
   }
 }
 
-function freePorts(count: number): number[] {
+/** `count` distinct ports that were free on 127.0.0.1 a moment ago. */
+export function freePorts(count: number): number[] {
   const listeners = Array.from(
     { length: count },
     () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),

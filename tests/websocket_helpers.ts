@@ -3,23 +3,14 @@
  * transports in one process, and a raw client that speaks the wire protocol by hand.
  */
 
+export { freePorts } from "../examples/cluster.ts";
+import { freePorts } from "../examples/cluster.ts";
 import type { RpcHandler } from "../src/types.ts";
 import { WebSocketTransport, type WebSocketTransportOptions } from "../src/websocket_transport.ts";
 import { encodeFrame, isRefusal, parseFrame } from "../src/websocket_envelope.ts";
 import { importSecret, newNonce, signTranscript } from "../src/websocket_handshake.ts";
 
 export const SECRET = "test-secret-0123456789abcdef";
-
-/** Ports that were free a moment ago, on 127.0.0.1. */
-export function freePorts(count: number): number[] {
-  const listeners = Array.from(
-    { length: count },
-    () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
-  );
-  const ports = listeners.map((listener) => listener.addr.port);
-  for (const listener of listeners) listener.close();
-  return ports;
-}
 
 /** A handler that echoes, records what it served, and can be told to hang or delay. */
 export class FakeHandler implements RpcHandler {
