@@ -133,6 +133,9 @@ interface Link {
 /** Close code for a refused handshake or frame (application range: 1008 may not be sent by scripts). */
 const PROTOCOL_VIOLATION = 4008;
 
+/** How long `close()` waits for sockets to finish closing. */
+const CLOSE_WAIT_MS = 2000;
+
 const DEFAULTS = {
   callTimeoutMs: 1000,
   maxMessageBytes: 4 * 1024 * 1024,
@@ -314,7 +317,13 @@ export class WebSocketTransport {
       this.#failPending(link);
     }
     for (const socket of this.#sockets.keys()) closeQuietly(socket);
-    await Promise.all(this.#sockets.values());
+    // A peer that stopped reading (SIGSTOP) never finishes the closing handshake: do not hang.
+    let cancelWait = () => {};
+    await Promise.race([
+      Promise.all(this.#sockets.values()),
+      new Promise<void>((resolve) => cancelWait = this.#clock.schedule(CLOSE_WAIT_MS, resolve)),
+    ]);
+    cancelWait();
     await this.#server?.shutdown();
     this.#httpClient?.close();
   }

@@ -303,3 +303,41 @@ Deno.test("wss:// works with a certificate and key, trusting a given CA", async 
     await cluster.close();
   }
 });
+
+Deno.test("a dialer refuses a server that cannot prove the secret", async () => {
+  const [fakePort, realPort] = freePorts(2);
+  const welcomes: string[] = [];
+  // Squats on peer 1's address and answers every hello with a forged welcome.
+  const fake = Deno.serve(
+    { hostname: "127.0.0.1", port: fakePort!, onListen: () => {} },
+    (request) => {
+      const { socket, response } = Deno.upgradeWebSocket(request);
+      socket.onopen = () => socket.send(JSON.stringify({ v: 1, type: "challenge", nonce: "AAAA" }));
+      socket.onmessage = () => {
+        const forged = JSON.stringify({ v: 1, type: "welcome", proof: "Zm9yZ2Vk" });
+        welcomes.push(forged);
+        socket.send(forged);
+      };
+      return response;
+    },
+  );
+  const log: string[] = [];
+  const transport = await WebSocketTransport.create({
+    me: 0,
+    peers: [`ws://127.0.0.1:${realPort}`, `ws://127.0.0.1:${fakePort}`],
+    secret: SECRET,
+    log: (line) => log.push(line),
+  });
+  try {
+    await waitFor("the forged welcome to be refused", () => transport.stats.refusedHandshakes > 0);
+    assert(welcomes.length > 0, "the fake server never got a hello");
+    assert(
+      log.some((line) => line.includes("failed to prove the cluster secret")),
+      `expected a refusal in the log, got ${JSON.stringify(log)}`,
+    );
+    assertEquals(transport.connectedPeers(), []);
+  } finally {
+    await transport.close();
+    await fake.shutdown();
+  }
+});
