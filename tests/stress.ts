@@ -54,12 +54,23 @@ for (let run = 1; run <= runs; run++) {
     if (passed && description) {
       const [seconds, peers, rpcs, bytes, commits] = passed.slice(1).map(Number) as number[];
       const lines = byTest.get(description) ?? [];
-      lines.push({ description, seconds: seconds!, peers: peers!, rpcs: rpcs!, bytes: bytes!, commits: commits! });
+      lines.push({
+        description,
+        seconds: seconds!,
+        peers: peers!,
+        rpcs: rpcs!,
+        bytes: bytes!,
+        commits: commits!,
+      });
       byTest.set(description, lines);
     }
   }
   const summary = text.match(/ok \| (\d+) passed.*$/m)?.[0] ?? "";
-  console.log(`Run ${run} of ${runs}: ${summary.trim()} (wall ${wall.toFixed(1)} s, CPU ${(user + system).toFixed(1)} s)`);
+  console.log(
+    `Run ${run} of ${runs}: ${summary.trim()} (wall ${wall.toFixed(1)} s, CPU ${
+      (user + system).toFixed(1)
+    } s)`,
+  );
 }
 
 const median = (values: number[]) => {
