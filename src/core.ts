@@ -53,6 +53,7 @@ export interface CoreConfig {
   me: number;
   peerCount: number;
   heartbeatIntervalMs: number;
+  commitNotifyDelayMs: number;
   electionTimeoutMinMs: number;
   electionTimeoutMaxMs: number;
   maxEntriesPerAppend: number;
@@ -80,8 +81,11 @@ export class RaftCore {
   // Volatile state on leaders, reinitialized after election.
   #nextIndex: number[] = [];
   #matchIndex: number[] = [];
-  /** When the leader last sent AppendEntries to each peer: the heartbeat clock. */
-  #lastSentAt: number[] = [];
+  /**
+   * When the leader next sends AppendEntries to each peer: a heartbeat interval after the last
+   * one, or sooner to tell it of a new commit index.
+   */
+  #nextSendAt: number[] = [];
   /** AppendEntries awaiting a reply, per peer. */
   #inFlight: number[] = [];
 
@@ -143,7 +147,7 @@ export class RaftCore {
     let earliest = Infinity;
     for (let peer = 0; peer < this.#config.peerCount; peer++) {
       if (peer === this.#config.me) continue;
-      earliest = Math.min(earliest, this.#lastSentAt[peer]! + this.#config.heartbeatIntervalMs);
+      earliest = Math.min(earliest, this.#nextSendAt[peer]!);
     }
     return earliest;
   }
@@ -153,7 +157,7 @@ export class RaftCore {
     if (this.#role === "leader") {
       for (let peer = 0; peer < this.#config.peerCount; peer++) {
         if (peer === this.#config.me) continue;
-        if (now >= this.#lastSentAt[peer]! + this.#config.heartbeatIntervalMs) {
+        if (now >= this.#nextSendAt[peer]!) {
           this.#sendAppendEntries(peer, now);
         }
       }
@@ -266,7 +270,7 @@ export class RaftCore {
       const match = args.prevLogIndex + args.entries.length;
       if (match > this.#matchIndex[peer]!) {
         this.#matchIndex[peer] = match;
-        this.#advanceCommitIndex();
+        this.#advanceCommitIndex(now);
       }
       this.#nextIndex[peer] = Math.max(this.#nextIndex[peer]!, match + 1);
       if (this.#nextIndex[peer]! <= this.#log.lastIndex && this.#inFlight[peer] === 0) {
@@ -292,7 +296,7 @@ export class RaftCore {
   }
 
   /** Tells the core that the save made with `mark` is durable. */
-  onSaved(mark: SaveMark): void {
+  onSaved(mark: SaveMark, now: number): void {
     if (mark.term > this.#durable.term || mark.lastIndex > this.#durable.lastIndex) {
       this.#durable = mark;
     }
@@ -300,7 +304,7 @@ export class RaftCore {
       const me = this.#config.me;
       if (mark.lastIndex > this.#matchIndex[me]!) {
         this.#matchIndex[me] = mark.lastIndex;
-        this.#advanceCommitIndex();
+        this.#advanceCommitIndex(now);
       }
     }
   }
@@ -405,7 +409,7 @@ export class RaftCore {
     this.#nextIndex = new Array(peerCount).fill(this.#log.lastIndex + 1);
     this.#matchIndex = new Array(peerCount).fill(0);
     this.#inFlight = new Array(peerCount).fill(0);
-    this.#lastSentAt = new Array(peerCount).fill(now);
+    this.#nextSendAt = new Array(peerCount).fill(now);
     // A leader counts its own log only as far as it is durable. A candidate's log does not change
     // during its candidacy, so a save made in this term covers the log as it is now.
     if (this.#durable.term === this.#currentTerm) this.#matchIndex[me] = this.#durable.lastIndex;
@@ -429,7 +433,7 @@ export class RaftCore {
       ),
       leaderCommit: this.#commitIndex,
     };
-    this.#lastSentAt[peer] = now;
+    this.#nextSendAt[peer] = now + this.#config.heartbeatIntervalMs;
     this.#inFlight[peer]!++;
     this.#send.push({ to: peer, method: AppendEntries, args });
   }
@@ -438,7 +442,7 @@ export class RaftCore {
    * §5.3, §5.4.2: commit the highest index stored on a majority, but only by counting replicas of
    * an entry from the current term; earlier entries then commit with it.
    */
-  #advanceCommitIndex(): void {
+  #advanceCommitIndex(now: number): void {
     const sorted = [...this.#matchIndex].sort((a, b) => b - a);
     const majorityMatch = sorted[Math.floor(this.#config.peerCount / 2)]!;
     if (
@@ -446,7 +450,14 @@ export class RaftCore {
     ) {
       this.#commitIndex = majorityMatch;
       this.#trace(`commits up to ${majorityMatch}`);
-      // Followers learn the new commit index with the next AppendEntries.
+      // Followers learn the new commit index with the next AppendEntries: soon, so that they
+      // apply promptly, but not at once, so that a busy leader's next proposal carries it.
+      const notifyAt = now + this.#config.commitNotifyDelayMs;
+      for (let peer = 0; peer < this.#config.peerCount; peer++) {
+        if (peer !== this.#config.me) {
+          this.#nextSendAt[peer] = Math.min(this.#nextSendAt[peer]!, notifyAt);
+        }
+      }
     }
   }
 

@@ -30,9 +30,10 @@ import type {
 } from "./types.ts";
 
 const defaults = {
-  heartbeatIntervalMs: 200,
-  electionTimeoutMinMs: 600,
-  electionTimeoutMaxMs: 1000,
+  heartbeatIntervalMs: 250,
+  commitNotifyDelayMs: 25,
+  electionTimeoutMinMs: 700,
+  electionTimeoutMaxMs: 1100,
   maxEntriesPerAppend: 256,
 };
 
@@ -303,7 +304,7 @@ class RaftPeer implements Raft {
         return;
       }
       if (this.#dead) return;
-      this.#core.onSaved(saveMark);
+      this.#core.onSaved(saveMark, this.#clock.now());
       this.#scheduleDrive();
     });
     return this.#saveChain;
