@@ -494,3 +494,27 @@ Deno.test("a restarted peer re-applies its log from index 1", async () => {
     second.raft.kill();
   }
 });
+
+// Ignored: the command in an ApplyMsg is the log's own object, and MemoryPersister keeps that same
+// object (its copies are shallow). A service that mutates an applied command, as a state machine
+// reusing its input might, changes the peer's log and its "saved" state: a restart then re-applies
+// the mutated command, and a leader would send it to lagging followers. Handing out a copy (or
+// copying commands in the persister) would fix it.
+Deno.test({
+  name: "a service that mutates an applied command changes neither the log nor the saved state",
+  ignore: true,
+  fn: async () => {
+    const persister = new MemoryPersister();
+    const raft = await make([silent], 0, persister, (msg) => {
+      (msg.command as { value: number }).value = -1;
+    }, fast);
+    try {
+      await untilLeader(raft);
+      raft.start({ value: 1 });
+      await waitFor(() => raft.status().lastApplied === 1, "the apply");
+      assert.deepEqual(persister.snapshot().log[0]!.command, { value: 1 });
+    } finally {
+      raft.kill();
+    }
+  },
+});
