@@ -111,15 +111,12 @@ Deno.test("copy() is an independent persister holding the same state", async () 
   assert.equal(copy.saveCount, 1, "a copy counts its own saves");
 });
 
-// Ignored: copies are shallow. Entries are copied but their command objects are shared, so a
-// command object the service gets from an ApplyMsg (which is the log's own object) or from load()
-// is also the persister's, and the one in every copy(). Mutating it changes "saved" state, which a
-// real persister (serialising on save) would not. Copying commands (structuredClone or a JSON
-// round trip) in copyEntry would fix it.
+// Regression: MemoryPersister once kept the command objects it was given, so a service mutating an
+// applied command (the log's own object) changed the "saved" state. It now stores JSON text.
 Deno.test({
   name:
     "commands are copied too: an object command changed after save or load stays saved as it was",
-  ignore: true,
+
   fn: async () => {
     const command = { value: 1 };
     const persister = new MemoryPersister();

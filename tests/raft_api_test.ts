@@ -155,11 +155,11 @@ Deno.test("make() rejects bad options", async () => {
   }
 });
 
-// Ignored: maxEntriesPerAppend is floored after the positivity check, so 0.5 becomes 0 and every
-// AppendEntries carries no entries: followers never catch up. make() should refuse values below 1.
+// Regression: maxEntriesPerAppend was floored after the positivity check, so 0.5 became 0 and no
+// AppendEntries carried entries. make() now requires a positive integer.
 Deno.test({
   name: "make() rejects a maxEntriesPerAppend below 1",
-  ignore: true,
+
   fn: async () => {
     let raft: Raft | undefined;
     try {
@@ -222,12 +222,11 @@ Deno.test("make() rejects a malformed loaded state", async () => {
   raft.kill();
 });
 
-// Ignored: checkLoadedState accepts log entries that an AppendEntries would be refused for: an
-// entry of term 0 (terms start at 1; a term-0 entry also looks like "log too short" to the
-// backtracking hint) and an entry with no command (which would be applied as undefined).
+// Regression: checkLoadedState accepted entries an AppendEntries would be refused for: term 0
+// (terms start at 1) and no command.
 Deno.test({
   name: "make() rejects loaded entries of term 0 or without a command",
-  ignore: true,
+
   fn: async () => {
     const cases: [string, unknown][] = [
       ["an entry of term 0", { term: 1, votedFor: null, log: [{ term: 0, command: "a" }] }],
@@ -495,14 +494,12 @@ Deno.test("a restarted peer re-applies its log from index 1", async () => {
   }
 });
 
-// Ignored: the command in an ApplyMsg is the log's own object, and MemoryPersister keeps that same
-// object (its copies are shallow). A service that mutates an applied command, as a state machine
-// reusing its input might, changes the peer's log and its "saved" state: a restart then re-applies
-// the mutated command, and a leader would send it to lagging followers. Handing out a copy (or
-// copying commands in the persister) would fix it.
+// Regression: the command in an ApplyMsg was the log's own object, and MemoryPersister kept it too,
+// so a service mutating it changed the log and the saved state. Commands are now handed out as
+// copies and persisted as JSON.
 Deno.test({
   name: "a service that mutates an applied command changes neither the log nor the saved state",
-  ignore: true,
+
   fn: async () => {
     const persister = new MemoryPersister();
     const raft = await make([silent], 0, persister, (msg) => {
