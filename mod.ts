@@ -19,3 +19,10 @@ export type {
 } from "./src/types.ts";
 export { type CancelTimer, type Clock, type RandomSource, realClock } from "./src/clock.ts";
 export { MemoryPersister } from "./src/memory_persister.ts";
+export { KvPersister } from "./src/kv_persister.ts";
+export { FilePersister, type FilePersisterOptions } from "./src/file_persister.ts";
+export {
+  PersisterClosedError,
+  PersisterCorruptError,
+  PersisterLockedError,
+} from "./src/persister_errors.ts";
