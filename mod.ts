@@ -14,11 +14,15 @@ export type {
   Persister,
   Raft,
   RaftOptions,
+  RaftStatus,
+  Role,
   RpcHandler,
   TraceSink,
 } from "./src/types.ts";
 export { type CancelTimer, type Clock, type RandomSource, realClock } from "./src/clock.ts";
 export { MemoryPersister } from "./src/memory_persister.ts";
+export { make } from "./src/raft.ts";
+export { MemoryNetwork, type MemoryNetworkOptions } from "./src/memory_network.ts";
 export { KvPersister } from "./src/kv_persister.ts";
 export { FilePersister, type FilePersisterOptions } from "./src/file_persister.ts";
 export {

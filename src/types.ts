@@ -90,6 +90,27 @@ export interface RpcHandler {
   handleRpc(method: string, args: unknown): Promise<unknown>;
 }
 
+/** A peer's role (§5.1). */
+export type Role = "follower" | "candidate" | "leader";
+
+/** A snapshot of a peer's volatile state, for status pages and tests. */
+export interface RaftStatus {
+  /** This peer's number. */
+  me: number;
+  /** Latest term seen. */
+  term: number;
+  /** Follower, candidate or leader. */
+  role: Role;
+  /** The leader of the current term, if known. */
+  leaderId: number | null;
+  /** Highest index known committed. */
+  commitIndex: number;
+  /** Highest index handed to the service. */
+  lastApplied: number;
+  /** Index of the last log entry. */
+  lastLogIndex: number;
+}
+
 /** A running Raft peer, as {@linkcode make} returns it. */
 export interface Raft extends RpcHandler {
   /**
@@ -104,6 +125,8 @@ export interface Raft extends RpcHandler {
   kill(): void;
   /** Whether `kill()` has been called. */
   killed(): boolean;
+  /** Term, role, leader and indexes, for status pages and tests. */
+  status(): RaftStatus;
   /** A transport delivers an incoming request here; resolves to the reply. */
   handleRpc(method: string, args: unknown): Promise<unknown>;
 }

@@ -1,0 +1,456 @@
+/**
+ * The Raft protocol of Figure 2 as a state machine that does no I/O. It is stepped by incoming
+ * requests and replies, by proposals and by the passage of time, and hands back a {@linkcode Ready}:
+ * what to save, what to send, and what to apply. The driver in `raft.ts` owns the clock, the
+ * transport and the persister.
+ *
+ * @module
+ */
+
+import type { RandomSource } from "./clock.ts";
+import { randomInt } from "./clock.ts";
+import {
+  AppendEntries,
+  type AppendEntriesArgs,
+  type AppendEntriesReply,
+  RequestVote,
+  type RequestVoteArgs,
+  type RequestVoteReply,
+} from "./messages.ts";
+import { RaftLog } from "./raft_log.ts";
+import type { ApplyMsg, PersistChange, PersistentState, Role } from "./types.ts";
+
+/** A request the core wants sent to peer `to`. */
+export type Outgoing =
+  | { to: number; method: typeof RequestVote; args: RequestVoteArgs }
+  | { to: number; method: typeof AppendEntries; args: AppendEntriesArgs };
+
+/** Identifies a save: the term and last log index the core had when it asked for it. */
+export interface SaveMark {
+  term: number;
+  lastIndex: number;
+}
+
+/** Everything the core wants done since the last {@linkcode RaftCore.takeReady}. */
+export interface Ready {
+  /** State to save, or null when nothing changed. */
+  save: PersistChange | null;
+  /** Pass back to {@linkcode RaftCore.onSaved} once `save` has resolved. */
+  saveMark: SaveMark | null;
+  /** Requests that may leave at once: a leader's AppendEntries do not depend on unsaved state. */
+  send: Outgoing[];
+  /**
+   * Requests that must wait until `save` (and every earlier save) resolves: a candidate's
+   * RequestVote reports a vote for itself, which must be durable before it counts.
+   */
+  sendAfterSave: Outgoing[];
+  /** Newly committed entries, in index order. */
+  apply: ApplyMsg[];
+}
+
+/** The core's fixed settings. */
+export interface CoreConfig {
+  me: number;
+  peerCount: number;
+  heartbeatIntervalMs: number;
+  electionTimeoutMinMs: number;
+  electionTimeoutMaxMs: number;
+  maxEntriesPerAppend: number;
+  random: RandomSource;
+  trace: ((line: string) => void) | null;
+}
+
+/** Figure 2's state and rules for one peer. */
+export class RaftCore {
+  readonly #config: CoreConfig;
+
+  // Persistent state on all servers (Figure 2).
+  #currentTerm: number;
+  #votedFor: number | null;
+  readonly #log: RaftLog;
+
+  // Volatile state on all servers.
+  #commitIndex = 0;
+  #lastApplied = 0;
+  #role: Role = "follower";
+  #leaderId: number | null = null;
+  #electionDeadline = 0;
+  #votesGranted = new Set<number>();
+
+  // Volatile state on leaders, reinitialized after election.
+  #nextIndex: number[] = [];
+  #matchIndex: number[] = [];
+  /** When the leader last sent AppendEntries to each peer: the heartbeat clock. */
+  #lastSentAt: number[] = [];
+  /** AppendEntries awaiting a reply, per peer. */
+  #inFlight: number[] = [];
+
+  // What the next Ready carries.
+  #hardStateChanged = false;
+  #unsavedFrom = Infinity;
+  #send: Outgoing[] = [];
+  #sendAfterSave: Outgoing[] = [];
+  #replicationWanted = false;
+  /** The last save known durable: lets a new leader count its own log (see becomeLeader). */
+  #durable: SaveMark = { term: -1, lastIndex: 0 };
+
+  constructor(config: CoreConfig, state: PersistentState, now: number) {
+    this.#config = config;
+    this.#currentTerm = state.term;
+    this.#votedFor = state.votedFor;
+    this.#log = new RaftLog(state.log);
+    this.#durable = { term: state.term, lastIndex: state.log.length };
+    this.#resetElectionDeadline(now);
+  }
+
+  /** Latest term this peer has seen. */
+  get currentTerm(): number {
+    return this.#currentTerm;
+  }
+
+  /** This peer's role. */
+  get role(): Role {
+    return this.#role;
+  }
+
+  /** The peer believed to lead the current term, if known. */
+  get leaderId(): number | null {
+    return this.#leaderId;
+  }
+
+  /** Highest log index known to be committed. */
+  get commitIndex(): number {
+    return this.#commitIndex;
+  }
+
+  /** Index of the last log entry. */
+  get lastIndex(): number {
+    return this.#log.lastIndex;
+  }
+
+  /** Appends `command` if this peer leads; replication starts at the next {@linkcode takeReady}. */
+  propose(command: unknown): { index: number; term: number; isLeader: boolean } {
+    if (this.#role !== "leader") return { index: -1, term: this.#currentTerm, isLeader: false };
+    const index = this.#log.append({ term: this.#currentTerm, command });
+    this.#logChangedFrom(index);
+    this.#replicationWanted = true;
+    return { index, term: this.#currentTerm, isLeader: true };
+  }
+
+  /** The time at which {@linkcode tick} next has something to do. */
+  nextDeadline(): number {
+    if (this.#role !== "leader") return this.#electionDeadline;
+    let earliest = Infinity;
+    for (let peer = 0; peer < this.#config.peerCount; peer++) {
+      if (peer === this.#config.me) continue;
+      earliest = Math.min(earliest, this.#lastSentAt[peer]! + this.#config.heartbeatIntervalMs);
+    }
+    return earliest;
+  }
+
+  /** Fires whatever timers are due at `now`: heartbeats for a leader, elections otherwise. */
+  tick(now: number): void {
+    if (this.#role === "leader") {
+      for (let peer = 0; peer < this.#config.peerCount; peer++) {
+        if (peer === this.#config.me) continue;
+        if (now >= this.#lastSentAt[peer]! + this.#config.heartbeatIntervalMs) {
+          this.#sendAppendEntries(peer, now);
+        }
+      }
+    } else if (now >= this.#electionDeadline) {
+      this.#startElection(now);
+    }
+  }
+
+  /** Figure 2, RequestVote RPC, receiver implementation. */
+  handleRequestVote(args: RequestVoteArgs, now: number): RequestVoteReply {
+    if (args.term < this.#currentTerm) return { term: this.#currentTerm, voteGranted: false };
+    if (args.term > this.#currentTerm) this.#becomeFollower(args.term, now);
+    // §5.2: one vote per term; §5.4.1: only for a candidate whose log is at least as up-to-date.
+    const voteGranted = (this.#votedFor === null || this.#votedFor === args.candidateId) &&
+      this.#log.isUpToDate(args.lastLogTerm, args.lastLogIndex);
+    if (voteGranted) {
+      if (this.#votedFor !== args.candidateId) {
+        this.#votedFor = args.candidateId;
+        this.#hardStateChanged = true;
+      }
+      this.#resetElectionDeadline(now);
+    }
+    this.#trace(
+      `RequestVote from ${args.candidateId} (last ${args.lastLogIndex}@${args.lastLogTerm}): ${
+        voteGranted ? "granted" : "refused"
+      }`,
+    );
+    return { term: this.#currentTerm, voteGranted };
+  }
+
+  /** Figure 2, AppendEntries RPC, receiver implementation, with the §5.3 backtracking hint. */
+  handleAppendEntries(args: AppendEntriesArgs, now: number): AppendEntriesReply {
+    const reject = (conflictTerm: number, conflictIndex: number): AppendEntriesReply => ({
+      term: this.#currentTerm,
+      success: false,
+      conflictTerm,
+      conflictIndex,
+    });
+    if (args.term < this.#currentTerm) return reject(0, 0);
+    if (args.term > this.#currentTerm || this.#role !== "follower") {
+      if (this.#role === "leader") this.#trace(`SAFETY: second leader ${args.leaderId} in my term`);
+      this.#becomeFollower(args.term, now);
+    }
+    this.#leaderId = args.leaderId;
+    this.#resetElectionDeadline(now);
+
+    const { prevLogIndex, prevLogTerm, entries } = args;
+    if (prevLogIndex > this.#log.lastIndex) return reject(0, this.#log.lastIndex + 1);
+    const termThere = this.#log.termAt(prevLogIndex)!;
+    if (termThere !== prevLogTerm) {
+      return reject(termThere, this.#log.firstIndexOfTerm(termThere));
+    }
+    // §5.3: delete an existing entry only if it conflicts; a stale or duplicate request whose
+    // entries all match must leave later entries alone.
+    for (let i = 0; i < entries.length; i++) {
+      const index = prevLogIndex + 1 + i;
+      const existingTerm = this.#log.termAt(index);
+      if (existingTerm === entries[i]!.term) continue;
+      if (existingTerm !== undefined) {
+        if (index <= this.#commitIndex) {
+          this.#trace(`SAFETY: leader ${args.leaderId} overwrites committed index ${index}`);
+        }
+        this.#log.truncateFrom(index);
+      }
+      for (let j = i; j < entries.length; j++) this.#log.append(entries[j]!);
+      this.#logChangedFrom(index);
+      break;
+    }
+    const lastNewIndex = prevLogIndex + entries.length;
+    if (args.leaderCommit > this.#commitIndex) {
+      this.#commitIndex = Math.max(this.#commitIndex, Math.min(args.leaderCommit, lastNewIndex));
+    }
+    return { term: this.#currentTerm, success: true, conflictTerm: 0, conflictIndex: 0 };
+  }
+
+  /** Counts a vote, or learns a newer term. `reply` is null when none came. */
+  handleRequestVoteReply(
+    peer: number,
+    args: RequestVoteArgs,
+    reply: RequestVoteReply | null,
+    now: number,
+  ): void {
+    if (reply === null) return;
+    if (reply.term > this.#currentTerm) {
+      this.#becomeFollower(reply.term, now);
+      return;
+    }
+    if (this.#role !== "candidate" || args.term !== this.#currentTerm || !reply.voteGranted) return;
+    this.#votesGranted.add(peer);
+    if (this.#votesGranted.size * 2 > this.#config.peerCount) this.#becomeLeader(now);
+  }
+
+  /** Advances a follower's match, or backs its nextIndex up. `reply` is null when none came. */
+  handleAppendEntriesReply(
+    peer: number,
+    args: AppendEntriesArgs,
+    reply: AppendEntriesReply | null,
+    now: number,
+  ): void {
+    const current = this.#role === "leader" && args.term === this.#currentTerm;
+    if (current) this.#inFlight[peer] = Math.max(0, this.#inFlight[peer]! - 1);
+    if (reply === null) return; // the next heartbeat retries
+    if (reply.term > this.#currentTerm) {
+      this.#becomeFollower(reply.term, now);
+      return;
+    }
+    if (!current || reply.term !== this.#currentTerm) return;
+
+    if (reply.success) {
+      const match = args.prevLogIndex + args.entries.length;
+      if (match > this.#matchIndex[peer]!) {
+        this.#matchIndex[peer] = match;
+        this.#advanceCommitIndex();
+      }
+      this.#nextIndex[peer] = Math.max(this.#nextIndex[peer]!, match + 1);
+      if (this.#nextIndex[peer]! <= this.#log.lastIndex && this.#inFlight[peer] === 0) {
+        this.#sendAppendEntries(peer, now);
+      }
+      return;
+    }
+    // A rejection for a position the leader has already moved on from is stale.
+    if (this.#nextIndex[peer] !== args.prevLogIndex + 1) return;
+    // §5.3, accelerated backtracking: skip the follower's whole conflicting term at once, or, if
+    // the leader holds entries of that term, resume just after its last one.
+    let next = reply.conflictIndex;
+    if (reply.conflictTerm > 0) {
+      const lastOfTerm = this.#log.lastIndexOfTerm(reply.conflictTerm);
+      if (lastOfTerm > 0) next = lastOfTerm + 1;
+    }
+    next = Math.min(next, args.prevLogIndex);
+    this.#nextIndex[peer] = Math.max(this.#matchIndex[peer]! + 1, next, 1);
+    this.#trace(
+      `AppendEntries to ${peer} rejected at ${args.prevLogIndex}: next ${this.#nextIndex[peer]}`,
+    );
+    this.#sendAppendEntries(peer, now);
+  }
+
+  /** Tells the core that the save made with `mark` is durable. */
+  onSaved(mark: SaveMark): void {
+    if (mark.term > this.#durable.term || mark.lastIndex > this.#durable.lastIndex) {
+      this.#durable = mark;
+    }
+    if (this.#role === "leader" && mark.term === this.#currentTerm) {
+      const me = this.#config.me;
+      if (mark.lastIndex > this.#matchIndex[me]!) {
+        this.#matchIndex[me] = mark.lastIndex;
+        this.#advanceCommitIndex();
+      }
+    }
+  }
+
+  /** Takes what has to be saved, sent and applied since the last call. */
+  takeReady(now: number): Ready {
+    if (this.#replicationWanted) {
+      this.#replicationWanted = false;
+      if (this.#role === "leader") {
+        for (let peer = 0; peer < this.#config.peerCount; peer++) {
+          if (peer !== this.#config.me && this.#inFlight[peer] === 0) {
+            this.#sendAppendEntries(peer, now);
+          }
+        }
+      }
+    }
+    let save: PersistChange | null = null;
+    let saveMark: SaveMark | null = null;
+    if (this.#hardStateChanged || this.#unsavedFrom !== Infinity) {
+      save = { term: this.#currentTerm, votedFor: this.#votedFor };
+      if (this.#unsavedFrom !== Infinity) {
+        save.log = { from: this.#unsavedFrom, entries: this.#log.slice(this.#unsavedFrom) };
+      }
+      saveMark = { term: this.#currentTerm, lastIndex: this.#log.lastIndex };
+      this.#hardStateChanged = false;
+      this.#unsavedFrom = Infinity;
+    }
+    const apply: ApplyMsg[] = [];
+    while (this.#lastApplied < this.#commitIndex) {
+      this.#lastApplied++;
+      apply.push({
+        commandValid: true,
+        command: this.#log.entryAt(this.#lastApplied)!.command,
+        commandIndex: this.#lastApplied,
+      });
+    }
+    const ready: Ready = {
+      save,
+      saveMark,
+      send: this.#send,
+      sendAfterSave: this.#sendAfterSave,
+      apply,
+    };
+    this.#send = [];
+    this.#sendAfterSave = [];
+    return ready;
+  }
+
+  #logChangedFrom(index: number): void {
+    this.#unsavedFrom = Math.min(this.#unsavedFrom, index);
+  }
+
+  #resetElectionDeadline(now: number): void {
+    const { electionTimeoutMinMs, electionTimeoutMaxMs, random } = this.#config;
+    this.#electionDeadline = now + randomInt(random, electionTimeoutMinMs, electionTimeoutMaxMs);
+  }
+
+  /** Figure 2: a higher term seen anywhere makes a peer a follower of that term. */
+  #becomeFollower(term: number, now: number): void {
+    if (term > this.#currentTerm) {
+      this.#currentTerm = term;
+      this.#votedFor = null;
+      this.#hardStateChanged = true;
+      this.#leaderId = null;
+    }
+    if (this.#role === "leader") this.#resetElectionDeadline(now);
+    if (this.#role !== "follower") this.#trace(`becomes follower`);
+    this.#role = "follower";
+  }
+
+  /** §5.2: on election timeout, start an election for the next term. */
+  #startElection(now: number): void {
+    this.#currentTerm++;
+    this.#votedFor = this.#config.me;
+    this.#hardStateChanged = true;
+    this.#role = "candidate";
+    this.#leaderId = null;
+    this.#votesGranted = new Set([this.#config.me]);
+    this.#resetElectionDeadline(now);
+    this.#trace(`starts election`);
+    if (this.#votesGranted.size * 2 > this.#config.peerCount) {
+      this.#becomeLeader(now);
+      return;
+    }
+    const args: RequestVoteArgs = {
+      term: this.#currentTerm,
+      candidateId: this.#config.me,
+      lastLogIndex: this.#log.lastIndex,
+      lastLogTerm: this.#log.lastTerm,
+    };
+    for (let peer = 0; peer < this.#config.peerCount; peer++) {
+      if (peer !== this.#config.me) {
+        this.#sendAfterSave.push({ to: peer, method: RequestVote, args });
+      }
+    }
+  }
+
+  #becomeLeader(now: number): void {
+    const { peerCount, me } = this.#config;
+    this.#role = "leader";
+    this.#leaderId = me;
+    this.#nextIndex = new Array(peerCount).fill(this.#log.lastIndex + 1);
+    this.#matchIndex = new Array(peerCount).fill(0);
+    this.#inFlight = new Array(peerCount).fill(0);
+    this.#lastSentAt = new Array(peerCount).fill(now);
+    // A leader counts its own log only as far as it is durable. A candidate's log does not change
+    // during its candidacy, so a save made in this term covers the log as it is now.
+    if (this.#durable.term === this.#currentTerm) this.#matchIndex[me] = this.#durable.lastIndex;
+    this.#trace(`becomes leader with log up to ${this.#log.lastIndex}`);
+    // Figure 2: send initial empty AppendEntries to each server at once, to claim leadership.
+    for (let peer = 0; peer < peerCount; peer++) {
+      if (peer !== me) this.#sendAppendEntries(peer, now);
+    }
+  }
+
+  #sendAppendEntries(peer: number, now: number): void {
+    const prevLogIndex = this.#nextIndex[peer]! - 1;
+    const args: AppendEntriesArgs = {
+      term: this.#currentTerm,
+      leaderId: this.#config.me,
+      prevLogIndex,
+      prevLogTerm: this.#log.termAt(prevLogIndex)!,
+      entries: this.#log.slice(
+        prevLogIndex + 1,
+        prevLogIndex + 1 + this.#config.maxEntriesPerAppend,
+      ),
+      leaderCommit: this.#commitIndex,
+    };
+    this.#lastSentAt[peer] = now;
+    this.#inFlight[peer]!++;
+    this.#send.push({ to: peer, method: AppendEntries, args });
+  }
+
+  /**
+   * §5.3, §5.4.2: commit the highest index stored on a majority, but only by counting replicas of
+   * an entry from the current term; earlier entries then commit with it.
+   */
+  #advanceCommitIndex(): void {
+    const sorted = [...this.#matchIndex].sort((a, b) => b - a);
+    const majorityMatch = sorted[Math.floor(this.#config.peerCount / 2)]!;
+    if (
+      majorityMatch > this.#commitIndex && this.#log.termAt(majorityMatch) === this.#currentTerm
+    ) {
+      this.#commitIndex = majorityMatch;
+      this.#trace(`commits up to ${majorityMatch}`);
+      // Followers learn the new commit index with the next AppendEntries.
+    }
+  }
+
+  #trace(line: string): void {
+    this.#config.trace?.(`[peer ${this.#config.me} T${this.#currentTerm} ${this.#role}] ${line}`);
+  }
+}

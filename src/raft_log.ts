@@ -1,0 +1,84 @@
+/**
+ * The replicated log, indexed from 1 as in the paper, with the few queries Figure 2 needs.
+ *
+ * @module
+ */
+
+import type { LogEntry } from "./types.ts";
+
+/** A log whose first entry has index 1; index 0 is the empty prefix, with term 0. */
+export class RaftLog {
+  #entries: LogEntry[];
+
+  /** Wraps `entries` (entries[0] is index 1); the log takes ownership of the array. */
+  constructor(entries: LogEntry[] = []) {
+    this.#entries = entries;
+  }
+
+  /** Index of the last entry, 0 when empty. */
+  get lastIndex(): number {
+    return this.#entries.length;
+  }
+
+  /** Term of the last entry, 0 when empty. */
+  get lastTerm(): number {
+    return this.#entries.at(-1)?.term ?? 0;
+  }
+
+  /** Term of the entry at `index`; 0 for index 0; `undefined` past the end. */
+  termAt(index: number): number | undefined {
+    if (index === 0) return 0;
+    return this.#entries[index - 1]?.term;
+  }
+
+  /** The entry at `index` (1-based), or `undefined`. */
+  entryAt(index: number): LogEntry | undefined {
+    return this.#entries[index - 1];
+  }
+
+  /** Entries with index in [from, to), `to` clamped to the end. */
+  slice(from: number, to: number = this.#entries.length + 1): LogEntry[] {
+    return this.#entries.slice(from - 1, to - 1);
+  }
+
+  /** Appends one entry; returns its index. */
+  append(entry: LogEntry): number {
+    this.#entries.push(entry);
+    return this.#entries.length;
+  }
+
+  /** Drops every entry at index >= `from`. */
+  truncateFrom(from: number): void {
+    if (from <= this.#entries.length) this.#entries.length = from - 1;
+  }
+
+  /** The first index whose entry has a term >= `term` (lastIndex + 1 if none): terms never decrease. */
+  #firstIndexWithTermAtLeast(term: number): number {
+    let low = 0;
+    let high = this.#entries.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if (this.#entries[middle]!.term < term) low = middle + 1;
+      else high = middle;
+    }
+    return low + 1;
+  }
+
+  /** The first index holding `term`, or 0 when the log holds no entry of that term. */
+  firstIndexOfTerm(term: number): number {
+    const index = this.#firstIndexWithTermAtLeast(term);
+    return this.termAt(index) === term ? index : 0;
+  }
+
+  /** The last index holding `term`, or 0 when the log holds no entry of that term. */
+  lastIndexOfTerm(term: number): number {
+    const index = this.#firstIndexWithTermAtLeast(term + 1) - 1;
+    return index >= 1 && this.termAt(index) === term ? index : 0;
+  }
+
+  /** §5.4.1: is a log ending at (lastTerm, lastIndex) at least as up-to-date as this one? */
+  isUpToDate(lastTerm: number, lastIndex: number): boolean {
+    const myLastTerm = this.lastTerm;
+    return lastTerm > myLastTerm || (lastTerm === myLastTerm && lastIndex >= this.lastIndex);
+  }
+}
