@@ -177,20 +177,21 @@ export class FilePersister implements Persister {
   }
 
   /** Reads the state as of the last acknowledged save. */
-  async load(): Promise<PersistentState> {
-    await this.#commit.idle();
-    const opened = this.#opened;
-    if (opened !== null) {
-      this.#opened = null;
-      return opened;
-    }
-    // A handle of its own: the writer's position must not move under a save that comes now.
-    const file = await Deno.open(this.#path, { read: true });
-    try {
-      return (await scanFile(file, this.#path, this.#fileSize)).state;
-    } finally {
-      file.close();
-    }
+  load(): Promise<PersistentState> {
+    // Exclusive: no write or compaction may change the file under the scan.
+    return this.#commit.exclusive(async () => {
+      const opened = this.#opened;
+      if (opened !== null) {
+        this.#opened = null;
+        return opened;
+      }
+      const file = await Deno.open(this.#path, { read: true });
+      try {
+        return (await scanFile(file, this.#path, this.#fileSize)).state;
+      } finally {
+        file.close();
+      }
+    });
   }
 
   /**

@@ -49,9 +49,21 @@ export class GroupCommit<T> {
     await this.#running;
   }
 
-  /** Resolves once no batch is in flight (the queue may fill again afterwards). */
-  async idle(): Promise<void> {
+  /**
+   * Runs `task` with no batch in flight and none starting until it ends: for reads that must
+   * see one consistent state. Items submitted meanwhile wait, then go out together.
+   */
+  async exclusive<R>(task: () => Promise<R>): Promise<R> {
     while (this.#running !== null) await this.#running;
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#running = promise;
+    try {
+      return await task();
+    } finally {
+      this.#running = null;
+      resolve();
+      if (this.#waiting.length > 0) this.#running = this.#drain();
+    }
   }
 
   /** Why submits are refused (after `close` or a failed flush), or `null` while they are taken. */

@@ -129,11 +129,13 @@ export class KvPersister implements Persister {
   }
 
   /** Reads the state as of the last acknowledged save. */
-  async load(): Promise<PersistentState> {
-    await this.#commit.idle();
-    const { term, votedFor, lastIndex } = this.#durable;
-    const log = await readEntries(this.#kv, this.#path, LOG_PREFIX, 1, lastIndex);
-    return { term, votedFor, log };
+  load(): Promise<PersistentState> {
+    // Exclusive: a list over many keys is not a snapshot, so no save may run under it.
+    return this.#commit.exclusive(async () => {
+      const { term, votedFor, lastIndex } = this.#durable;
+      const log = await readEntries(this.#kv, this.#path, LOG_PREFIX, 1, lastIndex);
+      return { term, votedFor, log };
+    });
   }
 
   /**
