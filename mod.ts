@@ -23,6 +23,13 @@ export { type CancelTimer, type Clock, type RandomSource, realClock } from "./sr
 export { MemoryPersister } from "./src/memory_persister.ts";
 export { make } from "./src/raft.ts";
 export { MemoryNetwork, type MemoryNetworkOptions } from "./src/memory_network.ts";
+export { KvPersister } from "./src/kv_persister.ts";
+export { FilePersister, type FilePersisterOptions } from "./src/file_persister.ts";
+export {
+  PersisterClosedError,
+  PersisterCorruptError,
+  PersisterLockedError,
+} from "./src/persister_errors.ts";
 export {
   type TransportLog,
   type TransportStats,

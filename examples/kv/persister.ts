@@ -1,14 +1,15 @@
 /**
- * Where a kv peer keeps its Raft state. Until the durable `KvPersister` lands, state lives in
- * memory, so a restarted peer rebuilds from the leader instead of from its data directory.
+ * Where a kv peer keeps its Raft state: a `KvPersister` (Deno KV, SQLite underneath) in the peer's
+ * data directory, so a restarted peer resumes with its term, vote and log.
  *
  * @module
  */
 
-import { MemoryPersister, type Persister } from "../../mod.ts";
+import { join } from "node:path";
+import { KvPersister } from "../../mod.ts";
 
-/** Opens the persister for the peer whose data directory is `dataDir`. */
-export function openPersister(dataDir: string): Promise<Persister & { close?(): void }> {
-  Deno.mkdirSync(dataDir, { recursive: true });
-  return Promise.resolve(new MemoryPersister());
+/** Opens the persister for the peer whose data directory is `dataDir`, creating it if needed. */
+export async function openPersister(dataDir: string): Promise<KvPersister> {
+  await Deno.mkdir(dataDir, { recursive: true });
+  return await KvPersister.open(join(dataDir, "raft.kv"));
 }

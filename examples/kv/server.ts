@@ -15,7 +15,7 @@
  */
 
 import { parseArgs } from "node:util";
-import type { ApplyMsg, Persister, Raft } from "../../mod.ts";
+import type { ApplyMsg, Raft } from "../../mod.ts";
 import { make, WebSocketTransport } from "../../mod.ts";
 import { openPersister } from "./persister.ts";
 import {
@@ -83,7 +83,7 @@ function applyCommitted(message: ApplyMsg): void {
 const transport = await WebSocketTransport.create({ me, peers: peerUrls, secret });
 // Tests start a peer cut off to see what it recovered from its own disk.
 if (flags["fault-injection"] && flags["start-cut-off"]) transport.cutOff();
-const persister: Persister & { close?(): void } = await openPersister(flags.data);
+const persister = await openPersister(flags.data);
 const raft: Raft = await make(transport.clientEnds(), me, persister, applyCommitted);
 transport.setHandler(raft);
 
@@ -185,7 +185,7 @@ async function shutdown(): Promise<void> {
   raft.kill();
   await transport.close();
   await server.shutdown();
-  persister.close?.();
+  await persister.close();
   Deno.exit(0);
 }
 Deno.addSignalListener("SIGTERM", shutdown);
