@@ -4,10 +4,10 @@
  * and hostile clients. The steps share one cluster and run in order.
  */
 
-import { assert, assertEquals } from "./assert.ts";
+import assert from "node:assert/strict";
 import { LocalCluster } from "../examples/cluster.ts";
 import { KvClient } from "../examples/kv/client.ts";
-import { RawClient, waitFor } from "./websocket_helpers.ts";
+import { RawClient, waitFor } from "./helpers/websocket.ts";
 
 /** Writes `count` keys named `prefix`N; returns what was acknowledged. */
 async function writeKeys(
@@ -55,16 +55,16 @@ Deno.test("3 peer processes over WebSockets", async (t) => {
     await t.step("elect a leader and commit writes", async () => {
       leader = await cluster.waitForLeader();
       for (const [key, value] of await writeKeys(client, "a", 10)) acknowledged.set(key, value);
-      assertEquals(await client.get("a3"), "value-a3");
-      assertEquals(await client.get("missing"), null);
+      assert.deepEqual(await client.get("a3"), "value-a3");
+      assert.deepEqual(await client.get("missing"), null);
       await waitForSameData(cluster, acknowledged);
     });
 
     await t.step("a client without the secret is refused", async () => {
       const forger = new RawClient(cluster.peerUrls[leader]!);
       await forger.authenticate((leader + 1) % 3, leader, "not-the-cluster-secret-at-all");
-      assertEquals((await forger.closed).code, 4008);
-      assertEquals(await client.get("a0"), "value-a0", "the cluster still serves");
+      assert.deepEqual((await forger.closed).code, 4008);
+      assert.deepEqual(await client.get("a0"), "value-a0", "the cluster still serves");
     });
 
     await t.step(
@@ -96,12 +96,12 @@ Deno.test("3 peer processes over WebSockets", async (t) => {
           const client = new RawClient(cluster.peerUrls[target]!);
           await client.challenge();
           client.socket.send(frame);
-          assertEquals((await client.closed).code, 4008, `frame ${String(frame).slice(0, 40)}`);
+          assert.deepEqual((await client.closed).code, 4008, `frame ${String(frame).slice(0, 40)}`);
         }
         const after = { status: await cluster.status(target), data: await cluster.data(target) };
-        assertEquals(after.status?.term, before.status?.term, "the peer's term");
-        assertEquals(after.status?.pid, before.status?.pid, "the peer process");
-        assertEquals(after.data, before.data, "the peer's data");
+        assert.deepEqual(after.status?.term, before.status?.term, "the peer's term");
+        assert.deepEqual(after.status?.pid, before.status?.pid, "the peer process");
+        assert.deepEqual(after.data, before.data, "the peer's data");
         acknowledged.set("b", "after-bad-frames");
         await client.put("b", "after-bad-frames");
         await waitForSameData(cluster, acknowledged);
@@ -113,7 +113,7 @@ Deno.test("3 peer processes over WebSockets", async (t) => {
       await cluster.inject(isolated, "cut-off");
       for (const [key, value] of await writeKeys(client, "c", 5)) acknowledged.set(key, value);
       const data = new Map(await cluster.data(isolated));
-      assertEquals(data.has("c0"), false, "the cut-off peer got a write");
+      assert.deepEqual(data.has("c0"), false, "the cut-off peer got a write");
       await cluster.inject(isolated, "heal");
       await waitForSameData(cluster, acknowledged);
       leader = await cluster.waitForLeader();
@@ -126,7 +126,7 @@ Deno.test("3 peer processes over WebSockets", async (t) => {
       ({ term: killedTerm, lastLogIndex: killedLogIndex } = (await cluster.status(killed))!);
       await cluster.kill(killed, "SIGKILL");
       leader = await cluster.waitForLeader(10000);
-      assert(leader !== killed, `peer ${killed} was killed but is reported as leader`);
+      assert.ok(leader !== killed, `peer ${killed} was killed but is reported as leader`);
       for (const [key, value] of await writeKeys(client, "d", 10)) acknowledged.set(key, value);
       await waitForSameData(cluster, acknowledged);
       leader = killed; // remembered for the next step
@@ -136,11 +136,11 @@ Deno.test("3 peer processes over WebSockets", async (t) => {
       const restarted = leader;
       await cluster.startPeer(restarted, { cutOff: true });
       const status = (await cluster.status(restarted))!;
-      assert(
+      assert.ok(
         status.term >= killedTerm,
         `restarted while cut off, the peer should have its term ${killedTerm} from disk; it has ${status.term}`,
       );
-      assert(
+      assert.ok(
         status.lastLogIndex >= killedLogIndex,
         `restarted while cut off, the peer should have its ${killedLogIndex} log entries from disk; ` +
           `it has ${status.lastLogIndex}`,

@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "./assert.ts";
+import assert from "node:assert/strict";
 import { WebSocketTransport } from "../src/websocket_transport.ts";
 import {
   FakeHandler,
@@ -8,16 +8,16 @@ import {
   spawnEchoPeer,
   startTransports,
   waitFor,
-} from "./websocket_helpers.ts";
+} from "./helpers/websocket.ts";
 
 Deno.test("calls reach the peer's handler and return its reply", async () => {
   const cluster = await startTransports(3);
   try {
     const ends = cluster.transports[0]!.clientEnds();
-    assertEquals(await ends[1]!.call("Echo", { x: 1 }), { echo: { x: 1 } });
-    assertEquals(await ends[2]!.call("Echo", [2, "two"]), { echo: [2, "two"] });
-    assertEquals(await ends[0]!.call("Echo", 0), undefined, "a call to oneself");
-    assertEquals(cluster.handlers[1]!.served, [{ method: "Echo", args: { x: 1 } }]);
+    assert.deepEqual(await ends[1]!.call("Echo", { x: 1 }), { echo: { x: 1 } });
+    assert.deepEqual(await ends[2]!.call("Echo", [2, "two"]), { echo: [2, "two"] });
+    assert.deepEqual(await ends[0]!.call("Echo", 0), undefined, "a call to oneself");
+    assert.deepEqual(cluster.handlers[1]!.served, [{ method: "Echo", args: { x: 1 } }]);
   } finally {
     await cluster.close();
   }
@@ -30,7 +30,7 @@ Deno.test("many calls in flight on one link each get their own reply", async () 
     // Later calls answer sooner, so replies come back out of order.
     const delays = Array.from({ length: 50 }, (_, i) => 50 - i);
     const replies = await Promise.all(delays.map((delay) => end.call("Delay", delay)));
-    assertEquals(replies, delays.map((delay) => ({ echo: delay })));
+    assert.deepEqual(replies, delays.map((delay) => ({ echo: delay })));
   } finally {
     await cluster.close();
   }
@@ -40,8 +40,12 @@ Deno.test("a large request and reply cross in both directions", async () => {
   const cluster = await startTransports(2);
   try {
     const big = "é".repeat(300_000);
-    assertEquals(await cluster.transports[0]!.clientEnds()[1]!.call("Echo", big), { echo: big });
-    assertEquals(await cluster.transports[1]!.clientEnds()[0]!.call("Echo", big), { echo: big });
+    assert.deepEqual(await cluster.transports[0]!.clientEnds()[1]!.call("Echo", big), {
+      echo: big,
+    });
+    assert.deepEqual(await cluster.transports[1]!.clientEnds()[0]!.call("Echo", big), {
+      echo: big,
+    });
   } finally {
     await cluster.close();
   }
@@ -52,16 +56,19 @@ Deno.test("a call resolves undefined on timeout, on a failing handler and on dis
   try {
     const end = cluster.transports[0]!.clientEnds()[1]!;
     const started = performance.now();
-    assertEquals(await end.call("Hang", null), undefined);
+    assert.deepEqual(await end.call("Hang", null), undefined);
     const waited = performance.now() - started;
-    assert(waited >= 190, `expected the call to wait for its 200 ms timeout, it took ${waited} ms`);
-    assertEquals(await end.call("Throw", null), undefined);
-    assert(cluster.logs[1]!.some((line) => line.includes("Handler failed on Throw")));
+    assert.ok(
+      waited >= 190,
+      `expected the call to wait for its 200 ms timeout, it took ${waited} ms`,
+    );
+    assert.deepEqual(await end.call("Throw", null), undefined);
+    assert.ok(cluster.logs[1]!.some((line) => line.includes("Handler failed on Throw")));
 
     const hanging = end.call("Hang", null);
     await cluster.transports[1]!.close();
-    assertEquals(await hanging, undefined);
-    assertEquals(await end.call("Echo", 1), undefined, "a call to a closed peer");
+    assert.deepEqual(await hanging, undefined);
+    assert.deepEqual(await end.call("Echo", 1), undefined, "a call to a closed peer");
   } finally {
     await cluster.close();
   }
@@ -84,8 +91,8 @@ Deno.test("a restarted peer is redialed and calls succeed again", async () => {
     restarted.setHandler(handler);
     await waitFor("the link to come back", () => restarted!.connectedPeers().length === 1);
     await waitFor("peer 0 to see it", () => cluster.transports[0]!.connectedPeers().length === 1);
-    assertEquals(await end.call("Echo", "again"), { echo: "again" });
-    assertEquals(handler.served.length, 1);
+    assert.deepEqual(await end.call("Echo", "again"), { echo: "again" });
+    assert.deepEqual(handler.served.length, 1);
   } finally {
     await restarted?.close();
     await cluster.close();
@@ -98,14 +105,14 @@ Deno.test("a peer cut off at the transport is unreachable until healed", async (
   try {
     const [a, b] = cluster.transports;
     cluster.transports[2]!.cutOff();
-    assertEquals(await a!.clientEnds()[2]!.call("Echo", 1), undefined);
-    assertEquals(await cluster.transports[2]!.clientEnds()[0]!.call("Echo", 1), undefined);
-    assertEquals(cluster.handlers[2]!.served.length, 0, "the cut-off peer served nothing");
-    assertEquals(await a!.clientEnds()[1]!.call("Echo", 1), { echo: 1 }, "others still talk");
-    assertEquals(await b!.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
+    assert.deepEqual(await a!.clientEnds()[2]!.call("Echo", 1), undefined);
+    assert.deepEqual(await cluster.transports[2]!.clientEnds()[0]!.call("Echo", 1), undefined);
+    assert.deepEqual(cluster.handlers[2]!.served.length, 0, "the cut-off peer served nothing");
+    assert.deepEqual(await a!.clientEnds()[1]!.call("Echo", 1), { echo: 1 }, "others still talk");
+    assert.deepEqual(await b!.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
     cluster.transports[2]!.heal();
-    assertEquals(await a!.clientEnds()[2]!.call("Echo", 2), { echo: 2 });
-    assertEquals(await cluster.transports[2]!.clientEnds()[1]!.call("Echo", 3), { echo: 3 });
+    assert.deepEqual(await a!.clientEnds()[2]!.call("Echo", 2), { echo: 2 });
+    assert.deepEqual(await cluster.transports[2]!.clientEnds()[1]!.call("Echo", 3), { echo: 3 });
   } finally {
     await cluster.close();
   }
@@ -128,14 +135,14 @@ Deno.test("a peer with the wrong secret never links, and the others keep serving
       "peer 0 to refuse the intruder",
       () => cluster.transports[0]!.stats.refusedHandshakes > 0,
     );
-    assert(
+    assert.ok(
       cluster.logs[0]!.some((line) => line.includes("failed to prove the cluster secret")),
       `expected a refusal in peer 0's log, got ${JSON.stringify(cluster.logs[0])}`,
     );
-    assertEquals(intruder.connectedPeers(), []);
-    assertEquals(await intruder.clientEnds()[0]!.call("Echo", 1), undefined);
-    assertEquals(cluster.handlers[0]!.served.length, 0);
-    assertEquals(await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
+    assert.deepEqual(intruder.connectedPeers(), []);
+    assert.deepEqual(await intruder.clientEnds()[0]!.call("Echo", 1), undefined);
+    assert.deepEqual(cluster.handlers[0]!.served.length, 0);
+    assert.deepEqual(await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
   } finally {
     await intruder.close();
     await cluster.close();
@@ -147,19 +154,19 @@ Deno.test("a client without the secret is refused", async () => {
   try {
     const forger = new RawClient(cluster.urls[0]!);
     await forger.authenticate(1, 0, "a-guess-at-the-secret-000");
-    assertEquals((await forger.closed).code, 4008);
+    assert.deepEqual((await forger.closed).code, 4008);
 
     const silent = new RawClient(cluster.urls[0]!);
     await silent.challenge();
-    assertEquals((await silent.closed).code, 4008, "a client that never answers the challenge");
+    assert.deepEqual((await silent.closed).code, 4008, "a client that never answers the challenge");
 
     const plain = await fetch(cluster.urls[0]!.replace("ws:", "http:"));
-    assertEquals(plain.status, 426);
+    assert.deepEqual(plain.status, 426);
     await plain.body?.cancel();
 
-    assertEquals(cluster.transports[0]!.stats.refusedHandshakes, 2);
-    assertEquals(cluster.handlers[0]!.served.length, 0);
-    assertEquals(await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
+    assert.deepEqual(cluster.transports[0]!.stats.refusedHandshakes, 2);
+    assert.deepEqual(cluster.handlers[0]!.served.length, 0);
+    assert.deepEqual(await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
   } finally {
     await cluster.close();
   }
@@ -182,26 +189,26 @@ Deno.test("malformed, oversized and wrong-type frames close the connection; the 
       const client = new RawClient(cluster.urls[0]!);
       await client.challenge();
       client.socket.send(frame);
-      assertEquals((await client.closed).code, 4008, `${what} should close the connection`);
+      assert.deepEqual((await client.closed).code, 4008, `${what} should close the connection`);
     }
     // After a valid handshake, a dialer may not write at all: it only reads.
     const insider = new RawClient(cluster.urls[0]!);
     await insider.authenticate(1, 0, SECRET);
     await waitFor("the welcome", () => insider.received.length === 2);
     insider.socket.send(JSON.stringify(request));
-    assertEquals((await insider.closed).code, 4008, "a request from a dialer");
+    assert.deepEqual((await insider.closed).code, 4008, "a request from a dialer");
 
     const stats = cluster.transports[0]!.stats;
-    assertEquals(stats.refusedHandshakes + stats.refusedFrames, bad.length + 1);
-    assertEquals(cluster.handlers[0]!.served.length, 0, "no bad frame reached the handler");
-    assert(cluster.logs[0]!.some((line) => line.includes("over the limit of 4096")));
+    assert.deepEqual(stats.refusedHandshakes + stats.refusedFrames, bad.length + 1);
+    assert.deepEqual(cluster.handlers[0]!.served.length, 0, "no bad frame reached the handler");
+    assert.ok(cluster.logs[0]!.some((line) => line.includes("over the limit of 4096")));
     // The insider displaced peer 1's link; peer 1 redials and the cluster serves on.
     await waitFor(
       "calls from peer 1 to succeed again",
       async () => await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 0) !== undefined,
     );
-    assertEquals(await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
-    assertEquals(await cluster.transports[0]!.clientEnds()[1]!.call("Echo", 2), { echo: 2 });
+    assert.deepEqual(await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
+    assert.deepEqual(await cluster.transports[0]!.clientEnds()[1]!.call("Echo", 2), { echo: 2 });
   } finally {
     await cluster.close();
   }
@@ -211,10 +218,10 @@ Deno.test("a message over maxMessageBytes is dropped, not sent", async () => {
   const cluster = await startTransports(2, { maxMessageBytes: 1000 });
   try {
     const end = cluster.transports[0]!.clientEnds()[1]!;
-    assertEquals(await end.call("Echo", "x".repeat(2000)), undefined);
-    assertEquals(cluster.transports[0]!.stats.droppedSends, 1);
-    assertEquals(cluster.handlers[1]!.served.length, 0);
-    assertEquals(await end.call("Echo", "small"), { echo: "small" });
+    assert.deepEqual(await end.call("Echo", "x".repeat(2000)), undefined);
+    assert.deepEqual(cluster.transports[0]!.stats.droppedSends, 1);
+    assert.deepEqual(cluster.handlers[1]!.served.length, 0);
+    assert.deepEqual(await end.call("Echo", "small"), { echo: "small" });
   } finally {
     await cluster.close();
   }
@@ -232,8 +239,8 @@ Deno.test("options are checked", async () => {
     } catch (caught) {
       error = caught;
     }
-    assert(error instanceof RangeError, `expected a RangeError for ${text}, got ${error}`);
-    assert(error.message.includes(text), `expected "${text}" in "${error.message}"`);
+    assert.ok(error instanceof RangeError, `expected a RangeError for ${text}, got ${error}`);
+    assert.ok(error.message.includes(text), `expected "${text}" in "${error.message}"`);
   };
   await rejects({ me: 2, peers: urls, secret: SECRET }, "got 2");
   await rejects({ me: 0, peers: ["http://x:1", urls[1]!], secret: SECRET }, "http://x:1");
@@ -256,7 +263,7 @@ Deno.test("a stalled peer costs bounded memory: sends past the mark drop and cal
   try {
     const end = transport.clientEnds()[1]!;
     await waitFor("the link to the peer process", () => transport.connectedPeers().length === 1);
-    assertEquals(await end.call("Echo", "before"), "before");
+    assert.deepEqual(await end.call("Echo", "before"), "before");
     Deno.kill(peer.pid, "SIGSTOP");
     const chunk = "x".repeat(256 * 1024);
     let peakQueued = 0;
@@ -267,14 +274,17 @@ Deno.test("a stalled peer costs bounded memory: sends past the mark drop and cal
       await new Promise((resolve) => setTimeout(resolve, 1));
       peakQueued = Math.max(peakQueued, transport.stats.queuedBytes);
     }
-    assert(transport.stats.droppedSends > 0, "expected sends to be dropped once the queue filled");
-    assert(peakQueued > maxBufferedBytes / 2, `expected the queue to fill, peak ${peakQueued}`);
-    assert(
+    assert.ok(
+      transport.stats.droppedSends > 0,
+      "expected sends to be dropped once the queue filled",
+    );
+    assert.ok(peakQueued > maxBufferedBytes / 2, `expected the queue to fill, peak ${peakQueued}`);
+    assert.ok(
       peakQueued <= maxBufferedBytes,
       `queued ${peakQueued} bytes, over the mark of ${maxBufferedBytes}`,
     );
-    assertEquals(await end.call("Echo", chunk), undefined, "a call past the mark");
-    assert((await Promise.all(calls)).every((reply) => reply === undefined));
+    assert.deepEqual(await end.call("Echo", chunk), undefined, "a call past the mark");
+    assert.ok((await Promise.all(calls)).every((reply) => reply === undefined));
     Deno.kill(peer.pid, "SIGCONT");
     await waitFor(
       "calls to succeed once the peer resumes",
@@ -295,10 +305,10 @@ Deno.test("wss:// works with a certificate and key, trusting a given CA", async 
   const ca = await Deno.readTextFile(new URL("tls_ca.pem", fixtures));
   const cluster = await startTransports(2, { tls: { cert, key }, caCerts: [ca], scheme: "wss" });
   try {
-    assertEquals(await cluster.transports[0]!.clientEnds()[1]!.call("Echo", "secure"), {
+    assert.deepEqual(await cluster.transports[0]!.clientEnds()[1]!.call("Echo", "secure"), {
       echo: "secure",
     });
-    assert(cluster.urls.every((url) => url.startsWith("wss://")));
+    assert.ok(cluster.urls.every((url) => url.startsWith("wss://")));
   } finally {
     await cluster.close();
   }
@@ -330,12 +340,12 @@ Deno.test("a dialer refuses a server that cannot prove the secret", async () => 
   });
   try {
     await waitFor("the forged welcome to be refused", () => transport.stats.refusedHandshakes > 0);
-    assert(welcomes.length > 0, "the fake server never got a hello");
-    assert(
+    assert.ok(welcomes.length > 0, "the fake server never got a hello");
+    assert.ok(
       log.some((line) => line.includes("failed to prove the cluster secret")),
       `expected a refusal in the log, got ${JSON.stringify(log)}`,
     );
-    assertEquals(transport.connectedPeers(), []);
+    assert.deepEqual(transport.connectedPeers(), []);
   } finally {
     await transport.close();
     await fake.shutdown();

@@ -3,12 +3,15 @@
  * transports in one process, and a raw client that speaks the wire protocol by hand.
  */
 
-export { freePorts } from "../examples/cluster.ts";
-import { freePorts } from "../examples/cluster.ts";
-import type { RpcHandler } from "../src/types.ts";
-import { WebSocketTransport, type WebSocketTransportOptions } from "../src/websocket_transport.ts";
-import { encodeFrame, isRefusal, parseFrame } from "../src/websocket_envelope.ts";
-import { importSecret, newNonce, signTranscript } from "../src/websocket_handshake.ts";
+export { freePorts } from "../../examples/cluster.ts";
+import { freePorts } from "../../examples/cluster.ts";
+import type { RpcHandler } from "../../src/types.ts";
+import {
+  WebSocketTransport,
+  type WebSocketTransportOptions,
+} from "../../src/websocket_transport.ts";
+import { encodeFrame, isRefusal, parseFrame } from "../../src/websocket_envelope.ts";
+import { importSecret, newNonce, signTranscript } from "../../src/websocket_handshake.ts";
 
 export const SECRET = "test-secret-0123456789abcdef";
 
@@ -146,13 +149,13 @@ export class RawClient {
   }
 }
 
-/** Starts `tests/fixtures/echo_peer.ts` as peer `me` in its own process; resolves once it listens. */
+/** Starts `tests/helpers/echo_peer.ts` as peer `me` in its own process; resolves once it listens. */
 export async function spawnEchoPeer(me: number, urls: string[]): Promise<Deno.ChildProcess> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       "-A",
-      new URL("./fixtures/echo_peer.ts", import.meta.url).pathname,
+      new URL("./echo_peer.ts", import.meta.url).pathname,
       String(me),
       JSON.stringify(urls),
       SECRET,
