@@ -29,11 +29,17 @@ export interface PeerStatus {
   me: number;
   /** The peer's process id. */
   pid: number;
+  /** The peer's current term. */
   term: number;
+  /** `"follower"`, `"candidate"` or `"leader"`. */
   role: string;
+  /** The leader the peer knows for its term, or `null`. */
   leader: number | null;
+  /** Highest log index the peer knows committed. */
   commitIndex: number;
+  /** Highest index the key/value state machine has applied. */
   appliedIndex: number;
+  /** Index of the peer's last log entry. */
   lastLogIndex: number;
 }
 

@@ -548,7 +548,14 @@ export class WebSocketTransport {
       return new Response("This is a Raft peer: it speaks WebSocket only.\n", { status: 426 });
     }
     if (this.#closed) return new Response("Shutting down.\n", { status: 503 });
-    const { socket, response } = Deno.upgradeWebSocket(request, { idleTimeout: 10 });
+    let upgrade: Deno.WebSocketUpgrade;
+    try {
+      upgrade = Deno.upgradeWebSocket(request, { idleTimeout: 10 });
+    } catch (error) {
+      this.#log(`Refused a malformed WebSocket upgrade: ${error}`);
+      return new Response("Malformed WebSocket upgrade.\n", { status: 400 });
+    }
+    const { socket, response } = upgrade;
     this.#track(socket);
     let state: "hello" | "verifying" | "open" = "hello";
     const serverNonce = newNonce();

@@ -163,6 +163,11 @@ Deno.test("a client without the secret is refused", async () => {
     const plain = await fetch(cluster.urls[0]!.replace("ws:", "http:"));
     assert.deepEqual(plain.status, 426);
     await plain.body?.cancel();
+    const broken = await fetch(cluster.urls[0]!.replace("ws:", "http:"), {
+      headers: { upgrade: "websocket" }, // no key, no version
+    });
+    assert.deepEqual(broken.status, 400);
+    await broken.body?.cancel();
 
     assert.deepEqual(cluster.transports[0]!.stats.refusedHandshakes, 2);
     assert.deepEqual(cluster.handlers[0]!.served.length, 0);
