@@ -36,3 +36,16 @@ export {
   TraceDigest,
   VirtualClock,
 } from "./src/simulator/mod.ts";
+export { KvPersister } from "./src/kv_persister.ts";
+export { FilePersister, type FilePersisterOptions } from "./src/file_persister.ts";
+export {
+  PersisterClosedError,
+  PersisterCorruptError,
+  PersisterLockedError,
+} from "./src/persister_errors.ts";
+export {
+  type TransportLog,
+  type TransportStats,
+  WebSocketTransport,
+  type WebSocketTransportOptions,
+} from "./src/websocket_transport.ts";

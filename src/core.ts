@@ -295,11 +295,11 @@ export class RaftCore {
     this.#sendAppendEntries(peer, now);
   }
 
-  /** Tells the core that the save made with `mark` is durable. */
+  /** Tells the core that the save made with `mark` is durable; marks must come in save order. */
   onSaved(mark: SaveMark, now: number): void {
-    if (mark.term > this.#durable.term || mark.lastIndex > this.#durable.lastIndex) {
-      this.#durable = mark;
-    }
+    // Saves resolve in the order they were made, so the latest mark describes the log on disk,
+    // even when a follower's log got shorter within one term.
+    this.#durable = mark;
     if (this.#role === "leader" && mark.term === this.#currentTerm) {
       const me = this.#config.me;
       if (mark.lastIndex > this.#matchIndex[me]!) {

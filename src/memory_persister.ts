@@ -24,7 +24,9 @@ import type { LogEntry, PersistChange, PersistentState, Persister } from "./type
 export class MemoryPersister implements Persister {
   #term = 0;
   #votedFor: number | null = null;
-  #log: LogEntry[] = [];
+  /** Each entry with its command as JSON text, as a disk would hold it: later changes to the
+   * command objects given to `save()` or returned by `load()` cannot reach the saved state. */
+  #log: StoredEntry[] = [];
   #saves = 0;
 
   /** Creates an empty persister, or one holding `state`. */
@@ -32,7 +34,7 @@ export class MemoryPersister implements Persister {
     if (state !== undefined) {
       this.#term = state.term;
       this.#votedFor = state.votedFor;
-      this.#log = state.log.map(copyEntry);
+      this.#log = state.log.map(storeEntry);
     }
   }
 
@@ -41,8 +43,12 @@ export class MemoryPersister implements Persister {
     return Promise.resolve(this.snapshot());
   }
 
-  /** Applies `change` at once. Rejects with a `RangeError` if the log change leaves a gap. */
+  /**
+   * Applies `change` at once. Rejects with a `RangeError` if the log change leaves a gap, or a
+   * `TypeError` if a command is not JSON; either way nothing changes.
+   */
   save(change: PersistChange): Promise<void> {
+    let stored: StoredEntry[] | null = null;
     if (change.log !== undefined) {
       const { from, entries } = change.log;
       if (!Number.isInteger(from) || from < 1 || from > this.#log.length + 1) {
@@ -52,8 +58,13 @@ export class MemoryPersister implements Persister {
           ),
         );
       }
+      try {
+        stored = entries.map(storeEntry); // before any change, so that a bad entry changes nothing
+      } catch (error) {
+        return Promise.reject(error);
+      }
       this.#log.length = from - 1;
-      for (const entry of entries) this.#log.push(copyEntry(entry));
+      for (const entry of stored) this.#log.push(entry);
     }
     this.#term = change.term;
     this.#votedFor = change.votedFor;
@@ -63,12 +74,16 @@ export class MemoryPersister implements Persister {
 
   /** The saved state right now, as a fresh copy. */
   snapshot(): PersistentState {
-    return { term: this.#term, votedFor: this.#votedFor, log: this.#log.map(copyEntry) };
+    return { term: this.#term, votedFor: this.#votedFor, log: this.#log.map(loadEntry) };
   }
 
   /** A new, independent persister holding what this one holds now. */
   copy(): MemoryPersister {
-    return new MemoryPersister(this.snapshot());
+    const copy = new MemoryPersister();
+    copy.#term = this.#term;
+    copy.#votedFor = this.#votedFor;
+    copy.#log = this.#log.slice(); // stored entries are immutable, so they can be shared
+    return copy;
   }
 
   /** How many saves this persister has applied. */
@@ -82,6 +97,19 @@ export class MemoryPersister implements Persister {
   }
 }
 
-function copyEntry(entry: LogEntry): LogEntry {
-  return { term: entry.term, command: entry.command };
+interface StoredEntry {
+  readonly term: number;
+  readonly command: string;
+}
+
+function storeEntry(entry: LogEntry): StoredEntry {
+  const command = JSON.stringify(entry.command);
+  if (command === undefined) {
+    throw new TypeError(`Log entry command must be a JSON value, got ${String(entry.command)}`);
+  }
+  return { term: entry.term, command };
+}
+
+function loadEntry(entry: StoredEntry): LogEntry {
+  return { term: entry.term, command: JSON.parse(entry.command) };
 }

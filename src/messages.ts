@@ -134,6 +134,12 @@ export function parseAppendEntriesArgs(
   ]) ?? checkPeer(AppendEntries, args, "leaderId", peerCount);
   if (error !== null) return { ok: false, error };
   const term = args.term as number;
+  if ((args.prevLogTerm as number) > term) {
+    return {
+      ok: false,
+      error: badField(AppendEntries, "prevLogTerm", `at most term ${term}`, args.prevLogTerm),
+    };
+  }
   if (!Array.isArray(args.entries)) {
     return { ok: false, error: badField(AppendEntries, "entries", "an array", args.entries) };
   }
@@ -157,12 +163,6 @@ export function parseAppendEntriesArgs(
     }
     previousTerm = entry.term;
     entries.push({ term: entry.term, command: entry.command });
-  }
-  if ((args.prevLogTerm as number) > term) {
-    return {
-      ok: false,
-      error: badField(AppendEntries, "prevLogTerm", `at most term ${term}`, args.prevLogTerm),
-    };
   }
   return {
     ok: true,

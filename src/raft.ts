@@ -102,7 +102,11 @@ export async function make(
       `Option heartbeatIntervalMs (${settings.heartbeatIntervalMs}) must be below electionTimeoutMinMs (${settings.electionTimeoutMinMs}), or followers would start elections under a live leader`,
     );
   }
-  settings.maxEntriesPerAppend = Math.floor(settings.maxEntriesPerAppend);
+  if (!Number.isInteger(settings.maxEntriesPerAppend)) {
+    throw new RangeError(
+      `Option maxEntriesPerAppend must be a positive integer, got ${settings.maxEntriesPerAppend}`,
+    );
+  }
   const state = checkLoadedState(await persister.load(), peers.length);
   const clock = options.clock ?? realClock;
   const trace = options.trace === undefined ? traceFromEnvironment() : options.trace;
@@ -133,9 +137,13 @@ function checkLoadedState(state: unknown, peerCount: number): PersistentState {
   const entries: LogEntry[] = log.map((entry: unknown, i) => {
     const entryTerm = (entry as LogEntry | null)?.term;
     if (
-      !Number.isSafeInteger(entryTerm) || entryTerm! < previousTerm || entryTerm! > (term as number)
+      !Number.isSafeInteger(entryTerm) || entryTerm! < Math.max(1, previousTerm) ||
+      entryTerm! > (term as number)
     ) {
       return fail(`entry at index ${i + 1} has term ${String(entryTerm)}`);
+    }
+    if ((entry as LogEntry).command === undefined) {
+      return fail(`entry at index ${i + 1} has no command`);
     }
     previousTerm = entryTerm!;
     return { term: entryTerm!, command: (entry as LogEntry).command };
@@ -346,6 +354,11 @@ class RaftPeer implements Raft {
     this.#applying = true;
     while (!this.#dead && this.#applyHead < this.#applyQueue.length) {
       const msg = this.#applyQueue[this.#applyHead++]!;
+      // The log keeps its own command: a service that changes what it was handed must not
+      // change what this peer replicates.
+      if (typeof msg.command === "object" && msg.command !== null) {
+        msg.command = structuredClone(msg.command);
+      }
       try {
         const result = this.#applyCh(msg);
         if (result instanceof Promise) await result;

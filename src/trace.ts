@@ -6,7 +6,10 @@
 
 import type { TraceSink } from "./types.ts";
 
-/** The trace sink that `RAFT_DEBUG` asks for: `console.error` with a timestamp, or null. */
+/**
+ * The trace sink that `RAFT_DEBUG` asks for: `console.error`, each line prefixed with the
+ * milliseconds since the process started, or null.
+ */
 export function traceFromEnvironment(): TraceSink | null {
   let enabled = false;
   try {

@@ -1,0 +1,640 @@
+/**
+ * A durable persister on an append-only file in a directory of its own.
+ *
+ * `raft.log` starts with the 8 bytes `RAFTLOG1`, then holds records:
+ *
+ * | bytes | field                                                      |
+ * | ----- | ---------------------------------------------------------- |
+ * | 4     | length of type + body, unsigned little-endian              |
+ * | 4     | CRC-32 of type + body                                      |
+ * | 4     | CRC-32 of the 8 bytes above, so a damaged length is caught |
+ * | 1     | type: 1 hard state, 2 entry, 3 truncation                  |
+ * | n     | body                                                       |
+ *
+ * Bodies: hard state = term (float64) and votedFor (float64, -1 for null); entry = index and
+ * term (float64 each) and the command's UTF-8 JSON; truncation = the log's new last index
+ * (float64). A save writes its truncation and entry records, then a hard-state record, which is
+ * its commit point: records after the last hard-state record belong to a save that was never
+ * acknowledged, and loading ignores them.
+ *
+ * @module
+ */
+
+import { join, resolve } from "node:path";
+import { crc32 } from "./crc32.ts";
+import { GroupCommit } from "./group_commit.ts";
+import { checkChange, commandJson, isTerm, isVotedFor, lastIndexAfter } from "./persist_change.ts";
+import { PersisterCorruptError, PersisterLockedError } from "./persister_errors.ts";
+import type { LogEntry, PersistChange, PersistentState, Persister } from "./types.ts";
+
+const LOG_FILE = "raft.log";
+const COMPACTING_FILE = "raft.log.compacting";
+const LOCK_FILE = "LOCK";
+const MAGIC = new TextEncoder().encode("RAFTLOG1");
+const HEADER_BYTES = 12;
+const RECORD_STATE = 1;
+const RECORD_ENTRY = 2;
+const RECORD_TRUNCATE = 3;
+/** Largest type + body; anything larger in a header with a valid checksum is damage. */
+const MAX_RECORD_BYTES = 64 * 1024 * 1024;
+/** Bytes of an entry record around its command. */
+const ENTRY_OVERHEAD = HEADER_BYTES + 1 + 16;
+const READ_CHUNK = 1024 * 1024;
+
+/** Options for {@linkcode FilePersister.open}. */
+export interface FilePersisterOptions {
+  /**
+   * Compact only once dead records (overwritten state, truncated entries) take more than this
+   * many bytes, and more than the live ones. Default 4 MiB: small enough that a lab-sized log
+   * stays small, large enough that compaction (a rewrite of the live records) stays rare.
+   */
+  compactMinBytes?: number;
+}
+
+/** Where one live record sits in the file. */
+interface Span {
+  offset: number;
+  length: number;
+}
+
+/** A save's records, already encoded, with what each one is. */
+interface EncodedRecord {
+  bytes: Uint8Array;
+  /** For an entry record, its index; for a truncation, the new last index; else -1. */
+  index: number;
+  type: number;
+  /** For a hard-state record, the state it holds. */
+  state?: { term: number; votedFor: number | null };
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+/** Directories locked by this process: flock would also refuse them, this names the cause. */
+const lockedHere = new Set<string>();
+
+/**
+ * Keeps a peer's persistent state in an append-only, checksummed file. A save resolves after
+ * `fdatasync`; saves that arrive while a sync runs go out together in the next one, in call
+ * order. When dead records dominate, the live ones are written to a fresh file that is renamed
+ * over the old one. A lock file keeps a second process (or persister) out of the directory.
+ *
+ * At open, a torn record at the very end (a write cut by a crash, never acknowledged) is
+ * dropped; damage anywhere else rejects with a {@linkcode PersisterCorruptError} naming the file
+ * and offset, so acknowledged data is never lost silently.
+ *
+ * @example
+ * ```ts ignore
+ * import { FilePersister } from "./file_persister.ts";
+ * const persister = await FilePersister.open("/var/lib/raft/peer-0");
+ * const { term, log } = await persister.load();
+ * await persister.save({ term: term + 1, votedFor: 0, log: { from: log.length + 1, entries: [] } });
+ * await persister.close();
+ * ```
+ */
+export class FilePersister implements Persister {
+  /** The largest command (bytes of its JSON text) one record can hold: 64 MiB less a little. */
+  readonly maxCommandBytes: number = MAX_RECORD_BYTES - ENTRY_OVERHEAD;
+
+  readonly #directory: string;
+  readonly #path: string;
+  readonly #lock: Deno.FsFile;
+  readonly #compactMinBytes: number;
+  readonly #commit: GroupCommit<EncodedRecord[]>;
+  #file: Deno.FsFile;
+  #fileSize: number;
+  /** `#entries[i]` is where the entry at index i + 1 sits. */
+  #entries: Span[];
+  #stateRecord: Span | null;
+  #liveBytes: number;
+  #term: number;
+  #votedFor: number | null;
+  /** The log's last index once every queued save is applied: checks new saves for gaps. */
+  #queuedLastIndex: number;
+  /** The state read at open, handed out by the first load() unless a save came first. */
+  #opened: PersistentState | null;
+  #closing = false;
+
+  private constructor(
+    directory: string,
+    lock: Deno.FsFile,
+    file: Deno.FsFile,
+    scan: ScanResult,
+    compactMinBytes: number,
+  ) {
+    this.#directory = directory;
+    this.#path = join(directory, LOG_FILE);
+    this.#lock = lock;
+    this.#file = file;
+    this.#fileSize = scan.end;
+    this.#entries = scan.entries;
+    this.#stateRecord = scan.stateRecord;
+    this.#liveBytes = liveBytesOf(scan.entries, scan.stateRecord);
+    this.#term = scan.state.term;
+    this.#votedFor = scan.state.votedFor;
+    this.#queuedLastIndex = scan.entries.length;
+    this.#opened = scan.state;
+    this.#compactMinBytes = compactMinBytes;
+    this.#commit = new GroupCommit((batch) => this.#flush(batch), () => this.#maybeCompact());
+  }
+
+  /**
+   * Opens (or creates) the persister in `directory`, taking its lock. Rejects with a
+   * {@linkcode PersisterLockedError} if someone else holds it, and with a
+   * {@linkcode PersisterCorruptError} if the file is damaged anywhere but a torn end.
+   */
+  static async open(directory: string, options: FilePersisterOptions = {}): Promise<FilePersister> {
+    if (typeof directory !== "string" || directory === "") {
+      throw new TypeError(`Directory must be a non-empty string, got ${JSON.stringify(directory)}`);
+    }
+    const compactMinBytes = options.compactMinBytes ?? 4 * 1024 * 1024;
+    if (!Number.isSafeInteger(compactMinBytes) || compactMinBytes < 0) {
+      throw new RangeError(
+        `Option compactMinBytes must be a non-negative integer, got ${compactMinBytes}`,
+      );
+    }
+    const absolute = resolve(directory);
+    await Deno.mkdir(absolute, { recursive: true });
+    const lock = await takeLock(absolute);
+    let file: Deno.FsFile | null = null;
+    try {
+      await Deno.remove(join(absolute, COMPACTING_FILE)).catch(ignoreNotFound);
+      const path = join(absolute, LOG_FILE);
+      if (!(await exists(path))) await writeFreshFile(absolute, [MAGIC]);
+      file = await Deno.open(path, { read: true, write: true });
+      const scan = await scanFile(file, path);
+      if (scan.end < (await file.stat()).size) {
+        // Drop the torn or unacknowledged tail, so that new records follow the last good one.
+        await file.truncate(scan.end);
+        await file.syncData();
+      }
+      await file.seek(scan.end, Deno.SeekMode.Start);
+      return new FilePersister(absolute, lock, file, scan, compactMinBytes);
+    } catch (error) {
+      file?.close();
+      releaseLock(absolute, lock);
+      throw error;
+    }
+  }
+
+  /** Reads the state as of the last acknowledged save. */
+  load(): Promise<PersistentState> {
+    // Exclusive: no write or compaction may change the file under the scan.
+    return this.#commit.exclusive(async () => {
+      const opened = this.#opened;
+      if (opened !== null) {
+        this.#opened = null;
+        return opened;
+      }
+      const file = await Deno.open(this.#path, { read: true });
+      try {
+        return (await scanFile(file, this.#path, this.#fileSize)).state;
+      } finally {
+        file.close();
+      }
+    });
+  }
+
+  /**
+   * Applies `change` after every earlier save; resolves once it is on disk (`fdatasync`).
+   * Rejects with a `RangeError` (and changes nothing) if the log change leaves a gap.
+   */
+  save(change: PersistChange): Promise<void> {
+    const refusal = this.#commit.failure;
+    if (refusal !== null) return Promise.reject(refusal);
+    let records: EncodedRecord[];
+    try {
+      checkChange(change, this.#queuedLastIndex);
+      records = encodeChange(change, this.#queuedLastIndex, this.maxCommandBytes);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    this.#queuedLastIndex = lastIndexAfter(change, this.#queuedLastIndex);
+    this.#opened = null;
+    return this.#commit.submit(records);
+  }
+
+  /** Waits for queued saves, then closes the file and releases the lock. Later saves reject. */
+  async close(): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    await this.#commit.close("close() was called");
+    this.#file.close();
+    releaseLock(this.#directory, this.#lock);
+  }
+
+  async #flush(batch: EncodedRecord[][]): Promise<void> {
+    const records = batch.flat();
+    let length = 0;
+    for (const record of records) length += record.bytes.length;
+    const bytes = new Uint8Array(length);
+    let at = 0;
+    for (const record of records) {
+      bytes.set(record.bytes, at);
+      at += record.bytes.length;
+    }
+    await this.#file.seek(this.#fileSize, Deno.SeekMode.Start);
+    await writeAll(this.#file, bytes);
+    await this.#file.syncData();
+    let offset = this.#fileSize;
+    for (const record of records) {
+      this.#account(record, { offset, length: record.bytes.length });
+      offset += record.bytes.length;
+    }
+    this.#fileSize = offset;
+  }
+
+  /** Updates where live records are after `record` was written at `span`. */
+  #account(record: EncodedRecord, span: Span): void {
+    if (record.type === RECORD_STATE) {
+      if (this.#stateRecord !== null) this.#liveBytes -= this.#stateRecord.length;
+      this.#stateRecord = span;
+      this.#liveBytes += span.length;
+      if (record.state !== undefined) {
+        this.#term = record.state.term;
+        this.#votedFor = record.state.votedFor;
+      }
+      return;
+    }
+    const keep = record.type === RECORD_ENTRY ? record.index - 1 : record.index;
+    for (let i = keep; i < this.#entries.length; i++) this.#liveBytes -= this.#entries[i]!.length;
+    this.#entries.length = Math.min(keep, this.#entries.length);
+    if (record.type === RECORD_ENTRY) {
+      this.#entries.push(span);
+      this.#liveBytes += span.length;
+    }
+  }
+
+  /** Rewrites the live records into a fresh file when dead ones dominate. */
+  async #maybeCompact(): Promise<void> {
+    const deadBytes = this.#fileSize - MAGIC.length - this.#liveBytes;
+    if (deadBytes <= this.#compactMinBytes || deadBytes <= this.#liveBytes) return;
+    const entries: Span[] = [];
+    let offset = MAGIC.length;
+    const state = encodeRecord(RECORD_STATE, encodeStateBody(this.#term, this.#votedFor));
+    const live = this.#entries;
+    const file = this.#file;
+    async function* records(): AsyncGenerator<Uint8Array> {
+      yield MAGIC;
+      for await (const record of readSpans(file, live)) {
+        entries.push({ offset, length: record.length });
+        offset += record.length;
+        yield record;
+      }
+      yield state;
+    }
+    await writeFreshFile(this.#directory, records());
+    const stateRecord = { offset, length: state.length };
+    // The rename is done: from here on, only the new file holds the state.
+    this.#file.close();
+    this.#file = await Deno.open(this.#path, { read: true, write: true });
+    this.#fileSize = offset + state.length;
+    await this.#file.seek(this.#fileSize, Deno.SeekMode.Start);
+    this.#entries = entries;
+    this.#stateRecord = stateRecord;
+    this.#liveBytes = liveBytesOf(entries, stateRecord);
+  }
+}
+
+function liveBytesOf(entries: Span[], stateRecord: Span | null): number {
+  let bytes = stateRecord?.length ?? 0;
+  for (const span of entries) bytes += span.length;
+  return bytes;
+}
+
+function encodeChange(
+  change: PersistChange,
+  lastIndex: number,
+  maxCommandBytes: number,
+): EncodedRecord[] {
+  const records: EncodedRecord[] = [];
+  if (change.log !== undefined) {
+    const { from, entries } = change.log;
+    if (entries.length === 0 && from <= lastIndex) {
+      records.push({
+        bytes: encodeRecord(RECORD_TRUNCATE, float64s(from - 1)),
+        index: from - 1,
+        type: RECORD_TRUNCATE,
+      });
+    }
+    entries.forEach((entry, offset) => {
+      const command = encoder.encode(commandJson(entry.command));
+      if (command.length > maxCommandBytes) {
+        throw new RangeError(
+          `Command must be at most ${maxCommandBytes} bytes of JSON, got ${command.length}`,
+        );
+      }
+      const body = new Uint8Array(16 + command.length);
+      body.set(float64s(from + offset, entry.term));
+      body.set(command, 16);
+      records.push({
+        bytes: encodeRecord(RECORD_ENTRY, body),
+        index: from + offset,
+        type: RECORD_ENTRY,
+      });
+    });
+  }
+  records.push({
+    bytes: encodeRecord(RECORD_STATE, encodeStateBody(change.term, change.votedFor)),
+    index: -1,
+    type: RECORD_STATE,
+    state: { term: change.term, votedFor: change.votedFor },
+  });
+  return records;
+}
+
+function float64s(...values: number[]): Uint8Array {
+  const bytes = new Uint8Array(8 * values.length);
+  const view = new DataView(bytes.buffer);
+  values.forEach((value, i) => view.setFloat64(8 * i, value, true));
+  return bytes;
+}
+
+function encodeStateBody(term: number, votedFor: number | null): Uint8Array {
+  return float64s(term, votedFor ?? -1);
+}
+
+function decodeState(body: Uint8Array): { term: number; votedFor: number | null } | null {
+  if (body.length !== 16) return null;
+  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  const term = view.getFloat64(0, true);
+  const vote = view.getFloat64(8, true);
+  const votedFor = vote === -1 ? null : vote;
+  if (!isTerm(term) || !isVotedFor(votedFor)) return null;
+  return { term, votedFor };
+}
+
+function encodeRecord(type: number, body: Uint8Array): Uint8Array {
+  const record = new Uint8Array(HEADER_BYTES + 1 + body.length);
+  record[HEADER_BYTES] = type;
+  record.set(body, HEADER_BYTES + 1);
+  const view = new DataView(record.buffer);
+  view.setUint32(0, 1 + body.length, true);
+  view.setUint32(4, crc32(record.subarray(HEADER_BYTES)), true);
+  view.setUint32(8, crc32(record.subarray(0, 8)), true);
+  return record;
+}
+
+interface ScanResult {
+  state: PersistentState;
+  entries: Span[];
+  stateRecord: Span | null;
+  /** End of the last hard-state record: everything after it was never acknowledged. */
+  end: number;
+}
+
+/**
+ * Reads and checks every record up to `size` (default: the file's size). A record cut short by
+ * the end of the file, or followed only by zeros, is a torn write and ends the scan; any other
+ * damage throws a {@linkcode PersisterCorruptError}.
+ */
+async function scanFile(file: Deno.FsFile, path: string, size?: number): Promise<ScanResult> {
+  const fileSize = size ?? (await file.stat()).size;
+  const reader = new ChunkReader(file, fileSize);
+  const corrupt = (offset: number, detail: string) =>
+    new PersisterCorruptError(path, offset, detail);
+  const magic = await reader.read(0, MAGIC.length);
+  if (magic === null || !magic.every((byte, i) => byte === MAGIC[i])) {
+    throw corrupt(0, `the file does not start with "RAFTLOG1"`);
+  }
+  const log: LogEntry[] = [];
+  const entries: Span[] = [];
+  let term = 0;
+  let votedFor: number | null = null;
+  let stateRecord: Span | null = null;
+  let end = MAGIC.length;
+  // A save whose hard-state record has not been read yet keeps the first `keep` entries of the
+  // log and appends `pendingLog`; a torn save changes nothing.
+  let keep = 0;
+  let pendingLog: LogEntry[] = [];
+  let pendingEntries: Span[] = [];
+  let offset = MAGIC.length;
+  while (offset < fileSize) {
+    const header = await reader.read(offset, HEADER_BYTES);
+    if (header === null) break;
+    const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
+    const length = view.getUint32(0, true);
+    if (crc32(header.subarray(0, 8)) !== view.getUint32(8, true)) {
+      if (await reader.zerosFrom(offset)) break;
+      throw corrupt(offset, "a record header fails its checksum");
+    }
+    if (length < 1 || length > MAX_RECORD_BYTES) {
+      throw corrupt(offset, `a record claims ${length} bytes`);
+    }
+    const record = await reader.read(offset + HEADER_BYTES, length);
+    if (record === null) break;
+    if (crc32(record) !== view.getUint32(4, true)) {
+      throw corrupt(offset, "a record fails its checksum");
+    }
+    const span = { offset, length: HEADER_BYTES + length };
+    const body = record.subarray(1);
+    const type = record[0];
+    if (type === RECORD_STATE) {
+      const state = decodeState(body);
+      if (state === null) throw corrupt(offset, "a hard-state record holds no valid state");
+      term = state.term;
+      votedFor = state.votedFor;
+      log.length = keep;
+      entries.length = keep;
+      log.push(...pendingLog);
+      entries.push(...pendingEntries);
+      keep = log.length;
+      pendingLog = [];
+      pendingEntries = [];
+      stateRecord = span;
+      end = offset + span.length;
+    } else if (type === RECORD_ENTRY || type === RECORD_TRUNCATE) {
+      const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+      const index = body.length >= 8 ? view.getFloat64(0, true) : NaN;
+      const lastIndex = keep + pendingLog.length;
+      if (type === RECORD_TRUNCATE) {
+        if (body.length !== 8 || !isTerm(index) || index > lastIndex) {
+          throw corrupt(
+            offset,
+            `a truncation record holds an invalid index (log has ${lastIndex})`,
+          );
+        }
+        truncate(index);
+      } else {
+        const entryTerm = body.length >= 16 ? view.getFloat64(8, true) : NaN;
+        if (!isTerm(index) || index < 1 || index > lastIndex + 1 || !isTerm(entryTerm)) {
+          throw corrupt(
+            offset,
+            `an entry record holds an invalid index or term (log has ${lastIndex})`,
+          );
+        }
+        let command: unknown;
+        try {
+          command = JSON.parse(decoder.decode(body.subarray(16)));
+        } catch {
+          throw corrupt(offset, "an entry record's command is not valid JSON");
+        }
+        truncate(index - 1);
+        pendingLog.push({ term: entryTerm, command });
+        pendingEntries.push(span);
+      }
+    } else {
+      throw corrupt(offset, `a record has unknown type ${type}`);
+    }
+    offset += span.length;
+  }
+  return { state: { term, votedFor, log }, entries, stateRecord, end };
+
+  /** Cuts the log as the pending save sees it to `lastIndex` entries. */
+  function truncate(lastIndex: number): void {
+    if (lastIndex <= keep) {
+      keep = lastIndex;
+      pendingLog = [];
+      pendingEntries = [];
+    } else {
+      pendingLog.length = lastIndex - keep;
+      pendingEntries.length = lastIndex - keep;
+    }
+  }
+}
+
+/** Reads a file through a window of about 1 MiB, so a scan makes few system calls. */
+class ChunkReader {
+  readonly #file: Deno.FsFile;
+  readonly #size: number;
+  #window: Uint8Array = new Uint8Array(0);
+  #windowStart = 0;
+
+  constructor(file: Deno.FsFile, size: number) {
+    this.#file = file;
+    this.#size = size;
+  }
+
+  /** The bytes offset..offset+length, or `null` if the file ends first. */
+  async read(offset: number, length: number): Promise<Uint8Array | null> {
+    if (offset + length > this.#size) return null;
+    const start = offset - this.#windowStart;
+    if (start < 0 || start + length > this.#window.length) {
+      const windowLength = Math.min(Math.max(length, READ_CHUNK), this.#size - offset);
+      this.#window = await readAt(this.#file, offset, windowLength);
+      this.#windowStart = offset;
+      return this.#window.subarray(0, length);
+    }
+    return this.#window.subarray(start, start + length);
+  }
+
+  /** Whether every byte from `offset` to the end of the file is zero. */
+  async zerosFrom(offset: number): Promise<boolean> {
+    for (let at = offset; at < this.#size; at += READ_CHUNK) {
+      const chunk = await this.read(at, Math.min(READ_CHUNK, this.#size - at));
+      if (chunk === null || chunk.some((byte) => byte !== 0)) return false;
+    }
+    return true;
+  }
+}
+
+async function readAt(file: Deno.FsFile, offset: number, length: number): Promise<Uint8Array> {
+  const bytes = new Uint8Array(length);
+  await file.seek(offset, Deno.SeekMode.Start);
+  let at = 0;
+  while (at < length) {
+    const read = await file.read(bytes.subarray(at));
+    if (read === null) {
+      throw new Error(`File ended at ${offset + at} while reading ${length} bytes`);
+    }
+    at += read;
+  }
+  return bytes;
+}
+
+/** Yields the bytes of each span, in order; spans must be in increasing offset order. */
+async function* readSpans(file: Deno.FsFile, spans: Span[]): AsyncGenerator<Uint8Array> {
+  const last = spans.at(-1);
+  if (last === undefined) return;
+  const reader = new ChunkReader(file, last.offset + last.length);
+  for (const span of spans) {
+    const bytes = await reader.read(span.offset, span.length);
+    if (bytes === null) throw new Error(`A live record at ${span.offset} lies past the file's end`);
+    yield bytes;
+  }
+}
+
+async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+  let at = 0;
+  while (at < bytes.length) at += await file.write(bytes.subarray(at));
+}
+
+/**
+ * Writes `chunks` to a temporary file, syncs it, renames it to `name` and syncs the directory:
+ * the file under `name` is the old one or the complete new one, whatever happens.
+ */
+async function writeFreshFile(
+  directory: string,
+  chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>,
+): Promise<void> {
+  const temporaryPath = join(directory, COMPACTING_FILE);
+  const file = await Deno.open(temporaryPath, { write: true, create: true, truncate: true });
+  try {
+    // Gathers small records into writes of about READ_CHUNK bytes.
+    let pending: Uint8Array[] = [];
+    let pendingBytes = 0;
+    const writePending = async () => {
+      const bytes = new Uint8Array(pendingBytes);
+      let at = 0;
+      for (const chunk of pending) {
+        bytes.set(chunk, at);
+        at += chunk.length;
+      }
+      await writeAll(file, bytes);
+      pending = [];
+      pendingBytes = 0;
+    };
+    for await (const chunk of chunks) {
+      pending.push(chunk.slice());
+      pendingBytes += chunk.length;
+      if (pendingBytes >= READ_CHUNK) await writePending();
+    }
+    await writePending();
+    await file.sync();
+  } finally {
+    file.close();
+  }
+  await Deno.rename(temporaryPath, join(directory, LOG_FILE));
+  await syncDirectory(directory);
+}
+
+async function syncDirectory(directory: string): Promise<void> {
+  const handle = await Deno.open(directory, { read: true });
+  try {
+    await handle.sync();
+  } finally {
+    handle.close();
+  }
+}
+
+async function takeLock(directory: string): Promise<Deno.FsFile> {
+  if (lockedHere.has(directory)) throw new PersisterLockedError(directory);
+  const lock = await Deno.open(join(directory, LOCK_FILE), { write: true, create: true });
+  let locked = false;
+  try {
+    locked = await lock.tryLock(true);
+  } finally {
+    if (!locked) lock.close();
+  }
+  if (!locked) throw new PersisterLockedError(directory);
+  lockedHere.add(directory);
+  return lock;
+}
+
+function releaseLock(directory: string, lock: Deno.FsFile): void {
+  lock.close(); // Closing the descriptor releases the flock.
+  lockedHere.delete(directory);
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+function ignoreNotFound(error: unknown): void {
+  if (!(error instanceof Deno.errors.NotFound)) throw error;
+}

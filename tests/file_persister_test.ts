@@ -1,0 +1,228 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { FilePersister } from "../src/file_persister.ts";
+import { PersisterCorruptError, PersisterLockedError } from "../src/persister_errors.ts";
+import type { PersistChange, PersistentState } from "../src/types.ts";
+import { persisterContract } from "./helpers/persister_contract.ts";
+
+persisterContract("FilePersister", (place) => FilePersister.open(place));
+
+async function withDirectory(body: (directory: string) => Promise<void>): Promise<void> {
+  const directory = await Deno.makeTempDir({ prefix: "raft-file-" });
+  try {
+    await body(directory);
+  } finally {
+    await Deno.remove(directory, { recursive: true });
+  }
+}
+
+const first: PersistChange = {
+  term: 1,
+  votedFor: 0,
+  log: { from: 1, entries: [{ term: 1, command: "one" }, { term: 1, command: "two" }] },
+};
+const second: PersistChange = {
+  term: 2,
+  votedFor: 1,
+  log: { from: 2, entries: [{ term: 2, command: { three: 3 } }] },
+};
+const afterFirst: PersistentState = {
+  term: 1,
+  votedFor: 0,
+  log: [{ term: 1, command: "one" }, { term: 1, command: "two" }],
+};
+const afterSecond: PersistentState = {
+  term: 2,
+  votedFor: 1,
+  log: [{ term: 1, command: "one" }, { term: 2, command: { three: 3 } }],
+};
+
+/** Saves `first` and `second`; returns the log file and the offset where `second` starts. */
+async function twoSaves(directory: string): Promise<{ path: string; secondAt: number }> {
+  const persister = await FilePersister.open(directory);
+  await persister.save(first);
+  await persister.close();
+  const path = join(directory, "raft.log");
+  const secondAt = (await Deno.stat(path)).size;
+  const again = await FilePersister.open(directory);
+  await again.save(second);
+  await again.close();
+  return { path, secondAt };
+}
+
+async function loadFrom(directory: string): Promise<PersistentState> {
+  const persister = await FilePersister.open(directory);
+  try {
+    return await persister.load();
+  } finally {
+    await persister.close();
+  }
+}
+
+Deno.test("FilePersister: a torn last save is dropped, whatever byte the write was cut at", async () => {
+  await withDirectory(async (directory) => {
+    const { path, secondAt } = await twoSaves(directory);
+    const whole = await Deno.readFile(path);
+    for (let cut = secondAt; cut < whole.length; cut++) {
+      await Deno.writeFile(path, whole.subarray(0, cut));
+      assert.deepEqual(
+        await loadFrom(directory),
+        afterFirst,
+        `file cut at ${cut} of ${whole.length}`,
+      );
+      assert.equal((await Deno.stat(path)).size, secondAt, "the torn tail is removed at open");
+    }
+    await Deno.writeFile(path, whole);
+    assert.deepEqual(await loadFrom(directory), afterSecond);
+  });
+});
+
+Deno.test("FilePersister: new saves after a torn tail are kept", async () => {
+  await withDirectory(async (directory) => {
+    const { path, secondAt } = await twoSaves(directory);
+    const whole = await Deno.readFile(path);
+    await Deno.writeFile(path, whole.subarray(0, secondAt + 5));
+    const persister = await FilePersister.open(directory);
+    await persister.save(second);
+    await persister.close();
+    assert.deepEqual(await loadFrom(directory), afterSecond);
+  });
+});
+
+Deno.test("FilePersister: zeros after the last record (a preallocated tail) are dropped", async () => {
+  await withDirectory(async (directory) => {
+    const { path } = await twoSaves(directory);
+    const whole = await Deno.readFile(path);
+    await Deno.writeFile(path, new Uint8Array([...whole, ...new Uint8Array(4096)]));
+    assert.deepEqual(await loadFrom(directory), afterSecond);
+  });
+});
+
+Deno.test("FilePersister: damage before the end rejects with the file and offset, and changes nothing", async () => {
+  await withDirectory(async (directory) => {
+    const { path, secondAt } = await twoSaves(directory);
+    const whole = await Deno.readFile(path);
+    // The first save's records start after the 8-byte magic; damage its header and its body.
+    for (
+      const [at, detail] of [[8 + 1, "header"], [8 + 14, "body"], [secondAt - 3, "body"]] as const
+    ) {
+      const damaged = whole.slice();
+      damaged[at]! ^= 0x40;
+      await Deno.writeFile(path, damaged);
+      const recordAt = at < 8 + 30 ? 8 : undefined;
+      await assert.rejects(loadFrom(directory), (error: unknown) => {
+        assert.ok(
+          error instanceof PersisterCorruptError,
+          `expected PersisterCorruptError, saw ${error}`,
+        );
+        assert.ok(error.message.includes(path), `message names the file: ${error.message}`);
+        assert.match(error.message, new RegExp(`offset ${error.offset}\\b`));
+        if (recordAt !== undefined) {
+          assert.equal(error.offset, recordAt, `damaged ${detail} at ${at}`);
+        }
+        return true;
+      });
+      assert.deepEqual(
+        await Deno.readFile(path),
+        damaged,
+        "a refused open leaves the file as it was",
+      );
+    }
+  });
+});
+
+Deno.test("FilePersister: a complete last record that fails its checksum is damage, not a torn write", async () => {
+  await withDirectory(async (directory) => {
+    const { path } = await twoSaves(directory);
+    const damaged = await Deno.readFile(path);
+    damaged[damaged.length - 1]! ^= 0x01;
+    await Deno.writeFile(path, damaged);
+    await assert.rejects(loadFrom(directory), PersisterCorruptError);
+  });
+});
+
+Deno.test("FilePersister: a file that is not a raft log is refused at offset 0", async () => {
+  await withDirectory(async (directory) => {
+    await Deno.writeTextFile(join(directory, "raft.log"), "hello, world");
+    await assert.rejects(
+      loadFrom(directory),
+      (error: unknown) => error instanceof PersisterCorruptError && error.offset === 0,
+    );
+  });
+});
+
+Deno.test("FilePersister: a second open of the same directory is refused until the first closes", async () => {
+  await withDirectory(async (directory) => {
+    const persister = await FilePersister.open(directory);
+    await assert.rejects(FilePersister.open(directory), PersisterLockedError);
+    // Another process is kept out by the same lock.
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "eval",
+        `import { FilePersister } from ${
+          JSON.stringify(new URL("../src/file_persister.ts", import.meta.url).href)
+        };
+         try { await FilePersister.open(${JSON.stringify(directory)}); Deno.exit(0); }
+         catch (error) { console.log(error.name); Deno.exit(3); }`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    });
+    const result = await child.output();
+    assert.equal(result.code, 3, new TextDecoder().decode(result.stderr));
+    assert.equal(new TextDecoder().decode(result.stdout).trim(), "PersisterLockedError");
+    await persister.close();
+    const reopened = await FilePersister.open(directory);
+    await reopened.close();
+  });
+});
+
+Deno.test("FilePersister: compaction rewrites the live records once dead ones dominate", async () => {
+  await withDirectory(async (directory) => {
+    const path = join(directory, "raft.log");
+    const persister = await FilePersister.open(directory, { compactMinBytes: 4096 });
+    const entries = Array.from({ length: 50 }, (_, i) => ({ term: 1, command: `entry ${i}` }));
+    await persister.save({ term: 1, votedFor: null, log: { from: 1, entries } });
+    let largest = 0;
+    for (let round = 0; round < 400; round++) {
+      const last = { term: 2, command: `round ${round}` };
+      await persister.save({ term: 2, votedFor: round % 3, log: { from: 50, entries: [last] } });
+      largest = Math.max(largest, (await Deno.stat(path)).size);
+    }
+    const expected = {
+      term: 2,
+      votedFor: 399 % 3,
+      log: [...entries.slice(0, 49), { term: 2, command: "round 399" }],
+    };
+    assert.deepEqual(await persister.load(), expected);
+    await persister.close();
+    const size = (await Deno.stat(path)).size;
+    assert.ok(largest < 4096 * 2 + 3000, `the file never grew far past the threshold: ${largest}`);
+    assert.ok(size < largest, `the file shrank: ${size} < ${largest}`);
+    assert.deepEqual(await loadFrom(directory), expected);
+    const names = [...Deno.readDirSync(directory)].map((entry) => entry.name).sort();
+    assert.deepEqual(names, ["LOCK", "raft.log"]);
+  });
+});
+
+Deno.test("FilePersister: a compaction file left by a crash is ignored and removed", async () => {
+  await withDirectory(async (directory) => {
+    await twoSaves(directory);
+    await Deno.writeTextFile(join(directory, "raft.log.compacting"), "RAFTLOG1 half-written");
+    assert.deepEqual(await loadFrom(directory), afterSecond);
+    const names = [...Deno.readDirSync(directory)].map((entry) => entry.name).sort();
+    assert.deepEqual(names, ["LOCK", "raft.log"]);
+  });
+});
+
+Deno.test("FilePersister: load after saves reads what the saves left, without reopening", async () => {
+  await withDirectory(async (directory) => {
+    const persister = await FilePersister.open(directory);
+    assert.deepEqual(await persister.load(), { term: 0, votedFor: null, log: [] });
+    await persister.save(first);
+    const pending = persister.save(second);
+    assert.deepEqual(await persister.load(), afterSecond);
+    await pending;
+    await persister.close();
+  });
+});

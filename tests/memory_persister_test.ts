@@ -1,0 +1,144 @@
+/**
+ * MemoryPersister: what a fresh one loads, how saves change the state, and that what goes in and
+ * comes out are copies.
+ */
+
+import assert from "node:assert/strict";
+import { MemoryPersister } from "../src/memory_persister.ts";
+import type { LogEntry, PersistentState } from "../src/types.ts";
+
+function entries(...commands: string[]): LogEntry[] {
+  return commands.map((command) => ({ term: 1, command }));
+}
+
+/** Term 2, vote for 1, log a b c. */
+async function persisterWithLog(): Promise<MemoryPersister> {
+  const persister = new MemoryPersister();
+  await persister.save({ term: 2, votedFor: 1, log: { from: 1, entries: entries("a", "b", "c") } });
+  return persister;
+}
+
+async function commands(persister: MemoryPersister): Promise<unknown[]> {
+  return (await persister.load()).log.map((entry) => entry.command);
+}
+
+Deno.test("a fresh persister loads term 0, no vote and an empty log", async () => {
+  const persister = new MemoryPersister();
+  assert.deepEqual(await persister.load(), { term: 0, votedFor: null, log: [] });
+  assert.equal(persister.saveCount, 0);
+});
+
+Deno.test("a save without a log change sets term and vote and keeps the log", async () => {
+  const persister = await persisterWithLog();
+  await persister.save({ term: 5, votedFor: null });
+  assert.deepEqual(await persister.load(), {
+    term: 5,
+    votedFor: null,
+    log: entries("a", "b", "c"),
+  });
+  assert.equal(persister.saveCount, 2);
+});
+
+Deno.test("a log change drops entries from `from` on, then appends", async () => {
+  const persister = await persisterWithLog();
+  await persister.save({ term: 3, votedFor: 0, log: { from: 2, entries: entries("x", "y") } });
+  assert.deepEqual(await commands(persister), ["a", "x", "y"], "truncate at 2, then append");
+  await persister.save({ term: 3, votedFor: 0, log: { from: 4, entries: entries("z") } });
+  assert.deepEqual(await commands(persister), ["a", "x", "y", "z"], "from = length + 1 appends");
+  await persister.save({ term: 3, votedFor: 0, log: { from: 3, entries: [] } });
+  assert.deepEqual(await commands(persister), ["a", "x"], "no entries: truncate only");
+  await persister.save({ term: 4, votedFor: null, log: { from: 1, entries: [] } });
+  assert.deepEqual(await persister.load(), { term: 4, votedFor: null, log: [] });
+});
+
+Deno.test("a log change that would leave a gap rejects with RangeError and changes nothing", async () => {
+  const persister = await persisterWithLog();
+  const before = persister.snapshot();
+  for (const from of [5, 0, -1, 1.5, NaN]) {
+    await assert.rejects(
+      persister.save({ term: 9, votedFor: 2, log: { from, entries: entries("gap") } }),
+      RangeError,
+      `from=${from}`,
+    );
+    assert.deepEqual(persister.snapshot(), before, `from=${from}: term, vote and log must stay`);
+  }
+  assert.equal(persister.saveCount, 1, "only the first save counts");
+});
+
+Deno.test("load() returns a copy: changing it does not change the persister", async () => {
+  const persister = await persisterWithLog();
+  const loaded = await persister.load();
+  loaded.term = 99;
+  loaded.log.push({ term: 9, command: "extra" });
+  loaded.log[0]!.term = 7;
+  loaded.log[1]!.command = "changed";
+  assert.deepEqual(await persister.load(), {
+    term: 2,
+    votedFor: 1,
+    log: entries("a", "b", "c"),
+  });
+});
+
+Deno.test("save() and the constructor copy what they are given", async () => {
+  const given = entries("a");
+  const persister = new MemoryPersister();
+  await persister.save({ term: 1, votedFor: null, log: { from: 1, entries: given } });
+  given[0]!.command = "changed";
+  given.push({ term: 1, command: "extra" });
+  assert.deepEqual(await commands(persister), ["a"]);
+
+  const state: PersistentState = { term: 1, votedFor: 0, log: entries("b") };
+  const built = new MemoryPersister(state);
+  state.log[0]!.command = "changed";
+  state.log.push({ term: 1, command: "extra" });
+  assert.deepEqual(await built.load(), { term: 1, votedFor: 0, log: entries("b") });
+});
+
+Deno.test("copy() is an independent persister holding the same state", async () => {
+  const original = await persisterWithLog();
+  const copy = original.copy();
+  assert.deepEqual(await copy.load(), await original.load());
+
+  await original.save({ term: 3, votedFor: 2, log: { from: 2, entries: entries("late write") } });
+  assert.deepEqual(await copy.load(), {
+    term: 2,
+    votedFor: 1,
+    log: entries("a", "b", "c"),
+  }, "a crashed peer's late write must not reach its restart's copy");
+
+  await copy.save({ term: 4, votedFor: null, log: { from: 4, entries: entries("d") } });
+  assert.deepEqual(await commands(original), ["a", "late write"]);
+  assert.equal(copy.saveCount, 1, "a copy counts its own saves");
+});
+
+// Regression: MemoryPersister once kept the command objects it was given, so a service mutating an
+// applied command (the log's own object) changed the "saved" state. It now stores JSON text.
+Deno.test({
+  name:
+    "commands are copied too: an object command changed after save or load stays saved as it was",
+
+  fn: async () => {
+    const command = { value: 1 };
+    const persister = new MemoryPersister();
+    await persister.save({
+      term: 1,
+      votedFor: null,
+      log: { from: 1, entries: [{ term: 1, command }] },
+    });
+    const copy = persister.copy();
+    command.value = 2;
+    ((await persister.load()).log[0]!.command as { value: number }).value = 3;
+    assert.deepEqual(
+      persister.snapshot().log[0]!.command,
+      { value: 1 },
+      "the persister's own state",
+    );
+    assert.deepEqual(copy.snapshot().log[0]!.command, { value: 1 }, "the copy's state");
+  },
+});
+
+Deno.test("stateSize() is the JSON length of the saved state", async () => {
+  const persister = await persisterWithLog();
+  assert.equal(persister.stateSize(), JSON.stringify(await persister.load()).length);
+  assert.equal(new MemoryPersister().stateSize(), '{"term":0,"votedFor":null,"log":[]}'.length);
+});

@@ -1,0 +1,517 @@
+/**
+ * The lab interface as a service sees it: `make()`'s argument checks, `start()`'s command checks,
+ * applies in order and one at a time, `kill()`, and a restart from saved state.
+ */
+
+import assert from "node:assert/strict";
+import { make } from "../src/raft.ts";
+import { MemoryPersister } from "../src/memory_persister.ts";
+import type {
+  ApplyMsg,
+  ClientEnd,
+  PersistentState,
+  Persister,
+  Raft,
+  RaftOptions,
+} from "../src/types.ts";
+import { fixedRandom, ManualClock, settle } from "./helpers/manual_clock.ts";
+
+/** Short timeouts on the real clock, so that a single peer elects itself within 100 ms. */
+const fast: RaftOptions = {
+  heartbeatIntervalMs: 20,
+  electionTimeoutMinMs: 50,
+  electionTimeoutMaxMs: 100,
+  trace: null,
+};
+
+const silent: ClientEnd = { call: () => Promise.resolve(undefined) };
+const ignoreApply = (): void => {};
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls `condition` every 5 ms until it holds; fails after `timeoutMs`, saying what it awaited. */
+async function waitFor(condition: () => boolean, what: string, timeoutMs = 2000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!condition()) {
+    if (performance.now() > deadline) {
+      assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
+    await sleep(5);
+  }
+}
+
+/** A one-peer cluster on the real clock that records what it applies. */
+async function singlePeer(
+  persister: Persister = new MemoryPersister(),
+): Promise<{ raft: Raft; applied: ApplyMsg[] }> {
+  const applied: ApplyMsg[] = [];
+  const raft = await make([silent], 0, persister, (msg) => {
+    applied.push(msg);
+  }, fast);
+  return { raft, applied };
+}
+
+async function untilLeader(raft: Raft): Promise<void> {
+  await waitFor(() => raft.getState().isLeader, "the single peer to elect itself");
+}
+
+// ---- make() ---------------------------------------------------------------------------------
+
+Deno.test("make() rejects bad peers, me, persister and applyCh", async () => {
+  const persister = new MemoryPersister();
+  const cases: [string, () => Promise<Raft>, ErrorConstructor, RegExp][] = [
+    ["empty peers", () => make([], 0, persister, ignoreApply), TypeError, /Peers/],
+    [
+      "peers not an array",
+      () => make("ab" as never, 0, persister, ignoreApply),
+      TypeError,
+      /Peers/,
+    ],
+    ["peers null", () => make(null as never, 0, persister, ignoreApply), TypeError, /Peers/],
+    [
+      "a peer without call()",
+      () => make([silent, {} as never], 0, persister, ignoreApply),
+      TypeError,
+      /Peers\[1\]/,
+    ],
+    [
+      "a null peer",
+      () => make([null as never], 0, persister, ignoreApply),
+      TypeError,
+      /Peers\[0\]/,
+    ],
+    ["me = -1", () => make([silent], -1, persister, ignoreApply), RangeError, /Me .*-1/],
+    [
+      "me = peers.length",
+      () => make([silent, silent], 2, persister, ignoreApply),
+      RangeError,
+      /Me .*2/,
+    ],
+    [
+      "me = 0.5",
+      () => make([silent, silent], 0.5, persister, ignoreApply),
+      RangeError,
+      /Me .*0\.5/,
+    ],
+    ["me = NaN", () => make([silent], NaN, persister, ignoreApply), RangeError, /Me .*NaN/],
+    [
+      "me as a string",
+      () => make([silent], "0" as never, persister, ignoreApply),
+      RangeError,
+      /Me/,
+    ],
+    [
+      "no persister",
+      () => make([silent], 0, undefined as never, ignoreApply),
+      TypeError,
+      /Persister/,
+    ],
+    [
+      "persister without save",
+      () => make([silent], 0, { load: persister.load } as never, ignoreApply),
+      TypeError,
+      /Persister/,
+    ],
+    [
+      "applyCh not a function",
+      () => make([silent], 0, persister, 5 as never),
+      TypeError,
+      /ApplyCh/,
+    ],
+  ];
+  for (const [why, call, errorClass, message] of cases) {
+    await assert.rejects(call, (error: Error) => {
+      assert.ok(error instanceof errorClass, `${why}: expected ${errorClass.name}, got ${error}`);
+      assert.match(error.message, message, `${why}: message`);
+      return true;
+    }, why);
+  }
+});
+
+Deno.test("make() rejects bad options", async () => {
+  const cases: [string, RaftOptions][] = [
+    ["zero heartbeat", { heartbeatIntervalMs: 0 }],
+    ["negative heartbeat", { heartbeatIntervalMs: -5 }],
+    ["NaN election timeout", { electionTimeoutMinMs: NaN }],
+    ["infinite election timeout", { electionTimeoutMaxMs: Infinity }],
+    ["heartbeat as a string", { heartbeatIntervalMs: "20" as never }],
+    ["zero maxEntriesPerAppend", { maxEntriesPerAppend: 0 }],
+    ["negative commitNotifyDelayMs", { commitNotifyDelayMs: -1 }],
+    ["heartbeat equal to the election timeout", {
+      heartbeatIntervalMs: 50,
+      electionTimeoutMinMs: 50,
+    }],
+    ["heartbeat above the election timeout", { heartbeatIntervalMs: 900 }],
+    ["min above max", { electionTimeoutMinMs: 200, electionTimeoutMaxMs: 100 }],
+  ];
+  for (const [why, options] of cases) {
+    await assert.rejects(
+      () => make([silent], 0, new MemoryPersister(), ignoreApply, options),
+      RangeError,
+      why,
+    );
+  }
+});
+
+// Regression: maxEntriesPerAppend was floored after the positivity check, so 0.5 became 0 and no
+// AppendEntries carried entries. make() now requires a positive integer.
+Deno.test({
+  name: "make() rejects a maxEntriesPerAppend below 1",
+
+  fn: async () => {
+    let raft: Raft | undefined;
+    try {
+      await assert.rejects(async () => {
+        raft = await make([silent], 0, new MemoryPersister(), ignoreApply, {
+          ...fast,
+          maxEntriesPerAppend: 0.5,
+        });
+      }, RangeError);
+    } finally {
+      raft?.kill();
+    }
+  },
+});
+
+/** A persister whose load() returns `state` as is. */
+function loading(state: unknown): Persister {
+  return { load: () => Promise.resolve(state as PersistentState), save: () => Promise.resolve() };
+}
+
+Deno.test("make() rejects a malformed loaded state", async () => {
+  const good = {
+    term: 2,
+    votedFor: 1,
+    log: [{ term: 1, command: "a" }, { term: 2, command: "b" }],
+  };
+  const cases: [string, unknown][] = [
+    ["null", null],
+    ["a string", "state"],
+    ["a negative term", { ...good, term: -1 }],
+    ["a fractional term", { ...good, term: 1.5 }],
+    ["a string term", { ...good, term: "2" }],
+    ["no votedFor", { term: 2, log: [] }],
+    ["votedFor out of range", { ...good, votedFor: 3 }],
+    ["votedFor negative", { ...good, votedFor: -1 }],
+    ["log not an array", { ...good, log: {} }],
+    ["a null entry", { ...good, log: [null] }],
+    ["an entry without a term", { ...good, log: [{ command: "a" }] }],
+    ["decreasing entry terms", {
+      ...good,
+      log: [{ term: 2, command: "a" }, { term: 1, command: "b" }],
+    }],
+    ["an entry term above the current term", { ...good, log: [{ term: 3, command: "a" }] }],
+  ];
+  for (const [why, state] of cases) {
+    await assert.rejects(
+      () => make([silent, silent, silent], 0, loading(state), ignoreApply, fast),
+      (error: Error) => {
+        assert.ok(error instanceof TypeError, `${why}: expected TypeError, got ${error}`);
+        assert.match(error.message, /malformed/, `${why}: message`);
+        return true;
+      },
+      why,
+    );
+  }
+  // The well-formed state is accepted.
+  const raft = await make([silent, silent, silent], 0, loading(good), ignoreApply, fast);
+  assert.deepEqual(raft.getState(), { term: 2, isLeader: false });
+  assert.equal(raft.status().lastLogIndex, 2);
+  raft.kill();
+});
+
+// Regression: checkLoadedState accepted entries an AppendEntries would be refused for: term 0
+// (terms start at 1) and no command.
+Deno.test({
+  name: "make() rejects loaded entries of term 0 or without a command",
+
+  fn: async () => {
+    const cases: [string, unknown][] = [
+      ["an entry of term 0", { term: 1, votedFor: null, log: [{ term: 0, command: "a" }] }],
+      ["an entry without a command", { term: 1, votedFor: null, log: [{ term: 1 }] }],
+    ];
+    for (const [why, state] of cases) {
+      let raft: Raft | undefined;
+      try {
+        await assert.rejects(
+          async () => {
+            raft = await make([silent], 0, loading(state), ignoreApply, fast);
+          },
+          TypeError,
+          why,
+        );
+      } finally {
+        raft?.kill();
+      }
+    }
+  },
+});
+
+// ---- start() --------------------------------------------------------------------------------
+
+Deno.test("start() throws TypeError for a command that is not JSON, and appends nothing", async () => {
+  const { raft } = await singlePeer();
+  try {
+    await untilLeader(raft);
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    const cases: [string, unknown][] = [
+      ["a function", () => 1],
+      ["undefined", undefined],
+      ["a BigInt", 10n],
+      ["a cyclic object", cyclic],
+      ["a symbol", Symbol("s")],
+    ];
+    for (const [why, command] of cases) {
+      assert.throws(() => raft.start(command), TypeError, why);
+      assert.equal(raft.status().lastLogIndex, 0, `${why}: nothing may be appended`);
+    }
+    assert.deepEqual(raft.start({ ok: true }), { index: 1, term: 1, isLeader: true });
+  } finally {
+    raft.kill();
+  }
+});
+
+Deno.test("start() throws RangeError for a command larger than the persister's maxCommandBytes", async () => {
+  const inner = new MemoryPersister();
+  const persister: Persister = {
+    load: () => inner.load(),
+    save: (change) => inner.save(change),
+    maxCommandBytes: 10,
+  };
+  const { raft, applied } = await singlePeer(persister);
+  try {
+    await untilLeader(raft);
+    assert.throws(() => raft.start("x".repeat(9)), RangeError, "11 bytes of JSON");
+    // 5 characters, but 2 bytes each in UTF-8: 12 bytes with the quotes.
+    assert.throws(() => raft.start("é".repeat(5)), RangeError, "12 bytes of UTF-8");
+    assert.equal(raft.status().lastLogIndex, 0, "nothing may be appended");
+    assert.deepEqual(raft.start("x".repeat(8)), { index: 1, term: 1, isLeader: true });
+    assert.deepEqual(raft.start("é".repeat(4)), { index: 2, term: 1, isLeader: true });
+    await waitFor(() => applied.length === 2, "both commands of 10 bytes to apply");
+    assert.deepEqual(applied.map((msg) => msg.command), ["x".repeat(8), "é".repeat(4)]);
+  } finally {
+    raft.kill();
+  }
+});
+
+Deno.test("start() on a peer that is not leader appends nothing", async () => {
+  const raft = await make([silent, silent, silent], 0, new MemoryPersister(), ignoreApply, {
+    ...fast,
+    clock: new ManualClock(),
+  });
+  try {
+    assert.deepEqual(raft.start("x"), { index: -1, term: 0, isLeader: false });
+    assert.equal(raft.status().lastLogIndex, 0);
+  } finally {
+    raft.kill();
+  }
+});
+
+// ---- Applying -------------------------------------------------------------------------------
+
+Deno.test("a single-peer cluster elects itself, commits and applies commands in order", async () => {
+  const { raft, applied } = await singlePeer();
+  try {
+    await untilLeader(raft);
+    assert.equal(raft.getState().term, 1);
+    const commands = ["a", { b: [1, 2] }, 3, null, "e"];
+    commands.forEach((command, i) => {
+      assert.deepEqual(raft.start(command), { index: i + 1, term: 1, isLeader: true });
+    });
+    await waitFor(() => applied.length >= commands.length, "5 applies");
+    await sleep(20);
+    assert.deepEqual(
+      applied,
+      commands.map((command, i) => ({ commandValid: true, command, commandIndex: i + 1 })),
+    );
+    assert.deepEqual(raft.status(), {
+      me: 0,
+      term: 1,
+      role: "leader",
+      leaderId: 0,
+      commitIndex: 5,
+      lastApplied: 5,
+      lastLogIndex: 5,
+    });
+  } finally {
+    raft.kill();
+  }
+});
+
+Deno.test("start() keeps its own copy of the command", async () => {
+  const { raft, applied } = await singlePeer();
+  try {
+    await untilLeader(raft);
+    const command = { value: 1 };
+    raft.start(command);
+    command.value = 2;
+    await waitFor(() => applied.length === 1, "the apply");
+    assert.deepEqual(applied[0]!.command, { value: 1 });
+  } finally {
+    raft.kill();
+  }
+});
+
+Deno.test("an async applyCh is awaited before the next apply", async () => {
+  const events: string[] = [];
+  let running = 0;
+  let maxRunning = 0;
+  const raft = await make([silent], 0, new MemoryPersister(), async (msg) => {
+    running++;
+    maxRunning = Math.max(maxRunning, running);
+    events.push(`start ${msg.commandIndex}`);
+    await sleep(5);
+    events.push(`end ${msg.commandIndex}`);
+    running--;
+  }, fast);
+  try {
+    await untilLeader(raft);
+    for (const command of ["a", "b", "c"]) raft.start(command);
+    await waitFor(() => events.length === 6, "3 applies to finish");
+    assert.deepEqual(events, ["start 1", "end 1", "start 2", "end 2", "start 3", "end 3"]);
+    assert.equal(maxRunning, 1, "applies must not overlap");
+    assert.equal(raft.status().lastApplied, 3);
+  } finally {
+    raft.kill();
+  }
+});
+
+// ---- kill() ---------------------------------------------------------------------------------
+
+/** Ends that grant every vote and accept every AppendEntries, so peer 0 leads a 3-peer cluster. */
+const agreeable: ClientEnd = {
+  call(method, args) {
+    const { term } = args as { term: number };
+    return Promise.resolve(
+      method === "RequestVote"
+        ? { term, voteGranted: true }
+        : { term, success: true, conflictTerm: 0, conflictIndex: 0 },
+    );
+  },
+};
+
+Deno.test("after kill() no timers remain, killed() is true, and the peer does nothing", async () => {
+  const clock = new ManualClock();
+  const applied: ApplyMsg[] = [];
+  const raft = await make([agreeable, agreeable, agreeable], 0, new MemoryPersister(), (msg) => {
+    applied.push(msg);
+  }, { ...fast, clock, random: fixedRandom(0) });
+  assert.equal(clock.pendingTimers, 1, "a follower has its election timer");
+  await clock.advanceAsync(50);
+  assert.equal(raft.getState().isLeader, true, "the agreeable peers elect peer 0");
+  raft.start("x");
+  await clock.advanceAsync(30);
+  assert.deepEqual(applied.map((msg) => msg.command), ["x"]);
+  assert.ok(clock.pendingTimers > 0, "a leader has a heartbeat timer");
+
+  assert.equal(raft.killed(), false);
+  raft.kill();
+  assert.equal(raft.killed(), true);
+  assert.equal(clock.pendingTimers, 0, "kill() must cancel every timer");
+  assert.deepEqual(raft.start("y"), { index: -1, term: 1, isLeader: false });
+  assert.equal(
+    await raft.handleRpc("RequestVote", {
+      term: 9,
+      candidateId: 1,
+      lastLogIndex: 9,
+      lastLogTerm: 9,
+    }),
+    undefined,
+  );
+  await clock.advanceAsync(1000);
+  assert.equal(clock.pendingTimers, 0, "a killed peer arms no timer");
+  assert.equal(applied.length, 1);
+  raft.kill(); // harmless twice
+});
+
+Deno.test("kill() on the real clock leaves nothing running (checked by the sanitizers)", async () => {
+  const raft = await make([silent, silent, silent], 1, new MemoryPersister(), ignoreApply, fast);
+  await sleep(120); // past an election timeout: a candidate with a new election timer
+  assert.equal(raft.status().role, "candidate");
+  raft.kill();
+  assert.equal(raft.killed(), true);
+});
+
+Deno.test("kill() during an async apply stops later applies", async () => {
+  const applied: number[] = [];
+  let raft: Raft | undefined = undefined;
+  raft = await make([silent], 0, new MemoryPersister(), async (msg) => {
+    applied.push(msg.commandIndex);
+    if (msg.commandIndex === 2) raft?.kill();
+    await settle();
+  }, fast);
+  try {
+    await untilLeader(raft);
+    for (const command of ["a", "b", "c", "d"]) raft.start(command);
+    await waitFor(() => raft!.killed(), "the applier to kill the peer");
+    await sleep(20);
+    assert.deepEqual(applied, [1, 2], "no apply after kill()");
+  } finally {
+    raft.kill();
+  }
+});
+
+// ---- Restart --------------------------------------------------------------------------------
+
+Deno.test("a restarted peer re-applies its log from index 1", async () => {
+  const persister = new MemoryPersister();
+  const first = await singlePeer(persister);
+  try {
+    await untilLeader(first.raft);
+    for (const command of ["a", "b", "c"]) first.raft.start(command);
+    await waitFor(() => first.applied.length === 3, "3 applies before the crash");
+  } finally {
+    first.raft.kill();
+  }
+  assert.deepEqual(persister.snapshot(), {
+    term: 1,
+    votedFor: 0,
+    log: ["a", "b", "c"].map((command) => ({ term: 1, command })),
+  });
+
+  const second = await singlePeer(persister.copy());
+  try {
+    assert.deepEqual(second.raft.getState(), { term: 1, isLeader: false });
+    assert.equal(second.raft.status().lastLogIndex, 3);
+    await untilLeader(second.raft);
+    assert.equal(second.raft.getState().term, 2);
+    // §5.4.2: the old entries commit with the first entry of the new term.
+    assert.deepEqual(second.raft.start("d"), { index: 4, term: 2, isLeader: true });
+    await waitFor(() => second.applied.length === 4, "4 applies after the restart");
+    assert.deepEqual(
+      second.applied,
+      ["a", "b", "c", "d"].map((command, i) => ({
+        commandValid: true,
+        command,
+        commandIndex: i + 1,
+      })),
+    );
+  } finally {
+    second.raft.kill();
+  }
+});
+
+// Regression: the command in an ApplyMsg was the log's own object, and MemoryPersister kept it too,
+// so a service mutating it changed the log and the saved state. Commands are now handed out as
+// copies and persisted as JSON.
+Deno.test({
+  name: "a service that mutates an applied command changes neither the log nor the saved state",
+
+  fn: async () => {
+    const persister = new MemoryPersister();
+    const raft = await make([silent], 0, persister, (msg) => {
+      (msg.command as { value: number }).value = -1;
+    }, fast);
+    try {
+      await untilLeader(raft);
+      raft.start({ value: 1 });
+      await waitFor(() => raft.status().lastApplied === 1, "the apply");
+      assert.deepEqual(persister.snapshot().log[0]!.command, { value: 1 });
+    } finally {
+      raft.kill();
+    }
+  },
+});
