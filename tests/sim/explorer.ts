@@ -472,7 +472,9 @@ class ExplorerRun {
     const core = this.#plan.core;
     const boundMs = this.#options.livenessBoundMs ?? 30_000;
     this.#log(
-      `liveness: core ${core.join(",")} heals for good; a new command must commit (be applied by a core peer)`,
+      `liveness: core ${
+        core.join(",")
+      } heals for good; a new command must commit (be applied by a core peer)`,
     );
     this.#net.setReliable(true);
     for (const a of core) {
