@@ -116,3 +116,18 @@ Deno.test("end faults: a clogged end holds requests until unclogged; loss fails 
     network.close();
   });
 });
+
+Deno.test("timers that fire forever at one instant stall the run instead of hanging it", async () => {
+  const sim = new Simulator({ seed: 1 });
+  const spin = () => {
+    sim.clock.schedule(0, spin);
+  };
+  await assert.rejects(
+    () =>
+      sim.run(() => {
+        spin();
+        return new Promise(() => {});
+      }, { maxTimersPerInstant: 1000 }),
+    SimulationStalledError,
+  );
+});

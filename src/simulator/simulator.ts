@@ -29,6 +29,12 @@ export interface SimulatorRunOptions {
    */
   timeLimitMs?: number;
   /**
+   * Most timers that may fire at one virtual instant before the run fails with a
+   * {@linkcode SimulationStalledError}: code that keeps scheduling zero-delay timers would keep
+   * time from ever moving on. Default 1 000 000, far beyond what a cluster does in one instant.
+   */
+  maxTimersPerInstant?: number;
+  /**
    * Called before each timer fires, when every microtask has run: nothing is in the middle of a
    * step, so this is where invariants can be checked. A throw ends the run with that error.
    * Default: none.
@@ -36,7 +42,10 @@ export interface SimulatorRunOptions {
   onQuiescent?: () => void;
 }
 
-/** The run's `main` has not settled, yet no timer is pending: nothing can ever happen again. */
+/**
+ * The run's `main` has not settled, yet time cannot move on: no timer is pending, or timers keep
+ * firing at one instant.
+ */
 export class SimulationStalledError extends Error {
   /** The class name, for stack traces. */
   override name = "SimulationStalledError";
@@ -128,13 +137,17 @@ export class Simulator {
    * rejects as it does. Between steps it yields to the event loop with `setImmediate`, which runs
    * only after every pending microtask, then fires the earliest virtual timer.
    *
-   * @throws {SimulationStalledError} If `main` is still pending but no timer is.
+   * @throws {SimulationStalledError} If `main` is still pending but no timer is, or timers keep
+   * firing at one instant.
    * @throws {SimulationTimeLimitError} If virtual time passes `options.timeLimitMs`.
    */
   async run<T>(main: () => Promise<T>, options: SimulatorRunOptions = {}): Promise<T> {
     if (this.#running) throw new Error("Simulator.run() is already running on this simulator");
     this.#running = true;
     const timeLimitMs = options.timeLimitMs ?? Infinity;
+    const maxTimersPerInstant = options.maxTimersPerInstant ?? 1_000_000;
+    let instant = this.clock.now();
+    let timersThisInstant = 0;
     let outcome: { ok: true; value: T } | { ok: false; error: unknown } | null = null;
     try {
       main().then(
@@ -154,6 +167,15 @@ export class Simulator {
         if (at > timeLimitMs) {
           throw new SimulationTimeLimitError(
             `Simulation with seed ${this.seed} passed its time limit of ${timeLimitMs} ms`,
+          );
+        }
+        if (at !== instant) {
+          instant = at;
+          timersThisInstant = 0;
+        }
+        if (++timersThisInstant > maxTimersPerInstant) {
+          throw new SimulationStalledError(
+            `Simulation with seed ${this.seed} stalled at ${at} ms: more than ${maxTimersPerInstant} timers fired there without time moving on`,
           );
         }
         const fired = this.clock.fireNext()!;

@@ -77,6 +77,9 @@ class ViolationFound extends Error {
   override name = "ViolationFound";
 }
 
+/** More requests than this at one virtual instant mean a loop that never lets time pass. */
+const maxMessagesAtOneInstant = 20_000;
+
 const healthy: DirectionFault = {
   cut: false,
   clogged: false,
@@ -123,6 +126,8 @@ class ExplorerRun {
   #crashes = 0;
   #commandCount = 0;
   #clientStopped = false;
+  #messagesAt = -1;
+  #messagesNow = 0;
 
   constructor(seed: number, plan: FaultPlan, options: ExploreOptions) {
     this.#seed = seed;
@@ -155,7 +160,7 @@ class ExplorerRun {
 
   async run(): Promise<ExploreResult> {
     this.#log(
-      `seed ${this.#seed}: ${this.#n} peers, ${this.#plan.faults.length} faults over ${this.#plan.faultyMs} ms, client every ~${this.#plan.clientIntervalMs} ms, core ${
+      `seed ${this.#seed}: ${this.#n} peers, ${this.#plan.profile} faults, ${this.#plan.faults.length} of them over ${this.#plan.faultyMs} ms, client every ~${this.#plan.clientIntervalMs} ms, core ${
         this.#plan.core.join(",")
       }`,
     );
@@ -258,6 +263,7 @@ class ExplorerRun {
       ends.push({
         call: (method, args) => {
           checker.onTermSent(i, termOf(args));
+          if (!this.#countMessage()) return Promise.resolve(undefined);
           return end.call(method, args);
         },
       });
@@ -305,6 +311,25 @@ class ExplorerRun {
         `peer ${i} crashes with ${inFlight} saves in flight; its disk keeps term ${state.term}, vote ${state.votedFor}, ${state.log.length} entries`,
       );
     }
+  }
+
+  /**
+   * Counts a request sent at the current virtual time; false once there were too many. Peers
+   * that answer each other at once forever would keep time from ever moving on, and the run
+   * from ever ending: that is reported as a violation, and the loop is cut.
+   */
+  #countMessage(): boolean {
+    const now = this.#sim.clock.now();
+    if (now !== this.#messagesAt) {
+      this.#messagesAt = now;
+      this.#messagesNow = 0;
+    }
+    if (++this.#messagesNow <= maxMessagesAtOneInstant) return true;
+    this.#checker.report(
+      "Progress",
+      `more than ${maxMessagesAtOneInstant} requests were sent at virtual time ${now} ms: peers answer each other at once, forever`,
+    );
+    return false;
   }
 
   #leader(): number | null {
@@ -492,7 +517,8 @@ class ExplorerRun {
           const status = this.#rafts[i]!.status();
           return `peer ${i}: T${status.term} ${status.role}, commit ${status.commitIndex}, last ${status.lastLogIndex}`;
         });
-        this.#checker.reportLiveness(
+        this.#checker.report(
+          "Liveness",
           `the healed core ${core.join(",")} committed no new command within ${boundMs} ms (${
             states.join("; ")
           })`,

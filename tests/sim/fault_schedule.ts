@@ -50,6 +50,8 @@ export interface ScheduledFault {
 
 /** A whole run's plan. */
 export interface FaultPlan {
+  /** The mix of faults: "mixed", "network" or "crashes". */
+  profile: string;
   peers: number;
   /** Length of the faulty phase, in virtual ms. */
   faultyMs: number;
@@ -68,6 +70,79 @@ export interface FaultPlanOptions {
   faultyMs?: number;
 }
 
+/** How often each kind of fault comes up, relative to the others, in one profile. */
+type Weights = Record<FaultAction["kind"], number>;
+
+/**
+ * Seeds choose among profiles, so that some runs are mostly partitions, some mostly crashes (the
+ * lab's Figure 8 storm: leaders crash soon after they are elected) and some a mix.
+ */
+const profiles: Record<string, { weights: Weights; meanGapsMs: number[] }> = {
+  mixed: {
+    weights: {
+      isolate: 8,
+      isolateLeader: 7,
+      split: 6,
+      oneWay: 6,
+      deafen: 4,
+      mute: 3,
+      clog: 6,
+      degrade: 8,
+      healSome: 12,
+      healAll: 4,
+      crash: 8,
+      crashLeader: 4,
+      restart: 10,
+      slowSaves: 5,
+      unreliable: 3,
+      clientBurst: 6,
+    },
+    meanGapsMs: [300, 800, 1500, 3000, 5000],
+  },
+  network: {
+    weights: {
+      isolate: 8,
+      isolateLeader: 8,
+      split: 8,
+      oneWay: 8,
+      deafen: 5,
+      mute: 4,
+      clog: 8,
+      degrade: 10,
+      healSome: 16,
+      healAll: 4,
+      crash: 1,
+      crashLeader: 1,
+      restart: 3,
+      slowSaves: 2,
+      unreliable: 3,
+      clientBurst: 5,
+    },
+    meanGapsMs: [200, 500, 1000, 2000],
+  },
+  crashes: {
+    weights: {
+      isolate: 2,
+      isolateLeader: 2,
+      split: 1,
+      oneWay: 1,
+      deafen: 0,
+      mute: 0,
+      clog: 1,
+      degrade: 2,
+      healSome: 3,
+      healAll: 2,
+      crash: 6,
+      crashLeader: 14,
+      restart: 20,
+      slowSaves: 8,
+      unreliable: 2,
+      clientBurst: 8,
+    },
+    meanGapsMs: [100, 200, 400, 800],
+  },
+};
+
 /** Draws a plan from `random`. */
 export function drawFaultPlan(random: RandomSource, options: FaultPlanOptions = {}): FaultPlan {
   const peerCounts = options.peerCounts ?? [3, 5, 7];
@@ -77,55 +152,73 @@ export function drawFaultPlan(random: RandomSource, options: FaultPlanOptions = 
   const peer = () => randomInt(random, 0, peers - 1);
   const otherThan = (a: number) => (a + randomInt(random, 1, peers - 1)) % peers;
   const subset = (size: number) => shuffle(random, [...Array(peers).keys()]).slice(0, size);
-  // Some runs are calm, some stormy: the mean pause between faults is 300 ms to 5 s.
-  const meanGapMs = pick([300, 800, 1500, 3000, 5000]);
+  const profileName = pick(Object.keys(profiles));
+  const profile = profiles[profileName]!;
+  const kinds = Object.entries(profile.weights) as [FaultAction["kind"], number][];
+  const totalWeight = kinds.reduce((sum, [, weight]) => sum + weight, 0);
+  const drawKind = (): FaultAction["kind"] => {
+    let roll = random() * totalWeight;
+    for (const [kind, weight] of kinds) {
+      roll -= weight;
+      if (roll < 0) return kind;
+    }
+    return kinds.at(-1)![0];
+  };
+  const draw = (kind: FaultAction["kind"]): FaultAction => {
+    switch (kind) {
+      case "isolate":
+      case "deafen":
+      case "mute":
+      case "crash":
+      case "restart":
+        return { kind, peer: peer() };
+      case "isolateLeader":
+      case "crashLeader":
+      case "healAll":
+        return { kind };
+      case "split":
+        return { kind, minority: subset(randomInt(random, 1, Math.floor(peers / 2))) };
+      case "oneWay":
+      case "clog": {
+        const from = peer();
+        return { kind, from, to: otherThan(from) };
+      }
+      case "degrade": {
+        const from = peer();
+        return {
+          kind,
+          from,
+          to: otherThan(from),
+          fault: {
+            cut: false,
+            clogged: false,
+            loss: pick([0, 0.1, 0.3, 0.6]),
+            duplication: pick([0, 0, 0.1, 0.3]),
+            maxDelayMs: pick([0, 20, 100, 500, 3000]),
+          },
+        };
+      }
+      case "healSome":
+        return { kind, count: randomInt(random, 1, peers) };
+      case "slowSaves":
+        return { kind, peer: peer(), maxMs: pick([0, 5, 50, 300]) };
+      case "unreliable":
+        return { kind, on: random() < 0.5 };
+      case "clientBurst":
+        return { kind, count: randomInt(random, 2, 20) };
+    }
+  };
+  const meanGapMs = pick(profile.meanGapsMs);
   const faults: ScheduledFault[] = [];
   let atMs = randomInt(random, 0, 2000);
   while (atMs < faultyMs) {
-    const roll = random();
-    let action: FaultAction;
-    if (roll < 0.08) action = { kind: "isolate", peer: peer() };
-    else if (roll < 0.15) action = { kind: "isolateLeader" };
-    else if (roll < 0.21) {
-      action = { kind: "split", minority: subset(randomInt(random, 1, Math.floor(peers / 2))) };
-    } else if (roll < 0.27) {
-      const from = peer();
-      action = { kind: "oneWay", from, to: otherThan(from) };
-    } else if (roll < 0.31) action = { kind: "deafen", peer: peer() };
-    else if (roll < 0.34) action = { kind: "mute", peer: peer() };
-    else if (roll < 0.40) {
-      const from = peer();
-      action = { kind: "clog", from, to: otherThan(from) };
-    } else if (roll < 0.48) {
-      const from = peer();
-      action = {
-        kind: "degrade",
-        from,
-        to: otherThan(from),
-        fault: {
-          cut: false,
-          clogged: false,
-          loss: pick([0, 0.1, 0.3, 0.6]),
-          duplication: pick([0, 0, 0.1, 0.3]),
-          maxDelayMs: pick([0, 20, 100, 500, 3000]),
-        },
-      };
-    } else if (roll < 0.60) action = { kind: "healSome", count: randomInt(random, 1, peers) };
-    else if (roll < 0.64) action = { kind: "healAll" };
-    else if (roll < 0.72) action = { kind: "crash", peer: peer() };
-    else if (roll < 0.76) action = { kind: "crashLeader" };
-    else if (roll < 0.86) action = { kind: "restart", peer: peer() };
-    else if (roll < 0.91) {
-      action = { kind: "slowSaves", peer: peer(), maxMs: pick([0, 5, 50, 300]) };
-    } else if (roll < 0.94) action = { kind: "unreliable", on: random() < 0.5 };
-    else action = { kind: "clientBurst", count: randomInt(random, 2, 20) };
-    faults.push({ atMs, action });
+    faults.push({ atMs, action: draw(drawKind()) });
     // Exponential gaps, with an occasional flurry of faults at the same instant.
     atMs += random() < 0.1 ? 0 : Math.ceil(-Math.log(1 - random()) * meanGapMs);
   }
-  const clientIntervalMs = pick([20, 100, 300]);
+  const clientIntervalMs = pick([20, 100, 300, 1000]);
   const core = subset(Math.floor(peers / 2) + 1).sort((a, b) => a - b);
-  return { peers, faultyMs, faults, clientIntervalMs, core };
+  return { profile: profileName, peers, faultyMs, faults, clientIntervalMs, core };
 }
 
 /** Shuffles `items` in place (Fisher-Yates) and returns it. */

@@ -101,9 +101,9 @@ export class SafetyChecker {
     this.#violation ??= { property, message, atMs: this.#now() };
   }
 
-  /** The liveness phase failed: no new command committed in time. */
-  reportLiveness(message: string): void {
-    this.#fail("Liveness", message);
+  /** Reports a violation found outside the checker: liveness, or a run that stopped time. */
+  report(property: string, message: string): void {
+    this.#fail(property, message);
   }
 
   /** A peer (re)started with `state` loaded from its disk. */
