@@ -91,6 +91,10 @@ interface PendingCall {
  * A request to a disabled end or a missing server gets no reply after 0-99 ms (0-6999 ms with
  * long delays). With long reordering, about 2/3 of replies are delayed by 200-2200 ms.
  *
+ * Beyond the lab, {@linkcode MemoryNetwork.setEndFaults} gives one end its own faults (one-way
+ * loss, clogs, duplication, long delays) for fault-injection runs, and the `record` option reports
+ * every delivered message, for a simulator's trace digest. Neither changes the lab's behaviour.
+ *
  * @example
  * ```ts
  * import { MemoryNetwork } from "./memory_network.ts";

@@ -5,7 +5,6 @@ import { lab4B } from "./lab/lab_tests.ts";
 import { runLabTestSimulated } from "./lab/run.ts";
 import { sleep } from "../src/clock.ts";
 import {
-  MemoryNetwork,
   seededRandom,
   SimPersister,
   SimulationStalledError,
@@ -92,29 +91,6 @@ Deno.test("a crash keeps a prefix of the saves in flight, and resolved saves alw
     outcomes.add(term);
   }
   assert.deepEqual([...outcomes].sort(), [1, 2, 3, 4]);
-});
-
-Deno.test("end faults: a clogged end holds requests until unclogged; loss fails them", async () => {
-  const sim = new Simulator({ seed: 2 });
-  await sim.run(async () => {
-    const network = new MemoryNetwork({ clock: sim.clock, random: sim.random });
-    network.addServer("echo", { handleRpc: (_method, args) => Promise.resolve(args) });
-    const end = network.makeEnd("a");
-    network.connect("a", "echo");
-    network.enable("a", true);
-    network.setEndFaults("a", { requestsClogged: true });
-    let reply: unknown = "pending";
-    const call = end.call("Echo", 1).then((r) => reply = r);
-    await sleep(sim.clock, 10_000);
-    assert.deepEqual(reply, "pending");
-    network.setEndFaults("a", {});
-    await call;
-    assert.deepEqual(reply, 1);
-    network.setEndFaults("a", { replyLoss: 1 });
-    assert.deepEqual(await end.call("Echo", 2), undefined);
-    assert.deepEqual(network.getCount("echo"), 2);
-    network.close();
-  });
 });
 
 Deno.test("timers that fire forever at one instant stall the run instead of hanging it", async () => {
