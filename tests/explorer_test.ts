@@ -2,6 +2,7 @@
 // partitions, clogs, losses, duplicates, delays, crashes and slow disks, checks Raft's safety
 // properties throughout, then heals a majority and requires a commit. A failure prints the seed's
 // trace and the command that replays it.
+import assert from "node:assert/strict";
 import { exploreSeed } from "./sim/explorer.ts";
 import { printViolation } from "./sim/explore.ts";
 
@@ -26,3 +27,13 @@ for (let first = firstSeed; first < firstSeed + seedCount; first += seedsPerTest
     }
   });
 }
+
+Deno.test("explorer: a seed replays exactly, and another seed runs differently", async () => {
+  const first = await exploreSeed(7);
+  const again = await exploreSeed(7);
+  const other = await exploreSeed(8);
+  assert.equal(again.digest, first.digest);
+  assert.equal(again.events, first.events);
+  assert.equal(again.virtualMs, first.virtualMs);
+  assert.notEqual(other.digest, first.digest);
+});

@@ -126,6 +126,8 @@ class ExplorerRun {
   #crashes = 0;
   #commandCount = 0;
   #clientStopped = false;
+  /** Whether the lab's unreliable mode is on (outside storms, which set their own). */
+  #unreliable = false;
   #messagesAt = -1;
   #messagesNow = 0;
 
@@ -200,6 +202,8 @@ class ExplorerRun {
     const client = this.#client();
     try {
       for (const { atMs, action } of this.#plan.faults) {
+        // A storm takes time, so later faults may come late; none comes after the faulty phase.
+        if (this.#sim.clock.now() >= this.#plan.faultyMs) break;
         const wait = atMs - this.#sim.clock.now();
         if (wait > 0) await sleep(this.#sim.clock, wait);
         await this.#perform(action);
@@ -425,7 +429,11 @@ class ExplorerRun {
         this.#disks[action.peer]?.setSaveDelay({ min: 0, max: action.maxMs });
         break;
       case "unreliable":
+        this.#unreliable = action.on;
         this.#net.setReliable(!action.on);
+        break;
+      case "storm":
+        await this.#storm(action.rounds, action.unreliable);
         break;
       case "clientBurst": {
         const leader = this.#leader();
@@ -436,6 +444,29 @@ class ExplorerRun {
       }
     }
     this.#applyFaults();
+  }
+
+  /** The lab's Figure 8 loop (`TestFigure84B`), on this cluster. */
+  async #storm(rounds: number, unreliable: boolean): Promise<void> {
+    const random = this.#sim.random;
+    if (unreliable) this.#net.setReliable(false);
+    const majority = Math.floor(this.#n / 2) + 1;
+    for (let round = 0; round < rounds && this.#sim.clock.now() < this.#plan.faultyMs; round++) {
+      let leader: number | null = null;
+      for (let i = 0; i < this.#n; i++) {
+        if (this.#propose(i) !== null) leader = i;
+      }
+      const pause = random() < 0.1 ? randomInt(random, 0, 499) : randomInt(random, 0, 12);
+      await sleep(this.#sim.clock, pause);
+      if (leader !== null) this.#crashPeer(leader);
+      // Restart a crashed peer when too few are up, and now and then anyway, so that peers come
+      // back with the logs they had, to compete with those that moved on.
+      const down = [...Array(this.#n).keys()].filter((i) => this.#rafts[i] === null);
+      if (down.length > 0 && (this.#n - down.length < majority || random() < 0.3)) {
+        await this.#startPeer(down[randomInt(random, 0, down.length - 1)]!);
+      }
+    }
+    this.#net.setReliable(!this.#unreliable);
   }
 
   /** Sets every end's faults from the direction table. */

@@ -40,7 +40,12 @@ export type FaultAction =
   | { kind: "restart"; peer: number } // the peer, if it is down
   | { kind: "slowSaves"; peer: number; maxMs: number } // 0: fast again
   | { kind: "unreliable"; on: boolean } // the lab's 10% loss and short delays, everywhere
-  | { kind: "clientBurst"; count: number };
+  | { kind: "clientBurst"; count: number }
+  // The lab's Figure 8 loop, `rounds` times: every live peer is asked to start a command, a short
+  // pause, the leader crashes, and a crashed peer restarts when too few are up. With `unreliable`,
+  // the lab's unreliable network is on meanwhile, so a leader's entries often reach only some
+  // peers before it crashes.
+  | { kind: "storm"; rounds: number; unreliable: boolean };
 
 /** A timed action. */
 export interface ScheduledFault {
@@ -96,6 +101,7 @@ const profiles: Record<string, { weights: Weights; meanGapsMs: number[] }> = {
       slowSaves: 5,
       unreliable: 3,
       clientBurst: 6,
+      storm: 3,
     },
     meanGapsMs: [300, 800, 1500, 3000, 5000],
   },
@@ -117,6 +123,7 @@ const profiles: Record<string, { weights: Weights; meanGapsMs: number[] }> = {
       slowSaves: 2,
       unreliable: 3,
       clientBurst: 5,
+      storm: 0,
     },
     meanGapsMs: [200, 500, 1000, 2000],
   },
@@ -138,6 +145,7 @@ const profiles: Record<string, { weights: Weights; meanGapsMs: number[] }> = {
       slowSaves: 8,
       unreliable: 2,
       clientBurst: 8,
+      storm: 20,
     },
     meanGapsMs: [100, 200, 400, 800],
   },
@@ -206,6 +214,8 @@ export function drawFaultPlan(random: RandomSource, options: FaultPlanOptions = 
         return { kind, on: random() < 0.5 };
       case "clientBurst":
         return { kind, count: randomInt(random, 2, 20) };
+      case "storm":
+        return { kind, rounds: randomInt(random, 10, 100), unreliable: random() < 0.8 };
     }
   };
   const meanGapMs = pick(profile.meanGapsMs);

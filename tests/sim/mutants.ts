@@ -119,21 +119,40 @@ export async function hunt(
 }
 
 if (import.meta.main) {
+  // --seeds N: seeds 1..N per mutant. --all: run every seed and count those that catch it, rather
+  // than stop at the first.
   const index = Deno.args.indexOf("--seeds");
   const seeds = index >= 0 ? Number(Deno.args[index + 1]) : 500;
-  console.log(`| mutant | first seed that catches it | property | wall time |`);
-  console.log(`| --- | ---: | --- | ---: |`);
+  const all = Deno.args.includes("--all");
+  console.log(
+    `| mutant | first seed that catches it | property | ${
+      all ? "seeds that catch it | " : ""
+    }wall time |`,
+  );
+  console.log(`| --- | ---: | --- | ${all ? "---: | " : ""}---: |`);
   let missed = 0;
   for (const mutant of mutants) {
     const make = await loadMutant(mutant);
     const started = performance.now();
-    const found = await hunt(make, seeds);
+    let first: ExploreResult | null = null;
+    let caught = 0;
+    if (all) {
+      for (let seed = 1; seed <= seeds; seed++) {
+        const result = await exploreSeed(seed, { make });
+        if (result.violation === null) continue;
+        caught++;
+        first ??= result;
+      }
+    } else {
+      first = await hunt(make, seeds);
+    }
     const wall = `${((performance.now() - started) / 1000).toFixed(1)} s`;
-    if (found === null) missed++;
+    const count = all ? ` ${caught} of ${seeds} |` : "";
+    if (first === null) missed++;
     console.log(
-      found === null
-        ? `| ${mutant.name} | not caught in ${seeds} seeds | | ${wall} |`
-        : `| ${mutant.name} | ${found.seed} | ${found.violation!.property} | ${wall} |`,
+      first === null
+        ? `| ${mutant.name} | not caught in ${seeds} seeds | |${count} ${wall} |`
+        : `| ${mutant.name} | ${first.seed} | ${first.violation!.property} |${count} ${wall} |`,
     );
   }
   Deno.exit(missed === 0 ? 0 : 1);
