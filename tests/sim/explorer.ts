@@ -126,6 +126,8 @@ class ExplorerRun {
   #crashes = 0;
   #commandCount = 0;
   #clientStopped = false;
+  /** The peers that heal for good in the liveness phase. */
+  #core: number[] = [];
   /** Whether the lab's unreliable mode is on (outside storms, which set their own). */
   #unreliable = false;
   #messagesAt = -1;
@@ -186,7 +188,7 @@ class ExplorerRun {
     return {
       seed: this.#seed,
       peers: this.#n,
-      core: this.#plan.core,
+      core: this.#core,
       virtualMs: this.#sim.clock.now(),
       digest: this.#sim.digest,
       events: this.#sim.eventCount,
@@ -520,18 +522,31 @@ class ExplorerRun {
   readonly #livenessApplied = new Map<string, Set<number>>();
 
   #onApply(peer: number, command: unknown): void {
-    if (typeof command !== "string" || !this.#plan.core.includes(peer)) return;
+    if (typeof command !== "string" || !this.#core.includes(peer)) return;
     this.#livenessApplied.get(command)?.add(peer);
   }
 
   async #liveness(): Promise<void> {
-    const core = this.#plan.core;
+    const leader = this.#leader();
+    let core = this.#plan.core;
+    if (this.#plan.coreAvoidsLeader && leader !== null && core.includes(leader)) {
+      const others = [...Array(this.#n).keys()].filter((i) => i !== leader);
+      core = shuffle(this.#sim.random, others).slice(0, core.length).sort((a, b) => a - b);
+    }
+    this.#core = core;
     const boundMs = this.#options.livenessBoundMs ?? 30_000;
     this.#log(
       `liveness: core ${
         core.join(",")
       } heals for good; a new command must commit (be applied by a core peer)`,
     );
+    for (let i = 0; i < this.#n; i++) {
+      const leftover = this.#plan.leftovers[i]!;
+      if (core.includes(i) || leftover === "none") continue;
+      this.#log(`  peer ${i} outside the core is left with: ${leftover}`);
+      if (leftover === "crash") this.#crashPeer(i);
+      else await this.#perform({ kind: leftover, peer: i });
+    }
     this.#net.setReliable(true);
     for (const a of core) {
       for (const b of core) this.#directions[a]![b] = { ...healthy };

@@ -47,6 +47,9 @@ export type FaultAction =
   // peers before it crashes.
   | { kind: "storm"; rounds: number; unreliable: boolean };
 
+/** A fault left on a peer outside the core for the liveness phase. */
+export type Leftover = "none" | "deafen" | "mute" | "isolate" | "crash";
+
 /** A timed action. */
 export interface ScheduledFault {
   atMs: number;
@@ -65,6 +68,13 @@ export interface FaultPlan {
   clientIntervalMs: number;
   /** The peers that heal for good in the liveness phase: a majority. */
   core: number[];
+  /**
+   * Whether the core is instead chosen at the liveness phase so as to leave out the leader of
+   * the moment: a faulty leader outside a healed majority is where livelocks hide.
+   */
+  coreAvoidsLeader: boolean;
+  /** What each peer outside the core suffers in the liveness phase, on top of its faults. */
+  leftovers: Leftover[];
 }
 
 /** Options for {@linkcode drawFaultPlan}. */
@@ -228,7 +238,19 @@ export function drawFaultPlan(random: RandomSource, options: FaultPlanOptions = 
   }
   const clientIntervalMs = pick([20, 100, 300, 1000]);
   const core = subset(Math.floor(peers / 2) + 1).sort((a, b) => a - b);
-  return { profile: profileName, peers, faultyMs, faults, clientIntervalMs, core };
+  const coreAvoidsLeader = random() < 0.5;
+  const leftoverKinds: Leftover[] = ["none", "none", "deafen", "mute", "isolate", "crash"];
+  const leftovers = Array.from({ length: peers }, () => pick(leftoverKinds));
+  return {
+    profile: profileName,
+    peers,
+    faultyMs,
+    faults,
+    clientIntervalMs,
+    core,
+    coreAvoidsLeader,
+    leftovers,
+  };
 }
 
 /** Shuffles `items` in place (Fisher-Yates) and returns it. */
