@@ -290,7 +290,13 @@ class ExplorerRun {
     this.#net.addServer(serverName(i), {
       async handleRpc(method, args) {
         const reply = await raft.handleRpc(method, args);
-        if (reply !== undefined) checker.onTermSent(i, termOf(reply));
+        if (reply === undefined) return reply;
+        checker.onTermSent(i, termOf(reply));
+        const granted = (reply as { voteGranted?: unknown }).voteGranted === true;
+        const candidate = (args as { candidateId?: unknown } | null)?.candidateId;
+        if (method === "RequestVote" && granted && typeof candidate === "number") {
+          checker.onVoteGranted(i, termOf(reply), candidate);
+        }
         return reply;
       },
     });

@@ -33,6 +33,14 @@ export const mutants: Mutant[] = [
       "    if (method !== RequestVote) await this.#saveChain;\n    return this.#dead ? undefined : reply;",
   },
   {
+    name: "vote not marked for saving",
+    description:
+      "the core grants a vote without marking its hard state changed, so the vote is saved only if something else is",
+    file: "core.ts",
+    find: "        this.#votedFor = args.candidateId;\n        this.#hardStateChanged = true;",
+    replace: "        this.#votedFor = args.candidateId;",
+  },
+  {
     name: "election restriction removed",
     description: "a voter grants its vote whatever the candidate's log (§5.4.1 dropped)",
     file: "core.ts",

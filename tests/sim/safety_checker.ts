@@ -9,11 +9,13 @@
  * - State Machine Safety: every peer applies, in order, a prefix of one common sequence.
  * - Terms never go backwards: not within a peer's run, and not across a restart below a term the
  *   peer already told anyone about.
+ * - Votes are never forgotten: a peer that restarts in the term of a vote it granted still holds
+ *   that vote (Election Safety rests on it).
  *
  * @module
  */
 
-import type { ApplyMsg, LogEntry, PersistChange } from "../../mod.ts";
+import type { ApplyMsg, LogEntry, PersistChange, PersistentState } from "../../mod.ts";
 
 /** Which property broke, and how. */
 export interface Violation {
@@ -62,6 +64,8 @@ export class SafetyChecker {
   readonly #entryPrefixes = new Map<string, string>();
   /** Per peer, the highest term it has sent in any request or reply. */
   readonly #promisedTerm: number[];
+  /** Per peer, the latest vote it granted: term and candidate. */
+  readonly #grantedVote: ({ term: number; candidate: number } | null)[];
   /** Per peer, the highest term seen in its current instance. */
   readonly #seenTerm: number[];
 
@@ -73,6 +77,7 @@ export class SafetyChecker {
     this.#prefixHashes = Array.from({ length: peers }, () => []);
     this.#promisedTerm = new Array(peers).fill(0);
     this.#seenTerm = new Array(peers).fill(0);
+    this.#grantedVote = new Array(peers).fill(null);
   }
 
   /** The first violation seen, or null. */
@@ -107,13 +112,20 @@ export class SafetyChecker {
   }
 
   /** A peer (re)started with `state` loaded from its disk. */
-  onStart(peer: number, state: { term: number; log: LogEntry[] }): void {
+  onStart(peer: number, state: PersistentState): void {
     if (state.term < this.#promisedTerm[peer]!) {
       this.#fail(
         "Terms never go backwards",
         `peer ${peer} restarted with term ${state.term}, but had already sent term ${
           this.#promisedTerm[peer]
         } to others`,
+      );
+    }
+    const vote = this.#grantedVote[peer] ?? null;
+    if (vote !== null && vote.term === state.term && state.votedFor !== vote.candidate) {
+      this.#fail(
+        "Votes are never forgotten",
+        `peer ${peer} restarted in term ${state.term} with vote ${state.votedFor}, but had granted its vote in that term to ${vote.candidate}`,
       );
     }
     this.#seenTerm[peer] = state.term;
@@ -126,6 +138,12 @@ export class SafetyChecker {
   /** A peer sent a request or a reply carrying `term`. */
   onTermSent(peer: number, term: number): void {
     if (term > this.#promisedTerm[peer]!) this.#promisedTerm[peer] = term;
+  }
+
+  /** A peer sent a reply granting its vote in `term` to `candidate`. */
+  onVoteGranted(peer: number, term: number, candidate: number): void {
+    const vote = this.#grantedVote[peer] ?? null;
+    if (vote === null || term >= vote.term) this.#grantedVote[peer] = { term, candidate };
   }
 
   /** A client's `start(command)` was accepted at `index` in `term`. */
