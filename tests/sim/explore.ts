@@ -58,7 +58,9 @@ export function printViolation(result: ExploreResult, log: (line: string) => voi
 }
 
 function summary(result: ExploreResult): string {
-  return `seed ${result.seed}: ${result.peers} peers, core ${result.core.join(",")}, ${
+  return `seed ${result.seed}: ${result.peers} peers, ${result.profile} faults, core ${
+    result.core.join(",")
+  }, ${
     (result.virtualMs / 1000).toFixed(1)
   } virtual s, ${result.events} events, ${result.commits} commits, ${result.leaderTerms} leader terms, ${result.crashes} crashes, digest ${result.digest}: ${
     result.violation === null ? "ok" : "VIOLATION"

@@ -37,7 +37,7 @@ export type MakeRaft = typeof libraryMake;
 export interface ExploreOptions {
   /** Builds each peer. Default: the library's `make`. */
   make?: MakeRaft;
-  /** Length of the faulty phase in virtual ms. Default 60 000, as the issue asks. */
+  /** Length of the faulty phase in virtual ms. Default 60 000: a minute of faults. */
   faultyMs?: number;
   /** Cluster sizes the seed chooses among. Default [3, 5, 7]. */
   peerCounts?: number[];
@@ -58,6 +58,9 @@ export interface ExploreOptions {
 export interface ExploreResult {
   seed: number;
   peers: number;
+  /** The fault profile the seed drew: "mixed", "network" or "crashes". */
+  profile: string;
+  /** The peers that healed for good in the liveness phase. */
   core: number[];
   /** Virtual time the run covered, in ms. */
   virtualMs: number;
@@ -126,8 +129,8 @@ class ExplorerRun {
   #crashes = 0;
   #commandCount = 0;
   #clientStopped = false;
-  /** The peers that heal for good in the liveness phase. */
-  #core: number[] = [];
+  /** The peers that heal for good in the liveness phase (the plan's, unless it avoids the leader). */
+  #core: number[];
   /** Whether the lab's unreliable mode is on (outside storms, which set their own). */
   #unreliable = false;
   #messagesAt = -1;
@@ -136,6 +139,7 @@ class ExplorerRun {
   constructor(seed: number, plan: FaultPlan, options: ExploreOptions) {
     this.#seed = seed;
     this.#plan = plan;
+    this.#core = plan.core;
     this.#options = options;
     this.#make = options.make ?? libraryMake;
     this.#sim = new Simulator({ seed });
@@ -188,6 +192,7 @@ class ExplorerRun {
     return {
       seed: this.#seed,
       peers: this.#n,
+      profile: this.#plan.profile,
       core: this.#core,
       virtualMs: this.#sim.clock.now(),
       digest: this.#sim.digest,
