@@ -22,6 +22,7 @@ export async function runLabTest(test: LabTest, options: TesterOptions = {}): Pr
 /**
  * Runs `test` in virtual time on a simulator seeded with `seed`: the tester, the network and the
  * peers all use its clock and random source, and the network's messages go into its digest.
+ * The lab's lines are printed with the prefix "(virtual time) " and count virtual seconds.
  * Resolves to the simulator, whose digest identifies the run.
  */
 export async function runLabTestSimulated(
@@ -34,6 +35,7 @@ export async function runLabTestSimulated(
     clock: sim.clock,
     random: sim.random,
     record: (event) => sim.record(event),
+    printPrefix: "(virtual time) ",
     ...options,
   };
   // The lab gives each test two minutes; a run that passes ten has lost its way.

@@ -73,6 +73,11 @@ export interface TesterOptions {
   raftOptions?: RaftOptions;
   /** Print the lab's "Test ..." and "Passed" lines. Default: true. */
   print?: boolean;
+  /**
+   * Printed before each of those lines, to tell suites apart in one output (the stress script
+   * reads only unprefixed lines). Default: none.
+   */
+  printPrefix?: string;
 }
 
 /** The numbers the lab prints when a test passes. */
@@ -102,6 +107,7 @@ export class Tester {
   readonly #persistence: TesterPersistence;
   readonly #raftOptions: RaftOptions;
   readonly #print: boolean;
+  readonly #printPrefix: string;
   readonly #persisters: (Persister | null)[];
   readonly #endNames: (string[] | null)[];
   /** Copy of each peer's applied commands, by index, as JSON text. */
@@ -133,6 +139,7 @@ export class Tester {
       ...options.raftOptions,
     };
     this.#print = options.print ?? true;
+    this.#printPrefix = options.printPrefix ?? "";
     this.rafts = new Array(n).fill(null);
     this.connected = new Array(n).fill(false);
     this.#persisters = new Array(n).fill(null);
@@ -386,7 +393,7 @@ export class Tester {
 
   /** Starts a test: prints its description and notes the counters. */
   begin(description: string): void {
-    if (this.#print) console.log(`${description} ...`);
+    if (this.#print) console.log(`${this.#printPrefix}${description} ...`);
     this.#description = description;
     this.#t0 = this.clock.now();
     this.#rpcs0 = this.rpcTotal();
@@ -408,9 +415,11 @@ export class Tester {
     };
     if (this.#print) {
       console.log(
-        `  ... Passed --  ${stats.seconds.toFixed(1).padStart(4)}  ${stats.peers} ${
-          String(stats.rpcs).padStart(4)
-        } ${String(stats.bytes).padStart(7)} ${String(stats.commits).padStart(4)}`,
+        `${this.#printPrefix}  ... Passed --  ${
+          stats.seconds.toFixed(1).padStart(4)
+        }  ${stats.peers} ${String(stats.rpcs).padStart(4)} ${String(stats.bytes).padStart(7)} ${
+          String(stats.commits).padStart(4)
+        }`,
       );
     }
     passedTests.push(stats);
