@@ -6,6 +6,7 @@
 
 import type { LabTest } from "./lab_tests.ts";
 import { Tester, type TesterOptions } from "./tester.ts";
+import { sanitized } from "../helpers/sanitized.ts";
 
 /** Runs `test` with `options` (real time and in-memory persisters by default). */
 export async function runLabTest(test: LabTest, options: TesterOptions = {}): Promise<void> {
@@ -22,8 +23,7 @@ export function registerLabTests(tests: LabTest[], options: TesterOptions = {}, 
   for (const test of tests) {
     Deno.test({
       name: prefix + test.name,
-      sanitizeOps: true,
-      sanitizeResources: true,
+      ...sanitized,
       fn: () => runLabTest(test, options),
     });
   }
