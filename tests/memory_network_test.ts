@@ -391,3 +391,117 @@ Deno.test(
     assert.equal(clock.pendingTimers, 0);
   },
 );
+
+// ---- End faults (for fault injection; the lab's tests never set them) -----------------------
+
+Deno.test(
+  "end faults: request loss never reaches the server; reply loss does, then drops the reply",
+  sanitized,
+  async () => {
+    const { network, end } = setup(echo, 12);
+    network.setEndFaults("client", { requestLoss: 1 });
+    assert.equal(await end.call("M", 1), undefined);
+    assert.equal(network.getCount("server"), 0, "a lost request is not delivered");
+    network.setEndFaults("client", { replyLoss: 1 });
+    assert.equal(await end.call("M", 2), undefined);
+    assert.equal(network.getCount("server"), 1, "the request arrived; its reply was lost");
+    network.setEndFaults("client", {});
+    assert.deepEqual(await end.call("M", 3), { method: "M", args: 3 });
+  },
+);
+
+Deno.test(
+  "end faults: a clog holds requests and replies until lifted, then lets them through",
+  sanitized,
+  async () => {
+    const { network, clock, end } = setup(echo, 13);
+    network.setEndFaults("client", { requestsClogged: true });
+    let first: unknown = "pending";
+    const firstCall = end.call("M", 1).then((reply) => first = reply);
+    await clock.advanceAsync(60_000);
+    assert.equal(first, "pending", "a clogged request neither arrives nor fails");
+    assert.equal(network.getCount("server"), 0);
+    network.setEndFaults("client", { repliesClogged: true });
+    await clock.advanceAsync(20);
+    assert.equal(
+      network.getCount("server"),
+      1,
+      "lifting the request clog lets the request through",
+    );
+    assert.equal(first, "pending", "but its reply is now held");
+    network.setEndFaults("client", {});
+    await clock.advanceAsync(20);
+    await firstCall;
+    assert.deepEqual(first, { method: "M", args: 1 });
+  },
+);
+
+Deno.test(
+  "end faults: duplication delivers a request twice; the caller sees one reply",
+  sanitized,
+  async () => {
+    const handler = heldHandler();
+    const { network, clock, end } = setup(handler, 14);
+    network.setEndFaults("client", { duplication: 1 });
+    const call = end.call("M", { n: 1 });
+    await clock.advanceAsync(20);
+    assert.deepEqual(handler.received, [{ n: 1 }, { n: 1 }]);
+    assert.equal(network.getCount("server"), 2);
+    handler.replyAll("ok");
+    assert.equal(await call, "ok");
+    network.close();
+  },
+);
+
+Deno.test(
+  "end faults: maxDelayMs delays requests and replies by up to that much",
+  sanitized,
+  async () => {
+    const { network, clock, end } = setup(echo, 15);
+    network.setEndFaults("client", { maxDelayMs: 500 });
+    const delays: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      const started = clock.now();
+      let done = false;
+      end.call("M", i).then(() => done = true);
+      while (!done) await clock.advanceAsync(25);
+      delays.push(clock.now() - started);
+    }
+    assert.ok(delays.every((ms) => ms <= 1025), `delays above 2 x 500 ms: ${delays}`);
+    assert.ok(delays.some((ms) => ms > 100), `no delay above 100 ms: ${delays}`);
+  },
+);
+
+Deno.test("end faults: bad probabilities and unknown ends are refused", sanitized, () => {
+  const { network } = setup(echo);
+  assert.throws(() => network.setEndFaults("client", { requestLoss: 2 }), RangeError);
+  assert.throws(() => network.setEndFaults("client", { maxDelayMs: -1 }), RangeError);
+  assert.throws(() => network.setEndFaults("nobody", {}), RangeError);
+});
+
+Deno.test("close() cancels the timers that release clogged messages", sanitized, async () => {
+  const { network, clock, end } = setup(echo, 16);
+  network.setEndFaults("client", { requestsClogged: true });
+  const call = end.call("M", 1);
+  await settle();
+  network.setEndFaults("client", {});
+  assert.equal(clock.pendingTimers, 1, "the release waits for its timer");
+  network.close();
+  assert.equal(await call, undefined);
+  assert.equal(clock.pendingTimers, 0);
+});
+
+Deno.test("the record option reports each delivered request and reply", sanitized, async () => {
+  const clock = new ManualClock();
+  const lines: string[] = [];
+  const network = new MemoryNetwork({ clock, random: mulberry32(1), record: (l) => lines.push(l) });
+  network.addServer("server", echo);
+  const end = network.makeEnd("client");
+  network.connect("client", "server");
+  network.enable("client", true);
+  await end.call("M", { x: 1 });
+  assert.deepEqual(lines, [
+    'client request M {"x":1}',
+    'client reply {"method":"M","args":{"x":1}}',
+  ]);
+});
