@@ -7,7 +7,8 @@
 import assert from "node:assert/strict";
 import { MemoryNetwork } from "../src/memory_network.ts";
 import type { ClientEnd, RpcHandler } from "../src/types.ts";
-import { ManualClock, mulberry32, settle } from "./helpers/manual_clock.ts";
+import { ManualClock, settle } from "./helpers/manual_clock.ts";
+import { seededRandom } from "../src/simulator/seeded_random.ts";
 import { sanitized } from "./helpers/sanitized.ts";
 
 /** A network on a manual clock with one end `client` connected and enabled to server `server`. */
@@ -17,7 +18,7 @@ function setup(handler: RpcHandler, seed = 1): {
   end: ClientEnd;
 } {
   const clock = new ManualClock();
-  const network = new MemoryNetwork({ clock, random: mulberry32(seed) });
+  const network = new MemoryNetwork({ clock, random: seededRandom(seed) });
   network.addServer("server", handler);
   const end = network.makeEnd("client");
   network.connect("client", "server");
@@ -213,7 +214,7 @@ Deno.test(
   sanitized,
   async () => {
     const clock = new ManualClock();
-    const network = new MemoryNetwork({ clock, random: mulberry32(7) });
+    const network = new MemoryNetwork({ clock, random: seededRandom(7) });
     try {
       network.addServer("a", { handleRpc: () => Promise.resolve({ ok: 1 }) }); // 8 bytes of JSON
       network.addServer("b", { handleRpc: () => Promise.resolve("yes") }); // 5 bytes
@@ -494,7 +495,11 @@ Deno.test("close() cancels the timers that release clogged messages", sanitized,
 Deno.test("the record option reports each delivered request and reply", sanitized, async () => {
   const clock = new ManualClock();
   const lines: string[] = [];
-  const network = new MemoryNetwork({ clock, random: mulberry32(1), record: (l) => lines.push(l) });
+  const network = new MemoryNetwork({
+    clock,
+    random: seededRandom(1),
+    record: (l) => lines.push(l),
+  });
   network.addServer("server", echo);
   const end = network.makeEnd("client");
   network.connect("client", "server");

@@ -9,7 +9,8 @@ import { FilePersister } from "../src/file_persister.ts";
 import { KvPersister } from "../src/kv_persister.ts";
 import { MemoryPersister } from "../src/memory_persister.ts";
 import { crashChange, lastIndexAfterChange, WRITER_WINDOW } from "./helpers/crash_workload.ts";
-import { randomInt, seededRandom } from "./helpers/seeded_random.ts";
+import { randomInt } from "../src/clock.ts";
+import { seededRandom } from "../src/simulator/seeded_random.ts";
 import { sanitized } from "./helpers/sanitized.ts";
 
 const KILLS = 50;
