@@ -8,6 +8,7 @@
 import { Simulator } from "../../src/simulator/mod.ts";
 import type { LabTest } from "./lab_tests.ts";
 import { Tester, type TesterOptions } from "./tester.ts";
+import { sanitized } from "../helpers/sanitized.ts";
 
 /** Runs `test` with `options` (real time and in-memory persisters by default). */
 export async function runLabTest(test: LabTest, options: TesterOptions = {}): Promise<void> {
@@ -55,8 +56,7 @@ export function registerLabTests(
   for (const test of tests) {
     Deno.test({
       name: prefix + test.name,
-      sanitizeOps: true,
-      sanitizeResources: true,
+      ...sanitized,
       fn: async () => {
         await run(test);
       },
