@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { exploreSeed } from "./sim/explorer.ts";
 import { loadMutant, mutants } from "./sim/mutants.ts";
 import { printViolation } from "./sim/explore.ts";
+import { sanitized } from "./helpers/sanitized.ts";
 
 interface Regression {
   seed: number;
@@ -28,19 +29,23 @@ const regressions: Regression[] = [
 ];
 
 for (const regression of regressions) {
-  Deno.test(`explorer regression: seed ${regression.seed}, ${regression.bug}`, async () => {
-    const fixed = await exploreSeed(regression.seed);
-    if (fixed.violation !== null) printViolation(fixed, console.log);
-    assert.equal(fixed.violation, null, `expected seed ${regression.seed} to run clean`);
+  Deno.test(
+    `explorer regression: seed ${regression.seed}, ${regression.bug}`,
+    sanitized,
+    async () => {
+      const fixed = await exploreSeed(regression.seed);
+      if (fixed.violation !== null) printViolation(fixed, console.log);
+      assert.equal(fixed.violation, null, `expected seed ${regression.seed} to run clean`);
 
-    const mutant = mutants.find((candidate) => candidate.name === regression.mutant)!;
-    const broken = await exploreSeed(regression.seed, { make: await loadMutant(mutant) });
-    assert.equal(
-      broken.violation?.property,
-      regression.property,
-      `expected seed ${regression.seed} to break ${regression.property} without the fix, got ${
-        broken.violation === null ? "no violation" : broken.violation.property
-      }`,
-    );
-  });
+      const mutant = mutants.find((candidate) => candidate.name === regression.mutant)!;
+      const broken = await exploreSeed(regression.seed, { make: await loadMutant(mutant) });
+      assert.equal(
+        broken.violation?.property,
+        regression.property,
+        `expected seed ${regression.seed} to break ${regression.property} without the fix, got ${
+          broken.violation === null ? "no violation" : broken.violation.property
+        }`,
+      );
+    },
+  );
 }

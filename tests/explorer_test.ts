@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { exploreSeed } from "./sim/explorer.ts";
 import { printViolation } from "./sim/explore.ts";
+import { sanitized } from "./helpers/sanitized.ts";
 
 const firstSeed = 1;
 const seedCount = 1000;
@@ -12,7 +13,7 @@ const seedsPerTest = 100;
 
 for (let first = firstSeed; first < firstSeed + seedCount; first += seedsPerTest) {
   const last = first + seedsPerTest - 1;
-  Deno.test(`explorer: seeds ${first}-${last} keep Raft safe and live`, async () => {
+  Deno.test(`explorer: seeds ${first}-${last} keep Raft safe and live`, sanitized, async () => {
     const failed: number[] = [];
     for (let seed = first; seed <= last; seed++) {
       const result = await exploreSeed(seed);
@@ -28,12 +29,16 @@ for (let first = firstSeed; first < firstSeed + seedCount; first += seedsPerTest
   });
 }
 
-Deno.test("explorer: a seed replays exactly, and another seed runs differently", async () => {
-  const first = await exploreSeed(7);
-  const again = await exploreSeed(7);
-  const other = await exploreSeed(8);
-  assert.equal(again.digest, first.digest);
-  assert.equal(again.events, first.events);
-  assert.equal(again.virtualMs, first.virtualMs);
-  assert.notEqual(other.digest, first.digest);
-});
+Deno.test(
+  "explorer: a seed replays exactly, and another seed runs differently",
+  sanitized,
+  async () => {
+    const first = await exploreSeed(7);
+    const again = await exploreSeed(7);
+    const other = await exploreSeed(8);
+    assert.equal(again.digest, first.digest);
+    assert.equal(again.events, first.events);
+    assert.equal(again.virtualMs, first.virtualMs);
+    assert.notEqual(other.digest, first.digest);
+  },
+);
