@@ -512,7 +512,7 @@ class ExplorerRun {
     const command = `${prefix}${++this.#commandCount}`;
     const { index, term, isLeader } = raft.start(command);
     if (!isLeader) return null;
-    this.#checker.onStarted(command, index, term);
+    this.#checker.onStarted(command, index);
     this.#log(`client: peer ${peer} takes ${command} at index ${index} in term ${term}`);
     return command;
   }

@@ -25,10 +25,9 @@ export interface Violation {
   atMs: number;
 }
 
-/** An entry as a client created it: `start()` returned this index and term. */
+/** Where a leader put a client's command: `start()` returned this index. */
 interface Started {
   index: number;
-  term: number;
 }
 
 /** A leader as first seen: its term and its log (commands as JSON text) at that moment. */
@@ -95,13 +94,6 @@ export class SafetyChecker {
     return this.#leaders.size;
   }
 
-  /** Whether `command` has been applied by anyone. */
-  isCommitted(command: unknown): boolean {
-    const started = this.#started.get(JSON.stringify(command));
-    return started !== undefined &&
-      this.#committed.get(started.index) === JSON.stringify(command);
-  }
-
   #fail(property: string, message: string): void {
     this.#violation ??= { property, message, atMs: this.#now() };
   }
@@ -146,9 +138,9 @@ export class SafetyChecker {
     if (vote === null || term >= vote.term) this.#grantedVote[peer] = { term, candidate };
   }
 
-  /** A client's `start(command)` was accepted at `index` in `term`. */
-  onStarted(command: unknown, index: number, term: number): void {
-    this.#started.set(JSON.stringify(command), { index, term });
+  /** A client's `start(command)` was accepted at `index`. */
+  onStarted(command: unknown, index: number): void {
+    this.#started.set(JSON.stringify(command), { index });
   }
 
   /** A peer asked its disk to save `change`: its log now reads so. */
