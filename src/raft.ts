@@ -162,7 +162,7 @@ class RaftPeer implements Raft {
   readonly #trace: TraceSink | null;
 
   #dead = false;
-  /** Saves run one after another, in the order the core asked for them; never rejects. */
+  /** Settles once every save asked for so far is durable and handled, in order; never rejects. */
   #saveChain: Promise<void> = Promise.resolve();
   #cancelTimer: CancelTimer | null = null;
   #timerAt = Infinity;
@@ -303,18 +303,28 @@ class RaftPeer implements Raft {
   #save(ready: Ready): Promise<void> {
     const { save: change, saveMark } = ready;
     if (change === null || saveMark === null) return this.#saveChain;
-    this.#saveChain = this.#saveChain.then(async () => {
+    // The save starts at once, without waiting for earlier ones: persisters apply saves in call
+    // order, and a slow disk then serves many at a time. Waiting for each before starting the
+    // next would let saves pile up faster than one disk round trip each can clear them, and
+    // every reply waits for the whole pile. Only their completions are handled in order.
+    let written: Promise<{ error: unknown } | null>;
+    try {
+      written = this.#persister.save(change).then(() => null, (error: unknown) => ({ error }));
+    } catch (error) {
+      written = Promise.resolve({ error });
+    }
+    const previous = this.#saveChain;
+    this.#saveChain = (async () => {
+      await previous;
+      const failure = await written;
       if (this.#dead) return;
-      try {
-        await this.#persister.save(change);
-      } catch (error) {
-        this.#fail("save failed", error);
+      if (failure !== null) {
+        this.#fail("save failed", failure.error);
         return;
       }
-      if (this.#dead) return;
       this.#core.onSaved(saveMark, this.#clock.now());
       this.#scheduleDrive();
-    });
+    })();
     return this.#saveChain;
   }
 
