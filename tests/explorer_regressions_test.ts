@@ -26,6 +26,13 @@ const regressions: Regression[] = [
     mutant: "no check-quorum",
     property: "Liveness",
   },
+  {
+    seed: 32803,
+    bug:
+      "saves started one after another, so a follower with a slow disk fell ever further behind and the healed core could not elect a leader (fixed by starting saves at once)",
+    mutant: "saves one at a time",
+    property: "Liveness",
+  },
 ];
 
 for (const regression of regressions) {
