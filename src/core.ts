@@ -59,6 +59,8 @@ export interface CoreConfig {
   maxEntriesPerAppend: number;
   random: RandomSource;
   trace: ((line: string) => void) | null;
+  /** Run a pre-vote before each election (thesis §9.6). Default false here; `make()` turns it on. */
+  preVote?: boolean;
 }
 
 /** Figure 2's state and rules for one peer. */
@@ -77,6 +79,10 @@ export class RaftCore {
   #leaderId: number | null = null;
   #electionDeadline = 0;
   #votesGranted = new Set<number>();
+  /** Pre-votes granted for term currentTerm + 1 while a pre-vote runs; null otherwise. */
+  #preVotesGranted: Set<number> | null = null;
+  /** When this peer last heard from the leader of its term. */
+  #leaderContactAt = -Infinity;
 
   // Volatile state on leaders, reinitialized after election.
   #nextIndex: number[] = [];
@@ -167,17 +173,19 @@ export class RaftCore {
         }
       }
     } else if (now >= this.#electionDeadline) {
-      this.#startElection(now);
+      if (this.#config.preVote) this.#startPreVote(now);
+      else this.#startElection(now);
     }
   }
 
   /** Figure 2, RequestVote RPC, receiver implementation. */
   handleRequestVote(args: RequestVoteArgs, now: number): RequestVoteReply {
+    if (args.preVote === true) return this.#handlePreVote(args, now);
     if (args.term < this.#currentTerm) return { term: this.#currentTerm, voteGranted: false };
     if (args.term > this.#currentTerm) this.#becomeFollower(args.term, now);
     // §5.2: one vote per term; §5.4.1: only for a candidate whose log is at least as up-to-date.
     const voteGranted = (this.#votedFor === null || this.#votedFor === args.candidateId) &&
-      this.#log.isUpToDate(args.lastLogTerm, args.lastLogIndex);
+      this.#candidateLogIsUpToDate(args);
     if (voteGranted) {
       if (this.#votedFor !== args.candidateId) {
         this.#votedFor = args.candidateId;
@@ -191,6 +199,30 @@ export class RaftCore {
       }`,
     );
     return { term: this.#currentTerm, voteGranted };
+  }
+
+  /**
+   * Pre-vote (thesis §9.6): would this peer vote for the candidate in `args.term`? It changes
+   * neither its term nor its vote, and says no while it hears from a live leader (thesis §4.2.3),
+   * so that a peer that cannot hear the leader, or cannot win, cannot raise everyone's term.
+   */
+  #handlePreVote(args: RequestVoteArgs, now: number): RequestVoteReply {
+    const leaderActive = this.#role === "leader" ||
+      (this.#leaderId !== null &&
+        now - this.#leaderContactAt < this.#config.electionTimeoutMinMs);
+    const voteGranted = args.term > this.#currentTerm && !leaderActive &&
+      this.#candidateLogIsUpToDate(args);
+    this.#trace(
+      `pre-vote from ${args.candidateId} for term ${args.term} (last ${args.lastLogIndex}@${args.lastLogTerm}): ${
+        voteGranted ? "granted" : "refused"
+      }`,
+    );
+    return { term: voteGranted ? args.term : this.#currentTerm, voteGranted };
+  }
+
+  /** §5.4.1: is the candidate's log at least as up-to-date as this peer's? */
+  #candidateLogIsUpToDate(args: RequestVoteArgs): boolean {
+    return this.#log.isUpToDate(args.lastLogTerm, args.lastLogIndex);
   }
 
   /** Figure 2, AppendEntries RPC, receiver implementation, with the §5.3 backtracking hint. */
@@ -207,6 +239,8 @@ export class RaftCore {
       this.#becomeFollower(args.term, now);
     }
     this.#leaderId = args.leaderId;
+    this.#leaderContactAt = now;
+    this.#preVotesGranted = null;
     this.#resetElectionDeadline(now);
 
     const { prevLogIndex, prevLogTerm, entries } = args;
@@ -246,6 +280,10 @@ export class RaftCore {
     now: number,
   ): void {
     if (reply === null) return;
+    if (args.preVote === true) {
+      this.#handlePreVoteReply(peer, args, reply, now);
+      return;
+    }
     if (reply.term > this.#currentTerm) {
       this.#becomeFollower(reply.term, now);
       return;
@@ -253,6 +291,24 @@ export class RaftCore {
     if (this.#role !== "candidate" || args.term !== this.#currentTerm || !reply.voteGranted) return;
     this.#votesGranted.add(peer);
     if (this.#votesGranted.size * 2 > this.#config.peerCount) this.#becomeLeader(now);
+  }
+
+  /** Counts a pre-vote; a majority starts the real election. */
+  #handlePreVoteReply(
+    peer: number,
+    args: RequestVoteArgs,
+    reply: RequestVoteReply,
+    now: number,
+  ): void {
+    if (!reply.voteGranted) {
+      // A refusal carries the voter's term, which a lagging pre-candidate catches up with.
+      if (reply.term > this.#currentTerm) this.#becomeFollower(reply.term, now);
+      return;
+    }
+    const granted = this.#preVotesGranted;
+    if (granted === null || args.term !== this.#currentTerm + 1) return;
+    granted.add(peer);
+    if (granted.size * 2 > this.#config.peerCount) this.#startElection(now);
   }
 
   /** Advances a follower's match, or backs its nextIndex up. `reply` is null when none came. */
@@ -376,13 +432,40 @@ export class RaftCore {
       this.#hardStateChanged = true;
       this.#leaderId = null;
     }
+    this.#preVotesGranted = null;
     if (this.#role === "leader") this.#resetElectionDeadline(now);
     if (this.#role !== "follower") this.#trace(`becomes follower`);
     this.#role = "follower";
   }
 
+  /**
+   * Thesis §9.6: before an election, ask the others whether they would vote, without anyone
+   * changing term; only a majority of yeses starts the election. A peer that cannot win, or cannot
+   * hear, then no longer raises terms and unseats leaders.
+   */
+  #startPreVote(now: number): void {
+    this.#resetElectionDeadline(now);
+    this.#preVotesGranted = new Set([this.#config.me]);
+    this.#trace(`starts pre-vote for term ${this.#currentTerm + 1}`);
+    if (this.#preVotesGranted.size * 2 > this.#config.peerCount) {
+      this.#startElection(now);
+      return;
+    }
+    const args: RequestVoteArgs = {
+      term: this.#currentTerm + 1,
+      candidateId: this.#config.me,
+      lastLogIndex: this.#log.lastIndex,
+      lastLogTerm: this.#log.lastTerm,
+      preVote: true,
+    };
+    for (let peer = 0; peer < this.#config.peerCount; peer++) {
+      if (peer !== this.#config.me) this.#send.push({ to: peer, method: RequestVote, args });
+    }
+  }
+
   /** §5.2: on election timeout, start an election for the next term. */
   #startElection(now: number): void {
+    this.#preVotesGranted = null;
     this.#currentTerm++;
     this.#votedFor = this.#config.me;
     this.#hardStateChanged = true;
@@ -412,6 +495,7 @@ export class RaftCore {
     const { peerCount, me } = this.#config;
     this.#role = "leader";
     this.#leaderId = me;
+    this.#preVotesGranted = null;
     this.#nextIndex = new Array(peerCount).fill(this.#log.lastIndex + 1);
     this.#matchIndex = new Array(peerCount).fill(0);
     this.#inFlight = new Array(peerCount).fill(0);

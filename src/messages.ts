@@ -18,6 +18,11 @@ export interface RequestVoteArgs {
   candidateId: number;
   lastLogIndex: number;
   lastLogTerm: number;
+  /**
+   * Pre-vote (Ongaro's thesis §9.6): asks whether the receiver would vote for the candidate in
+   * `term`, without the receiver changing its term or vote. Absent means a real vote.
+   */
+  preVote?: boolean;
 }
 
 /** Figure 2: RequestVote RPC results. */
@@ -107,15 +112,17 @@ export function parseRequestVoteArgs(args: unknown, peerCount: number): Parsed<R
   const error = checkCounts(RequestVote, args, ["term", "lastLogIndex", "lastLogTerm"]) ??
     checkPeer(RequestVote, args, "candidateId", peerCount);
   if (error !== null) return { ok: false, error };
-  return {
-    ok: true,
-    value: {
-      term: args.term as number,
-      candidateId: args.candidateId as number,
-      lastLogIndex: args.lastLogIndex as number,
-      lastLogTerm: args.lastLogTerm as number,
-    },
+  if (args.preVote !== undefined && typeof args.preVote !== "boolean") {
+    return { ok: false, error: badField(RequestVote, "preVote", "a boolean", args.preVote) };
+  }
+  const value: RequestVoteArgs = {
+    term: args.term as number,
+    candidateId: args.candidateId as number,
+    lastLogIndex: args.lastLogIndex as number,
+    lastLogTerm: args.lastLogTerm as number,
   };
+  if (args.preVote === true) value.preVote = true;
+  return { ok: true, value };
 }
 
 /** Checks incoming AppendEntries arguments from a cluster of `peerCount` peers. */

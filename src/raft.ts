@@ -107,11 +107,22 @@ export async function make(
       `Option maxEntriesPerAppend must be a positive integer, got ${settings.maxEntriesPerAppend}`,
     );
   }
+  const preVote = options.preVote ?? true;
+  if (typeof preVote !== "boolean") {
+    throw new TypeError(`Option preVote must be a boolean, got ${String(preVote)}`);
+  }
   const state = checkLoadedState(await persister.load(), peers.length);
   const clock = options.clock ?? realClock;
   const trace = options.trace === undefined ? traceFromEnvironment() : options.trace;
   const core = new RaftCore(
-    { me, peerCount: peers.length, ...settings, random: options.random ?? Math.random, trace },
+    {
+      me,
+      peerCount: peers.length,
+      ...settings,
+      random: options.random ?? Math.random,
+      trace,
+      preVote,
+    },
     state,
     clock.now(),
   );

@@ -169,6 +169,15 @@ export interface RaftOptions {
   /** Uniform random numbers in [0, 1). Default: `Math.random`. A simulator passes a seeded one. */
   random?: RandomSource;
   /**
+   * Run a pre-vote before each election (Ongaro's thesis §9.6): a peer whose election timer fires
+   * first asks the others whether they would vote for it, and starts a real election, raising its
+   * term, only if a majority would. Peers refuse while they hear from a live leader. Default true:
+   * without it, a peer that can send but not hear, or whose log is the most up to date while it
+   * cannot reach a majority, keeps raising terms and can keep a healthy majority from ever
+   * electing a leader (the simulator's explorer found this).
+   */
+  preVote?: boolean;
+  /**
    * Where debug trace lines go. Default: `console.error` when the environment variable
    * `RAFT_DEBUG` is set (and readable), otherwise no trace.
    */

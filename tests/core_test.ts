@@ -25,6 +25,8 @@ interface CoreSetup {
   now?: number;
   random?: RandomSource;
   maxEntriesPerAppend?: number;
+  /** Run pre-votes (off unless asked, as in `CoreConfig`). */
+  preVote?: boolean;
 }
 
 /** A core with a 100 ms heartbeat and a 300-500 ms election timeout (300 with the default random). */
@@ -39,6 +41,7 @@ function newCore(setup: CoreSetup = {}): RaftCore {
     maxEntriesPerAppend: setup.maxEntriesPerAppend ?? 64,
     random: setup.random ?? fixedRandom(0),
     trace: null,
+    preVote: setup.preVote ?? false,
   };
   return new RaftCore(
     config,
@@ -891,4 +894,93 @@ Deno.test("check-quorum: a leader that a majority answers stays leader, for one 
   assert.equal(core.role, "leader", "peer 1 and the leader make a majority of 3");
   tickUntil(core, 300 + 2 * ELECTION_MAX);
   assert.equal(core.role, "follower", "nobody answered in the second timeout");
+});
+
+// ---- Pre-vote -------------------------------------------------------------------------------
+
+Deno.test("pre-vote: an election timeout asks for pre-votes for the next term, changing nothing", () => {
+  const core = newCore({ term: 2, votedFor: 1, logTerms: [1, 2], preVote: true });
+  core.tick(ELECTION_MIN);
+  const ready = core.takeReady(ELECTION_MIN);
+  assert.equal(core.role, "follower");
+  assert.equal(core.currentTerm, 2, "a pre-vote raises no term");
+  assert.equal(ready.save, null, "nothing to save");
+  assert.deepEqual(ready.sendAfterSave, []);
+  assert.deepEqual(ready.send.map((request) => [request.to, request.method, request.args]), [
+    [1, "RequestVote", {
+      ...requestVote({ term: 3, candidateId: 0 }),
+      lastLogIndex: 2,
+      lastLogTerm: 2,
+      preVote: true,
+    }],
+    [2, "RequestVote", {
+      ...requestVote({ term: 3, candidateId: 0 }),
+      lastLogIndex: 2,
+      lastLogTerm: 2,
+      preVote: true,
+    }],
+  ]);
+});
+
+Deno.test("pre-vote: a majority of pre-votes starts the real election; a refusal with a higher term is caught up with", () => {
+  const core = newCore({ term: 2, logTerms: [1, 2], preVote: true });
+  core.tick(ELECTION_MIN);
+  const [toPeer1, toPeer2] = core.takeReady(ELECTION_MIN).send;
+  const preVoteArgs = toPeer1!.args as RequestVoteArgs;
+  core.handleRequestVoteReply(
+    2,
+    toPeer2!.args as RequestVoteArgs,
+    { term: 2, voteGranted: false },
+    310,
+  );
+  assert.equal(core.role, "follower", "a refusal from the same term changes nothing");
+  core.handleRequestVoteReply(1, preVoteArgs, { term: 3, voteGranted: true }, 320);
+  assert.equal(core.role, "candidate");
+  assert.equal(core.currentTerm, 3);
+  const election = core.takeReady(320);
+  assert.deepEqual(election.save, { term: 3, votedFor: 0 });
+  assert.ok(
+    election.sendAfterSave.every((request) => !("preVote" in request.args)),
+    "the real election asks for real votes",
+  );
+
+  const lagging = newCore({ term: 2, logTerms: [1, 2], preVote: true });
+  lagging.tick(ELECTION_MIN);
+  const args = lagging.takeReady(ELECTION_MIN).send[0]!.args as RequestVoteArgs;
+  lagging.handleRequestVoteReply(1, args, { term: 7, voteGranted: false }, 310);
+  assert.equal(lagging.currentTerm, 7, "a voter's higher term in a refusal is adopted");
+  assert.equal(lagging.role, "follower");
+});
+
+Deno.test("pre-vote: a voter grants without changing term or vote, but not while it hears from a leader", () => {
+  const voter = newCore({ term: 2, votedFor: 2, logTerms: [1, 2], now: 0 });
+  const ask = {
+    ...requestVote({ term: 3, candidateId: 1 }),
+    lastLogIndex: 2,
+    lastLogTerm: 2,
+    preVote: true,
+  };
+  assert.deepEqual(voter.handleRequestVote(ask, 10), { term: 3, voteGranted: true });
+  assert.equal(voter.currentTerm, 2);
+  assert.deepEqual(voter.takeReady(10).save, null, "a pre-vote saves nothing");
+  const behind = { ...ask, lastLogIndex: 1, lastLogTerm: 1 };
+  assert.deepEqual(voter.handleRequestVote(behind, 10), { term: 2, voteGranted: false }, "§5.4.1");
+  assert.deepEqual(voter.handleRequestVote({ ...ask, term: 2 }, 10), {
+    term: 2,
+    voteGranted: false,
+  });
+
+  voter.handleAppendEntries(
+    appendEntries({ term: 2, leaderId: 2, prevLogIndex: 2, prevLogTerm: 2 }),
+    100,
+  );
+  assert.deepEqual(
+    voter.handleRequestVote(ask, 100 + ELECTION_MIN - 1),
+    { term: 2, voteGranted: false },
+    "refused within the minimum election timeout of hearing from the leader",
+  );
+  assert.deepEqual(voter.handleRequestVote(ask, 100 + ELECTION_MIN), {
+    term: 3,
+    voteGranted: true,
+  });
 });

@@ -451,7 +451,15 @@ Deno.test(
   "kill() on the real clock leaves nothing running (checked by the sanitizers)",
   sanitized,
   async () => {
-    const raft = await make([silent, silent, silent], 1, new MemoryPersister(), ignoreApply, fast);
+    // Without pre-vote, so that the silent peers' missing answers still leave a candidate.
+    const options = { ...fast, preVote: false };
+    const raft = await make(
+      [silent, silent, silent],
+      1,
+      new MemoryPersister(),
+      ignoreApply,
+      options,
+    );
     await sleep(120); // past an election timeout: a candidate with a new election timer
     assert.equal(raft.status().role, "candidate");
     raft.kill();
