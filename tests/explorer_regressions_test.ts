@@ -33,6 +33,13 @@ const regressions: Regression[] = [
     mutant: "saves one at a time",
     property: "Liveness",
   },
+  {
+    seed: 58871,
+    bug:
+      "a peer outside the healed core, with the best log but links to only some peers, kept starting elections and taking the core's votes (fixed by pre-vote)",
+    mutant: "no pre-vote",
+    property: "Liveness",
+  },
 ];
 
 for (const regression of regressions) {

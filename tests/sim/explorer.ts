@@ -273,7 +273,7 @@ class ExplorerRun {
       names.push(name);
       ends.push({
         call: (method, args) => {
-          checker.onTermSent(i, termOf(args));
+          if (!isPreVote(args)) checker.onTermSent(i, termOf(args));
           if (!this.#countMessage()) return Promise.resolve(undefined);
           return end.call(method, args);
         },
@@ -295,7 +295,8 @@ class ExplorerRun {
     this.#net.addServer(serverName(i), {
       async handleRpc(method, args) {
         const reply = await raft.handleRpc(method, args);
-        if (reply === undefined) return reply;
+        // A pre-vote and its granting reply name the term a vote would be for, not the sender's.
+        if (reply === undefined || isPreVote(args)) return reply;
         checker.onTermSent(i, termOf(reply));
         const granted = (reply as { voteGranted?: unknown }).voteGranted === true;
         const candidate = (args as { candidateId?: unknown } | null)?.candidateId;
@@ -624,6 +625,11 @@ function serverName(i: number): string {
 function isHealthy(fault: DirectionFault): boolean {
   return !fault.cut && !fault.clogged && fault.loss === 0 && fault.duplication === 0 &&
     fault.maxDelayMs === 0;
+}
+
+/** Whether an RPC's args ask for a pre-vote (thesis §9.6). */
+function isPreVote(args: unknown): boolean {
+  return (args as { preVote?: unknown } | null)?.preVote === true;
 }
 
 /** The `term` field of an RPC's args or reply, or 0. */

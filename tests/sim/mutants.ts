@@ -51,8 +51,8 @@ export const mutants: Mutant[] = [
     name: "election restriction removed",
     description: "a voter grants its vote whatever the candidate's log (§5.4.1 dropped)",
     file: "core.ts",
-    find: "this.#log.isUpToDate(args.lastLogTerm, args.lastLogIndex);",
-    replace: "true;",
+    find: "return this.#log.isUpToDate(args.lastLogTerm, args.lastLogIndex);",
+    replace: "return true;",
     huntable: true,
   },
   {
@@ -91,6 +91,15 @@ export const mutants: Mutant[] = [
     file: "raft.ts",
     find: "      written = this.#persister.save(change).then(",
     replace: "      written = this.#saveChain.then(() => this.#persister.save(change)).then(",
+    huntable: false,
+  },
+  {
+    name: "no pre-vote",
+    description:
+      "elections start without a pre-vote, so a peer that cannot win keeps taking the votes of a healed majority (the bug seed 58871 found)",
+    file: "raft.ts",
+    find: "const preVote = options.preVote ?? true;",
+    replace: "const preVote = options.preVote ?? false;",
     huntable: false,
   },
 ];
