@@ -211,8 +211,8 @@ class RaftPeer implements Raft {
       }
     }
     if (this.#dead) return { index: -1, term: this.#core.currentTerm, isLeader: false };
-    // The log keeps its own copy, so the caller may reuse its object.
-    const result = this.#core.propose(JSON.parse(text));
+    // The log keeps its own copy, so the caller may reuse its object; a string cannot change.
+    const result = this.#core.propose(typeof command === "string" ? command : JSON.parse(text));
     if (result.isLeader) this.#scheduleDrive();
     return result;
   }
