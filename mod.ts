@@ -30,3 +30,9 @@ export {
   PersisterCorruptError,
   PersisterLockedError,
 } from "./src/persister_errors.ts";
+export {
+  type TransportLog,
+  type TransportStats,
+  WebSocketTransport,
+  type WebSocketTransportOptions,
+} from "./src/websocket_transport.ts";

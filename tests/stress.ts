@@ -8,6 +8,8 @@
  * @module
  */
 
+import type { TestStats } from "./lab/tester.ts";
+
 const runs = Number(Deno.args[0] ?? "10");
 if (!Number.isInteger(runs) || runs < 1) {
   console.error(`Runs must be a positive integer, got ${JSON.stringify(Deno.args[0])}`);
@@ -15,16 +17,7 @@ if (!Number.isInteger(runs) || runs < 1) {
 }
 const extra = Deno.args.slice(1).map((arg) => `'${arg.replaceAll("'", "'\\''")}'`).join(" ");
 
-interface Line {
-  description: string;
-  seconds: number;
-  peers: number;
-  rpcs: number;
-  bytes: number;
-  commits: number;
-}
-
-const byTest = new Map<string, Line[]>();
+const byTest = new Map<string, TestStats[]>();
 const runTimes: { wall: number; cpu: number }[] = [];
 
 for (let run = 1; run <= runs; run++) {

@@ -1,0 +1,270 @@
+/**
+ * Runs a local cluster of key/value peers, each a separate `deno run` process on loopback ports
+ * with its own data directory.
+ *
+ *   deno task cluster            # 3 peers, data under a temporary directory; Ctrl-C stops them
+ *   deno task cluster --peers 5 --data ./data
+ *
+ * The {@linkcode LocalCluster} class is what the demo and the multi-process tests use.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { join } from "node:path";
+
+/** Options for {@linkcode LocalCluster.start}. */
+export interface LocalClusterOptions {
+  /** Number of peers. Default 3: the smallest cluster that survives a failure. */
+  peers?: number;
+  /** Parent directory of the peers' data directories. Default: a new temporary directory. */
+  dataDir?: string;
+  /** Let `POST /admin/cut-off` and `/admin/heal` isolate a peer (tests only). Default false. */
+  faultInjection?: boolean;
+}
+
+/** A peer's `GET /status` answer. */
+export interface PeerStatus {
+  /** The peer's index. */
+  me: number;
+  /** The peer's process id. */
+  pid: number;
+  /** The peer's current term. */
+  term: number;
+  /** `"follower"`, `"candidate"` or `"leader"`. */
+  role: string;
+  /** The leader the peer knows for its term, or `null`. */
+  leader: number | null;
+  /** Highest log index the peer knows committed. */
+  commitIndex: number;
+  /** Highest index the key/value state machine has applied. */
+  appliedIndex: number;
+  /** Index of the peer's last log entry. */
+  lastLogIndex: number;
+}
+
+const SERVER = new URL("./kv/server.ts", import.meta.url).pathname;
+
+/** N peer processes on 127.0.0.1, started and stopped together. */
+export class LocalCluster {
+  /** The peers' Raft (WebSocket) addresses. */
+  readonly peerUrls: string[];
+  /** The peers' HTTP API addresses. */
+  readonly httpUrls: string[];
+  /** The directory holding each peer's data directory and log file. */
+  readonly dataDir: string;
+  readonly #secret: string;
+  readonly #faultInjection: boolean;
+  readonly #processes: ({ child: Deno.ChildProcess; logged: Promise<void> } | undefined)[];
+  readonly #http = Deno.createHttpClient({});
+
+  private constructor(dataDir: string, count: number, faultInjection: boolean) {
+    this.dataDir = dataDir;
+    const ports = freePorts(2 * count);
+    this.peerUrls = ports.slice(0, count).map((port) => `ws://127.0.0.1:${port}`);
+    this.httpUrls = ports.slice(count).map((port) => `http://127.0.0.1:${port}`);
+    this.#secret = Array.from(crypto.getRandomValues(new Uint8Array(24)), hex).join("");
+    this.#faultInjection = faultInjection;
+    this.#processes = this.peerUrls.map(() => undefined);
+  }
+
+  /** Starts every peer; resolves once all of them answer `GET /status`. */
+  static async start(options: LocalClusterOptions = {}): Promise<LocalCluster> {
+    const count = options.peers ?? 3;
+    if (!Number.isInteger(count) || count < 1) {
+      throw new RangeError(`Peer count must be a positive integer, got ${count}`);
+    }
+    const dataDir = options.dataDir ?? await Deno.makeTempDir({ prefix: "denoraft-" });
+    const cluster = new LocalCluster(dataDir, count, options.faultInjection ?? false);
+    try {
+      await Promise.all(cluster.peerUrls.map((_, peer) => cluster.startPeer(peer)));
+    } catch (error) {
+      await cluster.stop();
+      throw error;
+    }
+    return cluster;
+  }
+
+  /** The data directory of `peer`. */
+  peerDataDir(peer: number): string {
+    return join(this.dataDir, `peer${peer}`);
+  }
+
+  /** Whether `peer`'s process is running (as far as this launcher knows). */
+  isRunning(peer: number): boolean {
+    return this.#processes[peer] !== undefined;
+  }
+
+  /**
+   * Starts (or restarts) `peer`'s process; resolves once it answers `GET /status`. With
+   * `cutOff` (needs `faultInjection`), the peer starts cut off from the others.
+   */
+  async startPeer(peer: number, options: { cutOff?: boolean } = {}): Promise<void> {
+    if (this.#processes[peer] !== undefined) throw new Error(`Peer ${peer} is already running`);
+    await Deno.mkdir(this.peerDataDir(peer), { recursive: true });
+    const logFile = await Deno.open(join(this.dataDir, `peer${peer}.log`), {
+      create: true,
+      append: true,
+    });
+    const args = [
+      "run",
+      "-A",
+      "--unstable-kv",
+      SERVER,
+      "--me",
+      String(peer),
+      "--peers",
+      this.peerUrls.join(","),
+      "--http",
+      this.httpUrls.join(","),
+      "--data",
+      this.peerDataDir(peer),
+      ...(this.#faultInjection ? ["--fault-injection"] : []),
+      ...(options.cutOff ? ["--start-cut-off"] : []),
+    ];
+    const child = new Deno.Command(Deno.execPath(), {
+      args,
+      env: { RAFT_SECRET: this.#secret },
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const logged = child.stderr.pipeTo(logFile.writable).catch(() => {});
+    this.#processes[peer] = { child, logged };
+    const deadline = Date.now() + 15000;
+    while (await this.status(peer) === undefined) {
+      const exited = await Promise.race([child.status, sleep(50)]);
+      if (exited !== undefined) {
+        this.#processes[peer] = undefined;
+        await logged;
+        throw new Error(
+          `Peer ${peer} exited with code ${exited.code} while starting; see ${
+            join(this.dataDir, `peer${peer}.log`)
+          }`,
+        );
+      }
+      if (Date.now() > deadline) throw new Error(`Peer ${peer} did not start within 15 s`);
+    }
+  }
+
+  /** Sends `signal` to `peer` and waits for the process to exit. */
+  async kill(peer: number, signal: Deno.Signal = "SIGKILL"): Promise<void> {
+    const running = this.#processes[peer];
+    if (running === undefined) return;
+    this.#processes[peer] = undefined;
+    const { child, logged } = running;
+    try {
+      child.kill(signal);
+    } catch {
+      // Already gone.
+    }
+    const exited = await Promise.race([child.status, sleep(5000)]);
+    if (exited === undefined) {
+      child.kill("SIGKILL");
+      await child.status;
+    }
+    await logged;
+  }
+
+  /** `peer`'s status, or `undefined` if it does not answer within a second. */
+  async status(peer: number): Promise<PeerStatus | undefined> {
+    return await this.#get(peer, "/status") as PeerStatus | undefined;
+  }
+
+  /** `peer`'s key/value data as applied so far, sorted by key, or `undefined`. */
+  async data(peer: number): Promise<[string, string][] | undefined> {
+    const reply = await this.#get(peer, "/debug/data") as { data: [string, string][] } | undefined;
+    return reply?.data;
+  }
+
+  /** Sends a fault-injection command (`cut-off` or `heal`) to `peer`. */
+  async inject(peer: number, fault: "cut-off" | "heal"): Promise<void> {
+    const response = await fetch(`${this.httpUrls[peer]}/admin/${fault}`, {
+      method: "POST",
+      client: this.#http,
+    });
+    await response.body?.cancel();
+    if (!response.ok) throw new Error(`Peer ${peer} refused ${fault}: ${response.status}`);
+  }
+
+  /**
+   * Waits until the running peers, except `excluded`, agree on one leader in one term; resolves
+   * to its index. Throws after `timeoutMs`.
+   */
+  async waitForLeader(timeoutMs = 10000, excluded: number[] = []): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const peers = this.peerUrls.map((_, peer) => peer).filter((peer) =>
+        this.isRunning(peer) && !excluded.includes(peer)
+      );
+      const statuses = await Promise.all(peers.map((peer) => this.status(peer)));
+      const leaders = statuses.filter((status) => status?.role === "leader");
+      if (leaders.length === 1) {
+        const { me, term } = leaders[0]!;
+        const agreeing = statuses.filter((status) => status?.term === term && status.leader === me);
+        if (2 * agreeing.length > this.peerUrls.length) return me;
+      }
+      await sleep(50);
+    }
+    throw new Error(`No single leader within ${timeoutMs} ms`);
+  }
+
+  /** Stops every peer (SIGTERM, then SIGKILL after 5 s). Leaves the data directory in place. */
+  async stop(): Promise<void> {
+    await Promise.all(this.#processes.map((_, peer) => this.kill(peer, "SIGTERM")));
+    this.#http.close();
+  }
+
+  async #get(peer: number, path: string): Promise<unknown> {
+    try {
+      const response = await fetch(`${this.httpUrls[peer]}${path}`, {
+        client: this.#http,
+        signal: AbortSignal.timeout(1000),
+      });
+      if (!response.ok) {
+        await response.body?.cancel();
+        return undefined;
+      }
+      return await response.json();
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/** `count` distinct ports that were free on 127.0.0.1 a moment ago. */
+export function freePorts(count: number): number[] {
+  const listeners = Array.from(
+    { length: count },
+    () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
+  );
+  const ports = listeners.map((listener) => listener.addr.port);
+  for (const listener of listeners) listener.close();
+  return ports;
+}
+
+function hex(byte: number): string {
+  return byte.toString(16).padStart(2, "0");
+}
+
+function sleep(ms: number): Promise<undefined> {
+  return new Promise((resolve) => setTimeout(() => resolve(undefined), ms));
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: { peers: { type: "string", default: "3" }, data: { type: "string" } },
+  });
+  const cluster = await LocalCluster.start({
+    peers: Number(values.peers),
+    ...(values.data === undefined ? {} : { dataDir: values.data }),
+  });
+  cluster.peerUrls.forEach((url, peer) => {
+    console.log(`peer ${peer}: raft ${url}  http ${cluster.httpUrls[peer]}`);
+  });
+  console.log(`data and logs under ${cluster.dataDir}; Ctrl-C stops the cluster`);
+  await new Promise<void>((resolve) => Deno.addSignalListener("SIGINT", () => resolve()));
+  await cluster.stop();
+  console.log("stopped");
+}

@@ -1,0 +1,192 @@
+/**
+ * One peer of the replicated key/value service, as its own process:
+ *
+ *   RAFT_SECRET=... deno run -A examples/kv/server.ts --me 0 \
+ *     --peers ws://127.0.0.1:7001,ws://127.0.0.1:7002,ws://127.0.0.1:7003 \
+ *     --http http://127.0.0.1:8001,http://127.0.0.1:8002,http://127.0.0.1:8003 \
+ *     --data ./data/peer0
+ *
+ * HTTP API: `GET`, `PUT` (body: the value) and `DELETE /kv/:key`; `GET /status`. Every request,
+ * reads included, goes through the Raft log, so reads are linearizable. A peer that is not the
+ * leader answers 421 with the leader's address, if it knows it. Clients send `X-Client-Id` and
+ * `X-Request-Seq` so that a retried write applies once.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import type { ApplyMsg, Raft } from "../../mod.ts";
+import { make, WebSocketTransport } from "../../mod.ts";
+import { openPersister } from "./persister.ts";
+import {
+  type KvCommand,
+  type KvResult,
+  KvStateMachine,
+  MAX_KEY_LENGTH,
+  parseCommand,
+} from "./state_machine.ts";
+
+/** How long a request waits for its entry to commit before the client is told to retry. */
+const COMMIT_WAIT_MS = 3000;
+
+/** Largest value accepted, in bytes. */
+const MAX_VALUE_BYTES = 64 * 1024;
+
+interface Waiter {
+  command: KvCommand;
+  settle(result: KvResult | undefined): void;
+}
+
+const { values: flags } = parseArgs({
+  args: Deno.args,
+  options: {
+    me: { type: "string" },
+    peers: { type: "string" },
+    http: { type: "string" },
+    data: { type: "string" },
+    "fault-injection": { type: "boolean", default: false },
+    "start-cut-off": { type: "boolean", default: false },
+  },
+});
+const me = Number(flags.me);
+const peerUrls = (flags.peers ?? "").split(",");
+const httpUrls = (flags.http ?? "").split(",");
+const secret = Deno.env.get("RAFT_SECRET");
+if (!Number.isInteger(me) || peerUrls.length !== httpUrls.length || flags.data === undefined) {
+  console.error("Usage: kv/server.ts --me N --peers ws://..,.. --http http://..,.. --data DIR");
+  Deno.exit(2);
+}
+if (secret === undefined) {
+  console.error("Set RAFT_SECRET to the cluster's shared secret (16 bytes or more).");
+  Deno.exit(2);
+}
+
+const state = new KvStateMachine();
+const waiters = new Map<number, Waiter>();
+let nextSeq = 1;
+const serverClientId = `peer${me}-${crypto.randomUUID()}`;
+
+function applyCommitted(message: ApplyMsg): void {
+  if (!message.commandValid) return;
+  const command = parseCommand(message.command);
+  const result = command === undefined ? undefined : state.apply(message.commandIndex, command);
+  if (command === undefined) state.skip(message.commandIndex);
+  const waiter = waiters.get(message.commandIndex);
+  if (waiter === undefined) return;
+  waiters.delete(message.commandIndex);
+  // Another leader's entry took this index: ours was lost, and the client must retry.
+  const same = command !== undefined && command.clientId === waiter.command.clientId &&
+    command.seq === waiter.command.seq;
+  waiter.settle(same ? result : undefined);
+}
+
+const transport = await WebSocketTransport.create({ me, peers: peerUrls, secret });
+// Tests start a peer cut off to see what it recovered from its own disk.
+if (flags["fault-injection"] && flags["start-cut-off"]) transport.cutOff();
+const persister = await openPersister(flags.data);
+const raft: Raft = await make(transport.clientEnds(), me, persister, applyCommitted);
+transport.setHandler(raft);
+
+function leader(): number | null {
+  return raft.status().leaderId;
+}
+
+function json(body: unknown, status = 200): Response {
+  return new Response(JSON.stringify(body) + "\n", {
+    status,
+    headers: { "content-type": "application/json" },
+  });
+}
+
+async function propose(command: KvCommand): Promise<Response> {
+  const { index, isLeader } = raft.start(command);
+  if (!isLeader) {
+    const known = leader();
+    return json({ error: "not the leader", leader: known === null ? null : httpUrls[known] }, 421);
+  }
+  const result = await new Promise<KvResult | undefined>((resolve) => {
+    const timer = setTimeout(() => {
+      waiters.delete(index);
+      resolve(undefined);
+    }, COMMIT_WAIT_MS);
+    waiters.get(index)?.settle(undefined); // an older proposal this index replaced
+    waiters.set(index, {
+      command,
+      settle: (outcome) => {
+        clearTimeout(timer);
+        resolve(outcome);
+      },
+    });
+  });
+  if (result === undefined) {
+    return json({ error: "not committed (leadership changed or timed out); retry" }, 503);
+  }
+  if (command.op === "get") {
+    return json({ key: command.key, value: result.value }, result.value === null ? 404 : 200);
+  }
+  return json({ key: command.key, previous: result.value });
+}
+
+async function serveHttp(request: Request): Promise<Response> {
+  const url = new URL(request.url);
+  if (url.pathname === "/status" && request.method === "GET") {
+    const status = raft.status();
+    return json({
+      me,
+      pid: Deno.pid,
+      term: status.term,
+      role: status.role,
+      leader: status.leaderId,
+      commitIndex: status.commitIndex,
+      appliedIndex: state.appliedIndex,
+      lastLogIndex: status.lastLogIndex,
+    });
+  }
+  if (url.pathname === "/debug/data" && request.method === "GET") {
+    return json({ appliedIndex: state.appliedIndex, data: state.entries() });
+  }
+  if (flags["fault-injection"] && request.method === "POST") {
+    if (url.pathname === "/admin/cut-off") return (transport.cutOff(), json({ cutOff: true }));
+    if (url.pathname === "/admin/heal") return (transport.heal(), json({ cutOff: false }));
+  }
+  const match = url.pathname.match(/^\/kv\/(.+)$/);
+  if (match === null) return json({ error: "not found" }, 404);
+  const key = decodeURIComponent(match[1]!);
+  if (key.length > MAX_KEY_LENGTH) return json({ error: "key too long" }, 400);
+  const clientId = request.headers.get("x-client-id") ?? serverClientId;
+  const seqHeader = request.headers.get("x-request-seq");
+  const seq = seqHeader === null ? nextSeq++ : Number(seqHeader);
+  if (!Number.isSafeInteger(seq) || seq < 1) return json({ error: "bad X-Request-Seq" }, 400);
+  switch (request.method) {
+    case "GET":
+      return await propose({ op: "get", key, clientId, seq });
+    case "DELETE":
+      return await propose({ op: "delete", key, clientId, seq });
+    case "PUT": {
+      const value = await request.text();
+      if (new TextEncoder().encode(value).length > MAX_VALUE_BYTES) {
+        return json({ error: `value over ${MAX_VALUE_BYTES} bytes` }, 413);
+      }
+      return await propose({ op: "put", key, value, clientId, seq });
+    }
+    default:
+      return json({ error: "method not allowed" }, 405);
+  }
+}
+
+const ownHttp = new URL(httpUrls[me]!);
+const server = Deno.serve(
+  { hostname: ownHttp.hostname, port: Number(ownHttp.port), onListen: () => {} },
+  serveHttp,
+);
+console.log(`peer ${me} ready: raft ${peerUrls[me]}, http ${httpUrls[me]}, pid ${Deno.pid}`);
+
+async function shutdown(): Promise<void> {
+  raft.kill();
+  await transport.close();
+  await server.shutdown();
+  await persister.close();
+  Deno.exit(0);
+}
+Deno.addSignalListener("SIGTERM", shutdown);
+Deno.addSignalListener("SIGINT", shutdown);

@@ -1,0 +1,191 @@
+/**
+ * The wire format of the WebSocket transport: every frame is one JSON text in a versioned
+ * envelope. Frames arrive as `unknown` and become a {@linkcode Frame} only through
+ * {@linkcode parseFrame}, which checks the type, the size and every field.
+ *
+ * @module
+ */
+
+/** The envelope version this code speaks; a frame with another `v` is refused. */
+export const ENVELOPE_VERSION = 1;
+
+/** Longest RPC method name accepted, in characters: Raft's are short, so anything longer is junk. */
+const MAX_METHOD_LENGTH = 64;
+
+/** Length of a handshake nonce or proof, in characters of base64 text. */
+const MAX_TOKEN_LENGTH = 128;
+
+/** The server's opening frame: a fresh nonce the dialer must sign. */
+export interface ChallengeFrame {
+  /** Envelope version. */
+  v: typeof ENVELOPE_VERSION;
+  /** Frame kind. */
+  type: "challenge";
+  /** Base64 of fresh random bytes. */
+  nonce: string;
+}
+
+/** The dialer's answer: who it is, whom it meant to reach, and its proof of the secret. */
+export interface HelloFrame {
+  /** Envelope version. */
+  v: typeof ENVELOPE_VERSION;
+  /** Frame kind. */
+  type: "hello";
+  /** The dialer's peer index. */
+  from: number;
+  /** The peer index the dialer believes it reached. */
+  to: number;
+  /** Base64 of the dialer's own fresh nonce, which the server must sign back. */
+  nonce: string;
+  /** Base64 HMAC over both nonces and both indexes. */
+  proof: string;
+}
+
+/** The server's acceptance, proving in turn that it holds the secret. */
+export interface WelcomeFrame {
+  /** Envelope version. */
+  v: typeof ENVELOPE_VERSION;
+  /** Frame kind. */
+  type: "welcome";
+  /** Base64 HMAC over both nonces and both indexes, with the server's role label. */
+  proof: string;
+}
+
+/** An RPC request. */
+export interface RequestFrame {
+  /** Envelope version. */
+  v: typeof ENVELOPE_VERSION;
+  /** Frame kind. */
+  type: "request";
+  /** Caller-chosen id, echoed by the reply; unique among the caller's requests in flight. */
+  id: number;
+  /** The RPC method, e.g. `"RequestVote"`. */
+  method: string;
+  /** The RPC arguments: any JSON value, still unchecked (the handler validates it). */
+  args: unknown;
+}
+
+/** The reply to a {@linkcode RequestFrame}. */
+export interface ReplyFrame {
+  /** Envelope version. */
+  v: typeof ENVELOPE_VERSION;
+  /** Frame kind. */
+  type: "reply";
+  /** The id of the request answered. */
+  id: number;
+  /** The handler's result: any JSON value, still unchecked (the caller validates it). */
+  result: unknown;
+}
+
+/** Any frame of the protocol. */
+export type Frame = ChallengeFrame | HelloFrame | WelcomeFrame | RequestFrame | ReplyFrame;
+
+/** Why {@linkcode parseFrame} refused a frame; the text goes to the log. */
+export interface FrameRefusal {
+  /** A sentence naming what was wrong. */
+  refused: string;
+}
+
+/**
+ * Checks one received WebSocket message: it must be text, at most `maxBytes` bytes of UTF-8, JSON,
+ * and a well-formed envelope of this version.
+ */
+export function parseFrame(data: unknown, maxBytes: number): Frame | FrameRefusal {
+  if (typeof data !== "string") {
+    return { refused: "Frame is binary, expected a text frame" };
+  }
+  // A UTF-16 code unit is at most 3 bytes of UTF-8, so most frames skip the exact count.
+  if (data.length * 3 > maxBytes) {
+    const bytes = new TextEncoder().encode(data).length;
+    if (bytes > maxBytes) {
+      return { refused: `Frame is ${bytes} bytes, over the limit of ${maxBytes}` };
+    }
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(data);
+  } catch {
+    return { refused: `Frame is not JSON: ${JSON.stringify(data.slice(0, 40))}` };
+  }
+  if (!isRecord(value)) return { refused: "Frame is not a JSON object" };
+  if (value.v !== ENVELOPE_VERSION) {
+    return { refused: `Frame has envelope version ${show(value.v)}, expected ${ENVELOPE_VERSION}` };
+  }
+  switch (value.type) {
+    case "challenge":
+      if (!isToken(value.nonce)) return { refused: "Challenge has no valid nonce" };
+      return { v: ENVELOPE_VERSION, type: "challenge", nonce: value.nonce };
+    case "hello":
+      if (!isPeerIndex(value.from) || !isPeerIndex(value.to)) {
+        return { refused: `Hello has invalid peer indexes ${show(value.from)}, ${show(value.to)}` };
+      }
+      if (!isToken(value.nonce) || !isToken(value.proof)) {
+        return { refused: "Hello has no valid nonce or proof" };
+      }
+      return {
+        v: ENVELOPE_VERSION,
+        type: "hello",
+        from: value.from,
+        to: value.to,
+        nonce: value.nonce,
+        proof: value.proof,
+      };
+    case "welcome":
+      if (!isToken(value.proof)) return { refused: "Welcome has no valid proof" };
+      return { v: ENVELOPE_VERSION, type: "welcome", proof: value.proof };
+    case "request":
+      if (!isRequestId(value.id)) return { refused: `Request has invalid id ${show(value.id)}` };
+      if (
+        typeof value.method !== "string" || value.method.length === 0 ||
+        value.method.length > MAX_METHOD_LENGTH
+      ) {
+        return { refused: `Request has invalid method ${show(value.method)}` };
+      }
+      if (!("args" in value)) return { refused: "Request has no args" };
+      return {
+        v: ENVELOPE_VERSION,
+        type: "request",
+        id: value.id,
+        method: value.method,
+        args: value.args,
+      };
+    case "reply":
+      if (!isRequestId(value.id)) return { refused: `Reply has invalid id ${show(value.id)}` };
+      if (!("result" in value)) return { refused: "Reply has no result" };
+      return { v: ENVELOPE_VERSION, type: "reply", id: value.id, result: value.result };
+    default:
+      return { refused: `Frame has unknown type ${show(value.type)}` };
+  }
+}
+
+/** Whether `parsed` is a refusal rather than a frame. */
+export function isRefusal(parsed: Frame | FrameRefusal): parsed is FrameRefusal {
+  return "refused" in parsed;
+}
+
+/** The JSON text of `frame`. */
+export function encodeFrame(frame: Frame): string {
+  return JSON.stringify(frame);
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isPeerIndex(value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 0 && (value as number) < 1 << 16;
+}
+
+function isRequestId(value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 0;
+}
+
+function isToken(value: unknown): value is string {
+  return typeof value === "string" && value.length > 0 && value.length <= MAX_TOKEN_LENGTH &&
+    /^[A-Za-z0-9+/=]+$/.test(value);
+}
+
+function show(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 40 ? `${text.slice(0, 40)}...` : text;
+}

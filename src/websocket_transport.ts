@@ -1,0 +1,632 @@
+/**
+ * A transport that connects Raft peers running as separate processes (or machines) over
+ * WebSockets, with a shared-secret handshake, bounded send queues and reconnection.
+ *
+ * ## Which side writes
+ *
+ * Deno's WebSocket client (`new WebSocket()`) leaves Nagle's algorithm on and writes a frame's
+ * header and payload separately, so a lone client frame over about 1 KB waits some 40 ms for the
+ * receiver's delayed ACK; the accepting side of a connection (`Deno.upgradeWebSocket`) has no such
+ * stall (see `bench/websocket_latency.ts`). So every peer dials every other peer, and each link is
+ * a pair of connections: peer A sends its requests and its replies to B only on the connection
+ * that B dialed into A's server, where A is the accepting side. A dialing side writes only the
+ * small handshake frames; anything else it receives from a dialer is a protocol violation.
+ *
+ * @module
+ */
+
+import { type Clock, type RandomSource, realClock } from "./clock.ts";
+import type { ClientEnd, RpcHandler } from "./types.ts";
+import { encodeFrame, type Frame, isRefusal, parseFrame } from "./websocket_envelope.ts";
+import { importSecret, newNonce, signTranscript, verifyTranscript } from "./websocket_handshake.ts";
+
+/** Where a transport's log lines go: refused connections and frames, dropped sends. */
+export type TransportLog = (line: string) => void;
+
+/** Options for {@linkcode WebSocketTransport.create}. */
+export interface WebSocketTransportOptions {
+  /** This peer's index into `peers`. */
+  me: number;
+  /**
+   * Every peer's URL, `ws://host:port` or `wss://host:port`, indexed by peer; `peers[me]` is this
+   * peer's own address. All peers must be given the same list.
+   */
+  peers: readonly string[];
+  /**
+   * The cluster's shared secret, at least 16 bytes. Peers prove they hold it by HMAC when a
+   * connection opens; it never crosses the wire.
+   */
+  secret: string | Uint8Array;
+  /**
+   * Where the server listens. Default: the host and port of `peers[me]`. Set `hostname` to
+   * `"0.0.0.0"` to accept connections on every interface while others reach this peer by the
+   * address in `peers[me]`.
+   */
+  listen?: { hostname?: string; port?: number };
+  /**
+   * PEM certificate chain and private key: when given, the server speaks `wss://`. Default: none,
+   * plain `ws://`, which is fine on loopback or a private network, not on a shared one.
+   */
+  tls?: { cert: string; key: string };
+  /**
+   * Extra PEM CA certificates to trust when dialing `wss://` peers (e.g. a private cluster CA).
+   * Default: none, only the system's trusted roots.
+   */
+  caCerts?: string[];
+  /**
+   * How long `call()` waits for a reply before resolving `undefined`, in ms. Default 1000: longer
+   * than any healthy round trip by far, and short enough that a Raft leader with heartbeats of
+   * 100-200 ms does not pile up calls to a dead peer.
+   */
+  callTimeoutMs?: number;
+  /**
+   * Largest frame sent or accepted, in bytes of UTF-8 JSON. Default 4 MiB: room for a full
+   * AppendEntries batch of modest commands; a larger frame is dropped when sending, and closes
+   * the connection when received.
+   */
+  maxMessageBytes?: number;
+  /**
+   * High-water mark of a connection's send queue (`WebSocket.bufferedAmount`), in bytes. Past it
+   * a send is dropped and the call resolves `undefined`, as if the peer were unreachable. Default
+   * 8 MiB: two maximal frames, so one large message never trips it, while a stalled peer costs
+   * at most this much memory per connection.
+   */
+  maxBufferedBytes?: number;
+  /**
+   * First delay before redialing a lost peer, in ms. Default 50: a restarted peer is back within
+   * one heartbeat.
+   */
+  reconnectMinDelayMs?: number;
+  /**
+   * Cap on the redial delay, which doubles on each failure with random jitter, in ms. Default 1000:
+   * a peer that comes back is found within about an election timeout, and a dead one costs one
+   * connection attempt a second.
+   */
+  reconnectMaxDelayMs?: number;
+  /**
+   * How long a new connection may take to finish the handshake, in ms. Default 2000: ample on any
+   * network, and short enough that a silent client cannot hold a connection open.
+   */
+  handshakeTimeoutMs?: number;
+  /** Where log lines go. Default: `console.error`. Pass `() => {}` to silence them. */
+  log?: TransportLog;
+  /** Timers for call timeouts and redials. Default: the real clock. */
+  clock?: Clock;
+  /** Random numbers for redial jitter. Default: `Math.random`. */
+  random?: RandomSource;
+}
+
+/** Counters of what a transport refused or dropped, for tests and monitoring. */
+export interface TransportStats {
+  /** Connections closed because their handshake failed or timed out. */
+  refusedHandshakes: number;
+  /** Connections closed because of a malformed, oversized or unexpected frame. */
+  refusedFrames: number;
+  /** Messages not sent: send queue past its mark, frame too large, or link down. */
+  droppedSends: number;
+  /** Bytes queued for sending right now, over all connections (`bufferedAmount`). */
+  queuedBytes: number;
+}
+
+interface PendingCall {
+  resolve(reply: unknown | undefined): void;
+  cancelTimeout(): void;
+}
+
+/** What this peer knows of one other peer. */
+interface Link {
+  readonly url: string;
+  /** Our authenticated connection to the peer's server: we only read from it. */
+  dialed: WebSocket | undefined;
+  /** The peer's authenticated connection to our server: we write requests and replies on it. */
+  accepted: WebSocket | undefined;
+  /** The dial in progress, before authentication. */
+  dialing: WebSocket | undefined;
+  failedDials: number;
+  cancelRedial: (() => void) | undefined;
+  /** Our requests to this peer awaiting a reply, by id. */
+  pending: Map<number, PendingCall>;
+  /** Fault injection: traffic to and from this peer is dropped. */
+  cutOff: boolean;
+}
+
+/** Close code for a refused handshake or frame (application range: 1008 may not be sent by scripts). */
+const PROTOCOL_VIOLATION = 4008;
+
+/** How long `close()` waits for sockets to finish closing. */
+const CLOSE_WAIT_MS = 2000;
+
+const DEFAULTS = {
+  callTimeoutMs: 1000,
+  maxMessageBytes: 4 * 1024 * 1024,
+  maxBufferedBytes: 8 * 1024 * 1024,
+  reconnectMinDelayMs: 50,
+  reconnectMaxDelayMs: 1000,
+  handshakeTimeoutMs: 2000,
+};
+
+/**
+ * Connects this peer to the others over WebSockets: serves their requests to an
+ * {@linkcode RpcHandler}, and gives one {@linkcode ClientEnd} per peer for outgoing calls.
+ *
+ * @example Three peers on one machine (each line runs in its own process)
+ * ```ts ignore
+ * import { make, MemoryPersister, WebSocketTransport } from "@denoraft/raft";
+ * const peers = ["ws://127.0.0.1:7001", "ws://127.0.0.1:7002", "ws://127.0.0.1:7003"];
+ * const me = Number(Deno.args[0]);
+ * const transport = await WebSocketTransport.create({ me, peers, secret: Deno.env.get("RAFT_SECRET")! });
+ * const raft = await make(transport.clientEnds(), me, new MemoryPersister(), (msg) => console.log(msg));
+ * transport.setHandler(raft);
+ * ```
+ */
+export class WebSocketTransport {
+  readonly #me: number;
+  readonly #links: (Link | undefined)[];
+  readonly #key: CryptoKey;
+  readonly #options: typeof DEFAULTS;
+  readonly #log: TransportLog;
+  readonly #clock: Clock;
+  readonly #random: RandomSource;
+  readonly #httpClient: Deno.HttpClient | undefined;
+  readonly #sockets = new Map<WebSocket, Promise<void>>();
+  readonly #stats = { refusedHandshakes: 0, refusedFrames: 0, droppedSends: 0 };
+  #server: Deno.HttpServer<Deno.NetAddr> | undefined;
+  #handler: RpcHandler | undefined;
+  #nextRequestId = 1;
+  #closed = false;
+
+  private constructor(options: WebSocketTransportOptions, key: CryptoKey) {
+    this.#me = options.me;
+    this.#key = key;
+    this.#options = {
+      callTimeoutMs: options.callTimeoutMs ?? DEFAULTS.callTimeoutMs,
+      maxMessageBytes: options.maxMessageBytes ?? DEFAULTS.maxMessageBytes,
+      maxBufferedBytes: options.maxBufferedBytes ?? DEFAULTS.maxBufferedBytes,
+      reconnectMinDelayMs: options.reconnectMinDelayMs ?? DEFAULTS.reconnectMinDelayMs,
+      reconnectMaxDelayMs: options.reconnectMaxDelayMs ?? DEFAULTS.reconnectMaxDelayMs,
+      handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs,
+    };
+    const prefix = `[ws peer ${options.me}] `;
+    const log = options.log ?? ((line: string) => console.error(line));
+    this.#log = (line) => log(prefix + line);
+    this.#clock = options.clock ?? realClock;
+    this.#random = options.random ?? Math.random;
+    this.#httpClient = options.caCerts === undefined
+      ? undefined
+      : Deno.createHttpClient({ caCerts: options.caCerts });
+    this.#links = options.peers.map((url, peer) =>
+      peer === options.me ? undefined : {
+        url,
+        dialed: undefined,
+        accepted: undefined,
+        dialing: undefined,
+        failedDials: 0,
+        cancelRedial: undefined,
+        pending: new Map(),
+        cutOff: false,
+      }
+    );
+  }
+
+  /**
+   * Starts the server and begins dialing every other peer. Resolves once the server listens;
+   * links come up in the background as peers start. Throws a `RangeError` for a bad `me`, peer
+   * URL or secret.
+   */
+  static async create(options: WebSocketTransportOptions): Promise<WebSocketTransport> {
+    const { me, peers } = options;
+    if (!Number.isInteger(me) || me < 0 || me >= peers.length) {
+      throw new RangeError(`Peer index must be within 0..${peers.length - 1}, got ${me}`);
+    }
+    const urls = peers.map((text) => {
+      const url = URL.parse(text);
+      if (url === null || (url.protocol !== "ws:" && url.protocol !== "wss:")) {
+        throw new RangeError(`Peer URL must be ws:// or wss://, got "${text}"`);
+      }
+      return url;
+    });
+    for (const name of Object.keys(DEFAULTS) as (keyof typeof DEFAULTS)[]) {
+      const value = options[name];
+      if (value !== undefined && !(Number.isFinite(value) && value > 0)) {
+        throw new RangeError(`Option ${name} must be a positive number, got ${value}`);
+      }
+    }
+    const key = await importSecret(options.secret);
+    const transport = new WebSocketTransport(options, key);
+    const own = urls[me]!;
+    const hostname = options.listen?.hostname ?? own.hostname.replace(/^\[|\]$/g, "");
+    const port = options.listen?.port ?? Number(own.port || (own.protocol === "wss:" ? 443 : 80));
+    transport.#server = Deno.serve(
+      {
+        hostname,
+        port,
+        onListen: () => {},
+        ...(options.tls === undefined ? {} : { cert: options.tls.cert, key: options.tls.key }),
+      },
+      (request) => transport.#accept(request),
+    );
+    transport.#links.forEach((link, peer) => {
+      if (link !== undefined) transport.#dial(peer, link);
+    });
+    return transport;
+  }
+
+  /** The port the server listens on (useful with `listen: { port: 0 }`). */
+  get port(): number {
+    return this.#server!.addr.port;
+  }
+
+  /** Counters of refused connections and frames and of dropped sends. */
+  get stats(): TransportStats {
+    let queuedBytes = 0;
+    for (const socket of this.#sockets.keys()) queuedBytes += socket.bufferedAmount;
+    return { ...this.#stats, queuedBytes };
+  }
+
+  /** Where incoming requests go. Until it is set, incoming requests get no reply. */
+  setHandler(handler: RpcHandler): void {
+    this.#handler = handler;
+  }
+
+  /**
+   * One {@linkcode ClientEnd} per peer, indexed like `peers`, as `make()` expects. Calls to this
+   * peer's own entry resolve `undefined`.
+   */
+  clientEnds(): ClientEnd[] {
+    return this.#links.map((_, peer) => ({
+      call: (method: string, args: unknown) => this.#call(peer, method, args),
+    }));
+  }
+
+  /** The peers with both connections of their link authenticated and open. */
+  connectedPeers(): number[] {
+    const peers: number[] = [];
+    this.#links.forEach((link, peer) => {
+      if (link?.dialed !== undefined && link.accepted !== undefined) peers.push(peer);
+    });
+    return peers;
+  }
+
+  /**
+   * Fault injection: drops all traffic to and from `peer` (every peer when omitted) while keeping
+   * the connections open, as a network partition would. Calls resolve `undefined` at once.
+   */
+  cutOff(peer?: number): void {
+    for (const link of this.#selectLinks(peer)) {
+      link.cutOff = true;
+      this.#failPending(link);
+    }
+  }
+
+  /** Undoes {@linkcode WebSocketTransport.cutOff} for `peer` (every peer when omitted). */
+  heal(peer?: number): void {
+    for (const link of this.#selectLinks(peer)) link.cutOff = false;
+  }
+
+  /**
+   * Shuts down the server, closes every connection, stops redialing and resolves every call in
+   * flight to `undefined`. Resolves once all sockets have closed.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const link of this.#links) {
+      if (link === undefined) continue;
+      link.cancelRedial?.();
+      link.cancelRedial = undefined;
+      this.#failPending(link);
+    }
+    for (const socket of this.#sockets.keys()) closeQuietly(socket);
+    // A peer that stopped reading (SIGSTOP) never finishes the closing handshake: do not hang.
+    let cancelWait = () => {};
+    await Promise.race([
+      Promise.all(this.#sockets.values()),
+      new Promise<void>((resolve) => cancelWait = this.#clock.schedule(CLOSE_WAIT_MS, resolve)),
+    ]);
+    cancelWait();
+    await this.#server?.shutdown();
+    this.#httpClient?.close();
+  }
+
+  #selectLinks(peer: number | undefined): Link[] {
+    if (peer === undefined) return this.#links.filter((link) => link !== undefined);
+    const link = this.#links[peer];
+    if (link === undefined) throw new RangeError(`No link to peer ${peer}`);
+    return [link];
+  }
+
+  #call(peer: number, method: string, args: unknown): Promise<unknown | undefined> {
+    const link = this.#links[peer];
+    if (this.#closed || link === undefined || link.cutOff) return Promise.resolve(undefined);
+    // A reply can only come back on the connection we dialed.
+    if (link.dialed === undefined || link.accepted === undefined) return Promise.resolve(undefined);
+    const id = this.#nextRequestId++;
+    const frame: Frame = { v: 1, type: "request", id, method, args };
+    if (!this.#send(link.accepted, frame, peer)) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      const cancelTimeout = this.#clock.schedule(this.#options.callTimeoutMs, () => {
+        link.pending.delete(id);
+        resolve(undefined);
+      });
+      link.pending.set(id, { resolve, cancelTimeout });
+    });
+  }
+
+  /** Sends `frame`, or drops it (returning false) when it is too large or the queue is full. */
+  #send(socket: WebSocket, frame: Frame, peer: number): boolean {
+    if (socket.readyState !== WebSocket.OPEN) {
+      this.#stats.droppedSends++;
+      return false;
+    }
+    let text: string;
+    try {
+      text = encodeFrame(frame);
+    } catch (error) {
+      this.#stats.droppedSends++;
+      this.#log(`Dropped a ${frame.type} to peer ${peer}: not JSON (${error})`);
+      return false;
+    }
+    // Length in UTF-16 units bounds the UTF-8 size from below; count exactly only near the limit.
+    const bytes = text.length * 3 > this.#options.maxMessageBytes
+      ? new TextEncoder().encode(text).length
+      : text.length;
+    if (bytes > this.#options.maxMessageBytes) {
+      this.#stats.droppedSends++;
+      this.#log(
+        `Dropped a ${frame.type} of ${bytes} bytes to peer ${peer}: over maxMessageBytes ` +
+          `(${this.#options.maxMessageBytes})`,
+      );
+      return false;
+    }
+    // WebSocket.send never pushes back, so a stalled peer would grow this queue without bound.
+    if (socket.bufferedAmount + bytes > this.#options.maxBufferedBytes) {
+      this.#stats.droppedSends++;
+      return false;
+    }
+    socket.send(text);
+    return true;
+  }
+
+  #failPending(link: Link): void {
+    const calls = [...link.pending.values()];
+    link.pending.clear();
+    for (const call of calls) {
+      call.cancelTimeout();
+      call.resolve(undefined);
+    }
+  }
+
+  /** Registers `socket` so that `close()` can close it and wait; returns the close promise. */
+  #track(socket: WebSocket): void {
+    this.#sockets.set(
+      socket,
+      new Promise((resolve) => {
+        socket.addEventListener("close", () => {
+          this.#sockets.delete(socket);
+          resolve();
+        });
+      }),
+    );
+  }
+
+  /** Closes `socket` for a protocol violation, after logging why. */
+  #refuse(socket: WebSocket, reason: string, counter: "refusedHandshakes" | "refusedFrames"): void {
+    this.#stats[counter]++;
+    this.#log(`Closing connection: ${reason}`);
+    closeQuietly(socket, PROTOCOL_VIOLATION);
+  }
+
+  // ---- The dialing side: authenticate, then read the peer's requests and replies. ----
+
+  #dial(peer: number, link: Link): void {
+    if (this.#closed) return;
+    link.cancelRedial = undefined;
+    let socket: WebSocket;
+    try {
+      socket = this.#httpClient === undefined
+        ? new WebSocket(link.url)
+        : new WebSocket(link.url, { client: this.#httpClient });
+    } catch (error) {
+      this.#log(`Cannot dial peer ${peer} at ${link.url}: ${error}`);
+      this.#scheduleRedial(peer, link);
+      return;
+    }
+    this.#track(socket);
+    link.dialing = socket;
+    let state: "challenge" | "signing" | "welcome" | "verifying" | "open" = "challenge";
+    let dialerNonce = "";
+    let serverNonce = "";
+    const cancelHandshakeTimeout = this.#clock.schedule(this.#options.handshakeTimeoutMs, () => {
+      if (state !== "open") {
+        this.#refuse(socket, `peer ${peer} did not finish the handshake`, "refusedHandshakes");
+      }
+    });
+
+    socket.onmessage = async (event) => {
+      const frame = parseFrame(event.data, this.#options.maxMessageBytes);
+      if (isRefusal(frame)) {
+        const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
+        return this.#refuse(socket, `from peer ${peer}: ${frame.refused}`, counter);
+      }
+      if (state === "open" && (frame.type === "request" || frame.type === "reply")) {
+        if (link.cutOff) return;
+        if (frame.type === "reply") return this.#settle(link, frame.id, frame.result);
+        return await this.#serve(peer, link, frame.id, frame.method, frame.args);
+      }
+      if (state === "challenge" && frame.type === "challenge") {
+        state = "signing";
+        serverNonce = frame.nonce;
+        dialerNonce = newNonce();
+        const transcript = { from: this.#me, to: peer, serverNonce, dialerNonce };
+        const proof = await signTranscript(this.#key, "dialer", transcript);
+        if (socket.readyState !== WebSocket.OPEN) return;
+        socket.send(encodeFrame({
+          v: 1,
+          type: "hello",
+          from: this.#me,
+          to: peer,
+          nonce: dialerNonce,
+          proof,
+        }));
+        state = "welcome";
+        return;
+      }
+      if (state === "welcome" && frame.type === "welcome") {
+        state = "verifying";
+        const transcript = { from: this.#me, to: peer, serverNonce, dialerNonce };
+        if (!await verifyTranscript(this.#key, "server", transcript, frame.proof)) {
+          return this.#refuse(
+            socket,
+            `peer ${peer} at ${link.url} failed to prove the cluster secret`,
+            "refusedHandshakes",
+          );
+        }
+        if (socket.readyState !== WebSocket.OPEN) return;
+        state = "open";
+        cancelHandshakeTimeout();
+        link.dialing = undefined;
+        link.dialed = socket;
+        link.failedDials = 0;
+        return;
+      }
+      const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
+      this.#refuse(socket, `from peer ${peer}: unexpected ${frame.type} frame`, counter);
+    };
+    socket.onclose = () => {
+      cancelHandshakeTimeout();
+      if (link.dialing === socket) link.dialing = undefined;
+      if (link.dialed === socket) {
+        link.dialed = undefined;
+        this.#failPending(link); // their replies can no longer arrive
+      } else {
+        link.failedDials++;
+      }
+      this.#scheduleRedial(peer, link);
+    };
+    // An error is always followed by a close event, which does the work.
+    socket.onerror = (event) => event.preventDefault();
+  }
+
+  #scheduleRedial(peer: number, link: Link): void {
+    if (this.#closed || link.cancelRedial !== undefined) return;
+    const { reconnectMinDelayMs, reconnectMaxDelayMs } = this.#options;
+    const ceiling = Math.min(
+      reconnectMaxDelayMs,
+      reconnectMinDelayMs * 2 ** Math.min(link.failedDials, 20),
+    );
+    // Full jitter over the upper half keeps restarted peers from redialing in lockstep.
+    const delay = ceiling / 2 + this.#random() * ceiling / 2;
+    link.cancelRedial = this.#clock.schedule(delay, () => this.#dial(peer, link));
+  }
+
+  #settle(link: Link, id: number, result: unknown): void {
+    const call = link.pending.get(id);
+    if (call === undefined) return; // a reply after its call timed out
+    link.pending.delete(id);
+    call.cancelTimeout();
+    call.resolve(result);
+  }
+
+  async #serve(peer: number, link: Link, id: number, method: string, args: unknown): Promise<void> {
+    const handler = this.#handler;
+    if (handler === undefined) return;
+    let result: unknown;
+    try {
+      result = await handler.handleRpc(method, args);
+    } catch (error) {
+      this.#log(`Handler failed on ${method} from peer ${peer}: ${error}`);
+      return;
+    }
+    if (this.#closed || link.cutOff || link.accepted === undefined) return;
+    this.#send(link.accepted, { v: 1, type: "reply", id, result: result ?? null }, peer);
+  }
+
+  // ---- The accepting side: challenge the dialer, then write to it; it may not write back. ----
+
+  #accept(request: Request): Response {
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return new Response("This is a Raft peer: it speaks WebSocket only.\n", { status: 426 });
+    }
+    if (this.#closed) return new Response("Shutting down.\n", { status: 503 });
+    let upgrade: Deno.WebSocketUpgrade;
+    try {
+      upgrade = Deno.upgradeWebSocket(request, { idleTimeout: 10 });
+    } catch (error) {
+      this.#log(`Refused a malformed WebSocket upgrade: ${error}`);
+      return new Response("Malformed WebSocket upgrade.\n", { status: 400 });
+    }
+    const { socket, response } = upgrade;
+    this.#track(socket);
+    let state: "hello" | "verifying" | "open" = "hello";
+    const serverNonce = newNonce();
+    let peer = -1;
+    const cancelHandshakeTimeout = this.#clock.schedule(this.#options.handshakeTimeoutMs, () => {
+      if (state !== "open") {
+        this.#refuse(socket, "client did not finish the handshake", "refusedHandshakes");
+      }
+    });
+    socket.onopen = () => {
+      socket.send(encodeFrame({ v: 1, type: "challenge", nonce: serverNonce }));
+    };
+    socket.onmessage = async (event) => {
+      const frame = parseFrame(event.data, this.#options.maxMessageBytes);
+      const who = peer < 0 ? "unauthenticated client" : `peer ${peer}`;
+      if (isRefusal(frame)) {
+        const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
+        return this.#refuse(socket, `from ${who}: ${frame.refused}`, counter);
+      }
+      if (state !== "hello" || frame.type !== "hello") {
+        const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
+        return this.#refuse(socket, `from ${who}: unexpected ${frame.type} frame`, counter);
+      }
+      state = "verifying";
+      const link = this.#links[frame.from];
+      if (frame.to !== this.#me || link === undefined) {
+        return this.#refuse(
+          socket,
+          `client claims to be peer ${frame.from} dialing peer ${frame.to}, but this is peer ` +
+            `${this.#me} of ${this.#links.length}`,
+          "refusedHandshakes",
+        );
+      }
+      const transcript = { from: frame.from, to: this.#me, serverNonce, dialerNonce: frame.nonce };
+      if (!await verifyTranscript(this.#key, "dialer", transcript, frame.proof)) {
+        return this.#refuse(
+          socket,
+          `client claiming to be peer ${frame.from} failed to prove the cluster secret`,
+          "refusedHandshakes",
+        );
+      }
+      const proof = await signTranscript(this.#key, "server", transcript);
+      if (socket.readyState !== WebSocket.OPEN || this.#closed) return;
+      socket.send(encodeFrame({ v: 1, type: "welcome", proof }));
+      state = "open";
+      peer = frame.from;
+      cancelHandshakeTimeout();
+      // A peer that restarted dials again before we notice its old connection died.
+      const previous = link.accepted;
+      link.accepted = socket;
+      if (previous !== undefined) closeQuietly(previous);
+    };
+    socket.onclose = () => {
+      cancelHandshakeTimeout();
+      const link = peer < 0 ? undefined : this.#links[peer];
+      if (link !== undefined && link.accepted === socket) {
+        link.accepted = undefined;
+        this.#failPending(link); // requests queued on it are lost
+      }
+    };
+    socket.onerror = (event) => event.preventDefault();
+    return response;
+  }
+}
+
+function closeQuietly(socket: WebSocket, code?: number): void {
+  try {
+    if (socket.readyState === WebSocket.CONNECTING || socket.readyState === WebSocket.OPEN) {
+      socket.close(code);
+    }
+  } catch {
+    // Already closing.
+  }
+}
