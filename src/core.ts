@@ -57,6 +57,8 @@ export interface CoreConfig {
   electionTimeoutMinMs: number;
   electionTimeoutMaxMs: number;
   maxEntriesPerAppend: number;
+  maxAppendBytes: number;
+  maxInflightAppends: number;
   random: RandomSource;
   trace: ((line: string) => void) | null;
 }
@@ -86,8 +88,15 @@ export class RaftCore {
    * one, or sooner to tell it of a new commit index.
    */
   #nextSendAt: number[] = [];
-  /** AppendEntries awaiting a reply, per peer. */
+  /** AppendEntries of this term awaiting a reply, per peer: how full its pipeline is. */
   #inFlight: number[] = [];
+  /**
+   * Per peer: true while the leader does not know where the follower's log matches its own (after
+   * the election, a rejection, or a lost request). It then sends one AppendEntries at a time and
+   * moves `nextIndex` only on replies. Otherwise it pipelines: `nextIndex` advances as entries
+   * are sent, with up to `maxInflightAppends` AppendEntries awaiting replies.
+   */
+  #probing: boolean[] = [];
 
   // What the next Ready carries.
   #hardStateChanged = false;
@@ -132,10 +141,17 @@ export class RaftCore {
     return this.#log.lastIndex;
   }
 
-  /** Appends `command` if this peer leads; replication starts at the next {@linkcode takeReady}. */
-  propose(command: unknown): { index: number; term: number; isLeader: boolean } {
+  /**
+   * Appends `command` if this peer leads; replication starts at the next {@linkcode takeReady}.
+   * `commandBytes`, the length of the command's JSON text if the caller knows it, saves the core
+   * from computing it to size its messages.
+   */
+  propose(
+    command: unknown,
+    commandBytes = -1,
+  ): { index: number; term: number; isLeader: boolean } {
     if (this.#role !== "leader") return { index: -1, term: this.#currentTerm, isLeader: false };
-    const index = this.#log.append({ term: this.#currentTerm, command });
+    const index = this.#log.append({ term: this.#currentTerm, command }, commandBytes);
     this.#logChangedFrom(index);
     this.#replicationWanted = true;
     return { index, term: this.#currentTerm, isLeader: true };
@@ -158,7 +174,13 @@ export class RaftCore {
       for (let peer = 0; peer < this.#config.peerCount; peer++) {
         if (peer === this.#config.me) continue;
         if (now >= this.#nextSendAt[peer]!) {
-          this.#sendAppendEntries(peer, now);
+          // A heartbeat goes out even when the pipeline is full, but then without entries: it
+          // keeps the leadership and learns of lost messages, while memory stays bounded.
+          this.#sendAppendEntries(
+            peer,
+            now,
+            this.#inFlight[peer]! < this.#config.maxInflightAppends,
+          );
         }
       }
     } else if (now >= this.#electionDeadline) {
@@ -259,7 +281,19 @@ export class RaftCore {
   ): void {
     const current = this.#role === "leader" && args.term === this.#currentTerm;
     if (current) this.#inFlight[peer] = Math.max(0, this.#inFlight[peer]! - 1);
-    if (reply === null) return; // the next heartbeat retries
+    if (reply === null) {
+      // A lost request leaves a gap, and the pipelined requests behind it are rejected, which
+      // starts a probe. With nothing left behind it, probe from the last known match: the next
+      // heartbeat retries.
+      if (
+        current && !this.#probing[peer] && this.#inFlight[peer] === 0 &&
+        this.#matchIndex[peer]! < args.prevLogIndex + args.entries.length
+      ) {
+        this.#probing[peer] = true;
+        this.#nextIndex[peer] = this.#matchIndex[peer]! + 1;
+      }
+      return;
+    }
     if (reply.term > this.#currentTerm) {
       this.#becomeFollower(reply.term, now);
       return;
@@ -272,14 +306,19 @@ export class RaftCore {
         this.#matchIndex[peer] = match;
         this.#advanceCommitIndex(now);
       }
-      this.#nextIndex[peer] = Math.max(this.#nextIndex[peer]!, match + 1);
-      if (this.#nextIndex[peer]! <= this.#log.lastIndex && this.#inFlight[peer] === 0) {
-        this.#sendAppendEntries(peer, now);
-      }
+      // Once the follower is known to hold everything before nextIndex, pipelining is safe.
+      if (this.#matchIndex[peer]! >= this.#nextIndex[peer]! - 1) this.#probing[peer] = false;
+      this.#nextIndex[peer] = Math.max(this.#nextIndex[peer]!, this.#matchIndex[peer]! + 1);
+      this.#replicate(peer, now);
       return;
     }
-    // A rejection for a position the leader has already moved on from is stale.
-    if (this.#nextIndex[peer] !== args.prevLogIndex + 1) return;
+    // A rejection of a request older than what the leader now knows is stale: while probing, of
+    // another position than the probe's; while pipelining, of a position the follower has since
+    // been seen to match.
+    const stale = this.#probing[peer]
+      ? this.#nextIndex[peer] !== args.prevLogIndex + 1
+      : args.prevLogIndex < this.#matchIndex[peer]!;
+    if (stale) return;
     // §5.3, accelerated backtracking: skip the follower's whole conflicting term at once, or, if
     // the leader holds entries of that term, resume just after its last one.
     let next = reply.conflictIndex;
@@ -289,10 +328,11 @@ export class RaftCore {
     }
     next = Math.min(next, args.prevLogIndex);
     this.#nextIndex[peer] = Math.max(this.#matchIndex[peer]! + 1, next, 1);
+    this.#probing[peer] = true;
     this.#trace(
       `AppendEntries to ${peer} rejected at ${args.prevLogIndex}: next ${this.#nextIndex[peer]}`,
     );
-    this.#sendAppendEntries(peer, now);
+    this.#sendAppendEntries(peer, now, true);
   }
 
   /** Tells the core that the save made with `mark` is durable; marks must come in save order. */
@@ -315,9 +355,7 @@ export class RaftCore {
       this.#replicationWanted = false;
       if (this.#role === "leader") {
         for (let peer = 0; peer < this.#config.peerCount; peer++) {
-          if (peer !== this.#config.me && this.#inFlight[peer] === 0) {
-            this.#sendAppendEntries(peer, now);
-          }
+          if (peer !== this.#config.me) this.#replicate(peer, now);
         }
       }
     }
@@ -409,6 +447,7 @@ export class RaftCore {
     this.#nextIndex = new Array(peerCount).fill(this.#log.lastIndex + 1);
     this.#matchIndex = new Array(peerCount).fill(0);
     this.#inFlight = new Array(peerCount).fill(0);
+    this.#probing = new Array(peerCount).fill(true);
     this.#nextSendAt = new Array(peerCount).fill(now);
     // A leader counts its own log only as far as it is durable. A candidate's log does not change
     // during its candidacy, so a save made in this term covers the log as it is now.
@@ -416,26 +455,65 @@ export class RaftCore {
     this.#trace(`becomes leader with log up to ${this.#log.lastIndex}`);
     // Figure 2: send initial empty AppendEntries to each server at once, to claim leadership.
     for (let peer = 0; peer < peerCount; peer++) {
-      if (peer !== me) this.#sendAppendEntries(peer, now);
+      if (peer !== me) this.#sendAppendEntries(peer, now, true);
     }
   }
 
-  #sendAppendEntries(peer: number, now: number): void {
+  /** Sends `peer` the entries it lacks, as far as its pipeline has room. */
+  #replicate(peer: number, now: number): void {
+    const lastIndex = this.#log.lastIndex;
+    if (this.#probing[peer]) {
+      if (this.#inFlight[peer] === 0 && this.#nextIndex[peer]! <= lastIndex) {
+        this.#sendAppendEntries(peer, now, true);
+      }
+      return;
+    }
+    while (
+      this.#nextIndex[peer]! <= lastIndex &&
+      this.#inFlight[peer]! < this.#config.maxInflightAppends
+    ) {
+      this.#sendAppendEntries(peer, now, true);
+    }
+  }
+
+  /**
+   * Sends `peer` an AppendEntries from its `nextIndex`: with as many entries as one message may
+   * carry (at least one, if any are missing and `withEntries`), or none, as a heartbeat.
+   */
+  #sendAppendEntries(peer: number, now: number, withEntries: boolean): void {
     const prevLogIndex = this.#nextIndex[peer]! - 1;
+    const end = withEntries ? this.#batchEnd(prevLogIndex + 1) : prevLogIndex + 1;
     const args: AppendEntriesArgs = {
       term: this.#currentTerm,
       leaderId: this.#config.me,
       prevLogIndex,
       prevLogTerm: this.#log.termAt(prevLogIndex)!,
-      entries: this.#log.slice(
-        prevLogIndex + 1,
-        prevLogIndex + 1 + this.#config.maxEntriesPerAppend,
-      ),
+      entries: end > prevLogIndex + 1 ? this.#log.slice(prevLogIndex + 1, end) : [],
       leaderCommit: this.#commitIndex,
     };
+    if (!this.#probing[peer]) this.#nextIndex[peer] = end;
     this.#nextSendAt[peer] = now + this.#config.heartbeatIntervalMs;
     this.#inFlight[peer]!++;
     this.#send.push({ to: peer, method: AppendEntries, args });
+  }
+
+  /**
+   * The index just past the entries one AppendEntries starting at `from` carries: at most
+   * `maxEntriesPerAppend` entries and `maxAppendBytes` bytes, but always at least one entry, so
+   * that a large entry still gets through.
+   */
+  #batchEnd(from: number): number {
+    const { maxEntriesPerAppend, maxAppendBytes } = this.#config;
+    const last = Math.min(this.#log.lastIndex, from - 1 + maxEntriesPerAppend);
+    if (from > last) return from;
+    let bytes = this.#log.bytesAt(from);
+    let end = from + 1;
+    while (end <= last) {
+      bytes += this.#log.bytesAt(end);
+      if (bytes > maxAppendBytes) break;
+      end++;
+    }
+    return end;
   }
 
   /**

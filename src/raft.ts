@@ -35,6 +35,8 @@ const defaults = {
   electionTimeoutMinMs: 700,
   electionTimeoutMaxMs: 1100,
   maxEntriesPerAppend: 256,
+  maxAppendBytes: 64 * 1024,
+  maxInflightAppends: 16,
 };
 
 /**
@@ -102,10 +104,10 @@ export async function make(
       `Option heartbeatIntervalMs (${settings.heartbeatIntervalMs}) must be below electionTimeoutMinMs (${settings.electionTimeoutMinMs}), or followers would start elections under a live leader`,
     );
   }
-  if (!Number.isInteger(settings.maxEntriesPerAppend)) {
-    throw new RangeError(
-      `Option maxEntriesPerAppend must be a positive integer, got ${settings.maxEntriesPerAppend}`,
-    );
+  for (const key of ["maxEntriesPerAppend", "maxAppendBytes", "maxInflightAppends"] as const) {
+    if (!Number.isInteger(settings[key])) {
+      throw new RangeError(`Option ${key} must be a positive integer, got ${settings[key]}`);
+    }
   }
   const state = checkLoadedState(await persister.load(), peers.length);
   const clock = options.clock ?? realClock;
@@ -212,7 +214,10 @@ class RaftPeer implements Raft {
     }
     if (this.#dead) return { index: -1, term: this.#core.currentTerm, isLeader: false };
     // The log keeps its own copy, so the caller may reuse its object; a string cannot change.
-    const result = this.#core.propose(typeof command === "string" ? command : JSON.parse(text));
+    const result = this.#core.propose(
+      typeof command === "string" ? command : JSON.parse(text),
+      text.length,
+    );
     if (result.isLeader) this.#scheduleDrive();
     return result;
   }
@@ -294,7 +299,14 @@ class RaftPeer implements Raft {
       });
     }
     if (ready.apply.length > 0) {
-      this.#applyQueue.push(...ready.apply);
+      // Not push(...apply): a restarted peer may apply more entries at once than a call takes
+      // arguments.
+      if (this.#applyHead === this.#applyQueue.length) {
+        this.#applyQueue = ready.apply;
+        this.#applyHead = 0;
+      } else {
+        for (const msg of ready.apply) this.#applyQueue.push(msg);
+      }
       this.#runApplier();
     }
     this.#armTimer();
