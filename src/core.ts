@@ -459,7 +459,13 @@ export class RaftCore {
     }
   }
 
-  /** Sends `peer` the entries it lacks, as far as its pipeline has room. */
+  /**
+   * Sends `peer` the entries it lacks, as far as its pipeline has room. While an AppendEntries
+   * is in flight, only full ones follow it (cut at maxEntriesPerAppend or maxAppendBytes): the
+   * rest waits for a reply and then goes out as one message. So pipelining starts exactly when
+   * one message per round trip cannot carry the load, and a light load (or an unreachable
+   * follower) costs no more messages than without it.
+   */
   #replicate(peer: number, now: number): void {
     const lastIndex = this.#log.lastIndex;
     if (this.#probing[peer]) {
@@ -472,7 +478,11 @@ export class RaftCore {
       this.#nextIndex[peer]! <= lastIndex &&
       this.#inFlight[peer]! < this.#config.maxInflightAppends
     ) {
-      this.#sendAppendEntries(peer, now, true);
+      const next = this.#nextIndex[peer]!;
+      const end = this.#batchEnd(next);
+      const full = end <= lastIndex || end - next === this.#config.maxEntriesPerAppend;
+      if (this.#inFlight[peer]! > 0 && !full) return;
+      this.#sendEntriesBefore(peer, now, end);
     }
   }
 
@@ -481,8 +491,13 @@ export class RaftCore {
    * carry (at least one, if any are missing and `withEntries`), or none, as a heartbeat.
    */
   #sendAppendEntries(peer: number, now: number, withEntries: boolean): void {
+    const next = this.#nextIndex[peer]!;
+    this.#sendEntriesBefore(peer, now, withEntries ? this.#batchEnd(next) : next);
+  }
+
+  /** Sends `peer` an AppendEntries with the entries from its `nextIndex` up to `end` (excluded). */
+  #sendEntriesBefore(peer: number, now: number, end: number): void {
     const prevLogIndex = this.#nextIndex[peer]! - 1;
-    const end = withEntries ? this.#batchEnd(prevLogIndex + 1) : prevLogIndex + 1;
     const args: AppendEntriesArgs = {
       term: this.#currentTerm,
       leaderId: this.#config.me,

@@ -175,8 +175,11 @@ export interface RaftOptions {
    * Most AppendEntries a leader sends to one follower before it has replies to them: a follower
    * whose log is known to match gets new entries while earlier ones are still on the wire or
    * being saved. Default 16: enough to keep a follower's disk and the link busy, and with
-   * `maxAppendBytes` it bounds what a slow follower costs the leader to 1 MiB. After a rejection
-   * or a lost request the leader sends one at a time until a reply shows where logs match.
+   * `maxAppendBytes` it bounds what a slow follower costs the leader to 1 MiB. Only full messages
+   * (cut by `maxEntriesPerAppend` or `maxAppendBytes`) follow one in flight; a partial batch waits
+   * for the replies, so a light load sends no more messages than without pipelining. After a
+   * rejection or a lost request the leader sends one at a time until a reply shows where logs
+   * match.
    */
   maxInflightAppends?: number;
   /** Time source and timers. Default: the real clock. A simulator passes a virtual one. */

@@ -635,9 +635,10 @@ Deno.test("leader: a probe's success switches to pipelining and sends the rest a
   assert.deepEqual(batch1, appendEntries({ term: 5, leaderId: 0, entries: entriesAt(1, 1, 1) }));
 
   core.handleAppendEntriesReply(1, batch1, ok(5), 320);
-  const [batch2, batch3] = allSentTo(core.takeReady(320), 1);
+  const ready = core.takeReady(320);
+  const batch2 = allSentTo(ready, 1)[0]!;
   assert.deepEqual(
-    [batch2, batch3],
+    allSentTo(ready, 1),
     [
       appendEntries({
         term: 5,
@@ -646,27 +647,30 @@ Deno.test("leader: a probe's success switches to pipelining and sends the rest a
         prevLogTerm: 1,
         entries: entriesAt(3, 3, 3),
       }),
-      appendEntries({
-        term: 5,
-        leaderId: 0,
-        prevLogIndex: 4,
-        prevLogTerm: 3,
-        entries: entriesAt(5, 4),
-      }),
     ],
-    "both remaining batches, without waiting for a reply",
+    "a full batch at once; the partial one behind it waits for a reply to fill up",
   );
-
-  core.handleAppendEntriesReply(1, batch2!, ok(5), 330);
-  core.handleAppendEntriesReply(1, batch3!, ok(5), 340);
+  core.handleAppendEntriesReply(1, batch2, ok(5), 330);
+  const batch3 = sentTo(core.takeReady(330), 1);
+  assert.deepEqual(
+    batch3,
+    appendEntries({
+      term: 5,
+      leaderId: 0,
+      prevLogIndex: 4,
+      prevLogTerm: 3,
+      entries: entriesAt(5, 4),
+    }),
+  );
+  core.handleAppendEntriesReply(1, batch3, ok(5), 340);
   assert.deepEqual(
     core.takeReady(340).send,
     [],
     "the follower is up to date: nothing more to send",
   );
-  core.tick(320 + HEARTBEAT);
+  core.tick(330 + HEARTBEAT);
   assert.deepEqual(
-    sentTo(core.takeReady(320 + HEARTBEAT), 1),
+    sentTo(core.takeReady(330 + HEARTBEAT), 1),
     appendEntries({ term: 5, leaderId: 0, prevLogIndex: 5, prevLogTerm: 4 }),
     "the next heartbeat starts after the last matched entry",
   );
@@ -901,11 +905,19 @@ Deno.test("pipelining: a batch holds at most maxAppendBytes of entries, but alwa
   core.propose(small);
   core.propose("b".repeat(500));
   core.propose(small);
+  const ready = core.takeReady(320);
   assert.deepEqual(
-    batchesTo(core.takeReady(320), 1),
-    [[6, 7], [8], [9], [10]],
-    "two 56-byte entries fit in 130 bytes, three do not; a 526-byte entry goes alone",
+    batchesTo(ready, 1),
+    [[6, 7], [8], [9]],
+    "two 56-byte entries fit in 130 bytes, three do not; a 526-byte entry goes alone; the " +
+      "partial batch [10] waits for a reply",
   );
+  const [first, second, third] = allSentTo(ready, 1);
+  core.handleAppendEntriesReply(1, first!, ok(5), 330);
+  core.handleAppendEntriesReply(1, second!, ok(5), 331);
+  assert.deepEqual(batchesTo(core.takeReady(331), 1), [], "still one in flight");
+  core.handleAppendEntriesReply(1, third!, ok(5), 332);
+  assert.deepEqual(batchesTo(core.takeReady(332), 1), [[10]], "the pipeline drained");
 });
 
 Deno.test("pipelining: a rejection falls back to one probe at a time until a success", () => {
