@@ -22,7 +22,20 @@ export type {
 export { type CancelTimer, type Clock, type RandomSource, realClock } from "./src/clock.ts";
 export { MemoryPersister } from "./src/memory_persister.ts";
 export { make } from "./src/raft.ts";
-export { MemoryNetwork, type MemoryNetworkOptions } from "./src/memory_network.ts";
+export { type EndFaults, MemoryNetwork, type MemoryNetworkOptions } from "./src/memory_network.ts";
+export {
+  type FiredTimer,
+  seededRandom,
+  SimPersister,
+  type SimPersisterOptions,
+  SimulationStalledError,
+  SimulationTimeLimitError,
+  Simulator,
+  type SimulatorOptions,
+  type SimulatorRunOptions,
+  TraceDigest,
+  VirtualClock,
+} from "./src/simulator/mod.ts";
 export { KvPersister } from "./src/kv_persister.ts";
 export { FilePersister, type FilePersisterOptions } from "./src/file_persister.ts";
 export {

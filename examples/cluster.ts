@@ -158,7 +158,12 @@ export class LocalCluster {
     } catch {
       // Already gone.
     }
-    const exited = await Promise.race([child.status, sleep(5000)]);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), 5000);
+    });
+    const exited = await Promise.race([child.status, timedOut]);
+    clearTimeout(timer);
     if (exited === undefined) {
       child.kill("SIGKILL");
       await child.status;
@@ -216,10 +221,13 @@ export class LocalCluster {
   }
 
   async #get(peer: number, path: string): Promise<unknown> {
+    // A timer of our own rather than AbortSignal.timeout(), so that none outlives the request.
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), 1000);
     try {
       const response = await fetch(`${this.httpUrls[peer]}${path}`, {
         client: this.#http,
-        signal: AbortSignal.timeout(1000),
+        signal: abort.signal,
       });
       if (!response.ok) {
         await response.body?.cancel();
@@ -228,6 +236,8 @@ export class LocalCluster {
       return await response.json();
     } catch {
       return undefined;
+    } finally {
+      clearTimeout(timer);
     }
   }
 }

@@ -97,6 +97,10 @@ export class RaftCore {
    * are sent, with up to `maxInflightAppends` AppendEntries awaiting replies.
    */
   #probing: boolean[] = [];
+  /** Peers (this one included) that answered an AppendEntries of this term since the last check. */
+  #heardFrom = new Set<number>();
+  /** When the leader next checks that a majority still answers it (check-quorum). */
+  #quorumCheckAt = Infinity;
 
   // What the next Ready carries.
   #hardStateChanged = false;
@@ -160,7 +164,7 @@ export class RaftCore {
   /** The time at which {@linkcode tick} next has something to do. */
   nextDeadline(): number {
     if (this.#role !== "leader") return this.#electionDeadline;
-    let earliest = Infinity;
+    let earliest = this.#quorumCheckAt;
     for (let peer = 0; peer < this.#config.peerCount; peer++) {
       if (peer === this.#config.me) continue;
       earliest = Math.min(earliest, this.#nextSendAt[peer]!);
@@ -170,6 +174,7 @@ export class RaftCore {
 
   /** Fires whatever timers are due at `now`: heartbeats for a leader, elections otherwise. */
   tick(now: number): void {
+    if (this.#role === "leader" && now >= this.#quorumCheckAt) this.#checkQuorum(now);
     if (this.#role === "leader") {
       for (let peer = 0; peer < this.#config.peerCount; peer++) {
         if (peer === this.#config.me) continue;
@@ -294,6 +299,7 @@ export class RaftCore {
       }
       return;
     }
+    if (current && reply.term === this.#currentTerm) this.#heardFrom.add(peer);
     if (reply.term > this.#currentTerm) {
       this.#becomeFollower(reply.term, now);
       return;
@@ -449,6 +455,8 @@ export class RaftCore {
     this.#inFlight = new Array(peerCount).fill(0);
     this.#probing = new Array(peerCount).fill(true);
     this.#nextSendAt = new Array(peerCount).fill(now);
+    this.#heardFrom = new Set([me]);
+    this.#quorumCheckAt = now + this.#config.electionTimeoutMaxMs;
     // A leader counts its own log only as far as it is durable. A candidate's log does not change
     // during its candidacy, so a save made in this term covers the log as it is now.
     if (this.#durable.term === this.#currentTerm) this.#matchIndex[me] = this.#durable.lastIndex;
@@ -457,6 +465,22 @@ export class RaftCore {
     for (let peer = 0; peer < peerCount; peer++) {
       if (peer !== me) this.#sendAppendEntries(peer, now, true);
     }
+  }
+
+  /**
+   * Check-quorum (Ongaro's thesis §6.2): a leader that no majority has answered for a whole
+   * election timeout steps down. Without it, a leader that can send but not hear keeps its
+   * followers from ever timing out, and the cluster commits nothing for as long as that lasts.
+   */
+  #checkQuorum(now: number): void {
+    if (this.#heardFrom.size * 2 <= this.#config.peerCount) {
+      this.#trace(`steps down: only ${[...this.#heardFrom]} answered in the last election timeout`);
+      this.#becomeFollower(this.#currentTerm, now);
+      this.#leaderId = null;
+      return;
+    }
+    this.#heardFrom = new Set([this.#config.me]);
+    this.#quorumCheckAt = now + this.#config.electionTimeoutMaxMs;
   }
 
   /**

@@ -16,7 +16,53 @@ export interface MemoryNetworkOptions {
   clock?: Clock;
   /** Random source for delays and losses. Default: `Math.random`. */
   random?: RandomSource;
+  /**
+   * Called with one line for each request as it reaches a server and each reply as it reaches the
+   * caller, naming the end and carrying the JSON text; a simulator feeds these lines to its trace
+   * digest. Default: none.
+   */
+  record?: (event: string) => void;
 }
+
+/**
+ * Faults on one client end, for fault-injection runs such as the simulator's explorer; the lab's
+ * tests never set them. Requests travel through the end to its server and replies travel back
+ * through it, so a one-way cut from peer a to peer b is lost requests on a's end to b plus lost
+ * replies on b's end to a. Every field defaults to no fault.
+ */
+export interface EndFaults {
+  /** Probability that a request is lost on its way to the server. Default 0. */
+  requestLoss?: number;
+  /** Probability that a reply is lost on its way back. Default 0. */
+  replyLoss?: number;
+  /**
+   * Probability that a request is delivered a second time, a little later; the caller sees the
+   * first reply only. Default 0.
+   */
+  duplication?: number;
+  /** Each request and each reply waits a further 0 to `maxDelayMs` ms, so they reorder. Default 0. */
+  maxDelayMs?: number;
+  /** Requests wait, neither delivered nor failed, until the end is unclogged. Default false. */
+  requestsClogged?: boolean;
+  /** Replies wait, neither delivered nor failed, until the end is unclogged. Default false. */
+  repliesClogged?: boolean;
+}
+
+/** An end's faults, with what its clogs hold back. */
+interface FaultState {
+  faults: Required<EndFaults>;
+  /** Messages held by a clog: each re-enters the fault path when released. */
+  held: (() => void)[];
+}
+
+const noFaults: Required<EndFaults> = {
+  requestLoss: 0,
+  replyLoss: 0,
+  duplication: 0,
+  maxDelayMs: 0,
+  requestsClogged: false,
+  repliesClogged: false,
+};
 
 interface ServerRecord {
   handler: RpcHandler;
@@ -45,6 +91,10 @@ interface PendingCall {
  * A request to a disabled end or a missing server gets no reply after 0-99 ms (0-6999 ms with
  * long delays). With long reordering, about 2/3 of replies are delayed by 200-2200 ms.
  *
+ * Beyond the lab, {@linkcode MemoryNetwork.setEndFaults} gives one end its own faults (one-way
+ * loss, clogs, duplication, long delays) for fault-injection runs, and the `record` option reports
+ * every delivered message, for a simulator's trace digest. Neither changes the lab's behaviour.
+ *
  * @example
  * ```ts
  * import { MemoryNetwork } from "./memory_network.ts";
@@ -60,9 +110,13 @@ interface PendingCall {
 export class MemoryNetwork {
   readonly #clock: Clock;
   readonly #random: RandomSource;
+  readonly #record: ((event: string) => void) | null;
+  readonly #faults = new Map<string, FaultState>();
   readonly #ends = new Map<string, EndRecord>();
   readonly #servers = new Map<string, ServerRecord>();
   readonly #pending = new Set<PendingCall>();
+  /** Timers that release clogged messages; cancelled by close(). */
+  readonly #releaseTimers = new Set<CancelTimer>();
   #reliable = true;
   #longDelays = false;
   #longReordering = false;
@@ -74,6 +128,7 @@ export class MemoryNetwork {
   constructor(options: MemoryNetworkOptions = {}) {
     this.#clock = options.clock ?? realClock;
     this.#random = options.random ?? Math.random;
+    this.#record = options.record ?? null;
   }
 
   /** Creates a client end named `endName`, initially unconnected and disabled. */
@@ -88,6 +143,7 @@ export class MemoryNetwork {
   /** Forgets an end; later calls through it get no reply. */
   deleteEnd(endName: string): void {
     this.#ends.delete(endName);
+    this.#faults.delete(endName);
   }
 
   /** Adds (or replaces) the server `serverName`, answering with `handler`. */
@@ -131,6 +187,38 @@ export class MemoryNetwork {
     this.#longReordering = longReordering;
   }
 
+  /**
+   * Sets the faults of `endName`, replacing any earlier ones (`{}` clears them). Messages a clog
+   * held back go on when it is lifted, each after a random delay of up to `maxDelayMs` (at least
+   * 20 ms), so they arrive in random order.
+   *
+   * @throws {RangeError} If the end does not exist or a probability is outside [0, 1].
+   */
+  setEndFaults(endName: string, faults: EndFaults): void {
+    this.#endRecord(endName);
+    const full: Required<EndFaults> = { ...noFaults, ...faults };
+    for (const key of ["requestLoss", "replyLoss", "duplication"] as const) {
+      if (!(full[key] >= 0 && full[key] <= 1)) {
+        throw new RangeError(`Fault ${key} must be a probability in [0, 1], got ${full[key]}`);
+      }
+    }
+    if (!(full.maxDelayMs >= 0 && Number.isFinite(full.maxDelayMs))) {
+      throw new RangeError(
+        `Fault maxDelayMs must be a non-negative number, got ${full.maxDelayMs}`,
+      );
+    }
+    const held = this.#faults.get(endName)?.held ?? [];
+    this.#faults.set(endName, { faults: full, held: [] });
+    const spread = Math.max(20, full.maxDelayMs);
+    for (const release of held) {
+      const cancel = this.#clock.schedule(randomInt(this.#random, 0, spread), () => {
+        this.#releaseTimers.delete(cancel);
+        release();
+      });
+      this.#releaseTimers.add(cancel);
+    }
+  }
+
   /** Requests delivered to the server `serverName` since it was added. */
   getCount(serverName: string): number {
     return this.#servers.get(serverName)?.count ?? 0;
@@ -150,6 +238,9 @@ export class MemoryNetwork {
   close(): void {
     this.#closed = true;
     for (const call of this.#pending) this.#finish(call, undefined);
+    for (const cancel of this.#releaseTimers) cancel();
+    this.#releaseTimers.clear();
+    this.#faults.clear();
   }
 
   #endRecord(endName: string): EndRecord {
@@ -197,27 +288,97 @@ export class MemoryNetwork {
           this.#finish(call, undefined); // request lost
           return;
         }
-        if (!this.#reachable(endName, server)) {
-          this.#finish(call, undefined);
-          return;
-        }
-        server.count++;
-        call.server = server;
-        let replyPromise: Promise<unknown>;
-        try {
-          replyPromise = server.handler.handleRpc(
-            method,
-            argsText === undefined ? undefined : JSON.parse(argsText),
+        this.#throughFaults(call, endName, "request", () => {
+          if (!this.#reachable(endName, server)) {
+            this.#finish(call, undefined);
+            return;
+          }
+          this.#deliverRequest(call, endName, server, method, argsText).then(
+            (reply) => this.#deliverReply(call, endName, server, reliable, reply),
+            () => this.#finish(call, undefined),
           );
-        } catch {
-          replyPromise = Promise.resolve(undefined);
-        }
-        replyPromise.then(
-          (reply) => this.#deliverReply(call, endName, server, reliable, reply),
-          () => this.#finish(call, undefined),
-        );
+          const duplication = this.#faults.get(endName)?.faults.duplication ?? 0;
+          if (duplication > 0 && this.#random() < duplication) {
+            this.#duplicate(endName, server, method, argsText);
+          }
+        });
       });
     });
+  }
+
+  /** Hands a request to `server`; the promise resolves to the reply. */
+  #deliverRequest(
+    call: PendingCall,
+    endName: string,
+    server: ServerRecord,
+    method: string,
+    argsText: string | undefined,
+  ): Promise<unknown> {
+    server.count++;
+    call.server = server;
+    this.#record?.(`${endName} request ${method} ${argsText}`);
+    try {
+      return server.handler.handleRpc(
+        method,
+        argsText === undefined ? undefined : JSON.parse(argsText),
+      );
+    } catch {
+      return Promise.resolve(undefined);
+    }
+  }
+
+  /** Delivers a copy of a request a little later; nobody waits for its reply. */
+  #duplicate(
+    endName: string,
+    server: ServerRecord,
+    method: string,
+    argsText: string | undefined,
+  ): void {
+    const copy: PendingCall = { resolve: () => {}, server: null, cancelTimer: null };
+    this.#pending.add(copy);
+    const spread = Math.max(20, this.#faults.get(endName)?.faults.maxDelayMs ?? 0);
+    this.#after(copy, randomInt(this.#random, 1, spread), () => {
+      if (!this.#reachable(endName, server)) {
+        this.#finish(copy, undefined);
+        return;
+      }
+      this.#deliverRequest(copy, endName + " (duplicate)", server, method, argsText).then(
+        () => this.#finish(copy, undefined),
+        () => this.#finish(copy, undefined),
+      );
+    });
+  }
+
+  /**
+   * Passes a message through `endName`'s faults, then calls `next`: at once when the end has
+   * none; later when a clog holds it or a delay applies; never when it is lost.
+   */
+  #throughFaults(
+    call: PendingCall,
+    endName: string,
+    direction: "request" | "reply",
+    next: () => void,
+  ): void {
+    const state = this.#faults.get(endName);
+    if (state === undefined) {
+      next();
+      return;
+    }
+    const { faults } = state;
+    if (direction === "request" ? faults.requestsClogged : faults.repliesClogged) {
+      state.held.push(() => {
+        if (this.#pending.has(call)) this.#throughFaults(call, endName, direction, next);
+      });
+      return;
+    }
+    const loss = direction === "request" ? faults.requestLoss : faults.replyLoss;
+    if (loss > 0 && this.#random() < loss) {
+      this.#finish(call, undefined);
+      return;
+    }
+    const delay = faults.maxDelayMs > 0 ? randomInt(this.#random, 0, faults.maxDelayMs) : 0;
+    if (delay > 0) this.#after(call, delay, next);
+    else next();
   }
 
   #deliverReply(
@@ -243,10 +404,12 @@ export class MemoryNetwork {
       return;
     }
     const text = replyText;
-    const deliver = () => {
-      this.#totalBytes += text.length;
-      this.#finish(call, JSON.parse(text));
-    };
+    const deliver = () =>
+      this.#throughFaults(call, endName, "reply", () => {
+        this.#totalBytes += text.length;
+        this.#record?.(`${endName} reply ${text}`);
+        this.#finish(call, JSON.parse(text));
+      });
     if (this.#longReordering && randomInt(this.#random, 0, 899) < 600) {
       // Delay the reply by 200 ms plus a random amount skewed towards short delays.
       const ms = 200 + randomInt(this.#random, 0, randomInt(this.#random, 0, 2000));

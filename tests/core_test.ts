@@ -988,3 +988,42 @@ Deno.test("pipelining: a heartbeat to a follower with a full pipeline carries no
     "an empty heartbeat after the last entry sent, so a slow follower holds up no more memory",
   );
 });
+
+// ---- Check-quorum ---------------------------------------------------------------------------
+
+/** Ticks `core` at each of its deadlines up to and including `until`, dropping what it sends. */
+function tickUntil(core: RaftCore, until: number): void {
+  for (let now = core.nextDeadline(); now <= until; now = core.nextDeadline()) {
+    core.tick(now);
+    core.takeReady(now);
+  }
+}
+
+Deno.test("check-quorum: a leader that no majority answers for an election timeout steps down", () => {
+  // Found by the explorer (seed 373 then): a leader that could send but not hear kept its
+  // followers from timing out, and nothing committed for good.
+  const { core } = leaderWithLog(); // leader of term 5 since 300
+  tickUntil(core, 300 + ELECTION_MAX - 1);
+  assert.equal(core.role, "leader", "it keeps leading until a whole election timeout passed");
+  assert.equal(core.nextDeadline(), 300 + ELECTION_MAX, "the quorum check is a deadline");
+  core.tick(300 + ELECTION_MAX);
+  assert.equal(core.role, "follower");
+  assert.equal(core.currentTerm, 5, "stepping down does not change the term");
+  assert.equal(core.leaderId, null);
+});
+
+Deno.test("check-quorum: a leader that a majority answers stays leader, for one timeout at a time", () => {
+  const { core, initial } = leaderWithLog();
+  const success: AppendEntriesReply = {
+    term: 5,
+    success: true,
+    conflictTerm: 0,
+    conflictIndex: 0,
+  };
+  core.handleAppendEntriesReply(1, sentTo(initial, 1), success, 350);
+  core.takeReady(350);
+  tickUntil(core, 300 + ELECTION_MAX);
+  assert.equal(core.role, "leader", "peer 1 and the leader make a majority of 3");
+  tickUntil(core, 300 + 2 * ELECTION_MAX);
+  assert.equal(core.role, "follower", "nobody answered in the second timeout");
+});

@@ -4,6 +4,7 @@ import { FilePersister } from "../src/file_persister.ts";
 import { PersisterCorruptError, PersisterLockedError } from "../src/persister_errors.ts";
 import type { PersistChange, PersistentState } from "../src/types.ts";
 import { persisterContract } from "./helpers/persister_contract.ts";
+import { sanitized } from "./helpers/sanitized.ts";
 
 persisterContract("FilePersister", (place) => FilePersister.open(place));
 
@@ -59,25 +60,29 @@ async function loadFrom(directory: string): Promise<PersistentState> {
   }
 }
 
-Deno.test("FilePersister: a torn last save is dropped, whatever byte the write was cut at", async () => {
-  await withDirectory(async (directory) => {
-    const { path, secondAt } = await twoSaves(directory);
-    const whole = await Deno.readFile(path);
-    for (let cut = secondAt; cut < whole.length; cut++) {
-      await Deno.writeFile(path, whole.subarray(0, cut));
-      assert.deepEqual(
-        await loadFrom(directory),
-        afterFirst,
-        `file cut at ${cut} of ${whole.length}`,
-      );
-      assert.equal((await Deno.stat(path)).size, secondAt, "the torn tail is removed at open");
-    }
-    await Deno.writeFile(path, whole);
-    assert.deepEqual(await loadFrom(directory), afterSecond);
-  });
-});
+Deno.test(
+  "FilePersister: a torn last save is dropped, whatever byte the write was cut at",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      const { path, secondAt } = await twoSaves(directory);
+      const whole = await Deno.readFile(path);
+      for (let cut = secondAt; cut < whole.length; cut++) {
+        await Deno.writeFile(path, whole.subarray(0, cut));
+        assert.deepEqual(
+          await loadFrom(directory),
+          afterFirst,
+          `file cut at ${cut} of ${whole.length}`,
+        );
+        assert.equal((await Deno.stat(path)).size, secondAt, "the torn tail is removed at open");
+      }
+      await Deno.writeFile(path, whole);
+      assert.deepEqual(await loadFrom(directory), afterSecond);
+    });
+  },
+);
 
-Deno.test("FilePersister: new saves after a torn tail are kept", async () => {
+Deno.test("FilePersister: new saves after a torn tail are kept", sanitized, async () => {
   await withDirectory(async (directory) => {
     const { path, secondAt } = await twoSaves(directory);
     const whole = await Deno.readFile(path);
@@ -89,140 +94,175 @@ Deno.test("FilePersister: new saves after a torn tail are kept", async () => {
   });
 });
 
-Deno.test("FilePersister: zeros after the last record (a preallocated tail) are dropped", async () => {
-  await withDirectory(async (directory) => {
-    const { path } = await twoSaves(directory);
-    const whole = await Deno.readFile(path);
-    await Deno.writeFile(path, new Uint8Array([...whole, ...new Uint8Array(4096)]));
-    assert.deepEqual(await loadFrom(directory), afterSecond);
-  });
-});
+Deno.test(
+  "FilePersister: zeros after the last record (a preallocated tail) are dropped",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      const { path } = await twoSaves(directory);
+      const whole = await Deno.readFile(path);
+      await Deno.writeFile(path, new Uint8Array([...whole, ...new Uint8Array(4096)]));
+      assert.deepEqual(await loadFrom(directory), afterSecond);
+    });
+  },
+);
 
-Deno.test("FilePersister: damage before the end rejects with the file and offset, and changes nothing", async () => {
-  await withDirectory(async (directory) => {
-    const { path, secondAt } = await twoSaves(directory);
-    const whole = await Deno.readFile(path);
-    // The first save's records start after the 8-byte magic; damage its header and its body.
-    for (
-      const [at, detail] of [[8 + 1, "header"], [8 + 14, "body"], [secondAt - 3, "body"]] as const
-    ) {
-      const damaged = whole.slice();
-      damaged[at]! ^= 0x40;
-      await Deno.writeFile(path, damaged);
-      const recordAt = at < 8 + 30 ? 8 : undefined;
-      await assert.rejects(loadFrom(directory), (error: unknown) => {
-        assert.ok(
-          error instanceof PersisterCorruptError,
-          `expected PersisterCorruptError, saw ${error}`,
+Deno.test(
+  "FilePersister: damage before the end rejects with the file and offset, and changes nothing",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      const { path, secondAt } = await twoSaves(directory);
+      const whole = await Deno.readFile(path);
+      // The first save's records start after the 8-byte magic; damage its header and its body.
+      for (
+        const [at, detail] of [[8 + 1, "header"], [8 + 14, "body"], [secondAt - 3, "body"]] as const
+      ) {
+        const damaged = whole.slice();
+        damaged[at]! ^= 0x40;
+        await Deno.writeFile(path, damaged);
+        const recordAt = at < 8 + 30 ? 8 : undefined;
+        await assert.rejects(loadFrom(directory), (error: unknown) => {
+          assert.ok(
+            error instanceof PersisterCorruptError,
+            `expected PersisterCorruptError, saw ${error}`,
+          );
+          assert.ok(error.message.includes(path), `message names the file: ${error.message}`);
+          assert.match(error.message, new RegExp(`offset ${error.offset}\\b`));
+          if (recordAt !== undefined) {
+            assert.equal(error.offset, recordAt, `damaged ${detail} at ${at}`);
+          }
+          return true;
+        });
+        assert.deepEqual(
+          await Deno.readFile(path),
+          damaged,
+          "a refused open leaves the file as it was",
         );
-        assert.ok(error.message.includes(path), `message names the file: ${error.message}`);
-        assert.match(error.message, new RegExp(`offset ${error.offset}\\b`));
-        if (recordAt !== undefined) {
-          assert.equal(error.offset, recordAt, `damaged ${detail} at ${at}`);
-        }
-        return true;
-      });
-      assert.deepEqual(
-        await Deno.readFile(path),
-        damaged,
-        "a refused open leaves the file as it was",
+      }
+    });
+  },
+);
+
+Deno.test(
+  "FilePersister: a complete last record that fails its checksum is damage, not a torn write",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      const { path } = await twoSaves(directory);
+      const damaged = await Deno.readFile(path);
+      damaged[damaged.length - 1]! ^= 0x01;
+      await Deno.writeFile(path, damaged);
+      await assert.rejects(loadFrom(directory), PersisterCorruptError);
+    });
+  },
+);
+
+Deno.test(
+  "FilePersister: a file that is not a raft log is refused at offset 0",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      await Deno.writeTextFile(join(directory, "raft.log"), "hello, world");
+      await assert.rejects(
+        loadFrom(directory),
+        (error: unknown) => error instanceof PersisterCorruptError && error.offset === 0,
       );
-    }
-  });
-});
+    });
+  },
+);
 
-Deno.test("FilePersister: a complete last record that fails its checksum is damage, not a torn write", async () => {
-  await withDirectory(async (directory) => {
-    const { path } = await twoSaves(directory);
-    const damaged = await Deno.readFile(path);
-    damaged[damaged.length - 1]! ^= 0x01;
-    await Deno.writeFile(path, damaged);
-    await assert.rejects(loadFrom(directory), PersisterCorruptError);
-  });
-});
-
-Deno.test("FilePersister: a file that is not a raft log is refused at offset 0", async () => {
-  await withDirectory(async (directory) => {
-    await Deno.writeTextFile(join(directory, "raft.log"), "hello, world");
-    await assert.rejects(
-      loadFrom(directory),
-      (error: unknown) => error instanceof PersisterCorruptError && error.offset === 0,
-    );
-  });
-});
-
-Deno.test("FilePersister: a second open of the same directory is refused until the first closes", async () => {
-  await withDirectory(async (directory) => {
-    const persister = await FilePersister.open(directory);
-    await assert.rejects(FilePersister.open(directory), PersisterLockedError);
-    // Another process is kept out by the same lock.
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "eval",
-        `import { FilePersister } from ${
-          JSON.stringify(new URL("../src/file_persister.ts", import.meta.url).href)
-        };
+Deno.test(
+  "FilePersister: a second open of the same directory is refused until the first closes",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      const persister = await FilePersister.open(directory);
+      await assert.rejects(FilePersister.open(directory), PersisterLockedError);
+      // Another process is kept out by the same lock.
+      const child = new Deno.Command(Deno.execPath(), {
+        args: [
+          "eval",
+          `import { FilePersister } from ${
+            JSON.stringify(new URL("../src/file_persister.ts", import.meta.url).href)
+          };
          try { await FilePersister.open(${JSON.stringify(directory)}); Deno.exit(0); }
          catch (error) { console.log(error.name); Deno.exit(3); }`,
-      ],
-      stdout: "piped",
-      stderr: "piped",
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      });
+      const result = await child.output();
+      assert.equal(result.code, 3, new TextDecoder().decode(result.stderr));
+      assert.equal(new TextDecoder().decode(result.stdout).trim(), "PersisterLockedError");
+      await persister.close();
+      const reopened = await FilePersister.open(directory);
+      await reopened.close();
     });
-    const result = await child.output();
-    assert.equal(result.code, 3, new TextDecoder().decode(result.stderr));
-    assert.equal(new TextDecoder().decode(result.stdout).trim(), "PersisterLockedError");
-    await persister.close();
-    const reopened = await FilePersister.open(directory);
-    await reopened.close();
-  });
-});
+  },
+);
 
-Deno.test("FilePersister: compaction rewrites the live records once dead ones dominate", async () => {
-  await withDirectory(async (directory) => {
-    const path = join(directory, "raft.log");
-    const persister = await FilePersister.open(directory, { compactMinBytes: 4096 });
-    const entries = Array.from({ length: 50 }, (_, i) => ({ term: 1, command: `entry ${i}` }));
-    await persister.save({ term: 1, votedFor: null, log: { from: 1, entries } });
-    let largest = 0;
-    for (let round = 0; round < 400; round++) {
-      const last = { term: 2, command: `round ${round}` };
-      await persister.save({ term: 2, votedFor: round % 3, log: { from: 50, entries: [last] } });
-      largest = Math.max(largest, (await Deno.stat(path)).size);
-    }
-    const expected = {
-      term: 2,
-      votedFor: 399 % 3,
-      log: [...entries.slice(0, 49), { term: 2, command: "round 399" }],
-    };
-    assert.deepEqual(await persister.load(), expected);
-    await persister.close();
-    const size = (await Deno.stat(path)).size;
-    assert.ok(largest < 4096 * 2 + 3000, `the file never grew far past the threshold: ${largest}`);
-    assert.ok(size < largest, `the file shrank: ${size} < ${largest}`);
-    assert.deepEqual(await loadFrom(directory), expected);
-    const names = [...Deno.readDirSync(directory)].map((entry) => entry.name).sort();
-    assert.deepEqual(names, ["LOCK", "raft.log"]);
-  });
-});
+Deno.test(
+  "FilePersister: compaction rewrites the live records once dead ones dominate",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      const path = join(directory, "raft.log");
+      const persister = await FilePersister.open(directory, { compactMinBytes: 4096 });
+      const entries = Array.from({ length: 50 }, (_, i) => ({ term: 1, command: `entry ${i}` }));
+      await persister.save({ term: 1, votedFor: null, log: { from: 1, entries } });
+      let largest = 0;
+      for (let round = 0; round < 400; round++) {
+        const last = { term: 2, command: `round ${round}` };
+        await persister.save({ term: 2, votedFor: round % 3, log: { from: 50, entries: [last] } });
+        largest = Math.max(largest, (await Deno.stat(path)).size);
+      }
+      const expected = {
+        term: 2,
+        votedFor: 399 % 3,
+        log: [...entries.slice(0, 49), { term: 2, command: "round 399" }],
+      };
+      assert.deepEqual(await persister.load(), expected);
+      await persister.close();
+      const size = (await Deno.stat(path)).size;
+      assert.ok(
+        largest < 4096 * 2 + 3000,
+        `the file never grew far past the threshold: ${largest}`,
+      );
+      assert.ok(size < largest, `the file shrank: ${size} < ${largest}`);
+      assert.deepEqual(await loadFrom(directory), expected);
+      const names = [...Deno.readDirSync(directory)].map((entry) => entry.name).sort();
+      assert.deepEqual(names, ["LOCK", "raft.log"]);
+    });
+  },
+);
 
-Deno.test("FilePersister: a compaction file left by a crash is ignored and removed", async () => {
-  await withDirectory(async (directory) => {
-    await twoSaves(directory);
-    await Deno.writeTextFile(join(directory, "raft.log.compacting"), "RAFTLOG1 half-written");
-    assert.deepEqual(await loadFrom(directory), afterSecond);
-    const names = [...Deno.readDirSync(directory)].map((entry) => entry.name).sort();
-    assert.deepEqual(names, ["LOCK", "raft.log"]);
-  });
-});
+Deno.test(
+  "FilePersister: a compaction file left by a crash is ignored and removed",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      await twoSaves(directory);
+      await Deno.writeTextFile(join(directory, "raft.log.compacting"), "RAFTLOG1 half-written");
+      assert.deepEqual(await loadFrom(directory), afterSecond);
+      const names = [...Deno.readDirSync(directory)].map((entry) => entry.name).sort();
+      assert.deepEqual(names, ["LOCK", "raft.log"]);
+    });
+  },
+);
 
-Deno.test("FilePersister: load after saves reads what the saves left, without reopening", async () => {
-  await withDirectory(async (directory) => {
-    const persister = await FilePersister.open(directory);
-    assert.deepEqual(await persister.load(), { term: 0, votedFor: null, log: [] });
-    await persister.save(first);
-    const pending = persister.save(second);
-    assert.deepEqual(await persister.load(), afterSecond);
-    await pending;
-    await persister.close();
-  });
-});
+Deno.test(
+  "FilePersister: load after saves reads what the saves left, without reopening",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      const persister = await FilePersister.open(directory);
+      assert.deepEqual(await persister.load(), { term: 0, votedFor: null, log: [] });
+      await persister.save(first);
+      const pending = persister.save(second);
+      assert.deepEqual(await persister.load(), afterSecond);
+      await pending;
+      await persister.close();
+    });
+  },
+);

@@ -3,6 +3,7 @@ import { KvPersister } from "../src/kv_persister.ts";
 import { PersisterCorruptError } from "../src/persister_errors.ts";
 import type { LogEntry } from "../src/types.ts";
 import { persisterContract } from "./helpers/persister_contract.ts";
+import { sanitized } from "./helpers/sanitized.ts";
 
 persisterContract("KvPersister", (place) => KvPersister.open(place));
 
@@ -31,163 +32,187 @@ function bigCommand(bytes: number, fill = "x"): string {
   return fill.repeat(bytes - 2);
 }
 
-Deno.test("KvPersister: an entry larger than one Deno.Kv value is split and read back whole", async () => {
-  await withDatabase(async (path) => {
-    const persister = await KvPersister.open(path);
-    const log: LogEntry[] = [
-      { term: 1, command: bigCommand(200_000, "a") },
-      { term: 1, command: "small" },
-    ];
-    await persister.save({ term: 1, votedFor: null, log: { from: 1, entries: log } });
-    await persister.close();
-    const parts = await rawKeys(path, ["raft", "log", 1]);
-    assert.equal(parts.length, 4, `expected 200 KB in 4 parts of 64 KiB, saw ${parts.length}`);
-    const reopened = await KvPersister.open(path);
-    assert.deepEqual(await reopened.load(), { term: 1, votedFor: null, log });
-    await reopened.close();
-  });
-});
+Deno.test(
+  "KvPersister: an entry larger than one Deno.Kv value is split and read back whole",
+  sanitized,
+  async () => {
+    await withDatabase(async (path) => {
+      const persister = await KvPersister.open(path);
+      const log: LogEntry[] = [
+        { term: 1, command: bigCommand(200_000, "a") },
+        { term: 1, command: "small" },
+      ];
+      await persister.save({ term: 1, votedFor: null, log: { from: 1, entries: log } });
+      await persister.close();
+      const parts = await rawKeys(path, ["raft", "log", 1]);
+      assert.equal(parts.length, 4, `expected 200 KB in 4 parts of 64 KiB, saw ${parts.length}`);
+      const reopened = await KvPersister.open(path);
+      assert.deepEqual(await reopened.load(), { term: 1, votedFor: null, log });
+      await reopened.close();
+    });
+  },
+);
 
-Deno.test("KvPersister: a command of maxCommandBytes fits one save with any term; a larger entry is refused", async () => {
-  await withDatabase(async (path) => {
-    const persister = await KvPersister.open(path);
-    const limit = persister.maxCommandBytes;
-    assert.ok(limit > 700_000, `expected about 800 KB, got ${limit}`);
-    const largest = { term: Number.MAX_SAFE_INTEGER, command: bigCommand(limit) };
-    await persister.save({ term: 1, votedFor: 0, log: { from: 1, entries: [largest] } });
-    await assert.rejects(
-      persister.save({
+Deno.test(
+  "KvPersister: a command of maxCommandBytes fits one save with any term; a larger entry is refused",
+  sanitized,
+  async () => {
+    await withDatabase(async (path) => {
+      const persister = await KvPersister.open(path);
+      const limit = persister.maxCommandBytes;
+      assert.ok(limit > 700_000, `expected about 800 KB, got ${limit}`);
+      const largest = { term: Number.MAX_SAFE_INTEGER, command: bigCommand(limit) };
+      await persister.save({ term: 1, votedFor: 0, log: { from: 1, entries: [largest] } });
+      await assert.rejects(
+        persister.save({
+          term: 1,
+          votedFor: 0,
+          log: {
+            from: 2,
+            entries: [{ term: Number.MAX_SAFE_INTEGER, command: bigCommand(limit + 100) }],
+          },
+        }),
+        RangeError,
+      );
+      assert.deepEqual((await persister.load()).log, [largest]);
+      await persister.close();
+    });
+  },
+);
+
+Deno.test(
+  "KvPersister: a save too large for one commit is staged, then published whole",
+  sanitized,
+  async () => {
+    await withDatabase(async (path) => {
+      const persister = await KvPersister.open(path);
+      const many = Array.from({ length: 1500 }, (_, i) => ({ term: 2, command: i }));
+      const heavy = Array.from(
+        { length: 4 },
+        (_, i) => ({ term: 2, command: bigCommand(300_000, `${i}`) }),
+      );
+      await persister.save({
         term: 1,
-        votedFor: 0,
-        log: {
-          from: 2,
-          entries: [{ term: Number.MAX_SAFE_INTEGER, command: bigCommand(limit + 100) }],
-        },
-      }),
-      RangeError,
-    );
-    assert.deepEqual((await persister.load()).log, [largest]);
-    await persister.close();
-  });
-});
-
-Deno.test("KvPersister: a save too large for one commit is staged, then published whole", async () => {
-  await withDatabase(async (path) => {
-    const persister = await KvPersister.open(path);
-    const many = Array.from({ length: 1500 }, (_, i) => ({ term: 2, command: i }));
-    const heavy = Array.from(
-      { length: 4 },
-      (_, i) => ({ term: 2, command: bigCommand(300_000, `${i}`) }),
-    );
-    await persister.save({
-      term: 1,
-      votedFor: null,
-      log: { from: 1, entries: [{ term: 1, command: "a" }] },
-    });
-    await persister.save({ term: 2, votedFor: 1, log: { from: 2, entries: many } });
-    await persister.save({ term: 2, votedFor: 1, log: { from: 1000, entries: heavy } });
-    const expected = {
-      term: 2,
-      votedFor: 1,
-      log: [{ term: 1, command: "a" }, ...many.slice(0, 998), ...heavy],
-    };
-    assert.deepEqual(await persister.load(), expected);
-    // Let cleanup run: each save deletes a bounded batch of stale and staged keys.
-    for (let i = 0; i < 6; i++) await persister.save({ term: 2, votedFor: 1 });
-    await persister.close();
-    assert.deepEqual(await rawKeys(path, ["raft", "staged"]), []);
-    const stale = (await rawKeys(path, ["raft", "log"])).filter((key) => Number(key[2]) > 1003);
-    assert.deepEqual(stale, []);
-    const reopened = await KvPersister.open(path);
-    assert.deepEqual(await reopened.load(), expected);
-    await reopened.close();
-  });
-});
-
-Deno.test("KvPersister: a large save interrupted after its commit point is finished at open", async () => {
-  await withDatabase(async (path) => {
-    // What a crash leaves between the state key's commit and the end of the move: entries 2..3
-    // only under the staged prefix, the state key pointing at them.
-    const encode = (entry: LogEntry) => {
-      const json = new TextEncoder().encode(JSON.stringify(entry));
-      return Uint8Array.of(1, ...json);
-    };
-    const kv = await Deno.openKv(path);
-    await kv.atomic()
-      .set(["raft", "log", 1, 0], encode({ term: 1, command: "one" }))
-      .set(["raft", "log", 2, 0], encode({ term: 1, command: "stale" }))
-      .set(["raft", "staged", 2, 0], encode({ term: 2, command: "two" }))
-      .set(["raft", "staged", 3, 0], encode({ term: 2, command: "three" }))
-      .set(["raft", "state"], { term: 2, votedFor: 0, lastIndex: 3, staged: { from: 2, to: 3 } })
-      .commit();
-    kv.close();
-    const persister = await KvPersister.open(path);
-    const expected = {
-      term: 2,
-      votedFor: 0,
-      log: [{ term: 1, command: "one" }, { term: 2, command: "two" }, {
+        votedFor: null,
+        log: { from: 1, entries: [{ term: 1, command: "a" }] },
+      });
+      await persister.save({ term: 2, votedFor: 1, log: { from: 2, entries: many } });
+      await persister.save({ term: 2, votedFor: 1, log: { from: 1000, entries: heavy } });
+      const expected = {
         term: 2,
-        command: "three",
-      }],
-    };
-    assert.deepEqual(await persister.load(), expected);
-    await persister.close();
-    const check = await Deno.openKv(path);
-    const state = await check.get(["raft", "state"]);
-    check.close();
-    assert.deepEqual(state.value, { term: 2, votedFor: 0, lastIndex: 3, staged: null });
-  });
-});
+        votedFor: 1,
+        log: [{ term: 1, command: "a" }, ...many.slice(0, 998), ...heavy],
+      };
+      assert.deepEqual(await persister.load(), expected);
+      // Let cleanup run: each save deletes a bounded batch of stale and staged keys.
+      for (let i = 0; i < 6; i++) await persister.save({ term: 2, votedFor: 1 });
+      await persister.close();
+      assert.deepEqual(await rawKeys(path, ["raft", "staged"]), []);
+      const stale = (await rawKeys(path, ["raft", "log"])).filter((key) => Number(key[2]) > 1003);
+      assert.deepEqual(stale, []);
+      const reopened = await KvPersister.open(path);
+      assert.deepEqual(await reopened.load(), expected);
+      await reopened.close();
+    });
+  },
+);
 
-Deno.test("KvPersister: a damaged state key or a missing entry rejects open or load", async () => {
-  await withDatabase(async (path) => {
-    const kv = await Deno.openKv(path);
-    await kv.set(["raft", "state"], { term: "three" });
-    kv.close();
-    await assert.rejects(
-      KvPersister.open(path),
-      (error: unknown) => error instanceof PersisterCorruptError && error.message.includes(path),
-    );
-    const repair = await Deno.openKv(path);
-    await repair.set(["raft", "state"], { term: 3, votedFor: null, lastIndex: 2, staged: null });
-    await repair.set(
-      ["raft", "log", 1, 0],
-      Uint8Array.of(1, ...new TextEncoder().encode(`{"term":1,"command":1}`)),
-    );
-    repair.close();
-    const persister = await KvPersister.open(path);
-    await assert.rejects(
-      persister.load(),
-      (error: unknown) =>
-        error instanceof PersisterCorruptError && /log entry 2 .* is missing/.test(error.message),
-    );
-    await persister.close();
-  });
-});
+Deno.test(
+  "KvPersister: a large save interrupted after its commit point is finished at open",
+  sanitized,
+  async () => {
+    await withDatabase(async (path) => {
+      // What a crash leaves between the state key's commit and the end of the move: entries 2..3
+      // only under the staged prefix, the state key pointing at them.
+      const encode = (entry: LogEntry) => {
+        const json = new TextEncoder().encode(JSON.stringify(entry));
+        return Uint8Array.of(1, ...json);
+      };
+      const kv = await Deno.openKv(path);
+      await kv.atomic()
+        .set(["raft", "log", 1, 0], encode({ term: 1, command: "one" }))
+        .set(["raft", "log", 2, 0], encode({ term: 1, command: "stale" }))
+        .set(["raft", "staged", 2, 0], encode({ term: 2, command: "two" }))
+        .set(["raft", "staged", 3, 0], encode({ term: 2, command: "three" }))
+        .set(["raft", "state"], { term: 2, votedFor: 0, lastIndex: 3, staged: { from: 2, to: 3 } })
+        .commit();
+      kv.close();
+      const persister = await KvPersister.open(path);
+      const expected = {
+        term: 2,
+        votedFor: 0,
+        log: [{ term: 1, command: "one" }, { term: 2, command: "two" }, {
+          term: 2,
+          command: "three",
+        }],
+      };
+      assert.deepEqual(await persister.load(), expected);
+      await persister.close();
+      const check = await Deno.openKv(path);
+      const state = await check.get(["raft", "state"]);
+      check.close();
+      assert.deepEqual(state.value, { term: 2, votedFor: 0, lastIndex: 3, staged: null });
+    });
+  },
+);
 
-Deno.test("KvPersister: an entry overwritten by a smaller one ignores the old entry's extra parts", async () => {
-  await withDatabase(async (path) => {
-    const persister = await KvPersister.open(path);
-    await persister.save({
-      term: 1,
-      votedFor: null,
-      log: {
-        from: 1,
-        entries: [{ term: 1, command: bigCommand(150_000) }, { term: 1, command: 2 }],
-      },
+Deno.test(
+  "KvPersister: a damaged state key or a missing entry rejects open or load",
+  sanitized,
+  async () => {
+    await withDatabase(async (path) => {
+      const kv = await Deno.openKv(path);
+      await kv.set(["raft", "state"], { term: "three" });
+      kv.close();
+      await assert.rejects(
+        KvPersister.open(path),
+        (error: unknown) => error instanceof PersisterCorruptError && error.message.includes(path),
+      );
+      const repair = await Deno.openKv(path);
+      await repair.set(["raft", "state"], { term: 3, votedFor: null, lastIndex: 2, staged: null });
+      await repair.set(
+        ["raft", "log", 1, 0],
+        Uint8Array.of(1, ...new TextEncoder().encode(`{"term":1,"command":1}`)),
+      );
+      repair.close();
+      const persister = await KvPersister.open(path);
+      await assert.rejects(
+        persister.load(),
+        (error: unknown) =>
+          error instanceof PersisterCorruptError && /log entry 2 .* is missing/.test(error.message),
+      );
+      await persister.close();
     });
-    await persister.save({
-      term: 2,
-      votedFor: null,
-      log: { from: 1, entries: [{ term: 2, command: "short" }] },
+  },
+);
+
+Deno.test(
+  "KvPersister: an entry overwritten by a smaller one ignores the old entry's extra parts",
+  sanitized,
+  async () => {
+    await withDatabase(async (path) => {
+      const persister = await KvPersister.open(path);
+      await persister.save({
+        term: 1,
+        votedFor: null,
+        log: {
+          from: 1,
+          entries: [{ term: 1, command: bigCommand(150_000) }, { term: 1, command: 2 }],
+        },
+      });
+      await persister.save({
+        term: 2,
+        votedFor: null,
+        log: { from: 1, entries: [{ term: 2, command: "short" }] },
+      });
+      await persister.close();
+      const reopened = await KvPersister.open(path);
+      assert.deepEqual(await reopened.load(), {
+        term: 2,
+        votedFor: null,
+        log: [{ term: 2, command: "short" }],
+      });
+      await reopened.close();
     });
-    await persister.close();
-    const reopened = await KvPersister.open(path);
-    assert.deepEqual(await reopened.load(), {
-      term: 2,
-      votedFor: null,
-      log: [{ term: 2, command: "short" }],
-    });
-    await reopened.close();
-  });
-});
+  },
+);

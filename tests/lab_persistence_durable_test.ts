@@ -3,6 +3,7 @@
 import { lab4B } from "./lab/lab_tests.ts";
 import { runLabTest } from "./lab/run.ts";
 import { durablePersistence } from "./helpers/durable_persistence.ts";
+import { sanitized } from "./helpers/sanitized.ts";
 
 const scenarios = [
   "TestPersist14B", // basic persistence
@@ -16,7 +17,10 @@ for (const kind of ["kv", "file"] as const) {
   for (const name of scenarios) {
     const test = lab4B.find((candidate) => candidate.name === name);
     if (test === undefined) throw new Error(`No lab test named ${name}`);
-    Deno.test(`${kind} persister: ${name}`, () =>
-      runLabTest(test, { persistence: durablePersistence(kind) }));
+    Deno.test(
+      `${kind} persister: ${name}`,
+      sanitized,
+      () => runLabTest(test, { persistence: durablePersistence(kind) }),
+    );
   }
 }

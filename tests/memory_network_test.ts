@@ -7,7 +7,9 @@
 import assert from "node:assert/strict";
 import { MemoryNetwork } from "../src/memory_network.ts";
 import type { ClientEnd, RpcHandler } from "../src/types.ts";
-import { ManualClock, mulberry32, settle } from "./helpers/manual_clock.ts";
+import { ManualClock, settle } from "./helpers/manual_clock.ts";
+import { seededRandom } from "../src/simulator/seeded_random.ts";
+import { sanitized } from "./helpers/sanitized.ts";
 
 /** A network on a manual clock with one end `client` connected and enabled to server `server`. */
 function setup(handler: RpcHandler, seed = 1): {
@@ -16,7 +18,7 @@ function setup(handler: RpcHandler, seed = 1): {
   end: ClientEnd;
 } {
   const clock = new ManualClock();
-  const network = new MemoryNetwork({ clock, random: mulberry32(seed) });
+  const network = new MemoryNetwork({ clock, random: seededRandom(seed) });
   network.addServer("server", handler);
   const end = network.makeEnd("client");
   network.connect("client", "server");
@@ -42,7 +44,7 @@ function heldHandler(): RpcHandler & { received: unknown[]; replyAll(reply: unkn
   };
 }
 
-Deno.test("a call reaches the server and returns its reply", async () => {
+Deno.test("a call reaches the server and returns its reply", sanitized, async () => {
   const { network, end } = setup(echo);
   try {
     assert.deepEqual(await end.call("Echo", { x: 1 }), { method: "Echo", args: { x: 1 } });
@@ -52,7 +54,7 @@ Deno.test("a call reaches the server and returns its reply", async () => {
   }
 });
 
-Deno.test("requests and replies are copied through JSON", async () => {
+Deno.test("requests and replies are copied through JSON", sanitized, async () => {
   let seen: { list: number[]; when?: unknown } | undefined;
   const kept = { answer: [1, 2] };
   const { network, end } = setup({
@@ -75,32 +77,36 @@ Deno.test("requests and replies are copied through JSON", async () => {
   }
 });
 
-Deno.test("a disabled end, an unconnected end and a missing server get undefined, after a delay", async () => {
-  const { network, clock, end } = setup(echo);
-  try {
-    const unconnected = network.makeEnd("unconnected");
-    network.enable("unconnected", true);
-    const nowhere = network.makeEnd("nowhere");
-    network.connect("nowhere", "no such server");
-    network.enable("nowhere", true);
-    network.enable("client", false);
-    const calls = [end.call("M", 1), unconnected.call("M", 2), nowhere.call("M", 3)];
-    const dueTimes = clock.pendingDueTimes(); // a delay of 0 runs in a microtask instead
-    assert.ok(dueTimes.length >= 2, `expected simulated timeouts, saw ${dueTimes.length} timers`);
-    assert.ok(
-      dueTimes.every((at) => at <= 99),
-      `short timeouts are at most 99 ms, saw ${dueTimes}`,
-    );
-    clock.advance(99);
-    assert.deepEqual(await Promise.all(calls), [undefined, undefined, undefined]);
-    assert.equal(network.getCount("server"), 0, "nothing was delivered");
-    assert.equal(network.getTotalCount(), 3, "sent calls count even when undelivered");
-  } finally {
-    network.close();
-  }
-});
+Deno.test(
+  "a disabled end, an unconnected end and a missing server get undefined, after a delay",
+  sanitized,
+  async () => {
+    const { network, clock, end } = setup(echo);
+    try {
+      const unconnected = network.makeEnd("unconnected");
+      network.enable("unconnected", true);
+      const nowhere = network.makeEnd("nowhere");
+      network.connect("nowhere", "no such server");
+      network.enable("nowhere", true);
+      network.enable("client", false);
+      const calls = [end.call("M", 1), unconnected.call("M", 2), nowhere.call("M", 3)];
+      const dueTimes = clock.pendingDueTimes(); // a delay of 0 runs in a microtask instead
+      assert.ok(dueTimes.length >= 2, `expected simulated timeouts, saw ${dueTimes.length} timers`);
+      assert.ok(
+        dueTimes.every((at) => at <= 99),
+        `short timeouts are at most 99 ms, saw ${dueTimes}`,
+      );
+      clock.advance(99);
+      assert.deepEqual(await Promise.all(calls), [undefined, undefined, undefined]);
+      assert.equal(network.getCount("server"), 0, "nothing was delivered");
+      assert.equal(network.getTotalCount(), 3, "sent calls count even when undelivered");
+    } finally {
+      network.close();
+    }
+  },
+);
 
-Deno.test("a deleted end gets undefined, and its name can be made again", async () => {
+Deno.test("a deleted end gets undefined, and its name can be made again", sanitized, async () => {
   const { network, clock, end } = setup(echo);
   try {
     network.deleteEnd("client");
@@ -115,24 +121,28 @@ Deno.test("a deleted end gets undefined, and its name can be made again", async 
   }
 });
 
-Deno.test("deleteServer resolves calls in flight to it to undefined at once", async () => {
-  const handler = heldHandler();
-  const { network, end } = setup(handler);
-  try {
-    const call = end.call("M", { n: 1 });
-    await settle();
-    assert.equal(handler.received.length, 1, "the request was delivered");
-    network.deleteServer("server");
-    assert.equal(await call, undefined);
-    handler.replyAll({ late: true }); // a reply from the crashed server goes nowhere
-    await settle();
-    assert.equal(network.getCount("server"), 0, "a deleted server has no count");
-  } finally {
-    network.close();
-  }
-});
+Deno.test(
+  "deleteServer resolves calls in flight to it to undefined at once",
+  sanitized,
+  async () => {
+    const handler = heldHandler();
+    const { network, end } = setup(handler);
+    try {
+      const call = end.call("M", { n: 1 });
+      await settle();
+      assert.equal(handler.received.length, 1, "the request was delivered");
+      network.deleteServer("server");
+      assert.equal(await call, undefined);
+      handler.replyAll({ late: true }); // a reply from the crashed server goes nowhere
+      await settle();
+      assert.equal(network.getCount("server"), 0, "a deleted server has no count");
+    } finally {
+      network.close();
+    }
+  },
+);
 
-Deno.test("replacing a server drops the old one's calls in flight", async () => {
+Deno.test("replacing a server drops the old one's calls in flight", sanitized, async () => {
   const old = heldHandler();
   const { network, end } = setup(old);
   try {
@@ -146,41 +156,49 @@ Deno.test("replacing a server drops the old one's calls in flight", async () => 
   }
 });
 
-Deno.test("a reply is dropped if the end was disabled while the server worked", async () => {
-  const handler = heldHandler();
-  const { network, end } = setup(handler);
-  try {
-    const call = end.call("M", 1);
-    await settle();
-    network.enable("client", false);
-    handler.replyAll({ ok: true });
-    assert.equal(await call, undefined);
-  } finally {
-    network.close();
-  }
-});
-
-Deno.test("a server that throws, rejects or replies non-JSON gives undefined", async () => {
-  const replies: Record<string, () => Promise<unknown>> = {
-    Throw: () => {
-      throw new Error("boom");
-    },
-    Reject: () => Promise.reject(new Error("boom")),
-    BigInt: () => Promise.resolve(1n),
-    Undefined: () => Promise.resolve(undefined),
-  };
-  const { network, end } = setup({ handleRpc: (method) => replies[method]!() });
-  try {
-    for (const method of Object.keys(replies)) {
-      assert.equal(await end.call(method, {}), undefined, method);
+Deno.test(
+  "a reply is dropped if the end was disabled while the server worked",
+  sanitized,
+  async () => {
+    const handler = heldHandler();
+    const { network, end } = setup(handler);
+    try {
+      const call = end.call("M", 1);
+      await settle();
+      network.enable("client", false);
+      handler.replyAll({ ok: true });
+      assert.equal(await call, undefined);
+    } finally {
+      network.close();
     }
-    assert.equal(network.getCount("server"), 4);
-  } finally {
-    network.close();
-  }
-});
+  },
+);
 
-Deno.test("non-JSON args are not sent and not counted", async () => {
+Deno.test(
+  "a server that throws, rejects or replies non-JSON gives undefined",
+  sanitized,
+  async () => {
+    const replies: Record<string, () => Promise<unknown>> = {
+      Throw: () => {
+        throw new Error("boom");
+      },
+      Reject: () => Promise.reject(new Error("boom")),
+      BigInt: () => Promise.resolve(1n),
+      Undefined: () => Promise.resolve(undefined),
+    };
+    const { network, end } = setup({ handleRpc: (method) => replies[method]!() });
+    try {
+      for (const method of Object.keys(replies)) {
+        assert.equal(await end.call(method, {}), undefined, method);
+      }
+      assert.equal(network.getCount("server"), 4);
+    } finally {
+      network.close();
+    }
+  },
+);
+
+Deno.test("non-JSON args are not sent and not counted", sanitized, async () => {
   const { network, end } = setup(echo);
   try {
     assert.equal(await end.call("M", { big: 1n }), undefined);
@@ -191,36 +209,40 @@ Deno.test("non-JSON args are not sent and not counted", async () => {
   }
 });
 
-Deno.test("counts: per server, total calls, and bytes of args plus delivered replies", async () => {
-  const clock = new ManualClock();
-  const network = new MemoryNetwork({ clock, random: mulberry32(7) });
-  try {
-    network.addServer("a", { handleRpc: () => Promise.resolve({ ok: 1 }) }); // 8 bytes of JSON
-    network.addServer("b", { handleRpc: () => Promise.resolve("yes") }); // 5 bytes
-    const toA = network.makeEnd("toA");
-    const toB = network.makeEnd("toB");
-    network.connect("toA", "a");
-    network.connect("toB", "b");
-    network.enable("toA", true);
-    network.enable("toB", true);
+Deno.test(
+  "counts: per server, total calls, and bytes of args plus delivered replies",
+  sanitized,
+  async () => {
+    const clock = new ManualClock();
+    const network = new MemoryNetwork({ clock, random: seededRandom(7) });
+    try {
+      network.addServer("a", { handleRpc: () => Promise.resolve({ ok: 1 }) }); // 8 bytes of JSON
+      network.addServer("b", { handleRpc: () => Promise.resolve("yes") }); // 5 bytes
+      const toA = network.makeEnd("toA");
+      const toB = network.makeEnd("toB");
+      network.connect("toA", "a");
+      network.connect("toB", "b");
+      network.enable("toA", true);
+      network.enable("toB", true);
 
-    await toA.call("M", { n: 1 }); // 7 + 8
-    await toA.call("M", [1, 2, 3]); // 7 + 8
-    await toB.call("M", "hi"); // 4 + 5
-    network.enable("toB", false);
-    const lost = toB.call("M", 12345); // 5, never delivered
-    clock.advance(99);
-    await lost;
+      await toA.call("M", { n: 1 }); // 7 + 8
+      await toA.call("M", [1, 2, 3]); // 7 + 8
+      await toB.call("M", "hi"); // 4 + 5
+      network.enable("toB", false);
+      const lost = toB.call("M", 12345); // 5, never delivered
+      clock.advance(99);
+      await lost;
 
-    assert.equal(network.getCount("a"), 2);
-    assert.equal(network.getCount("b"), 1);
-    assert.equal(network.getCount("missing"), 0);
-    assert.equal(network.getTotalCount(), 4);
-    assert.equal(network.getTotalBytes(), 7 + 8 + 7 + 8 + 4 + 5 + 5);
-  } finally {
-    network.close();
-  }
-});
+      assert.equal(network.getCount("a"), 2);
+      assert.equal(network.getCount("b"), 1);
+      assert.equal(network.getCount("missing"), 0);
+      assert.equal(network.getTotalCount(), 4);
+      assert.equal(network.getTotalBytes(), 7 + 8 + 7 + 8 + 4 + 5 + 5);
+    } finally {
+      network.close();
+    }
+  },
+);
 
 /** Sends `n` calls on an unreliable network; counts requests delivered and replies received. */
 async function unreliableRun(
@@ -250,7 +272,7 @@ async function unreliableRun(
   }
 }
 
-Deno.test("unreliable mode loses about 10% of requests and 10% of replies", async () => {
+Deno.test("unreliable mode loses about 10% of requests and 10% of replies", sanitized, async () => {
   const n = 2000;
   const { delivered, replies } = await unreliableRun(42, n);
   // Binomial: standard deviations of about 13 requests and 13 replies; allow 7 of them.
@@ -272,7 +294,7 @@ Deno.test("unreliable mode loses about 10% of requests and 10% of replies", asyn
   );
 });
 
-Deno.test("a reliable network loses nothing and adds no delay", async () => {
+Deno.test("a reliable network loses nothing and adds no delay", sanitized, async () => {
   const { network, clock, end } = setup(echo, 3);
   try {
     const results = await Promise.all(Array.from({ length: 200 }, (_, i) => end.call("M", i)));
@@ -283,7 +305,7 @@ Deno.test("a reliable network loses nothing and adds no delay", async () => {
   }
 });
 
-Deno.test("long reordering delays about 2/3 of replies by 200-2200 ms", async () => {
+Deno.test("long reordering delays about 2/3 of replies by 200-2200 ms", sanitized, async () => {
   const { network, clock, end } = setup(echo, 5);
   try {
     network.setLongReordering(true);
@@ -321,41 +343,170 @@ Deno.test("long reordering delays about 2/3 of replies by 200-2200 ms", async ()
   }
 });
 
-Deno.test("long delays make calls to unreachable servers fail after up to 7000 ms", async () => {
-  const { network, clock, end } = setup(echo, 9);
-  try {
-    network.enable("client", false);
-    network.setLongDelays(true);
-    const calls = Array.from({ length: 300 }, () => end.call("M", 0));
-    const dueTimes = clock.pendingDueTimes();
-    assert.ok(dueTimes.at(-1)! <= 6999, `expected at most 6999 ms, saw ${dueTimes.at(-1)}`);
-    assert.ok(dueTimes.at(-1)! > 5000, `expected some delays past 5000 ms, saw ${dueTimes.at(-1)}`);
-    clock.advance(6999);
-    assert.deepEqual(new Set(await Promise.all(calls)), new Set([undefined]));
-    network.setLongDelays(false);
-    end.call("M", 0);
-    assert.ok(clock.pendingDueTimes()[0]! - clock.now() <= 99, "short delays once switched off");
-  } finally {
+Deno.test(
+  "long delays make calls to unreachable servers fail after up to 7000 ms",
+  sanitized,
+  async () => {
+    const { network, clock, end } = setup(echo, 9);
+    try {
+      network.enable("client", false);
+      network.setLongDelays(true);
+      const calls = Array.from({ length: 300 }, () => end.call("M", 0));
+      const dueTimes = clock.pendingDueTimes();
+      assert.ok(dueTimes.at(-1)! <= 6999, `expected at most 6999 ms, saw ${dueTimes.at(-1)}`);
+      assert.ok(
+        dueTimes.at(-1)! > 5000,
+        `expected some delays past 5000 ms, saw ${dueTimes.at(-1)}`,
+      );
+      clock.advance(6999);
+      assert.deepEqual(new Set(await Promise.all(calls)), new Set([undefined]));
+      network.setLongDelays(false);
+      end.call("M", 0);
+      assert.ok(clock.pendingDueTimes()[0]! - clock.now() <= 99, "short delays once switched off");
+    } finally {
+      network.close();
+    }
+  },
+);
+
+Deno.test(
+  "close() resolves pending calls to undefined and cancels their timers",
+  sanitized,
+  async () => {
+    const handler = heldHandler();
+    const { network, clock, end } = setup(handler, 11);
+    network.setLongReordering(true);
+    const inHandler = end.call("M", 1);
+    await settle();
+    const toDisabled = network.makeEnd("disabled");
+    const waiting = toDisabled.call("M", 2);
+    assert.equal(clock.pendingTimers, 1);
+
     network.close();
-  }
+    assert.deepEqual(await Promise.all([inHandler, waiting]), [undefined, undefined]);
+    assert.equal(clock.pendingTimers, 0, "close() must cancel every timer");
+    handler.replyAll("late");
+    await settle();
+    assert.equal(await end.call("M", 3), undefined, "calls after close() get undefined");
+    assert.equal(network.getTotalCount(), 2, "calls after close() are not counted");
+    assert.equal(clock.pendingTimers, 0);
+  },
+);
+
+// ---- End faults (for fault injection; the lab's tests never set them) -----------------------
+
+Deno.test(
+  "end faults: request loss never reaches the server; reply loss does, then drops the reply",
+  sanitized,
+  async () => {
+    const { network, end } = setup(echo, 12);
+    network.setEndFaults("client", { requestLoss: 1 });
+    assert.equal(await end.call("M", 1), undefined);
+    assert.equal(network.getCount("server"), 0, "a lost request is not delivered");
+    network.setEndFaults("client", { replyLoss: 1 });
+    assert.equal(await end.call("M", 2), undefined);
+    assert.equal(network.getCount("server"), 1, "the request arrived; its reply was lost");
+    network.setEndFaults("client", {});
+    assert.deepEqual(await end.call("M", 3), { method: "M", args: 3 });
+  },
+);
+
+Deno.test(
+  "end faults: a clog holds requests and replies until lifted, then lets them through",
+  sanitized,
+  async () => {
+    const { network, clock, end } = setup(echo, 13);
+    network.setEndFaults("client", { requestsClogged: true });
+    let first: unknown = "pending";
+    const firstCall = end.call("M", 1).then((reply) => first = reply);
+    await clock.advanceAsync(60_000);
+    assert.equal(first, "pending", "a clogged request neither arrives nor fails");
+    assert.equal(network.getCount("server"), 0);
+    network.setEndFaults("client", { repliesClogged: true });
+    await clock.advanceAsync(20);
+    assert.equal(
+      network.getCount("server"),
+      1,
+      "lifting the request clog lets the request through",
+    );
+    assert.equal(first, "pending", "but its reply is now held");
+    network.setEndFaults("client", {});
+    await clock.advanceAsync(20);
+    await firstCall;
+    assert.deepEqual(first, { method: "M", args: 1 });
+  },
+);
+
+Deno.test(
+  "end faults: duplication delivers a request twice; the caller sees one reply",
+  sanitized,
+  async () => {
+    const handler = heldHandler();
+    const { network, clock, end } = setup(handler, 14);
+    network.setEndFaults("client", { duplication: 1 });
+    const call = end.call("M", { n: 1 });
+    await clock.advanceAsync(20);
+    assert.deepEqual(handler.received, [{ n: 1 }, { n: 1 }]);
+    assert.equal(network.getCount("server"), 2);
+    handler.replyAll("ok");
+    assert.equal(await call, "ok");
+    network.close();
+  },
+);
+
+Deno.test(
+  "end faults: maxDelayMs delays requests and replies by up to that much",
+  sanitized,
+  async () => {
+    const { network, clock, end } = setup(echo, 15);
+    network.setEndFaults("client", { maxDelayMs: 500 });
+    const delays: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      const started = clock.now();
+      let done = false;
+      end.call("M", i).then(() => done = true);
+      while (!done) await clock.advanceAsync(25);
+      delays.push(clock.now() - started);
+    }
+    assert.ok(delays.every((ms) => ms <= 1025), `delays above 2 x 500 ms: ${delays}`);
+    assert.ok(delays.some((ms) => ms > 100), `no delay above 100 ms: ${delays}`);
+  },
+);
+
+Deno.test("end faults: bad probabilities and unknown ends are refused", sanitized, () => {
+  const { network } = setup(echo);
+  assert.throws(() => network.setEndFaults("client", { requestLoss: 2 }), RangeError);
+  assert.throws(() => network.setEndFaults("client", { maxDelayMs: -1 }), RangeError);
+  assert.throws(() => network.setEndFaults("nobody", {}), RangeError);
 });
 
-Deno.test("close() resolves pending calls to undefined and cancels their timers", async () => {
-  const handler = heldHandler();
-  const { network, clock, end } = setup(handler, 11);
-  network.setLongReordering(true);
-  const inHandler = end.call("M", 1);
+Deno.test("close() cancels the timers that release clogged messages", sanitized, async () => {
+  const { network, clock, end } = setup(echo, 16);
+  network.setEndFaults("client", { requestsClogged: true });
+  const call = end.call("M", 1);
   await settle();
-  const toDisabled = network.makeEnd("disabled");
-  const waiting = toDisabled.call("M", 2);
-  assert.equal(clock.pendingTimers, 1);
-
+  network.setEndFaults("client", {});
+  assert.equal(clock.pendingTimers, 1, "the release waits for its timer");
   network.close();
-  assert.deepEqual(await Promise.all([inHandler, waiting]), [undefined, undefined]);
-  assert.equal(clock.pendingTimers, 0, "close() must cancel every timer");
-  handler.replyAll("late");
-  await settle();
-  assert.equal(await end.call("M", 3), undefined, "calls after close() get undefined");
-  assert.equal(network.getTotalCount(), 2, "calls after close() are not counted");
+  assert.equal(await call, undefined);
   assert.equal(clock.pendingTimers, 0);
+});
+
+Deno.test("the record option reports each delivered request and reply", sanitized, async () => {
+  const clock = new ManualClock();
+  const lines: string[] = [];
+  const network = new MemoryNetwork({
+    clock,
+    random: seededRandom(1),
+    record: (l) => lines.push(l),
+  });
+  network.addServer("server", echo);
+  const end = network.makeEnd("client");
+  network.connect("client", "server");
+  network.enable("client", true);
+  await end.call("M", { x: 1 });
+  assert.deepEqual(lines, [
+    'client request M {"x":1}',
+    'client reply {"method":"M","args":{"x":1}}',
+  ]);
 });

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { MemoryPersister } from "../src/memory_persister.ts";
 import type { LogEntry, PersistentState } from "../src/types.ts";
+import { sanitized } from "./helpers/sanitized.ts";
 
 function entries(...commands: string[]): LogEntry[] {
   return commands.map((command) => ({ term: 1, command }));
@@ -22,24 +23,28 @@ async function commands(persister: MemoryPersister): Promise<unknown[]> {
   return (await persister.load()).log.map((entry) => entry.command);
 }
 
-Deno.test("a fresh persister loads term 0, no vote and an empty log", async () => {
+Deno.test("a fresh persister loads term 0, no vote and an empty log", sanitized, async () => {
   const persister = new MemoryPersister();
   assert.deepEqual(await persister.load(), { term: 0, votedFor: null, log: [] });
   assert.equal(persister.saveCount, 0);
 });
 
-Deno.test("a save without a log change sets term and vote and keeps the log", async () => {
-  const persister = await persisterWithLog();
-  await persister.save({ term: 5, votedFor: null });
-  assert.deepEqual(await persister.load(), {
-    term: 5,
-    votedFor: null,
-    log: entries("a", "b", "c"),
-  });
-  assert.equal(persister.saveCount, 2);
-});
+Deno.test(
+  "a save without a log change sets term and vote and keeps the log",
+  sanitized,
+  async () => {
+    const persister = await persisterWithLog();
+    await persister.save({ term: 5, votedFor: null });
+    assert.deepEqual(await persister.load(), {
+      term: 5,
+      votedFor: null,
+      log: entries("a", "b", "c"),
+    });
+    assert.equal(persister.saveCount, 2);
+  },
+);
 
-Deno.test("a log change drops entries from `from` on, then appends", async () => {
+Deno.test("a log change drops entries from `from` on, then appends", sanitized, async () => {
   const persister = await persisterWithLog();
   await persister.save({ term: 3, votedFor: 0, log: { from: 2, entries: entries("x", "y") } });
   assert.deepEqual(await commands(persister), ["a", "x", "y"], "truncate at 2, then append");
@@ -51,35 +56,43 @@ Deno.test("a log change drops entries from `from` on, then appends", async () =>
   assert.deepEqual(await persister.load(), { term: 4, votedFor: null, log: [] });
 });
 
-Deno.test("a log change that would leave a gap rejects with RangeError and changes nothing", async () => {
-  const persister = await persisterWithLog();
-  const before = persister.snapshot();
-  for (const from of [5, 0, -1, 1.5, NaN]) {
-    await assert.rejects(
-      persister.save({ term: 9, votedFor: 2, log: { from, entries: entries("gap") } }),
-      RangeError,
-      `from=${from}`,
-    );
-    assert.deepEqual(persister.snapshot(), before, `from=${from}: term, vote and log must stay`);
-  }
-  assert.equal(persister.saveCount, 1, "only the first save counts");
-});
+Deno.test(
+  "a log change that would leave a gap rejects with RangeError and changes nothing",
+  sanitized,
+  async () => {
+    const persister = await persisterWithLog();
+    const before = persister.snapshot();
+    for (const from of [5, 0, -1, 1.5, NaN]) {
+      await assert.rejects(
+        persister.save({ term: 9, votedFor: 2, log: { from, entries: entries("gap") } }),
+        RangeError,
+        `from=${from}`,
+      );
+      assert.deepEqual(persister.snapshot(), before, `from=${from}: term, vote and log must stay`);
+    }
+    assert.equal(persister.saveCount, 1, "only the first save counts");
+  },
+);
 
-Deno.test("load() returns a copy: changing it does not change the persister", async () => {
-  const persister = await persisterWithLog();
-  const loaded = await persister.load();
-  loaded.term = 99;
-  loaded.log.push({ term: 9, command: "extra" });
-  loaded.log[0]!.term = 7;
-  loaded.log[1]!.command = "changed";
-  assert.deepEqual(await persister.load(), {
-    term: 2,
-    votedFor: 1,
-    log: entries("a", "b", "c"),
-  });
-});
+Deno.test(
+  "load() returns a copy: changing it does not change the persister",
+  sanitized,
+  async () => {
+    const persister = await persisterWithLog();
+    const loaded = await persister.load();
+    loaded.term = 99;
+    loaded.log.push({ term: 9, command: "extra" });
+    loaded.log[0]!.term = 7;
+    loaded.log[1]!.command = "changed";
+    assert.deepEqual(await persister.load(), {
+      term: 2,
+      votedFor: 1,
+      log: entries("a", "b", "c"),
+    });
+  },
+);
 
-Deno.test("save() and the constructor copy what they are given", async () => {
+Deno.test("save() and the constructor copy what they are given", sanitized, async () => {
   const given = entries("a");
   const persister = new MemoryPersister();
   await persister.save({ term: 1, votedFor: null, log: { from: 1, entries: given } });
@@ -94,7 +107,7 @@ Deno.test("save() and the constructor copy what they are given", async () => {
   assert.deepEqual(await built.load(), { term: 1, votedFor: 0, log: entries("b") });
 });
 
-Deno.test("copy() is an independent persister holding the same state", async () => {
+Deno.test("copy() is an independent persister holding the same state", sanitized, async () => {
   const original = await persisterWithLog();
   const copy = original.copy();
   assert.deepEqual(await copy.load(), await original.load());
@@ -114,6 +127,7 @@ Deno.test("copy() is an independent persister holding the same state", async () 
 // Regression: MemoryPersister once kept the command objects it was given, so a service mutating an
 // applied command (the log's own object) changed the "saved" state. It now stores JSON text.
 Deno.test({
+  ...sanitized,
   name:
     "commands are copied too: an object command changed after save or load stays saved as it was",
 
@@ -137,7 +151,7 @@ Deno.test({
   },
 });
 
-Deno.test("stateSize() is the JSON length of the saved state", async () => {
+Deno.test("stateSize() is the JSON length of the saved state", sanitized, async () => {
   const persister = await persisterWithLog();
   assert.equal(persister.stateSize(), JSON.stringify(await persister.load()).length);
   assert.equal(new MemoryPersister().stateSize(), '{"term":0,"votedFor":null,"log":[]}'.length);

@@ -9,7 +9,9 @@ import { FilePersister } from "../src/file_persister.ts";
 import { KvPersister } from "../src/kv_persister.ts";
 import { MemoryPersister } from "../src/memory_persister.ts";
 import { crashChange, lastIndexAfterChange, WRITER_WINDOW } from "./helpers/crash_workload.ts";
-import { randomInt, seededRandom } from "./helpers/seeded_random.ts";
+import { randomInt } from "../src/clock.ts";
+import { seededRandom } from "../src/simulator/seeded_random.ts";
+import { sanitized } from "./helpers/sanitized.ts";
 
 const KILLS = 50;
 const WRITER = new URL("./helpers/crash_writer.ts", import.meta.url).pathname;
@@ -67,53 +69,57 @@ async function killedWriter(
 }
 
 for (const kind of ["kv", "file"] as const) {
-  Deno.test(`${kind} persister: every acknowledged save survives ${KILLS} kill -9s`, async () => {
-    const directory = await Deno.makeTempDir({ prefix: `raft-crash-${kind}-` });
-    const place = kind === "kv" ? `${directory}/peer.kv` : `${directory}/peer`;
-    const random = seededRandom(kind === "kv" ? 11 : 12);
-    const model = new MemoryPersister();
-    let modelStep = 0;
-    let modelLastIndex = 0;
-    let acknowledged = 0;
-    let roundsWithAcks = 0;
-    try {
-      for (let round = 1; round <= KILLS; round++) {
-        // One round in five kills the writer while it opens: recovery must survive that too.
-        const whileOpening = round % 5 === 0;
-        const delay = whileOpening ? randomInt(random, 0, 150) : randomInt(random, 0, 40);
-        const run = await killedWriter(kind, place, delay, !whileOpening);
-        const persister = kind === "kv"
-          ? await KvPersister.open(place)
-          : await FilePersister.open(place);
-        const state = await persister.load();
-        await persister.close();
+  Deno.test(
+    `${kind} persister: every acknowledged save survives ${KILLS} kill -9s`,
+    sanitized,
+    async () => {
+      const directory = await Deno.makeTempDir({ prefix: `raft-crash-${kind}-` });
+      const place = kind === "kv" ? `${directory}/peer.kv` : `${directory}/peer`;
+      const random = seededRandom(kind === "kv" ? 11 : 12);
+      const model = new MemoryPersister();
+      let modelStep = 0;
+      let modelLastIndex = 0;
+      let acknowledged = 0;
+      let roundsWithAcks = 0;
+      try {
+        for (let round = 1; round <= KILLS; round++) {
+          // One round in five kills the writer while it opens: recovery must survive that too.
+          const whileOpening = round % 5 === 0;
+          const delay = whileOpening ? randomInt(random, 0, 150) : randomInt(random, 0, 40);
+          const run = await killedWriter(kind, place, delay, !whileOpening);
+          const persister = kind === "kv"
+            ? await KvPersister.open(place)
+            : await FilePersister.open(place);
+          const state = await persister.load();
+          await persister.close();
 
-        const floor = Math.max(run.lastAcknowledged, run.resumedAt, modelStep);
-        const ceiling = Math.max(floor, run.lastAcknowledged) + WRITER_WINDOW;
-        const context = `round ${round} (delay ${delay} ms, resumed at ${run.resumedAt}, ` +
-          `last acknowledged ${run.lastAcknowledged}): reopened at step ${state.term}`;
-        assert.ok(state.term >= floor, `${context}, lost acknowledged saves up to ${floor}`);
-        assert.ok(state.term <= ceiling, `${context}, beyond any save the writer made`);
-        while (modelStep < state.term) {
-          modelStep++;
-          const change = crashChange(modelStep, modelLastIndex);
-          await model.save(change);
-          modelLastIndex = lastIndexAfterChange(change, modelLastIndex);
+          const floor = Math.max(run.lastAcknowledged, run.resumedAt, modelStep);
+          const ceiling = Math.max(floor, run.lastAcknowledged) + WRITER_WINDOW;
+          const context = `round ${round} (delay ${delay} ms, resumed at ${run.resumedAt}, ` +
+            `last acknowledged ${run.lastAcknowledged}): reopened at step ${state.term}`;
+          assert.ok(state.term >= floor, `${context}, lost acknowledged saves up to ${floor}`);
+          assert.ok(state.term <= ceiling, `${context}, beyond any save the writer made`);
+          while (modelStep < state.term) {
+            modelStep++;
+            const change = crashChange(modelStep, modelLastIndex);
+            await model.save(change);
+            modelLastIndex = lastIndexAfterChange(change, modelLastIndex);
+          }
+          assert.deepEqual(state, model.snapshot(), `${context}, with a state no prefix gives`);
+          if (run.lastAcknowledged > run.resumedAt) {
+            roundsWithAcks++;
+            acknowledged += run.lastAcknowledged - run.resumedAt;
+          }
         }
-        assert.deepEqual(state, model.snapshot(), `${context}, with a state no prefix gives`);
-        if (run.lastAcknowledged > run.resumedAt) {
-          roundsWithAcks++;
-          acknowledged += run.lastAcknowledged - run.resumedAt;
-        }
+        // Guards against a vacuous pass: the kills must have landed among acknowledged saves.
+        assert.ok(
+          roundsWithAcks >= KILLS / 2,
+          `only ${roundsWithAcks} of ${KILLS} rounds saw a save acknowledged`,
+        );
+        console.log(`${kind}: ${acknowledged} saves acknowledged over ${roundsWithAcks} rounds`);
+      } finally {
+        await Deno.remove(directory, { recursive: true });
       }
-      // Guards against a vacuous pass: the kills must have landed among acknowledged saves.
-      assert.ok(
-        roundsWithAcks >= KILLS / 2,
-        `only ${roundsWithAcks} of ${KILLS} rounds saw a save acknowledged`,
-      );
-      console.log(`${kind}: ${acknowledged} saves acknowledged over ${roundsWithAcks} rounds`);
-    } finally {
-      await Deno.remove(directory, { recursive: true });
-    }
-  });
+    },
+  );
 }

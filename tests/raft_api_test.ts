@@ -15,6 +15,7 @@ import type {
   RaftOptions,
 } from "../src/types.ts";
 import { fixedRandom, ManualClock, settle } from "./helpers/manual_clock.ts";
+import { sanitized } from "./helpers/sanitized.ts";
 
 /** Short timeouts on the real clock, so that a single peer elects itself within 100 ms. */
 const fast: RaftOptions = {
@@ -59,7 +60,7 @@ async function untilLeader(raft: Raft): Promise<void> {
 
 // ---- make() ---------------------------------------------------------------------------------
 
-Deno.test("make() rejects bad peers, me, persister and applyCh", async () => {
+Deno.test("make() rejects bad peers, me, persister and applyCh", sanitized, async () => {
   const persister = new MemoryPersister();
   const cases: [string, () => Promise<Raft>, ErrorConstructor, RegExp][] = [
     ["empty peers", () => make([], 0, persister, ignoreApply), TypeError, /Peers/],
@@ -130,7 +131,7 @@ Deno.test("make() rejects bad peers, me, persister and applyCh", async () => {
   }
 });
 
-Deno.test("make() rejects bad options", async () => {
+Deno.test("make() rejects bad options", sanitized, async () => {
   const cases: [string, RaftOptions][] = [
     ["zero heartbeat", { heartbeatIntervalMs: 0 }],
     ["negative heartbeat", { heartbeatIntervalMs: -5 }],
@@ -158,6 +159,7 @@ Deno.test("make() rejects bad options", async () => {
 // Regression: maxEntriesPerAppend was floored after the positivity check, so 0.5 became 0 and no
 // AppendEntries carried entries. make() now requires a positive integer.
 Deno.test({
+  ...sanitized,
   name: "make() rejects a maxEntriesPerAppend below 1",
 
   fn: async () => {
@@ -180,7 +182,7 @@ function loading(state: unknown): Persister {
   return { load: () => Promise.resolve(state as PersistentState), save: () => Promise.resolve() };
 }
 
-Deno.test("make() rejects a malformed loaded state", async () => {
+Deno.test("make() rejects a malformed loaded state", sanitized, async () => {
   const good = {
     term: 2,
     votedFor: 1,
@@ -225,6 +227,7 @@ Deno.test("make() rejects a malformed loaded state", async () => {
 // Regression: checkLoadedState accepted entries an AppendEntries would be refused for: term 0
 // (terms start at 1) and no command.
 Deno.test({
+  ...sanitized,
   name: "make() rejects loaded entries of term 0 or without a command",
 
   fn: async () => {
@@ -251,53 +254,61 @@ Deno.test({
 
 // ---- start() --------------------------------------------------------------------------------
 
-Deno.test("start() throws TypeError for a command that is not JSON, and appends nothing", async () => {
-  const { raft } = await singlePeer();
-  try {
-    await untilLeader(raft);
-    const cyclic: Record<string, unknown> = {};
-    cyclic.self = cyclic;
-    const cases: [string, unknown][] = [
-      ["a function", () => 1],
-      ["undefined", undefined],
-      ["a BigInt", 10n],
-      ["a cyclic object", cyclic],
-      ["a symbol", Symbol("s")],
-    ];
-    for (const [why, command] of cases) {
-      assert.throws(() => raft.start(command), TypeError, why);
-      assert.equal(raft.status().lastLogIndex, 0, `${why}: nothing may be appended`);
+Deno.test(
+  "start() throws TypeError for a command that is not JSON, and appends nothing",
+  sanitized,
+  async () => {
+    const { raft } = await singlePeer();
+    try {
+      await untilLeader(raft);
+      const cyclic: Record<string, unknown> = {};
+      cyclic.self = cyclic;
+      const cases: [string, unknown][] = [
+        ["a function", () => 1],
+        ["undefined", undefined],
+        ["a BigInt", 10n],
+        ["a cyclic object", cyclic],
+        ["a symbol", Symbol("s")],
+      ];
+      for (const [why, command] of cases) {
+        assert.throws(() => raft.start(command), TypeError, why);
+        assert.equal(raft.status().lastLogIndex, 0, `${why}: nothing may be appended`);
+      }
+      assert.deepEqual(raft.start({ ok: true }), { index: 1, term: 1, isLeader: true });
+    } finally {
+      raft.kill();
     }
-    assert.deepEqual(raft.start({ ok: true }), { index: 1, term: 1, isLeader: true });
-  } finally {
-    raft.kill();
-  }
-});
+  },
+);
 
-Deno.test("start() throws RangeError for a command larger than the persister's maxCommandBytes", async () => {
-  const inner = new MemoryPersister();
-  const persister: Persister = {
-    load: () => inner.load(),
-    save: (change) => inner.save(change),
-    maxCommandBytes: 10,
-  };
-  const { raft, applied } = await singlePeer(persister);
-  try {
-    await untilLeader(raft);
-    assert.throws(() => raft.start("x".repeat(9)), RangeError, "11 bytes of JSON");
-    // 5 characters, but 2 bytes each in UTF-8: 12 bytes with the quotes.
-    assert.throws(() => raft.start("é".repeat(5)), RangeError, "12 bytes of UTF-8");
-    assert.equal(raft.status().lastLogIndex, 0, "nothing may be appended");
-    assert.deepEqual(raft.start("x".repeat(8)), { index: 1, term: 1, isLeader: true });
-    assert.deepEqual(raft.start("é".repeat(4)), { index: 2, term: 1, isLeader: true });
-    await waitFor(() => applied.length === 2, "both commands of 10 bytes to apply");
-    assert.deepEqual(applied.map((msg) => msg.command), ["x".repeat(8), "é".repeat(4)]);
-  } finally {
-    raft.kill();
-  }
-});
+Deno.test(
+  "start() throws RangeError for a command larger than the persister's maxCommandBytes",
+  sanitized,
+  async () => {
+    const inner = new MemoryPersister();
+    const persister: Persister = {
+      load: () => inner.load(),
+      save: (change) => inner.save(change),
+      maxCommandBytes: 10,
+    };
+    const { raft, applied } = await singlePeer(persister);
+    try {
+      await untilLeader(raft);
+      assert.throws(() => raft.start("x".repeat(9)), RangeError, "11 bytes of JSON");
+      // 5 characters, but 2 bytes each in UTF-8: 12 bytes with the quotes.
+      assert.throws(() => raft.start("é".repeat(5)), RangeError, "12 bytes of UTF-8");
+      assert.equal(raft.status().lastLogIndex, 0, "nothing may be appended");
+      assert.deepEqual(raft.start("x".repeat(8)), { index: 1, term: 1, isLeader: true });
+      assert.deepEqual(raft.start("é".repeat(4)), { index: 2, term: 1, isLeader: true });
+      await waitFor(() => applied.length === 2, "both commands of 10 bytes to apply");
+      assert.deepEqual(applied.map((msg) => msg.command), ["x".repeat(8), "é".repeat(4)]);
+    } finally {
+      raft.kill();
+    }
+  },
+);
 
-Deno.test("start() on a peer that is not leader appends nothing", async () => {
+Deno.test("start() on a peer that is not leader appends nothing", sanitized, async () => {
   const raft = await make([silent, silent, silent], 0, new MemoryPersister(), ignoreApply, {
     ...fast,
     clock: new ManualClock(),
@@ -312,36 +323,40 @@ Deno.test("start() on a peer that is not leader appends nothing", async () => {
 
 // ---- Applying -------------------------------------------------------------------------------
 
-Deno.test("a single-peer cluster elects itself, commits and applies commands in order", async () => {
-  const { raft, applied } = await singlePeer();
-  try {
-    await untilLeader(raft);
-    assert.equal(raft.getState().term, 1);
-    const commands = ["a", { b: [1, 2] }, 3, null, "e"];
-    commands.forEach((command, i) => {
-      assert.deepEqual(raft.start(command), { index: i + 1, term: 1, isLeader: true });
-    });
-    await waitFor(() => applied.length >= commands.length, "5 applies");
-    await sleep(20);
-    assert.deepEqual(
-      applied,
-      commands.map((command, i) => ({ commandValid: true, command, commandIndex: i + 1 })),
-    );
-    assert.deepEqual(raft.status(), {
-      me: 0,
-      term: 1,
-      role: "leader",
-      leaderId: 0,
-      commitIndex: 5,
-      lastApplied: 5,
-      lastLogIndex: 5,
-    });
-  } finally {
-    raft.kill();
-  }
-});
+Deno.test(
+  "a single-peer cluster elects itself, commits and applies commands in order",
+  sanitized,
+  async () => {
+    const { raft, applied } = await singlePeer();
+    try {
+      await untilLeader(raft);
+      assert.equal(raft.getState().term, 1);
+      const commands = ["a", { b: [1, 2] }, 3, null, "e"];
+      commands.forEach((command, i) => {
+        assert.deepEqual(raft.start(command), { index: i + 1, term: 1, isLeader: true });
+      });
+      await waitFor(() => applied.length >= commands.length, "5 applies");
+      await sleep(20);
+      assert.deepEqual(
+        applied,
+        commands.map((command, i) => ({ commandValid: true, command, commandIndex: i + 1 })),
+      );
+      assert.deepEqual(raft.status(), {
+        me: 0,
+        term: 1,
+        role: "leader",
+        leaderId: 0,
+        commitIndex: 5,
+        lastApplied: 5,
+        lastLogIndex: 5,
+      });
+    } finally {
+      raft.kill();
+    }
+  },
+);
 
-Deno.test("start() keeps its own copy of the command", async () => {
+Deno.test("start() keeps its own copy of the command", sanitized, async () => {
   const { raft, applied } = await singlePeer();
   try {
     await untilLeader(raft);
@@ -355,7 +370,7 @@ Deno.test("start() keeps its own copy of the command", async () => {
   }
 });
 
-Deno.test("an async applyCh is awaited before the next apply", async () => {
+Deno.test("an async applyCh is awaited before the next apply", sanitized, async () => {
   const events: string[] = [];
   let running = 0;
   let maxRunning = 0;
@@ -393,49 +408,57 @@ const agreeable: ClientEnd = {
   },
 };
 
-Deno.test("after kill() no timers remain, killed() is true, and the peer does nothing", async () => {
-  const clock = new ManualClock();
-  const applied: ApplyMsg[] = [];
-  const raft = await make([agreeable, agreeable, agreeable], 0, new MemoryPersister(), (msg) => {
-    applied.push(msg);
-  }, { ...fast, clock, random: fixedRandom(0) });
-  assert.equal(clock.pendingTimers, 1, "a follower has its election timer");
-  await clock.advanceAsync(50);
-  assert.equal(raft.getState().isLeader, true, "the agreeable peers elect peer 0");
-  raft.start("x");
-  await clock.advanceAsync(30);
-  assert.deepEqual(applied.map((msg) => msg.command), ["x"]);
-  assert.ok(clock.pendingTimers > 0, "a leader has a heartbeat timer");
+Deno.test(
+  "after kill() no timers remain, killed() is true, and the peer does nothing",
+  sanitized,
+  async () => {
+    const clock = new ManualClock();
+    const applied: ApplyMsg[] = [];
+    const raft = await make([agreeable, agreeable, agreeable], 0, new MemoryPersister(), (msg) => {
+      applied.push(msg);
+    }, { ...fast, clock, random: fixedRandom(0) });
+    assert.equal(clock.pendingTimers, 1, "a follower has its election timer");
+    await clock.advanceAsync(50);
+    assert.equal(raft.getState().isLeader, true, "the agreeable peers elect peer 0");
+    raft.start("x");
+    await clock.advanceAsync(30);
+    assert.deepEqual(applied.map((msg) => msg.command), ["x"]);
+    assert.ok(clock.pendingTimers > 0, "a leader has a heartbeat timer");
 
-  assert.equal(raft.killed(), false);
-  raft.kill();
-  assert.equal(raft.killed(), true);
-  assert.equal(clock.pendingTimers, 0, "kill() must cancel every timer");
-  assert.deepEqual(raft.start("y"), { index: -1, term: 1, isLeader: false });
-  assert.equal(
-    await raft.handleRpc("RequestVote", {
-      term: 9,
-      candidateId: 1,
-      lastLogIndex: 9,
-      lastLogTerm: 9,
-    }),
-    undefined,
-  );
-  await clock.advanceAsync(1000);
-  assert.equal(clock.pendingTimers, 0, "a killed peer arms no timer");
-  assert.equal(applied.length, 1);
-  raft.kill(); // harmless twice
-});
+    assert.equal(raft.killed(), false);
+    raft.kill();
+    assert.equal(raft.killed(), true);
+    assert.equal(clock.pendingTimers, 0, "kill() must cancel every timer");
+    assert.deepEqual(raft.start("y"), { index: -1, term: 1, isLeader: false });
+    assert.equal(
+      await raft.handleRpc("RequestVote", {
+        term: 9,
+        candidateId: 1,
+        lastLogIndex: 9,
+        lastLogTerm: 9,
+      }),
+      undefined,
+    );
+    await clock.advanceAsync(1000);
+    assert.equal(clock.pendingTimers, 0, "a killed peer arms no timer");
+    assert.equal(applied.length, 1);
+    raft.kill(); // harmless twice
+  },
+);
 
-Deno.test("kill() on the real clock leaves nothing running (checked by the sanitizers)", async () => {
-  const raft = await make([silent, silent, silent], 1, new MemoryPersister(), ignoreApply, fast);
-  await sleep(120); // past an election timeout: a candidate with a new election timer
-  assert.equal(raft.status().role, "candidate");
-  raft.kill();
-  assert.equal(raft.killed(), true);
-});
+Deno.test(
+  "kill() on the real clock leaves nothing running (checked by the sanitizers)",
+  sanitized,
+  async () => {
+    const raft = await make([silent, silent, silent], 1, new MemoryPersister(), ignoreApply, fast);
+    await sleep(120); // past an election timeout: a candidate with a new election timer
+    assert.equal(raft.status().role, "candidate");
+    raft.kill();
+    assert.equal(raft.killed(), true);
+  },
+);
 
-Deno.test("kill() during an async apply stops later applies", async () => {
+Deno.test("kill() during an async apply stops later applies", sanitized, async () => {
   const applied: number[] = [];
   let raft: Raft | undefined = undefined;
   raft = await make([silent], 0, new MemoryPersister(), async (msg) => {
@@ -456,7 +479,7 @@ Deno.test("kill() during an async apply stops later applies", async () => {
 
 // ---- Restart --------------------------------------------------------------------------------
 
-Deno.test("a restarted peer re-applies its log from index 1", async () => {
+Deno.test("a restarted peer re-applies its log from index 1", sanitized, async () => {
   const persister = new MemoryPersister();
   const first = await singlePeer(persister);
   try {
@@ -498,6 +521,7 @@ Deno.test("a restarted peer re-applies its log from index 1", async () => {
 // so a service mutating it changed the log and the saved state. Commands are now handed out as
 // copies and persisted as JSON.
 Deno.test({
+  ...sanitized,
   name: "a service that mutates an applied command changes neither the log nor the saved state",
 
   fn: async () => {

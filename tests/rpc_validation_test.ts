@@ -8,6 +8,7 @@ import { make } from "../src/raft.ts";
 import { MemoryPersister } from "../src/memory_persister.ts";
 import type { PersistChange, PersistentState, Persister, Raft } from "../src/types.ts";
 import { fixedRandom, ManualClock, settle } from "./helpers/manual_clock.ts";
+import { sanitized } from "./helpers/sanitized.ts";
 
 /** Term 3, no vote, log terms 1 3 at indexes 1-2. */
 function initialState(): PersistentState {
@@ -209,51 +210,55 @@ const badRequests: BadRequest[] = [
   { why: "object method", method: { name: RV }, args: validRequestVote, names: "RequestVote" },
 ];
 
-Deno.test("malformed requests get an error naming the field, and change nothing", async () => {
-  const persister = new MemoryPersister(initialState());
-  const raft = await newPeer(persister);
-  try {
-    const status = raft.status();
-    assert.deepEqual(status, {
-      me: 0,
-      term: 3,
-      role: "follower",
-      leaderId: null,
-      commitIndex: 0,
-      lastApplied: 0,
-      lastLogIndex: 2,
-    });
-    for (const { why, method, args, names } of badRequests) {
-      const reply = await raft.handleRpc(method as string, args);
-      assert.ok(
-        typeof reply === "object" && reply !== null && Object.keys(reply).length === 1 &&
-          typeof (reply as { error?: unknown }).error === "string",
-        `${why}: expected a reply { error: string }, got ${JSON.stringify(reply)}`,
+Deno.test(
+  "malformed requests get an error naming the field, and change nothing",
+  sanitized,
+  async () => {
+    const persister = new MemoryPersister(initialState());
+    const raft = await newPeer(persister);
+    try {
+      const status = raft.status();
+      assert.deepEqual(status, {
+        me: 0,
+        term: 3,
+        role: "follower",
+        leaderId: null,
+        commitIndex: 0,
+        lastApplied: 0,
+        lastLogIndex: 2,
+      });
+      for (const { why, method, args, names } of badRequests) {
+        const reply = await raft.handleRpc(method as string, args);
+        assert.ok(
+          typeof reply === "object" && reply !== null && Object.keys(reply).length === 1 &&
+            typeof (reply as { error?: unknown }).error === "string",
+          `${why}: expected a reply { error: string }, got ${JSON.stringify(reply)}`,
+        );
+        const { error } = reply as { error: string };
+        assert.ok(
+          error.includes(names),
+          `${why}: expected the error to name ${names}, got "${error}"`,
+        );
+        assert.deepEqual(raft.status(), status, `${why}: status changed`);
+        assert.deepEqual(persister.snapshot(), initialState(), `${why}: saved state changed`);
+        assert.equal(persister.saveCount, 0, `${why}: expected no save`);
+      }
+
+      // The peer still works.
+      assert.deepEqual(await raft.handleRpc(RV, validRequestVote), { term: 4, voteGranted: true });
+      assert.deepEqual(persister.snapshot(), { ...initialState(), term: 4, votedFor: 1 });
+      assert.deepEqual(
+        await raft.handleRpc(RV, { ...validRequestVote, candidateId: 2 }),
+        { term: 4, voteGranted: false },
+        "the vote of term 4 is already given",
       );
-      const { error } = reply as { error: string };
-      assert.ok(
-        error.includes(names),
-        `${why}: expected the error to name ${names}, got "${error}"`,
-      );
-      assert.deepEqual(raft.status(), status, `${why}: status changed`);
-      assert.deepEqual(persister.snapshot(), initialState(), `${why}: saved state changed`);
-      assert.equal(persister.saveCount, 0, `${why}: expected no save`);
+    } finally {
+      raft.kill();
     }
+  },
+);
 
-    // The peer still works.
-    assert.deepEqual(await raft.handleRpc(RV, validRequestVote), { term: 4, voteGranted: true });
-    assert.deepEqual(persister.snapshot(), { ...initialState(), term: 4, votedFor: 1 });
-    assert.deepEqual(
-      await raft.handleRpc(RV, { ...validRequestVote, candidateId: 2 }),
-      { term: 4, voteGranted: false },
-      "the vote of term 4 is already given",
-    );
-  } finally {
-    raft.kill();
-  }
-});
-
-Deno.test("a valid AppendEntries after malformed ones is applied as usual", async () => {
+Deno.test("a valid AppendEntries after malformed ones is applied as usual", sanitized, async () => {
   const persister = new MemoryPersister(initialState());
   const raft = await newPeer(persister);
   try {
@@ -277,6 +282,7 @@ Deno.test("a valid AppendEntries after malformed ones is applied as usual", asyn
 // Regression: messages.ts checked the entries before prevLogTerm <= term, so a request whose only
 // fault was prevLogTerm > term was blamed on its first entry, with an impossible range.
 Deno.test({
+  ...sanitized,
   name: "a prevLogTerm above the term is named as such even when entries follow",
 
   fn: async () => {
@@ -329,60 +335,72 @@ function track<T>(promise: Promise<T>): { settled: () => boolean; promise: Promi
   return { settled: () => settled, promise };
 }
 
-Deno.test("a granted vote is replied only after the persister's save resolved", async () => {
-  const persister = new GatedPersister();
-  const raft = await newPeer(persister);
-  try {
-    const reply = track(raft.handleRpc(RV, validRequestVote));
-    await settle();
-    assert.equal(persister.waiting, 1, "expected the vote to be saving");
-    assert.equal(reply.settled(), false, "the reply must wait for the vote to be durable");
+Deno.test(
+  "a granted vote is replied only after the persister's save resolved",
+  sanitized,
+  async () => {
+    const persister = new GatedPersister();
+    const raft = await newPeer(persister);
+    try {
+      const reply = track(raft.handleRpc(RV, validRequestVote));
+      await settle();
+      assert.equal(persister.waiting, 1, "expected the vote to be saving");
+      assert.equal(reply.settled(), false, "the reply must wait for the vote to be durable");
 
-    // A repeated request needs no new save, but reports the same unsaved vote: it waits too.
-    const repeated = track(raft.handleRpc(RV, validRequestVote));
-    await settle();
-    assert.equal(repeated.settled(), false, "a repeated request must wait for the earlier save");
+      // A repeated request needs no new save, but reports the same unsaved vote: it waits too.
+      const repeated = track(raft.handleRpc(RV, validRequestVote));
+      await settle();
+      assert.equal(repeated.settled(), false, "a repeated request must wait for the earlier save");
 
-    await persister.releaseOne();
-    assert.deepEqual(await reply.promise, { term: 4, voteGranted: true });
-    assert.deepEqual(await repeated.promise, { term: 4, voteGranted: true });
-    assert.deepEqual(persister.inner.snapshot(), { ...initialState(), term: 4, votedFor: 1 });
-  } finally {
-    raft.kill();
-  }
-});
+      await persister.releaseOne();
+      assert.deepEqual(await reply.promise, { term: 4, voteGranted: true });
+      assert.deepEqual(await repeated.promise, { term: 4, voteGranted: true });
+      assert.deepEqual(persister.inner.snapshot(), { ...initialState(), term: 4, votedFor: 1 });
+    } finally {
+      raft.kill();
+    }
+  },
+);
 
-Deno.test("an AppendEntries success is replied only after its entries are saved", async () => {
-  const persister = new GatedPersister();
-  const raft = await newPeer(persister);
-  try {
-    const reply = track(raft.handleRpc(AE, validAppendEntries));
-    await settle();
-    assert.equal(reply.settled(), false, "the reply must wait for the new entry to be durable");
-    await persister.releaseOne();
-    assert.deepEqual(await reply.promise, {
-      term: 4,
-      success: true,
-      conflictTerm: 0,
-      conflictIndex: 0,
-    });
-    assert.deepEqual(persister.inner.snapshot().log.at(-1), { term: 4, command: "c" });
-  } finally {
-    raft.kill();
-  }
-});
+Deno.test(
+  "an AppendEntries success is replied only after its entries are saved",
+  sanitized,
+  async () => {
+    const persister = new GatedPersister();
+    const raft = await newPeer(persister);
+    try {
+      const reply = track(raft.handleRpc(AE, validAppendEntries));
+      await settle();
+      assert.equal(reply.settled(), false, "the reply must wait for the new entry to be durable");
+      await persister.releaseOne();
+      assert.deepEqual(await reply.promise, {
+        term: 4,
+        success: true,
+        conflictTerm: 0,
+        conflictIndex: 0,
+      });
+      assert.deepEqual(persister.inner.snapshot().log.at(-1), { term: 4, command: "c" });
+    } finally {
+      raft.kill();
+    }
+  },
+);
 
-Deno.test("a malformed request is refused at once even while a save is pending", async () => {
-  const persister = new GatedPersister();
-  const raft = await newPeer(persister);
-  try {
-    const granted = track(raft.handleRpc(RV, validRequestVote));
-    const refused = await raft.handleRpc(RV, { ...validRequestVote, term: -1 });
-    assert.equal(typeof (refused as { error?: unknown }).error, "string");
-    assert.equal(granted.settled(), false);
-    await persister.releaseOne();
-    await granted.promise;
-  } finally {
-    raft.kill();
-  }
-});
+Deno.test(
+  "a malformed request is refused at once even while a save is pending",
+  sanitized,
+  async () => {
+    const persister = new GatedPersister();
+    const raft = await newPeer(persister);
+    try {
+      const granted = track(raft.handleRpc(RV, validRequestVote));
+      const refused = await raft.handleRpc(RV, { ...validRequestVote, term: -1 });
+      assert.equal(typeof (refused as { error?: unknown }).error, "string");
+      assert.equal(granted.settled(), false);
+      await persister.releaseOne();
+      await granted.promise;
+    } finally {
+      raft.kill();
+    }
+  },
+);

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { LocalCluster } from "../examples/cluster.ts";
 import { KvClient } from "../examples/kv/client.ts";
 import { RawClient, waitFor } from "./helpers/websocket.ts";
+import { sanitized } from "./helpers/sanitized.ts";
 
 /** Writes `count` keys named `prefix`N; returns what was acknowledged. */
 async function writeKeys(
@@ -45,7 +46,7 @@ async function waitForSameData(
   }
 }
 
-Deno.test("3 peer processes over WebSockets", async (t) => {
+Deno.test("3 peer processes over WebSockets", sanitized, async (t) => {
   const cluster = await LocalCluster.start({ peers: 3, faultInjection: true });
   const client = new KvClient(cluster.httpUrls, { deadlineMs: 15000 });
   const acknowledged = new Map<string, string>();

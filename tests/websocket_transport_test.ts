@@ -9,8 +9,9 @@ import {
   startTransports,
   waitFor,
 } from "./helpers/websocket.ts";
+import { sanitized } from "./helpers/sanitized.ts";
 
-Deno.test("calls reach the peer's handler and return its reply", async () => {
+Deno.test("calls reach the peer's handler and return its reply", sanitized, async () => {
   const cluster = await startTransports(3);
   try {
     const ends = cluster.transports[0]!.clientEnds();
@@ -23,7 +24,7 @@ Deno.test("calls reach the peer's handler and return its reply", async () => {
   }
 });
 
-Deno.test("many calls in flight on one link each get their own reply", async () => {
+Deno.test("many calls in flight on one link each get their own reply", sanitized, async () => {
   const cluster = await startTransports(2);
   try {
     const end = cluster.transports[0]!.clientEnds()[1]!;
@@ -36,7 +37,7 @@ Deno.test("many calls in flight on one link each get their own reply", async () 
   }
 });
 
-Deno.test("a large request and reply cross in both directions", async () => {
+Deno.test("a large request and reply cross in both directions", sanitized, async () => {
   const cluster = await startTransports(2);
   try {
     const big = "é".repeat(300_000);
@@ -51,30 +52,34 @@ Deno.test("a large request and reply cross in both directions", async () => {
   }
 });
 
-Deno.test("a call resolves undefined on timeout, on a failing handler and on disconnect", async () => {
-  const cluster = await startTransports(2, { callTimeoutMs: 200 });
-  try {
-    const end = cluster.transports[0]!.clientEnds()[1]!;
-    const started = performance.now();
-    assert.deepEqual(await end.call("Hang", null), undefined);
-    const waited = performance.now() - started;
-    assert.ok(
-      waited >= 190,
-      `expected the call to wait for its 200 ms timeout, it took ${waited} ms`,
-    );
-    assert.deepEqual(await end.call("Throw", null), undefined);
-    assert.ok(cluster.logs[1]!.some((line) => line.includes("Handler failed on Throw")));
+Deno.test(
+  "a call resolves undefined on timeout, on a failing handler and on disconnect",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(2, { callTimeoutMs: 200 });
+    try {
+      const end = cluster.transports[0]!.clientEnds()[1]!;
+      const started = performance.now();
+      assert.deepEqual(await end.call("Hang", null), undefined);
+      const waited = performance.now() - started;
+      assert.ok(
+        waited >= 190,
+        `expected the call to wait for its 200 ms timeout, it took ${waited} ms`,
+      );
+      assert.deepEqual(await end.call("Throw", null), undefined);
+      assert.ok(cluster.logs[1]!.some((line) => line.includes("Handler failed on Throw")));
 
-    const hanging = end.call("Hang", null);
-    await cluster.transports[1]!.close();
-    assert.deepEqual(await hanging, undefined);
-    assert.deepEqual(await end.call("Echo", 1), undefined, "a call to a closed peer");
-  } finally {
-    await cluster.close();
-  }
-});
+      const hanging = end.call("Hang", null);
+      await cluster.transports[1]!.close();
+      assert.deepEqual(await hanging, undefined);
+      assert.deepEqual(await end.call("Echo", 1), undefined, "a call to a closed peer");
+    } finally {
+      await cluster.close();
+    }
+  },
+);
 
-Deno.test("a restarted peer is redialed and calls succeed again", async () => {
+Deno.test("a restarted peer is redialed and calls succeed again", sanitized, async () => {
   const cluster = await startTransports(2, { reconnectMaxDelayMs: 100 });
   let restarted: WebSocketTransport | undefined;
   try {
@@ -99,7 +104,7 @@ Deno.test("a restarted peer is redialed and calls succeed again", async () => {
   }
 });
 
-Deno.test("a peer cut off at the transport is unreachable until healed", async () => {
+Deno.test("a peer cut off at the transport is unreachable until healed", sanitized, async () => {
   // A peer that is cut off drops requests silently, so callers wait out their timeout.
   const cluster = await startTransports(3, { callTimeoutMs: 200 });
   try {
@@ -118,38 +123,42 @@ Deno.test("a peer cut off at the transport is unreachable until healed", async (
   }
 });
 
-Deno.test("a peer with the wrong secret never links, and the others keep serving", async () => {
-  const cluster = await startTransports(2);
-  const ports = freePorts(1);
-  const urls = [...cluster.urls, `ws://127.0.0.1:${ports[0]}`];
-  const intruderLog: string[] = [];
-  // Peers 0 and 1 know only two peers, so pose as peer 1 dialing peer 0.
-  const intruder = await WebSocketTransport.create({
-    me: 1,
-    peers: [cluster.urls[0]!, urls[2]!],
-    secret: "not-the-cluster-secret",
-    log: (line) => intruderLog.push(line),
-  });
-  try {
-    await waitFor(
-      "peer 0 to refuse the intruder",
-      () => cluster.transports[0]!.stats.refusedHandshakes > 0,
-    );
-    assert.ok(
-      cluster.logs[0]!.some((line) => line.includes("failed to prove the cluster secret")),
-      `expected a refusal in peer 0's log, got ${JSON.stringify(cluster.logs[0])}`,
-    );
-    assert.deepEqual(intruder.connectedPeers(), []);
-    assert.deepEqual(await intruder.clientEnds()[0]!.call("Echo", 1), undefined);
-    assert.deepEqual(cluster.handlers[0]!.served.length, 0);
-    assert.deepEqual(await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
-  } finally {
-    await intruder.close();
-    await cluster.close();
-  }
-});
+Deno.test(
+  "a peer with the wrong secret never links, and the others keep serving",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(2);
+    const ports = freePorts(1);
+    const urls = [...cluster.urls, `ws://127.0.0.1:${ports[0]}`];
+    const intruderLog: string[] = [];
+    // Peers 0 and 1 know only two peers, so pose as peer 1 dialing peer 0.
+    const intruder = await WebSocketTransport.create({
+      me: 1,
+      peers: [cluster.urls[0]!, urls[2]!],
+      secret: "not-the-cluster-secret",
+      log: (line) => intruderLog.push(line),
+    });
+    try {
+      await waitFor(
+        "peer 0 to refuse the intruder",
+        () => cluster.transports[0]!.stats.refusedHandshakes > 0,
+      );
+      assert.ok(
+        cluster.logs[0]!.some((line) => line.includes("failed to prove the cluster secret")),
+        `expected a refusal in peer 0's log, got ${JSON.stringify(cluster.logs[0])}`,
+      );
+      assert.deepEqual(intruder.connectedPeers(), []);
+      assert.deepEqual(await intruder.clientEnds()[0]!.call("Echo", 1), undefined);
+      assert.deepEqual(cluster.handlers[0]!.served.length, 0);
+      assert.deepEqual(await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
+    } finally {
+      await intruder.close();
+      await cluster.close();
+    }
+  },
+);
 
-Deno.test("a client without the secret is refused", async () => {
+Deno.test("a client without the secret is refused", sanitized, async () => {
   const cluster = await startTransports(2, { handshakeTimeoutMs: 300 });
   try {
     const forger = new RawClient(cluster.urls[0]!);
@@ -177,49 +186,53 @@ Deno.test("a client without the secret is refused", async () => {
   }
 });
 
-Deno.test("malformed, oversized and wrong-type frames close the connection; the peer keeps serving", async () => {
-  const cluster = await startTransports(2, { maxMessageBytes: 4096 });
-  try {
-    const request = { v: 1, type: "request", id: 1, method: "Echo", args: 1 };
-    const bad: [string, string | Uint8Array][] = [
-      ["not JSON", "{nope"],
-      ["binary", new Uint8Array([1, 2, 3])],
-      ["oversized", JSON.stringify({ ...request, args: "x".repeat(5000) })],
-      ["wrong version", JSON.stringify({ ...request, v: 2 })],
-      ["unknown type", JSON.stringify({ v: 1, type: "gossip" })],
-      ["request before the handshake", JSON.stringify(request)],
-      ["hello with a bad peer index", JSON.stringify({ v: 1, type: "hello", from: -1, to: 0 })],
-    ];
-    for (const [what, frame] of bad) {
-      const client = new RawClient(cluster.urls[0]!);
-      await client.challenge();
-      client.socket.send(frame);
-      assert.deepEqual((await client.closed).code, 4008, `${what} should close the connection`);
+Deno.test(
+  "malformed, oversized and wrong-type frames close the connection; the peer keeps serving",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(2, { maxMessageBytes: 4096 });
+    try {
+      const request = { v: 1, type: "request", id: 1, method: "Echo", args: 1 };
+      const bad: [string, string | Uint8Array][] = [
+        ["not JSON", "{nope"],
+        ["binary", new Uint8Array([1, 2, 3])],
+        ["oversized", JSON.stringify({ ...request, args: "x".repeat(5000) })],
+        ["wrong version", JSON.stringify({ ...request, v: 2 })],
+        ["unknown type", JSON.stringify({ v: 1, type: "gossip" })],
+        ["request before the handshake", JSON.stringify(request)],
+        ["hello with a bad peer index", JSON.stringify({ v: 1, type: "hello", from: -1, to: 0 })],
+      ];
+      for (const [what, frame] of bad) {
+        const client = new RawClient(cluster.urls[0]!);
+        await client.challenge();
+        client.socket.send(frame);
+        assert.deepEqual((await client.closed).code, 4008, `${what} should close the connection`);
+      }
+      // After a valid handshake, a dialer may not write at all: it only reads.
+      const insider = new RawClient(cluster.urls[0]!);
+      await insider.authenticate(1, 0, SECRET);
+      await waitFor("the welcome", () => insider.received.length === 2);
+      insider.socket.send(JSON.stringify(request));
+      assert.deepEqual((await insider.closed).code, 4008, "a request from a dialer");
+
+      const stats = cluster.transports[0]!.stats;
+      assert.deepEqual(stats.refusedHandshakes + stats.refusedFrames, bad.length + 1);
+      assert.deepEqual(cluster.handlers[0]!.served.length, 0, "no bad frame reached the handler");
+      assert.ok(cluster.logs[0]!.some((line) => line.includes("over the limit of 4096")));
+      // The insider displaced peer 1's link; peer 1 redials and the cluster serves on.
+      await waitFor(
+        "calls from peer 1 to succeed again",
+        async () => await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 0) !== undefined,
+      );
+      assert.deepEqual(await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
+      assert.deepEqual(await cluster.transports[0]!.clientEnds()[1]!.call("Echo", 2), { echo: 2 });
+    } finally {
+      await cluster.close();
     }
-    // After a valid handshake, a dialer may not write at all: it only reads.
-    const insider = new RawClient(cluster.urls[0]!);
-    await insider.authenticate(1, 0, SECRET);
-    await waitFor("the welcome", () => insider.received.length === 2);
-    insider.socket.send(JSON.stringify(request));
-    assert.deepEqual((await insider.closed).code, 4008, "a request from a dialer");
+  },
+);
 
-    const stats = cluster.transports[0]!.stats;
-    assert.deepEqual(stats.refusedHandshakes + stats.refusedFrames, bad.length + 1);
-    assert.deepEqual(cluster.handlers[0]!.served.length, 0, "no bad frame reached the handler");
-    assert.ok(cluster.logs[0]!.some((line) => line.includes("over the limit of 4096")));
-    // The insider displaced peer 1's link; peer 1 redials and the cluster serves on.
-    await waitFor(
-      "calls from peer 1 to succeed again",
-      async () => await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 0) !== undefined,
-    );
-    assert.deepEqual(await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
-    assert.deepEqual(await cluster.transports[0]!.clientEnds()[1]!.call("Echo", 2), { echo: 2 });
-  } finally {
-    await cluster.close();
-  }
-});
-
-Deno.test("a message over maxMessageBytes is dropped, not sent", async () => {
+Deno.test("a message over maxMessageBytes is dropped, not sent", sanitized, async () => {
   const cluster = await startTransports(2, { maxMessageBytes: 1000 });
   try {
     const end = cluster.transports[0]!.clientEnds()[1]!;
@@ -232,7 +245,7 @@ Deno.test("a message over maxMessageBytes is dropped, not sent", async () => {
   }
 });
 
-Deno.test("options are checked", async () => {
+Deno.test("options are checked", sanitized, async () => {
   const urls = ["ws://127.0.0.1:1", "ws://127.0.0.1:2"];
   const rejects = async (
     options: Parameters<typeof WebSocketTransport.create>[0],
@@ -253,57 +266,64 @@ Deno.test("options are checked", async () => {
   await rejects({ me: 0, peers: urls, secret: SECRET, callTimeoutMs: -1 }, "callTimeoutMs");
 });
 
-Deno.test("a stalled peer costs bounded memory: sends past the mark drop and calls resolve undefined", async () => {
-  const urls = freePorts(2).map((port) => `ws://127.0.0.1:${port}`);
-  const peer = await spawnEchoPeer(1, urls);
-  const maxBufferedBytes = 1 << 20;
-  const transport = await WebSocketTransport.create({
-    me: 0,
-    peers: urls,
-    secret: SECRET,
-    callTimeoutMs: 300,
-    maxBufferedBytes,
-    log: () => {},
-  });
-  try {
-    const end = transport.clientEnds()[1]!;
-    await waitFor("the link to the peer process", () => transport.connectedPeers().length === 1);
-    assert.deepEqual(await end.call("Echo", "before"), "before");
-    Deno.kill(peer.pid, "SIGSTOP");
-    const chunk = "x".repeat(256 * 1024);
-    let peakQueued = 0;
-    const calls: Promise<unknown>[] = [];
-    // 64 MB in all: far more than the kernel's socket buffers can absorb.
-    for (let i = 0; i < 256 && transport.stats.droppedSends === 0; i++) {
-      calls.push(end.call("Echo", chunk));
-      await new Promise((resolve) => setTimeout(resolve, 1));
-      peakQueued = Math.max(peakQueued, transport.stats.queuedBytes);
+Deno.test(
+  "a stalled peer costs bounded memory: sends past the mark drop and calls resolve undefined",
+  sanitized,
+  async () => {
+    const urls = freePorts(2).map((port) => `ws://127.0.0.1:${port}`);
+    const peer = await spawnEchoPeer(1, urls);
+    const maxBufferedBytes = 1 << 20;
+    const transport = await WebSocketTransport.create({
+      me: 0,
+      peers: urls,
+      secret: SECRET,
+      callTimeoutMs: 300,
+      maxBufferedBytes,
+      log: () => {},
+    });
+    try {
+      const end = transport.clientEnds()[1]!;
+      await waitFor("the link to the peer process", () => transport.connectedPeers().length === 1);
+      assert.deepEqual(await end.call("Echo", "before"), "before");
+      Deno.kill(peer.pid, "SIGSTOP");
+      const chunk = "x".repeat(256 * 1024);
+      let peakQueued = 0;
+      const calls: Promise<unknown>[] = [];
+      // 64 MB in all: far more than the kernel's socket buffers can absorb.
+      for (let i = 0; i < 256 && transport.stats.droppedSends === 0; i++) {
+        calls.push(end.call("Echo", chunk));
+        await new Promise((resolve) => setTimeout(resolve, 1));
+        peakQueued = Math.max(peakQueued, transport.stats.queuedBytes);
+      }
+      assert.ok(
+        transport.stats.droppedSends > 0,
+        "expected sends to be dropped once the queue filled",
+      );
+      assert.ok(
+        peakQueued > maxBufferedBytes / 2,
+        `expected the queue to fill, peak ${peakQueued}`,
+      );
+      assert.ok(
+        peakQueued <= maxBufferedBytes,
+        `queued ${peakQueued} bytes, over the mark of ${maxBufferedBytes}`,
+      );
+      assert.deepEqual(await end.call("Echo", chunk), undefined, "a call past the mark");
+      assert.ok((await Promise.all(calls)).every((reply) => reply === undefined));
+      Deno.kill(peer.pid, "SIGCONT");
+      await waitFor(
+        "calls to succeed once the peer resumes",
+        async () => await end.call("Echo", "after") === "after",
+      );
+    } finally {
+      Deno.kill(peer.pid, "SIGCONT");
+      await transport.close();
+      peer.kill("SIGKILL");
+      await peer.status;
     }
-    assert.ok(
-      transport.stats.droppedSends > 0,
-      "expected sends to be dropped once the queue filled",
-    );
-    assert.ok(peakQueued > maxBufferedBytes / 2, `expected the queue to fill, peak ${peakQueued}`);
-    assert.ok(
-      peakQueued <= maxBufferedBytes,
-      `queued ${peakQueued} bytes, over the mark of ${maxBufferedBytes}`,
-    );
-    assert.deepEqual(await end.call("Echo", chunk), undefined, "a call past the mark");
-    assert.ok((await Promise.all(calls)).every((reply) => reply === undefined));
-    Deno.kill(peer.pid, "SIGCONT");
-    await waitFor(
-      "calls to succeed once the peer resumes",
-      async () => await end.call("Echo", "after") === "after",
-    );
-  } finally {
-    Deno.kill(peer.pid, "SIGCONT");
-    await transport.close();
-    peer.kill("SIGKILL");
-    await peer.status;
-  }
-});
+  },
+);
 
-Deno.test("wss:// works with a certificate and key, trusting a given CA", async () => {
+Deno.test("wss:// works with a certificate and key, trusting a given CA", sanitized, async () => {
   const fixtures = new URL("./fixtures/", import.meta.url);
   const cert = await Deno.readTextFile(new URL("tls_cert.pem", fixtures));
   const key = await Deno.readTextFile(new URL("tls_key.pem", fixtures));
@@ -319,7 +339,7 @@ Deno.test("wss:// works with a certificate and key, trusting a given CA", async 
   }
 });
 
-Deno.test("a dialer refuses a server that cannot prove the secret", async () => {
+Deno.test("a dialer refuses a server that cannot prove the secret", sanitized, async () => {
   const [fakePort, realPort] = freePorts(2);
   const welcomes: string[] = [];
   // Squats on peer 1's address and answers every hello with a forged welcome.

@@ -7,7 +7,8 @@
 
 import type { PersistChange } from "../../src/types.ts";
 import { randomChange } from "./persister_contract.ts";
-import { randomInt, seededRandom } from "./seeded_random.ts";
+import { randomInt } from "../../src/clock.ts";
+import { seededRandom } from "../../src/simulator/seeded_random.ts";
 
 /** How many saves the writer keeps in flight at most. */
 export const WRITER_WINDOW = 8;

@@ -106,18 +106,6 @@ export function settle(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
-/** A seeded random source in [0, 1): mulberry32, small and good enough for tests. */
-export function mulberry32(seed: number): RandomSource {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** A random source that returns `values` in turn, then repeats the last one. */
 export function fixedRandom(...values: number[]): RandomSource {
   let next = 0;

@@ -65,6 +65,8 @@ export interface TesterOptions {
   clock?: Clock;
   /** Random source for the tests' choices, the network and the peers. Default: `Math.random`. */
   random?: RandomSource;
+  /** Where the network reports each message it delivers: a simulator's digest. Default: none. */
+  record?: (event: string) => void;
   /** Where peers save their state. Default: {@linkcode memoryPersistence}. */
   persistence?: TesterPersistence;
   /** Extra options for every peer. */
@@ -119,7 +121,11 @@ export class Tester {
     this.n = n;
     this.clock = options.clock ?? realClock;
     this.random = options.random ?? Math.random;
-    this.net = new MemoryNetwork({ clock: this.clock, random: this.random });
+    this.net = new MemoryNetwork({
+      clock: this.clock,
+      random: this.random,
+      ...(options.record ? { record: options.record } : {}),
+    });
     this.#persistence = options.persistence ?? memoryPersistence();
     this.#raftOptions = {
       clock: this.clock,

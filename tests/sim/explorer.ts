@@ -1,0 +1,576 @@
+/**
+ * The randomized explorer: one seed draws a cluster size and a fault schedule (see
+ * `fault_schedule.ts`), runs the library's Raft peers through it in a simulator, checks Raft's
+ * safety properties throughout (see `safety_checker.ts`), then heals a majority "core" for good
+ * and requires a new command to commit within a bound. A violation comes back with the seed and
+ * the trace of the events that led to it.
+ *
+ * @module
+ */
+
+import {
+  type ClientEnd,
+  type EndFaults,
+  make as libraryMake,
+  MemoryNetwork,
+  type PersistentState,
+  type Persister,
+  type Raft,
+  type RaftOptions,
+} from "../../mod.ts";
+import { randomInt, sleep } from "../../src/clock.ts";
+import { seededRandom, SimPersister, Simulator } from "../../src/simulator/mod.ts";
+import {
+  describeAction,
+  type DirectionFault,
+  drawFaultPlan,
+  type FaultAction,
+  type FaultPlan,
+  shuffle,
+} from "./fault_schedule.ts";
+import { SafetyChecker, type Violation } from "./safety_checker.ts";
+
+/** The library's `make`, or a patched copy's (the mutant tests pass one). */
+export type MakeRaft = typeof libraryMake;
+
+/** Options for {@linkcode exploreSeed}. */
+export interface ExploreOptions {
+  /** Builds each peer. Default: the library's `make`. */
+  make?: MakeRaft;
+  /** Length of the faulty phase in virtual ms. Default 60 000, as the issue asks. */
+  faultyMs?: number;
+  /** Cluster sizes the seed chooses among. Default [3, 5, 7]. */
+  peerCounts?: number[];
+  /**
+   * Virtual time the healed core has to commit a new command, in ms. Default 30 000: about 30
+   * election timeouts, far more than a healthy majority needs even with disruptive peers around.
+   */
+  livenessBoundMs?: number;
+  /** How many trace lines a violation report carries. Default 400. */
+  traceLines?: number;
+  /** Called with every trace line as it happens, messages included (for `--verbose`). */
+  onTrace?: (line: string) => void;
+  /** Extra Raft options for every peer. */
+  raftOptions?: RaftOptions;
+}
+
+/** What one seed's run did. */
+export interface ExploreResult {
+  seed: number;
+  peers: number;
+  core: number[];
+  /** Virtual time the run covered, in ms. */
+  virtualMs: number;
+  /** The simulator's trace digest: equal for every replay of the seed. */
+  digest: string;
+  /** Timers fired and messages delivered. */
+  events: number;
+  commits: number;
+  leaderTerms: number;
+  crashes: number;
+  /** The first violation, with the trace leading to it; null if the run was clean. */
+  violation: (Violation & { trace: string[] }) | null;
+}
+
+/** Thrown inside the simulation to stop it at the first violation. */
+class ViolationFound extends Error {
+  override name = "ViolationFound";
+}
+
+/** More requests than this at one virtual instant mean a loop that never lets time pass. */
+const maxMessagesAtOneInstant = 20_000;
+
+const healthy: DirectionFault = {
+  cut: false,
+  clogged: false,
+  loss: 0,
+  duplication: 0,
+  maxDelayMs: 0,
+};
+
+/** Runs one seed. Never throws for a violation: it is in the result. */
+export async function exploreSeed(
+  seed: number,
+  options: ExploreOptions = {},
+): Promise<ExploreResult> {
+  const plan = drawFaultPlan(seededRandom(seed, 1), {
+    ...(options.faultyMs !== undefined ? { faultyMs: options.faultyMs } : {}),
+    ...(options.peerCounts !== undefined ? { peerCounts: options.peerCounts } : {}),
+  });
+  const run = new ExplorerRun(seed, plan, options);
+  return await run.run();
+}
+
+/** One seed's cluster, faults, client and checks. */
+class ExplorerRun {
+  readonly #seed: number;
+  readonly #plan: FaultPlan;
+  readonly #options: ExploreOptions;
+  readonly #make: MakeRaft;
+  readonly #sim: Simulator;
+  readonly #net: MemoryNetwork;
+  readonly #checker: SafetyChecker;
+  readonly #n: number;
+  readonly #rafts: (Raft | null)[];
+  readonly #disks: (SimPersister | null)[];
+  /** What each peer's disk held at its last crash. */
+  readonly #diskStates: (PersistentState | undefined)[];
+  readonly #saveDelayMaxMs: number[];
+  /** Current instance's outgoing end names: #ends[i][j] reaches j. */
+  readonly #ends: string[][];
+  readonly #instances: number[];
+  /** #directions[from][to]: how messages from `from` to `to` fare. */
+  readonly #directions: DirectionFault[][];
+  readonly #trace: string[] = [];
+  #traceStart = 0;
+  #crashes = 0;
+  #commandCount = 0;
+  #clientStopped = false;
+  #messagesAt = -1;
+  #messagesNow = 0;
+
+  constructor(seed: number, plan: FaultPlan, options: ExploreOptions) {
+    this.#seed = seed;
+    this.#plan = plan;
+    this.#options = options;
+    this.#make = options.make ?? libraryMake;
+    this.#sim = new Simulator({ seed });
+    const onTrace = options.onTrace;
+    this.#net = new MemoryNetwork({
+      clock: this.#sim.clock,
+      random: this.#sim.random,
+      record: (event) => {
+        this.#sim.record(event);
+        onTrace?.(`${this.#time()} net ${event}`);
+      },
+    });
+    this.#n = plan.peers;
+    this.#checker = new SafetyChecker(this.#n, () => this.#sim.clock.now());
+    this.#rafts = new Array(this.#n).fill(null);
+    this.#disks = new Array(this.#n).fill(null);
+    this.#diskStates = new Array(this.#n).fill(undefined);
+    this.#saveDelayMaxMs = new Array(this.#n).fill(0);
+    this.#ends = Array.from({ length: this.#n }, () => []);
+    this.#instances = new Array(this.#n).fill(0);
+    this.#directions = Array.from(
+      { length: this.#n },
+      () => Array.from({ length: this.#n }, () => ({ ...healthy })),
+    );
+  }
+
+  async run(): Promise<ExploreResult> {
+    this.#log(
+      `seed ${this.#seed}: ${this.#n} peers, ${this.#plan.profile} faults, ${this.#plan.faults.length} of them over ${this.#plan.faultyMs} ms, client every ~${this.#plan.clientIntervalMs} ms, core ${
+        this.#plan.core.join(",")
+      }`,
+    );
+    let violation: ExploreResult["violation"] = null;
+    try {
+      await this.#sim.run(() => this.#main(), {
+        onQuiescent: () => this.#observe(),
+        timeLimitMs: this.#plan.faultyMs + (this.#options.livenessBoundMs ?? 30_000) + 60_000,
+      });
+    } catch (error) {
+      const found = this.#checker.violation ?? {
+        property: "Run",
+        message: `the run failed: ${error instanceof Error ? error.stack : String(error)}`,
+        atMs: this.#sim.clock.now(),
+      };
+      violation = { ...found, trace: this.#traceTail() };
+    }
+    if (violation === null && this.#checker.violation !== null) {
+      violation = { ...this.#checker.violation, trace: this.#traceTail() };
+    }
+    return {
+      seed: this.#seed,
+      peers: this.#n,
+      core: this.#plan.core,
+      virtualMs: this.#sim.clock.now(),
+      digest: this.#sim.digest,
+      events: this.#sim.eventCount,
+      commits: this.#checker.committedCount,
+      leaderTerms: this.#checker.leaderTerms,
+      crashes: this.#crashes,
+      violation,
+    };
+  }
+
+  async #main(): Promise<void> {
+    for (let i = 0; i < this.#n; i++) await this.#startPeer(i);
+    const client = this.#client();
+    try {
+      for (const { atMs, action } of this.#plan.faults) {
+        const wait = atMs - this.#sim.clock.now();
+        if (wait > 0) await sleep(this.#sim.clock, wait);
+        await this.#perform(action);
+      }
+      const rest = this.#plan.faultyMs - this.#sim.clock.now();
+      if (rest > 0) await sleep(this.#sim.clock, rest);
+    } finally {
+      this.#clientStopped = true;
+    }
+    await client;
+    await this.#liveness();
+    for (const raft of this.#rafts) raft?.kill();
+    this.#net.close();
+  }
+
+  /** Between steps, when nothing is mid-flight: feed every peer's state to the checker. */
+  #observe(): void {
+    for (let i = 0; i < this.#n; i++) {
+      const raft = this.#rafts[i];
+      if (raft === null || raft === undefined) continue;
+      const { term, isLeader } = raft.getState();
+      this.#checker.onState(i, term, isLeader);
+    }
+    const violation = this.#checker.violation;
+    if (violation !== null) {
+      this.#log(`VIOLATION of ${violation.property}: ${violation.message}`);
+      throw new ViolationFound(`${violation.property}: ${violation.message}`);
+    }
+  }
+
+  // --- Peers ---
+
+  async #startPeer(i: number): Promise<void> {
+    this.#crashPeer(i, false);
+    const instance = ++this.#instances[i]!;
+    const state = this.#diskStates[i] ?? { term: 0, votedFor: null, log: [] };
+    const disk = new SimPersister({
+      clock: this.#sim.clock,
+      random: this.#sim.random,
+      state,
+      saveDelayMs: { min: 0, max: this.#saveDelayMaxMs[i]! },
+    });
+    this.#disks[i] = disk;
+    this.#checker.onStart(i, state);
+    const checker = this.#checker;
+    const persister: Persister = {
+      load: () => disk.load(),
+      save(change) {
+        checker.onSave(i, change);
+        return disk.save(change);
+      },
+    };
+    const ends: ClientEnd[] = [];
+    const names: string[] = [];
+    for (let j = 0; j < this.#n; j++) {
+      const name = `${i}>${j}#${instance}`;
+      const end = this.#net.makeEnd(name);
+      this.#net.connect(name, serverName(j));
+      this.#net.enable(name, true);
+      names.push(name);
+      ends.push({
+        call: (method, args) => {
+          checker.onTermSent(i, termOf(args));
+          if (!this.#countMessage()) return Promise.resolve(undefined);
+          return end.call(method, args);
+        },
+      });
+    }
+    for (const name of this.#ends[i]!) this.#net.deleteEnd(name);
+    this.#ends[i] = names;
+    const raft = await this.#make(ends, i, persister, (msg) => {
+      this.#log(`peer ${i} applies ${msg.commandIndex} = ${JSON.stringify(msg.command)}`);
+      checker.onApply(i, msg, this.#rafts[i]?.getState().term ?? 0);
+      this.#onApply(i, msg.command);
+    }, {
+      clock: this.#sim.clock,
+      random: this.#sim.random,
+      trace: (line) => this.#log(line),
+      ...this.#options.raftOptions,
+    });
+    this.#rafts[i] = raft;
+    this.#net.addServer(serverName(i), {
+      async handleRpc(method, args) {
+        const reply = await raft.handleRpc(method, args);
+        if (reply !== undefined) checker.onTermSent(i, termOf(reply));
+        return reply;
+      },
+    });
+    this.#applyFaults();
+    this.#log(
+      `peer ${i} starts (instance ${instance}): term ${state.term}, vote ${state.votedFor}, ${state.log.length} entries`,
+    );
+  }
+
+  #crashPeer(i: number, log = true): void {
+    const raft = this.#rafts[i];
+    const disk = this.#disks[i];
+    if (raft === null || raft === undefined || disk === null || disk === undefined) return;
+    this.#net.deleteServer(serverName(i));
+    raft.kill();
+    const inFlight = disk.pendingSaveCount;
+    const state = disk.crash();
+    this.#diskStates[i] = state;
+    this.#rafts[i] = null;
+    this.#disks[i] = null;
+    this.#crashes++;
+    if (log) {
+      this.#log(
+        `peer ${i} crashes with ${inFlight} saves in flight; its disk keeps term ${state.term}, vote ${state.votedFor}, ${state.log.length} entries`,
+      );
+    }
+  }
+
+  /**
+   * Counts a request sent at the current virtual time; false once there were too many. Peers
+   * that answer each other at once forever would keep time from ever moving on, and the run
+   * from ever ending: that is reported as a violation, and the loop is cut.
+   */
+  #countMessage(): boolean {
+    const now = this.#sim.clock.now();
+    if (now !== this.#messagesAt) {
+      this.#messagesAt = now;
+      this.#messagesNow = 0;
+    }
+    if (++this.#messagesNow <= maxMessagesAtOneInstant) return true;
+    this.#checker.report(
+      "Progress",
+      `more than ${maxMessagesAtOneInstant} requests were sent at virtual time ${now} ms: peers answer each other at once, forever`,
+    );
+    return false;
+  }
+
+  #leader(): number | null {
+    let best: number | null = null;
+    let bestTerm = -1;
+    for (let i = 0; i < this.#n; i++) {
+      const state = this.#rafts[i]?.getState();
+      if (state?.isLeader && state.term > bestTerm) {
+        best = i;
+        bestTerm = state.term;
+      }
+    }
+    return best;
+  }
+
+  // --- Faults ---
+
+  async #perform(action: FaultAction): Promise<void> {
+    this.#log(`fault: ${describeAction(action)}`);
+    const all = [...Array(this.#n).keys()];
+    const cut = (from: number, to: number) => {
+      if (from !== to) this.#directions[from]![to] = { ...healthy, cut: true };
+    };
+    switch (action.kind) {
+      case "isolate":
+        for (const j of all) {
+          cut(action.peer, j);
+          cut(j, action.peer);
+        }
+        break;
+      case "isolateLeader": {
+        const leader = this.#leader();
+        this.#log(`  (leader is ${leader ?? "nobody"})`);
+        if (leader !== null) return this.#perform({ kind: "isolate", peer: leader });
+        break;
+      }
+      case "split":
+        for (const a of action.minority) {
+          for (const b of all) {
+            if (action.minority.includes(b)) continue;
+            cut(a, b);
+            cut(b, a);
+          }
+        }
+        break;
+      case "oneWay":
+        cut(action.from, action.to);
+        break;
+      case "deafen":
+        for (const j of all) cut(j, action.peer);
+        break;
+      case "mute":
+        for (const j of all) cut(action.peer, j);
+        break;
+      case "clog":
+        this.#directions[action.from]![action.to] = { ...healthy, clogged: true };
+        break;
+      case "degrade":
+        this.#directions[action.from]![action.to] = { ...action.fault };
+        break;
+      case "healSome": {
+        const faulty: [number, number][] = [];
+        for (const a of all) {
+          for (const b of all) {
+            if (a !== b && !isHealthy(this.#directions[a]![b]!)) faulty.push([a, b]);
+          }
+        }
+        // Lifted in random order: a clog's held messages go out as its link heals.
+        for (const [a, b] of shuffle(this.#sim.random, faulty).slice(0, action.count)) {
+          this.#directions[a]![b] = { ...healthy };
+          this.#log(`  heals ${a}->${b}`);
+          this.#applyFaults();
+        }
+        break;
+      }
+      case "healAll":
+        for (const a of all) for (const b of all) this.#directions[a]![b] = { ...healthy };
+        break;
+      case "crash":
+        this.#crashPeer(action.peer);
+        break;
+      case "crashLeader": {
+        const leader = this.#leader();
+        this.#log(`  (leader is ${leader ?? "nobody"})`);
+        if (leader !== null) this.#crashPeer(leader);
+        break;
+      }
+      case "restart":
+        if (this.#rafts[action.peer] === null) await this.#startPeer(action.peer);
+        break;
+      case "slowSaves":
+        this.#saveDelayMaxMs[action.peer] = action.maxMs;
+        this.#disks[action.peer]?.setSaveDelay({ min: 0, max: action.maxMs });
+        break;
+      case "unreliable":
+        this.#net.setReliable(!action.on);
+        break;
+      case "clientBurst": {
+        const leader = this.#leader();
+        for (let k = 0; k < action.count; k++) {
+          this.#propose(leader ?? randomInt(this.#sim.random, 0, this.#n - 1));
+        }
+        break;
+      }
+    }
+    this.#applyFaults();
+  }
+
+  /** Sets every end's faults from the direction table. */
+  #applyFaults(): void {
+    for (let i = 0; i < this.#n; i++) {
+      for (let j = 0; j < this.#n; j++) {
+        const name = this.#ends[i]![j];
+        if (name === undefined || i === j) continue;
+        // Requests on i's end to j travel i->j; their replies travel j->i.
+        const out = this.#directions[i]![j]!;
+        const back = this.#directions[j]![i]!;
+        const faults: EndFaults = {
+          requestLoss: out.cut ? 1 : out.loss,
+          replyLoss: back.cut ? 1 : back.loss,
+          duplication: out.duplication,
+          maxDelayMs: Math.max(out.maxDelayMs, back.maxDelayMs),
+          requestsClogged: out.clogged,
+          repliesClogged: back.clogged,
+        };
+        this.#net.setEndFaults(name, faults);
+      }
+    }
+  }
+
+  // --- Clients ---
+
+  #propose(peer: number, prefix = "c"): string | null {
+    const raft = this.#rafts[peer];
+    if (raft === null || raft === undefined) return null;
+    const command = `${prefix}${++this.#commandCount}`;
+    const { index, term, isLeader } = raft.start(command);
+    if (!isLeader) return null;
+    this.#checker.onStarted(command, index, term);
+    this.#log(`client: peer ${peer} takes ${command} at index ${index} in term ${term}`);
+    return command;
+  }
+
+  async #client(): Promise<void> {
+    const random = this.#sim.random;
+    while (!this.#clientStopped) {
+      const pause = Math.ceil(-Math.log(1 - random()) * this.#plan.clientIntervalMs);
+      await sleep(this.#sim.clock, pause);
+      if (this.#clientStopped) break;
+      this.#propose(randomInt(random, 0, this.#n - 1));
+    }
+  }
+
+  // --- Liveness ---
+
+  /** Commands of the liveness phase, and which core peers applied each. */
+  readonly #livenessApplied = new Map<string, Set<number>>();
+
+  #onApply(peer: number, command: unknown): void {
+    if (typeof command !== "string" || !this.#plan.core.includes(peer)) return;
+    this.#livenessApplied.get(command)?.add(peer);
+  }
+
+  async #liveness(): Promise<void> {
+    const core = this.#plan.core;
+    const boundMs = this.#options.livenessBoundMs ?? 30_000;
+    this.#log(
+      `liveness: core ${
+        core.join(",")
+      } heals for good; a new command must commit (be applied by a core peer)`,
+    );
+    this.#net.setReliable(true);
+    for (const a of core) {
+      for (const b of core) this.#directions[a]![b] = { ...healthy };
+    }
+    this.#applyFaults();
+    for (const i of core) if (this.#rafts[i] === null) await this.#startPeer(i);
+    const healedAt = this.#sim.clock.now();
+    // A majority of the cluster always includes a core peer, so a committed command is applied
+    // by one soon; a non-core leader's followers in the core may lag when its links are faulty.
+    const done = () => [...this.#livenessApplied.values()].some((peers) => peers.size > 0);
+    while (!done()) {
+      if (this.#sim.clock.now() - healedAt > boundMs) {
+        const states = core.map((i) => {
+          const status = this.#rafts[i]!.status();
+          return `peer ${i}: T${status.term} ${status.role}, commit ${status.commitIndex}, last ${status.lastLogIndex}`;
+        });
+        this.#checker.report(
+          "Liveness",
+          `the healed core ${core.join(",")} committed no new command within ${boundMs} ms (${
+            states.join("; ")
+          })`,
+        );
+        this.#observe();
+      }
+      // Try every live peer, as a client that does not know the leader would.
+      for (const i of shuffle(this.#sim.random, [...Array(this.#n).keys()])) {
+        const command = this.#propose(i, "live");
+        if (command !== null) {
+          this.#livenessApplied.set(command, new Set());
+          break;
+        }
+      }
+      await sleep(this.#sim.clock, 200);
+    }
+    this.#log(`liveness: committed ${this.#sim.clock.now() - healedAt} ms after healing`);
+  }
+
+  // --- Trace ---
+
+  #time(): string {
+    return (this.#sim.clock.now() / 1000).toFixed(3).padStart(8);
+  }
+
+  #log(line: string): void {
+    const stamped = `${this.#time()} ${line}`;
+    this.#options.onTrace?.(stamped);
+    const limit = this.#options.traceLines ?? 400;
+    if (this.#trace.length < limit) this.#trace.push(stamped);
+    else {
+      this.#trace[this.#traceStart] = stamped;
+      this.#traceStart = (this.#traceStart + 1) % limit;
+    }
+  }
+
+  #traceTail(): string[] {
+    return [...this.#trace.slice(this.#traceStart), ...this.#trace.slice(0, this.#traceStart)];
+  }
+}
+
+function serverName(i: number): string {
+  return `peer-${i}`;
+}
+
+function isHealthy(fault: DirectionFault): boolean {
+  return !fault.cut && !fault.clogged && fault.loss === 0 && fault.duplication === 0 &&
+    fault.maxDelayMs === 0;
+}
+
+/** The `term` field of an RPC's args or reply, or 0. */
+function termOf(message: unknown): number {
+  const term = (message as { term?: unknown } | null)?.term;
+  return typeof term === "number" ? term : 0;
+}

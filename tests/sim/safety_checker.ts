@@ -1,0 +1,266 @@
+/**
+ * Raft's safety properties (§5.2-§5.4, Figure 3), checked as a simulated cluster runs. The
+ * explorer feeds every observation in; the first violation is kept, with the time it was seen.
+ *
+ * - Election Safety: at most one leader per term.
+ * - Leader Append-Only: a leader never overwrites or deletes entries in its log.
+ * - Log Matching: two logs holding an entry with the same index and term are identical up to it.
+ * - Leader Completeness: a leader holds every entry committed in an earlier term.
+ * - State Machine Safety: every peer applies, in order, a prefix of one common sequence.
+ * - Terms never go backwards: not within a peer's run, and not across a restart below a term the
+ *   peer already told anyone about.
+ *
+ * @module
+ */
+
+import type { ApplyMsg, LogEntry, PersistChange } from "../../mod.ts";
+
+/** Which property broke, and how. */
+export interface Violation {
+  property: string;
+  message: string;
+  /** Virtual time of the observation, in ms. */
+  atMs: number;
+}
+
+/** An entry as a client created it: `start()` returned this index and term. */
+interface Started {
+  index: number;
+  term: number;
+}
+
+/** A leader as first seen: its term and its log (commands as JSON text) at that moment. */
+interface ObservedLeader {
+  peer: number;
+  log: string[];
+}
+
+/** Follows one cluster's history and reports the first safety violation. */
+export class SafetyChecker {
+  readonly #now: () => number;
+  #violation: Violation | null = null;
+
+  /** `started.get(command text)`: where the leader put a client's command. */
+  readonly #started = new Map<string, Started>();
+  /** term -> leader of that term, as first observed. */
+  readonly #leaders = new Map<number, ObservedLeader>();
+  /** The common applied sequence: index -> command text. */
+  readonly #committed = new Map<number, string>();
+  /**
+   * Index -> a term no lower than the one in which the entry became committed: the applying
+   * peer's term when it was first applied. The leader that committed it had a term no higher
+   * than the term of anyone who learned of the commit.
+   */
+  readonly #committedTerm = new Map<number, number>();
+  /** Per peer, the last index its current instance applied. */
+  readonly #lastApplied: number[];
+  /** Per peer, the log its current instance has asked to save: entries as [term, command text]. */
+  readonly #logs: [number, string][][];
+  /** Per peer, a hash of each prefix of its log: #prefixHashes[peer][i] covers entries 1..i+1. */
+  readonly #prefixHashes: string[][];
+  /** "index:term" -> the hash of the log prefix ending with that entry, as first seen. */
+  readonly #entryPrefixes = new Map<string, string>();
+  /** Per peer, the highest term it has sent in any request or reply. */
+  readonly #promisedTerm: number[];
+  /** Per peer, the highest term seen in its current instance. */
+  readonly #seenTerm: number[];
+
+  /** Checks a cluster of `peers`; `now` gives the virtual time for reports. */
+  constructor(peers: number, now: () => number) {
+    this.#now = now;
+    this.#lastApplied = new Array(peers).fill(0);
+    this.#logs = Array.from({ length: peers }, () => []);
+    this.#prefixHashes = Array.from({ length: peers }, () => []);
+    this.#promisedTerm = new Array(peers).fill(0);
+    this.#seenTerm = new Array(peers).fill(0);
+  }
+
+  /** The first violation seen, or null. */
+  get violation(): Violation | null {
+    return this.#violation;
+  }
+
+  /** How many entries are known committed. */
+  get committedCount(): number {
+    return this.#committed.size;
+  }
+
+  /** How many terms had a leader. */
+  get leaderTerms(): number {
+    return this.#leaders.size;
+  }
+
+  /** Whether `command` has been applied by anyone. */
+  isCommitted(command: unknown): boolean {
+    const started = this.#started.get(JSON.stringify(command));
+    return started !== undefined &&
+      this.#committed.get(started.index) === JSON.stringify(command);
+  }
+
+  #fail(property: string, message: string): void {
+    this.#violation ??= { property, message, atMs: this.#now() };
+  }
+
+  /** Reports a violation found outside the checker: liveness, or a run that stopped time. */
+  report(property: string, message: string): void {
+    this.#fail(property, message);
+  }
+
+  /** A peer (re)started with `state` loaded from its disk. */
+  onStart(peer: number, state: { term: number; log: LogEntry[] }): void {
+    if (state.term < this.#promisedTerm[peer]!) {
+      this.#fail(
+        "Terms never go backwards",
+        `peer ${peer} restarted with term ${state.term}, but had already sent term ${
+          this.#promisedTerm[peer]
+        } to others`,
+      );
+    }
+    this.#seenTerm[peer] = state.term;
+    this.#lastApplied[peer] = 0;
+    this.#logs[peer] = [];
+    this.#prefixHashes[peer] = [];
+    this.#appendToLog(peer, 1, state.log);
+  }
+
+  /** A peer sent a request or a reply carrying `term`. */
+  onTermSent(peer: number, term: number): void {
+    if (term > this.#promisedTerm[peer]!) this.#promisedTerm[peer] = term;
+  }
+
+  /** A client's `start(command)` was accepted at `index` in `term`. */
+  onStarted(command: unknown, index: number, term: number): void {
+    this.#started.set(JSON.stringify(command), { index, term });
+  }
+
+  /** A peer asked its disk to save `change`: its log now reads so. */
+  onSave(peer: number, change: PersistChange): void {
+    if (change.log === undefined) return;
+    const { from, entries } = change.log;
+    const log = this.#logs[peer]!;
+    // §5.3 Leader Append-Only: the leader of the change's term must not drop its own entries.
+    const leader = this.#leaders.get(change.term);
+    if (leader?.peer === peer && from <= log.length) {
+      this.#fail(
+        "Leader Append-Only",
+        `peer ${peer}, leader of term ${change.term}, replaced its entries from index ${from} (log length ${log.length})`,
+      );
+    }
+    this.#appendToLog(peer, from, entries);
+  }
+
+  #appendToLog(peer: number, from: number, entries: LogEntry[]): void {
+    const log = this.#logs[peer]!;
+    const hashes = this.#prefixHashes[peer]!;
+    log.length = Math.min(log.length, from - 1);
+    hashes.length = log.length;
+    for (const entry of entries) {
+      const text = JSON.stringify(entry.command);
+      log.push([entry.term, text]);
+      const index = log.length;
+      const hash = hashPrefix(hashes[index - 2] ?? "", entry.term, text);
+      hashes.push(hash);
+      // Log Matching: same index and term means the same prefix, in every log, at every time.
+      const key = `${index}:${entry.term}`;
+      const first = this.#entryPrefixes.get(key);
+      if (first === undefined) this.#entryPrefixes.set(key, hash);
+      else if (first !== hash) {
+        this.#fail(
+          "Log Matching",
+          `peer ${peer}'s log holds an entry at index ${index} in term ${entry.term} (${text}) whose preceding entries differ from another log's entry with that index and term`,
+        );
+      }
+    }
+  }
+
+  /** Between steps: `peer`'s current instance is in `term`, as leader or not. */
+  onState(peer: number, term: number, isLeader: boolean): void {
+    if (term < this.#seenTerm[peer]!) {
+      this.#fail(
+        "Terms never go backwards",
+        `peer ${peer}'s term went from ${this.#seenTerm[peer]} to ${term}`,
+      );
+    }
+    this.#seenTerm[peer] = term;
+    if (!isLeader) return;
+    const known = this.#leaders.get(term);
+    if (known !== undefined) {
+      if (known.peer !== peer) {
+        this.#fail(
+          "Election Safety",
+          `peers ${known.peer} and ${peer} are both leaders of term ${term}`,
+        );
+      }
+      return;
+    }
+    const log = this.#logs[peer]!.map(([, text]) => text);
+    this.#leaders.set(term, { peer, log });
+    // Leader Completeness: a new leader holds every entry committed in an earlier term.
+    for (const [index, command] of this.#committed) {
+      const commitTerm = this.#committedTerm.get(index)!;
+      if (commitTerm < term && log[index - 1] !== command) {
+        this.#fail(
+          "Leader Completeness",
+          `peer ${peer} leads term ${term} without entry ${index} (${command}), committed by term ${commitTerm}; it has ${
+            log[index - 1] ?? "nothing"
+          } there`,
+        );
+      }
+    }
+  }
+
+  /** `peer`'s service was handed `msg`; `term` is the peer's current term. */
+  onApply(peer: number, msg: ApplyMsg, term: number): void {
+    const text = JSON.stringify(msg.command);
+    const expected = this.#lastApplied[peer]! + 1;
+    if (msg.commandIndex !== expected) {
+      this.#fail(
+        "State Machine Safety",
+        `peer ${peer} applied index ${msg.commandIndex} when ${expected} was next`,
+      );
+    }
+    this.#lastApplied[peer] = msg.commandIndex;
+    const committed = this.#committed.get(msg.commandIndex);
+    if (committed !== undefined) {
+      if (committed !== text) {
+        this.#fail(
+          "State Machine Safety",
+          `peer ${peer} applied ${text} at index ${msg.commandIndex}, where another peer applied ${committed}`,
+        );
+      }
+      return;
+    }
+    this.#committed.set(msg.commandIndex, text);
+    this.#committedTerm.set(msg.commandIndex, term);
+    const started = this.#started.get(text);
+    if (started !== undefined && started.index !== msg.commandIndex) {
+      this.#fail(
+        "State Machine Safety",
+        `${text} was started at index ${started.index} but applied at ${msg.commandIndex}`,
+      );
+    }
+    for (const [leaderTerm, leader] of this.#leaders) {
+      if (leaderTerm > term && leader.log[msg.commandIndex - 1] !== text) {
+        this.#fail(
+          "Leader Completeness",
+          `entry ${msg.commandIndex} (${text}) was committed by term ${term}, but peer ${leader.peer} became leader of term ${leaderTerm} without it`,
+        );
+      }
+    }
+  }
+}
+
+/** A hash of a log prefix: the previous prefix's hash, extended by one entry (cyrb53-style). */
+function hashPrefix(previous: string, term: number, command: string): string {
+  const text = `${previous}|${term}|${command}`;
+  let h1 = 0xdeadbeef;
+  let h2 = 0x41c6ce57;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    h1 = Math.imul(h1 ^ c, 2654435761);
+    h2 = Math.imul(h2 ^ c, 1597334677);
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+  return (h2 >>> 0).toString(36) + "." + (h1 >>> 0).toString(36);
+}
