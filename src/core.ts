@@ -88,8 +88,11 @@ export class RaftCore {
    * one, or sooner to tell it of a new commit index.
    */
   #nextSendAt: number[] = [];
-  /** AppendEntries of this term awaiting a reply, per peer: how full its pipeline is. */
-  #inFlight: number[] = [];
+  /**
+   * AppendEntries of this term awaiting a reply, per peer: its pipeline. A success frees every
+   * request it covers, so a reply that comes late (or never) does not hold a slot.
+   */
+  #inFlight: Set<AppendEntriesArgs>[] = [];
   /**
    * Per peer: true while the leader does not know where the follower's log matches its own (after
    * the election, a rejection, or a lost request). It then sends one AppendEntries at a time and
@@ -180,11 +183,12 @@ export class RaftCore {
         if (peer === this.#config.me) continue;
         if (now >= this.#nextSendAt[peer]!) {
           // A heartbeat goes out even when the pipeline is full, but then without entries: it
-          // keeps the leadership and learns of lost messages, while memory stays bounded.
+          // keeps the leadership and learns of lost messages, while memory stays bounded. A
+          // probe always carries entries: it is the retry.
           this.#sendAppendEntries(
             peer,
             now,
-            this.#inFlight[peer]! < this.#config.maxInflightAppends,
+            this.#probing[peer]! || this.#inFlight[peer]!.size < this.#config.maxInflightAppends,
           );
         }
       }
@@ -285,13 +289,13 @@ export class RaftCore {
     now: number,
   ): void {
     const current = this.#role === "leader" && args.term === this.#currentTerm;
-    if (current) this.#inFlight[peer] = Math.max(0, this.#inFlight[peer]! - 1);
+    if (current) this.#inFlight[peer]!.delete(args);
     if (reply === null) {
       // A lost request leaves a gap, and the pipelined requests behind it are rejected, which
       // starts a probe. With nothing left behind it, probe from the last known match: the next
       // heartbeat retries.
       if (
-        current && !this.#probing[peer] && this.#inFlight[peer] === 0 &&
+        current && !this.#probing[peer] && this.#inFlight[peer]!.size === 0 &&
         this.#matchIndex[peer]! < args.prevLogIndex + args.entries.length
       ) {
         this.#probing[peer] = true;
@@ -311,6 +315,9 @@ export class RaftCore {
       if (match > this.#matchIndex[peer]!) {
         this.#matchIndex[peer] = match;
         this.#advanceCommitIndex(now);
+      }
+      for (const sent of this.#inFlight[peer]!) {
+        if (sent.prevLogIndex + sent.entries.length <= match) this.#inFlight[peer]!.delete(sent);
       }
       // Once the follower is known to hold everything before nextIndex, pipelining is safe.
       if (this.#matchIndex[peer]! >= this.#nextIndex[peer]! - 1) this.#probing[peer] = false;
@@ -452,7 +459,7 @@ export class RaftCore {
     this.#leaderId = me;
     this.#nextIndex = new Array(peerCount).fill(this.#log.lastIndex + 1);
     this.#matchIndex = new Array(peerCount).fill(0);
-    this.#inFlight = new Array(peerCount).fill(0);
+    this.#inFlight = Array.from({ length: peerCount }, () => new Set());
     this.#probing = new Array(peerCount).fill(true);
     this.#nextSendAt = new Array(peerCount).fill(now);
     this.#heardFrom = new Set([me]);
@@ -493,19 +500,19 @@ export class RaftCore {
   #replicate(peer: number, now: number): void {
     const lastIndex = this.#log.lastIndex;
     if (this.#probing[peer]) {
-      if (this.#inFlight[peer] === 0 && this.#nextIndex[peer]! <= lastIndex) {
+      if (this.#inFlight[peer]!.size === 0 && this.#nextIndex[peer]! <= lastIndex) {
         this.#sendAppendEntries(peer, now, true);
       }
       return;
     }
     while (
       this.#nextIndex[peer]! <= lastIndex &&
-      this.#inFlight[peer]! < this.#config.maxInflightAppends
+      this.#inFlight[peer]!.size < this.#config.maxInflightAppends
     ) {
       const next = this.#nextIndex[peer]!;
       const end = this.#batchEnd(next);
       const full = end <= lastIndex || end - next === this.#config.maxEntriesPerAppend;
-      if (this.#inFlight[peer]! > 0 && !full) return;
+      if (this.#inFlight[peer]!.size > 0 && !full) return;
       this.#sendEntriesBefore(peer, now, end);
     }
   }
@@ -532,7 +539,7 @@ export class RaftCore {
     };
     if (!this.#probing[peer]) this.#nextIndex[peer] = end;
     this.#nextSendAt[peer] = now + this.#config.heartbeatIntervalMs;
-    this.#inFlight[peer]!++;
+    this.#inFlight[peer]!.add(args);
     this.#send.push({ to: peer, method: AppendEntries, args });
   }
 

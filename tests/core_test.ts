@@ -1027,3 +1027,36 @@ Deno.test("check-quorum: a leader that a majority answers stays leader, for one 
   tickUntil(core, 300 + 2 * ELECTION_MAX);
   assert.equal(core.role, "follower", "nobody answered in the second timeout");
 });
+
+Deno.test("pipelining: a success frees the slots of earlier requests whose replies are late", () => {
+  const core = pipeliningLeader({ maxEntriesPerAppend: 1, maxInflightAppends: 2 });
+  for (const command of ["a", "b", "c", "d"]) core.propose(command);
+  const [m6, m7] = allSentTo(core.takeReady(320), 1);
+  assert.deepEqual([m6, m7].map((args) => args?.prevLogIndex), [5, 6]);
+  core.handleAppendEntriesReply(1, m7!, ok(5), 330);
+  assert.deepEqual(
+    batchesTo(core.takeReady(330), 1),
+    [[8], [9]],
+    "the success at 7 covers m6 too: two slots free although m6's reply has not come",
+  );
+  core.handleAppendEntriesReply(1, m6!, ok(5), 340);
+  core.propose("e");
+  assert.deepEqual(batchesTo(core.takeReady(340), 1), [], "m6's late reply frees nothing more");
+});
+
+Deno.test("a probe's heartbeat carries entries even when earlier requests are unanswered", () => {
+  const { core, initial } = leaderWithLog({ maxInflightAppends: 1 });
+  core.handleAppendEntriesReply(1, sentTo(initial, 1), {
+    term: 5,
+    success: false,
+    conflictTerm: 0,
+    conflictIndex: 4,
+  }, 310);
+  assert.deepEqual(batchesTo(core.takeReady(310), 1), [[4, 5]], "the probe");
+  core.tick(310 + HEARTBEAT);
+  assert.deepEqual(
+    batchesTo(core.takeReady(310 + HEARTBEAT), 1),
+    [[4, 5]],
+    "its reply is late: the heartbeat is the retry",
+  );
+});
