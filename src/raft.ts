@@ -194,30 +194,39 @@ class RaftPeer implements Raft {
   }
 
   start(command: unknown): { index: number; term: number; isLeader: boolean } {
-    let text: string | undefined;
-    try {
-      text = JSON.stringify(command);
-    } catch (error) {
-      throw new TypeError(`Command must be a JSON value: ${(error as Error).message}`);
-    }
-    if (text === undefined) {
-      throw new TypeError(`Command must be a JSON value, got ${String(command)}`);
-    }
     const limit = this.#persister.maxCommandBytes;
-    if (limit !== undefined && text.length > limit / 3) {
-      const bytes = new TextEncoder().encode(text).length;
-      if (bytes > limit) {
-        throw new RangeError(
-          `Command is ${bytes} bytes of JSON, more than the persister's limit of ${limit} bytes`,
-        );
+    let copy: unknown;
+    let length: number;
+    if (typeof command === "string" && (limit === undefined || command.length * 6 + 2 <= limit)) {
+      // A string needs no copy, and its JSON text has at most 6 bytes per code unit (a \uXXXX
+      // escape) plus the quotes: only a long one must be encoded to check the limit. The length
+      // only sizes messages, so escapes may be left out of it.
+      copy = command;
+      length = command.length + 2;
+    } else {
+      let text: string | undefined;
+      try {
+        text = JSON.stringify(command);
+      } catch (error) {
+        throw new TypeError(`Command must be a JSON value: ${(error as Error).message}`);
       }
+      if (text === undefined) {
+        throw new TypeError(`Command must be a JSON value, got ${String(command)}`);
+      }
+      if (limit !== undefined && text.length > limit / 3) {
+        const bytes = new TextEncoder().encode(text).length;
+        if (bytes > limit) {
+          throw new RangeError(
+            `Command is ${bytes} bytes of JSON, more than the persister's limit of ${limit} bytes`,
+          );
+        }
+      }
+      // The log keeps its own copy, so the caller may reuse its object; a string cannot change.
+      copy = typeof command === "string" ? command : JSON.parse(text);
+      length = text.length;
     }
     if (this.#dead) return { index: -1, term: this.#core.currentTerm, isLeader: false };
-    // The log keeps its own copy, so the caller may reuse its object; a string cannot change.
-    const result = this.#core.propose(
-      typeof command === "string" ? command : JSON.parse(text),
-      text.length,
-    );
+    const result = this.#core.propose(copy, length);
     if (result.isLeader) this.#scheduleDrive();
     return result;
   }
