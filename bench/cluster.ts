@@ -44,6 +44,11 @@ const WARMUP_MS = QUICK ? 300 : 1000;
 const DURATION_MS = QUICK ? 1000 : 3000;
 const IN_FLIGHT = [1, 16, 256];
 const FAILOVER_TRIALS = QUICK ? 4 : 12;
+/**
+ * (a) is one process on a shared machine: other work preempts it and one run's throughput swings
+ * by 2x, so each of its throughput figures is the median of this many runs.
+ */
+const MEMORY_REPEATS = QUICK ? 1 : 5;
 const ONLY = flag("only")?.split(",") ?? ["limits", "a", "b", "c", "failover"];
 /** Extra options for every peer, e.g. to compare a setting's effect within one run. */
 const EXTRA_OPTIONS = JSON.parse(flag("raft") ?? "{}") as PeerConfig["raftOptions"];
@@ -196,43 +201,57 @@ interface ShapeResult {
   p99Ms: number;
 }
 
-async function memoryShape(): Promise<ShapeResult> {
-  const network = new MemoryNetwork();
-  const waiters = [0, 1, 2].map(() => new ApplyWaiters());
-  const rafts: Raft[] = [];
-  for (let i = 0; i < 3; i++) {
-    const ends = [0, 1, 2].map((j) => {
-      const end = network.makeEnd(`${i}->${j}`);
-      network.connect(`${i}->${j}`, `peer-${j}`);
-      network.enable(`${i}->${j}`, true);
-      return end;
-    });
-    rafts.push(
-      await make(ends, i, new MemoryPersister(), waiters[i]!.applyCh, {
-        ...EXTRA_OPTIONS,
-        trace: null,
-      }),
-    );
-    network.addServer(`peer-${i}`, rafts[i]!);
+/**
+ * Runs each measurement on a fresh cluster: the log is never compacted, and a log of millions of
+ * entries left by the previous measurement made the next one pay for the garbage collector.
+ */
+async function shapeResult(
+  load: (inFlight: number, latencies: boolean) => Promise<LoadResult>,
+  repeats: number,
+): Promise<ShapeResult> {
+  const throughput: [number, number][] = [];
+  for (const inFlight of IN_FLIGHT) {
+    const runs: number[] = [];
+    for (let run = 0; run < repeats; run++) runs.push((await load(inFlight, false)).perSecond);
+    throughput.push([inFlight, percentile(runs, 50)]);
   }
-  try {
-    const leader = await leaderOf(rafts);
-    const leaderWaiters = waiters[rafts.indexOf(leader)]!;
-    const throughput: [number, number][] = [];
-    for (const inFlight of IN_FLIGHT) {
-      const result = await runLoad(leader, leaderWaiters, inFlight, WARMUP_MS, DURATION_MS, false);
-      throughput.push([inFlight, result.perSecond]);
+  const sequential = await load(1, true);
+  return {
+    throughput,
+    p50Ms: percentile(sequential.latenciesMs, 50),
+    p99Ms: percentile(sequential.latenciesMs, 99),
+  };
+}
+
+function memoryShape(): Promise<ShapeResult> {
+  return shapeResult(async (inFlight, latencies) => {
+    const network = new MemoryNetwork();
+    const waiters = [0, 1, 2].map(() => new ApplyWaiters());
+    const rafts: Raft[] = [];
+    for (let i = 0; i < 3; i++) {
+      const ends = [0, 1, 2].map((j) => {
+        const end = network.makeEnd(`${i}->${j}`);
+        network.connect(`${i}->${j}`, `peer-${j}`);
+        network.enable(`${i}->${j}`, true);
+        return end;
+      });
+      rafts.push(
+        await make(ends, i, new MemoryPersister(), waiters[i]!.applyCh, {
+          ...EXTRA_OPTIONS,
+          trace: null,
+        }),
+      );
+      network.addServer(`peer-${i}`, rafts[i]!);
     }
-    const sequential = await runLoad(leader, leaderWaiters, 1, WARMUP_MS, DURATION_MS, true);
-    return {
-      throughput,
-      p50Ms: percentile(sequential.latenciesMs, 50),
-      p99Ms: percentile(sequential.latenciesMs, 99),
-    };
-  } finally {
-    for (const raft of rafts) raft.kill();
-    network.close();
-  }
+    try {
+      const leader = await leaderOf(rafts);
+      const leaderWaiters = waiters[rafts.indexOf(leader)]!;
+      return await runLoad(leader, leaderWaiters, inFlight, WARMUP_MS, DURATION_MS, latencies);
+    } finally {
+      for (const raft of rafts) raft.kill();
+      network.close();
+    }
+  }, MEMORY_REPEATS);
 }
 
 async function leaderOf(rafts: Raft[]): Promise<Raft> {
@@ -491,36 +510,26 @@ const FAST_TIMING = {
   electionTimeoutMaxMs: 300,
 };
 
-async function processShape(persister: "file" | "kv"): Promise<ShapeResult> {
-  const cluster = new ProcessCluster(
-    await Deno.makeTempDir({ prefix: "raft-bench-" }),
-    persister,
-    { ...EXTRA_OPTIONS, ...DEFAULT_TIMING },
-  );
-  try {
-    const { me } = await cluster.leader();
-    const leader = cluster.peers[me]!;
-    const load = async (inFlight: number, latencies: boolean) =>
-      (await leader.request({
+function processShape(persister: "file" | "kv"): Promise<ShapeResult> {
+  return shapeResult(async (inFlight, latencies) => {
+    const cluster = new ProcessCluster(
+      await Deno.makeTempDir({ prefix: "raft-bench-" }),
+      persister,
+      { ...EXTRA_OPTIONS, ...DEFAULT_TIMING },
+    );
+    try {
+      const { me } = await cluster.leader();
+      return (await cluster.peers[me]!.request({
         op: "load",
         inFlight,
         warmupMs: WARMUP_MS,
         durationMs: DURATION_MS,
         latencies,
       })) as unknown as LoadResult;
-    const throughput: [number, number][] = [];
-    for (const inFlight of IN_FLIGHT) {
-      throughput.push([inFlight, (await load(inFlight, false)).perSecond]);
+    } finally {
+      await cluster.stop();
     }
-    const sequential = await load(1, true);
-    return {
-      throughput,
-      p50Ms: percentile(sequential.latenciesMs, 50),
-      p99Ms: percentile(sequential.latenciesMs, 99),
-    };
-  } finally {
-    await cluster.stop();
-  }
+  }, 1);
 }
 
 /**
