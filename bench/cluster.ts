@@ -6,6 +6,8 @@
  *   deno task bench:cluster --quick    (shorter runs, fewer failover trials)
  *   deno task bench:cluster --only=b,c --raft='{"maxInflightAppends":1}'
  *                                      (some parts only; extra RaftOptions for every peer)
+ *   deno task bench:cluster --only=a --link-delay-ms=1 --in-flight=256,1024
+ *                                      ((a) over a link with a 2 ms round trip; other loads)
  *
  * Shapes:
  * - (a) one process, `MemoryNetwork`, `MemoryPersister`;
@@ -27,7 +29,14 @@
  * @module
  */
 
-import { make, MemoryNetwork, MemoryPersister, type Raft, WebSocketTransport } from "../mod.ts";
+import {
+  type ClientEnd,
+  make,
+  MemoryNetwork,
+  MemoryPersister,
+  type Raft,
+  WebSocketTransport,
+} from "../mod.ts";
 import { AppendEntries } from "../src/messages.ts";
 import { freePorts } from "../examples/cluster.ts";
 import {
@@ -42,7 +51,9 @@ import type { PeerConfig } from "./cluster_peer.ts";
 const QUICK = Deno.args.includes("--quick");
 const WARMUP_MS = QUICK ? 300 : 1000;
 const DURATION_MS = QUICK ? 1000 : 3000;
-const IN_FLIGHT = [1, 16, 256];
+const IN_FLIGHT = flag("in-flight")?.split(",").map(Number) ?? [1, 16, 256];
+/** (a) only: each call waits this long before delivery and again before its reply. */
+const LINK_DELAY_MS = Number(flag("link-delay-ms") ?? 0);
 const FAILOVER_TRIALS = QUICK ? 4 : 12;
 /**
  * (a) is one process on a shared machine: other work preempts it and one run's throughput swings
@@ -70,16 +81,21 @@ async function main(): Promise<void> {
   console.log(`# ${new Date().toISOString()}  load average: ${loadAverage()}`);
   const rows: Row[] = [];
 
-  console.log(`# extra options: ${JSON.stringify(EXTRA_OPTIONS)}`);
+  console.log(
+    `# extra options: ${JSON.stringify(EXTRA_OPTIONS)}, (a) link delay: ${LINK_DELAY_MS} ms`,
+  );
   let socket: WebSocketLimits = {
     roundTripsPerSecond: NaN,
     roundTripP50Ms: NaN,
     pipelinedPerSecond: NaN,
     naiveLone8kP50Ms: NaN,
   };
+  // A commit needs at least one round trip to a follower and its fdatasync.
+  let sequentialFloorMs = NaN;
   if (ONLY.includes("limits")) {
     const disk = await fdatasyncPerSecond();
     socket = await webSocketLimits();
+    sequentialFloorMs = socket.roundTripP50Ms + 1000 / disk;
     rows.push(
       { shape: "limit", measure: "append+fdatasync /s", value: fmt(disk), bound: "" },
       {
@@ -137,7 +153,7 @@ async function main(): Promise<void> {
         measure: `commands/s, ${inFlight} in flight`,
         value: fmt(perSecond),
         bound: inFlight === 1
-          ? `${(perSecond / socket.roundTripsPerSecond).toFixed(2)} x WS round trips/s`
+          ? `${(perSecond * sequentialFloorMs / 1000).toFixed(2)} x 1/(WS round trip + fsync)`
           : `${(perSecond / socket.pipelinedPerSecond).toFixed(2)} x WS pipelined msgs/s`,
       });
     }
@@ -145,7 +161,7 @@ async function main(): Promise<void> {
       shape,
       measure: "commit latency p50 / p99, 1 in flight",
       value: `${result.p50Ms.toFixed(3)} / ${result.p99Ms.toFixed(3)} ms`,
-      bound: `p50 = ${(result.p50Ms / socket.roundTripP50Ms).toFixed(1)} x WS round trip`,
+      bound: `p50 = ${(result.p50Ms / sequentialFloorMs).toFixed(1)} x (WS round trip + fsync)`,
     });
   }
 
@@ -229,11 +245,14 @@ function memoryShape(): Promise<ShapeResult> {
     const waiters = [0, 1, 2].map(() => new ApplyWaiters());
     const rafts: Raft[] = [];
     for (let i = 0; i < 3; i++) {
-      const ends = [0, 1, 2].map((j) => {
+      const ends = [0, 1, 2].map((j): ClientEnd => {
         const end = network.makeEnd(`${i}->${j}`);
         network.connect(`${i}->${j}`, `peer-${j}`);
         network.enable(`${i}->${j}`, true);
-        return end;
+        if (LINK_DELAY_MS === 0) return end;
+        const delay = <T>(value: T) =>
+          new Promise<T>((resolve) => setTimeout(() => resolve(value), LINK_DELAY_MS));
+        return { call: async (method, args) => delay(await end.call(method, await delay(args))) };
       });
       rafts.push(
         await make(ends, i, new MemoryPersister(), waiters[i]!.applyCh, {
