@@ -57,6 +57,8 @@ export interface CoreConfig {
   electionTimeoutMinMs: number;
   electionTimeoutMaxMs: number;
   maxEntriesPerAppend: number;
+  maxAppendBytes: number;
+  maxInflightAppends: number;
   random: RandomSource;
   trace: ((line: string) => void) | null;
   /** Run a pre-vote before each election (thesis §9.6). Default false here; `make()` turns it on. */
@@ -92,8 +94,18 @@ export class RaftCore {
    * one, or sooner to tell it of a new commit index.
    */
   #nextSendAt: number[] = [];
-  /** AppendEntries awaiting a reply, per peer. */
-  #inFlight: number[] = [];
+  /**
+   * AppendEntries of this term awaiting a reply, per peer: its pipeline. A success frees every
+   * request it covers, so a reply that comes late (or never) does not hold a slot.
+   */
+  #inFlight: Set<AppendEntriesArgs>[] = [];
+  /**
+   * Per peer: true while the leader does not know where the follower's log matches its own (after
+   * the election, a rejection, or a lost request). It then sends one AppendEntries at a time and
+   * moves `nextIndex` only on replies. Otherwise it pipelines: `nextIndex` advances as entries
+   * are sent, with up to `maxInflightAppends` AppendEntries awaiting replies.
+   */
+  #probing: boolean[] = [];
   /** Peers (this one included) that answered an AppendEntries of this term since the last check. */
   #heardFrom = new Set<number>();
   /** When the leader next checks that a majority still answers it (check-quorum). */
@@ -142,10 +154,17 @@ export class RaftCore {
     return this.#log.lastIndex;
   }
 
-  /** Appends `command` if this peer leads; replication starts at the next {@linkcode takeReady}. */
-  propose(command: unknown): { index: number; term: number; isLeader: boolean } {
+  /**
+   * Appends `command` if this peer leads; replication starts at the next {@linkcode takeReady}.
+   * `commandBytes`, the length of the command's JSON text if the caller knows it, saves the core
+   * from computing it to size its messages.
+   */
+  propose(
+    command: unknown,
+    commandBytes = -1,
+  ): { index: number; term: number; isLeader: boolean } {
     if (this.#role !== "leader") return { index: -1, term: this.#currentTerm, isLeader: false };
-    const index = this.#log.append({ term: this.#currentTerm, command });
+    const index = this.#log.append({ term: this.#currentTerm, command }, commandBytes);
     this.#logChangedFrom(index);
     this.#replicationWanted = true;
     return { index, term: this.#currentTerm, isLeader: true };
@@ -169,7 +188,14 @@ export class RaftCore {
       for (let peer = 0; peer < this.#config.peerCount; peer++) {
         if (peer === this.#config.me) continue;
         if (now >= this.#nextSendAt[peer]!) {
-          this.#sendAppendEntries(peer, now);
+          // A heartbeat goes out even when the pipeline is full, but then without entries: it
+          // keeps the leadership and learns of lost messages, while memory stays bounded. A
+          // probe always carries entries: it is the retry.
+          this.#sendAppendEntries(
+            peer,
+            now,
+            this.#probing[peer]! || this.#inFlight[peer]!.size < this.#config.maxInflightAppends,
+          );
         }
       }
     } else if (now >= this.#electionDeadline) {
@@ -319,8 +345,20 @@ export class RaftCore {
     now: number,
   ): void {
     const current = this.#role === "leader" && args.term === this.#currentTerm;
-    if (current) this.#inFlight[peer] = Math.max(0, this.#inFlight[peer]! - 1);
-    if (reply === null) return; // the next heartbeat retries
+    if (current) this.#inFlight[peer]!.delete(args);
+    if (reply === null) {
+      // A lost request leaves a gap, and the pipelined requests behind it are rejected, which
+      // starts a probe. With nothing left behind it, probe from the last known match: the next
+      // heartbeat retries.
+      if (
+        current && !this.#probing[peer] && this.#inFlight[peer]!.size === 0 &&
+        this.#matchIndex[peer]! < args.prevLogIndex + args.entries.length
+      ) {
+        this.#probing[peer] = true;
+        this.#nextIndex[peer] = this.#matchIndex[peer]! + 1;
+      }
+      return;
+    }
     if (current && reply.term === this.#currentTerm) this.#heardFrom.add(peer);
     if (reply.term > this.#currentTerm) {
       this.#becomeFollower(reply.term, now);
@@ -334,14 +372,22 @@ export class RaftCore {
         this.#matchIndex[peer] = match;
         this.#advanceCommitIndex(now);
       }
-      this.#nextIndex[peer] = Math.max(this.#nextIndex[peer]!, match + 1);
-      if (this.#nextIndex[peer]! <= this.#log.lastIndex && this.#inFlight[peer] === 0) {
-        this.#sendAppendEntries(peer, now);
+      for (const sent of this.#inFlight[peer]!) {
+        if (sent.prevLogIndex + sent.entries.length <= match) this.#inFlight[peer]!.delete(sent);
       }
+      // Once the follower is known to hold everything before nextIndex, pipelining is safe.
+      if (this.#matchIndex[peer]! >= this.#nextIndex[peer]! - 1) this.#probing[peer] = false;
+      this.#nextIndex[peer] = Math.max(this.#nextIndex[peer]!, this.#matchIndex[peer]! + 1);
+      this.#replicate(peer, now);
       return;
     }
-    // A rejection for a position the leader has already moved on from is stale.
-    if (this.#nextIndex[peer] !== args.prevLogIndex + 1) return;
+    // A rejection of a request older than what the leader now knows is stale: while probing, of
+    // another position than the probe's; while pipelining, of a position the follower has since
+    // been seen to match.
+    const stale = this.#probing[peer]
+      ? this.#nextIndex[peer] !== args.prevLogIndex + 1
+      : args.prevLogIndex < this.#matchIndex[peer]!;
+    if (stale) return;
     // §5.3, accelerated backtracking: skip the follower's whole conflicting term at once, or, if
     // the leader holds entries of that term, resume just after its last one.
     let next = reply.conflictIndex;
@@ -351,10 +397,11 @@ export class RaftCore {
     }
     next = Math.min(next, args.prevLogIndex);
     this.#nextIndex[peer] = Math.max(this.#matchIndex[peer]! + 1, next, 1);
+    this.#probing[peer] = true;
     this.#trace(
       `AppendEntries to ${peer} rejected at ${args.prevLogIndex}: next ${this.#nextIndex[peer]}`,
     );
-    this.#sendAppendEntries(peer, now);
+    this.#sendAppendEntries(peer, now, true);
   }
 
   /** Tells the core that the save made with `mark` is durable; marks must come in save order. */
@@ -377,9 +424,7 @@ export class RaftCore {
       this.#replicationWanted = false;
       if (this.#role === "leader") {
         for (let peer = 0; peer < this.#config.peerCount; peer++) {
-          if (peer !== this.#config.me && this.#inFlight[peer] === 0) {
-            this.#sendAppendEntries(peer, now);
-          }
+          if (peer !== this.#config.me) this.#replicate(peer, now);
         }
       }
     }
@@ -498,7 +543,8 @@ export class RaftCore {
     this.#preVotesGranted = null;
     this.#nextIndex = new Array(peerCount).fill(this.#log.lastIndex + 1);
     this.#matchIndex = new Array(peerCount).fill(0);
-    this.#inFlight = new Array(peerCount).fill(0);
+    this.#inFlight = Array.from({ length: peerCount }, () => new Set());
+    this.#probing = new Array(peerCount).fill(true);
     this.#nextSendAt = new Array(peerCount).fill(now);
     this.#heardFrom = new Set([me]);
     this.#quorumCheckAt = now + this.#config.electionTimeoutMaxMs;
@@ -508,7 +554,7 @@ export class RaftCore {
     this.#trace(`becomes leader with log up to ${this.#log.lastIndex}`);
     // Figure 2: send initial empty AppendEntries to each server at once, to claim leadership.
     for (let peer = 0; peer < peerCount; peer++) {
-      if (peer !== me) this.#sendAppendEntries(peer, now);
+      if (peer !== me) this.#sendAppendEntries(peer, now, true);
     }
   }
 
@@ -528,22 +574,76 @@ export class RaftCore {
     this.#quorumCheckAt = now + this.#config.electionTimeoutMaxMs;
   }
 
-  #sendAppendEntries(peer: number, now: number): void {
+  /**
+   * Sends `peer` the entries it lacks, as far as its pipeline has room. While an AppendEntries
+   * is in flight, only full ones follow it (cut at maxEntriesPerAppend or maxAppendBytes): the
+   * rest waits for a reply and then goes out as one message. So pipelining starts exactly when
+   * one message per round trip cannot carry the load, and a light load (or an unreachable
+   * follower) costs no more messages than without it.
+   */
+  #replicate(peer: number, now: number): void {
+    const lastIndex = this.#log.lastIndex;
+    if (this.#probing[peer]) {
+      if (this.#inFlight[peer]!.size === 0 && this.#nextIndex[peer]! <= lastIndex) {
+        this.#sendAppendEntries(peer, now, true);
+      }
+      return;
+    }
+    while (
+      this.#nextIndex[peer]! <= lastIndex &&
+      this.#inFlight[peer]!.size < this.#config.maxInflightAppends
+    ) {
+      const next = this.#nextIndex[peer]!;
+      const end = this.#batchEnd(next);
+      const full = end <= lastIndex || end - next === this.#config.maxEntriesPerAppend;
+      if (this.#inFlight[peer]!.size > 0 && !full) return;
+      this.#sendEntriesBefore(peer, now, end);
+    }
+  }
+
+  /**
+   * Sends `peer` an AppendEntries from its `nextIndex`: with as many entries as one message may
+   * carry (at least one, if any are missing and `withEntries`), or none, as a heartbeat.
+   */
+  #sendAppendEntries(peer: number, now: number, withEntries: boolean): void {
+    const next = this.#nextIndex[peer]!;
+    this.#sendEntriesBefore(peer, now, withEntries ? this.#batchEnd(next) : next);
+  }
+
+  /** Sends `peer` an AppendEntries with the entries from its `nextIndex` up to `end` (excluded). */
+  #sendEntriesBefore(peer: number, now: number, end: number): void {
     const prevLogIndex = this.#nextIndex[peer]! - 1;
     const args: AppendEntriesArgs = {
       term: this.#currentTerm,
       leaderId: this.#config.me,
       prevLogIndex,
       prevLogTerm: this.#log.termAt(prevLogIndex)!,
-      entries: this.#log.slice(
-        prevLogIndex + 1,
-        prevLogIndex + 1 + this.#config.maxEntriesPerAppend,
-      ),
+      entries: end > prevLogIndex + 1 ? this.#log.slice(prevLogIndex + 1, end) : [],
       leaderCommit: this.#commitIndex,
     };
+    if (!this.#probing[peer]) this.#nextIndex[peer] = end;
     this.#nextSendAt[peer] = now + this.#config.heartbeatIntervalMs;
-    this.#inFlight[peer]!++;
+    this.#inFlight[peer]!.add(args);
     this.#send.push({ to: peer, method: AppendEntries, args });
+  }
+
+  /**
+   * The index just past the entries one AppendEntries starting at `from` carries: at most
+   * `maxEntriesPerAppend` entries and `maxAppendBytes` bytes, but always at least one entry, so
+   * that a large entry still gets through.
+   */
+  #batchEnd(from: number): number {
+    const { maxEntriesPerAppend, maxAppendBytes } = this.#config;
+    const last = Math.min(this.#log.lastIndex, from - 1 + maxEntriesPerAppend);
+    if (from > last) return from;
+    let bytes = this.#log.bytesAt(from);
+    let end = from + 1;
+    while (end <= last) {
+      bytes += this.#log.bytesAt(end);
+      if (bytes > maxAppendBytes) break;
+      end++;
+    }
+    return end;
   }
 
   /**

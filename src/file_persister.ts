@@ -232,8 +232,11 @@ export class FilePersister implements Persister {
       bytes.set(record.bytes, at);
       at += record.bytes.length;
     }
-    await this.#file.seek(this.#fileSize, Deno.SeekMode.Start);
-    await writeAll(this.#file, bytes);
+    // Seek and write block only briefly (the page cache takes the bytes); an async op costs two
+    // thread hops, which on a busy machine took 100-250 us per save. The sync stays async.
+    this.#file.seekSync(this.#fileSize, Deno.SeekMode.Start);
+    let written = 0;
+    while (written < bytes.length) written += this.#file.writeSync(bytes.subarray(written));
     await this.#file.syncData();
     let offset = this.#fileSize;
     for (const record of records) {

@@ -24,8 +24,7 @@ import type { LogEntry, PersistChange, PersistentState, Persister } from "./type
 export class MemoryPersister implements Persister {
   #term = 0;
   #votedFor: number | null = null;
-  /** Each entry with its command as JSON text, as a disk would hold it: later changes to the
-   * command objects given to `save()` or returned by `load()` cannot reach the saved state. */
+  /** Each entry as a disk would hold it (see `StoredEntry` below). */
   #log: StoredEntry[] = [];
   #saves = 0;
 
@@ -97,19 +96,29 @@ export class MemoryPersister implements Persister {
   }
 }
 
+/**
+ * A command as a disk would hold it, so that later changes to the objects given to `save()` or
+ * returned by `load()` cannot reach the saved state: its JSON text, or, for a string, which no
+ * one can change, the string itself (saving the JSON round trip that dominated saves of short
+ * string commands).
+ */
 interface StoredEntry {
   readonly term: number;
   readonly command: string;
+  readonly isJson: boolean;
 }
 
 function storeEntry(entry: LogEntry): StoredEntry {
+  if (typeof entry.command === "string") {
+    return { term: entry.term, command: entry.command, isJson: false };
+  }
   const command = JSON.stringify(entry.command);
   if (command === undefined) {
     throw new TypeError(`Log entry command must be a JSON value, got ${String(entry.command)}`);
   }
-  return { term: entry.term, command };
+  return { term: entry.term, command, isJson: true };
 }
 
 function loadEntry(entry: StoredEntry): LogEntry {
-  return { term: entry.term, command: JSON.parse(entry.command) };
+  return { term: entry.term, command: entry.isJson ? JSON.parse(entry.command) : entry.command };
 }

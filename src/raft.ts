@@ -35,6 +35,8 @@ const defaults = {
   electionTimeoutMinMs: 700,
   electionTimeoutMaxMs: 1100,
   maxEntriesPerAppend: 256,
+  maxAppendBytes: 64 * 1024,
+  maxInflightAppends: 16,
 };
 
 /**
@@ -102,10 +104,10 @@ export async function make(
       `Option heartbeatIntervalMs (${settings.heartbeatIntervalMs}) must be below electionTimeoutMinMs (${settings.electionTimeoutMinMs}), or followers would start elections under a live leader`,
     );
   }
-  if (!Number.isInteger(settings.maxEntriesPerAppend)) {
-    throw new RangeError(
-      `Option maxEntriesPerAppend must be a positive integer, got ${settings.maxEntriesPerAppend}`,
-    );
+  for (const key of ["maxEntriesPerAppend", "maxAppendBytes", "maxInflightAppends"] as const) {
+    if (!Number.isInteger(settings[key])) {
+      throw new RangeError(`Option ${key} must be a positive integer, got ${settings[key]}`);
+    }
   }
   const preVote = options.preVote ?? true;
   if (typeof preVote !== "boolean") {
@@ -203,27 +205,39 @@ class RaftPeer implements Raft {
   }
 
   start(command: unknown): { index: number; term: number; isLeader: boolean } {
-    let text: string | undefined;
-    try {
-      text = JSON.stringify(command);
-    } catch (error) {
-      throw new TypeError(`Command must be a JSON value: ${(error as Error).message}`);
-    }
-    if (text === undefined) {
-      throw new TypeError(`Command must be a JSON value, got ${String(command)}`);
-    }
     const limit = this.#persister.maxCommandBytes;
-    if (limit !== undefined && text.length > limit / 3) {
-      const bytes = new TextEncoder().encode(text).length;
-      if (bytes > limit) {
-        throw new RangeError(
-          `Command is ${bytes} bytes of JSON, more than the persister's limit of ${limit} bytes`,
-        );
+    let copy: unknown;
+    let length: number;
+    if (typeof command === "string" && (limit === undefined || command.length * 6 + 2 <= limit)) {
+      // A string needs no copy, and its JSON text has at most 6 bytes per code unit (a \uXXXX
+      // escape) plus the quotes: only a long one must be encoded to check the limit. The length
+      // only sizes messages, so escapes may be left out of it.
+      copy = command;
+      length = command.length + 2;
+    } else {
+      let text: string | undefined;
+      try {
+        text = JSON.stringify(command);
+      } catch (error) {
+        throw new TypeError(`Command must be a JSON value: ${(error as Error).message}`);
       }
+      if (text === undefined) {
+        throw new TypeError(`Command must be a JSON value, got ${String(command)}`);
+      }
+      if (limit !== undefined && text.length > limit / 3) {
+        const bytes = new TextEncoder().encode(text).length;
+        if (bytes > limit) {
+          throw new RangeError(
+            `Command is ${bytes} bytes of JSON, more than the persister's limit of ${limit} bytes`,
+          );
+        }
+      }
+      // The log keeps its own copy, so the caller may reuse its object; a string cannot change.
+      copy = typeof command === "string" ? command : JSON.parse(text);
+      length = text.length;
     }
     if (this.#dead) return { index: -1, term: this.#core.currentTerm, isLeader: false };
-    // The log keeps its own copy, so the caller may reuse its object.
-    const result = this.#core.propose(JSON.parse(text));
+    const result = this.#core.propose(copy, length);
     if (result.isLeader) this.#scheduleDrive();
     return result;
   }
@@ -305,7 +319,14 @@ class RaftPeer implements Raft {
       });
     }
     if (ready.apply.length > 0) {
-      this.#applyQueue.push(...ready.apply);
+      // Not push(...apply): a restarted peer may apply more entries at once than a call takes
+      // arguments.
+      if (this.#applyHead === this.#applyQueue.length) {
+        this.#applyQueue = ready.apply;
+        this.#applyHead = 0;
+      } else {
+        for (const msg of ready.apply) this.#applyQueue.push(msg);
+      }
       this.#runApplier();
     }
     this.#armTimer();

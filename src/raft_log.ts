@@ -6,13 +6,22 @@
 
 import type { LogEntry } from "./types.ts";
 
+/** What an entry adds to a message around its command's JSON: `{"term":123,"command":},`. */
+const ENTRY_OVERHEAD_BYTES = 24;
+
 /** A log whose first entry has index 1; index 0 is the empty prefix, with term 0. */
 export class RaftLog {
   #entries: LogEntry[];
+  /**
+   * Each entry's size on the wire, estimated as the length of its JSON text, or -1 until someone
+   * asks ({@linkcode RaftLog.bytesAt}): a follower never needs them, a leader sizes its messages.
+   */
+  #bytes: number[];
 
   /** Wraps `entries` (entries[0] is index 1); the log takes ownership of the array. */
   constructor(entries: LogEntry[] = []) {
     this.#entries = entries;
+    this.#bytes = new Array(entries.length).fill(-1);
   }
 
   /** Index of the last entry, 0 when empty. */
@@ -41,15 +50,33 @@ export class RaftLog {
     return this.#entries.slice(from - 1, to - 1);
   }
 
-  /** Appends one entry; returns its index. */
-  append(entry: LogEntry): number {
+  /**
+   * Appends one entry; returns its index. `commandBytes`, the length of the command's JSON text,
+   * saves computing it later when the entry is sent.
+   */
+  append(entry: LogEntry, commandBytes = -1): number {
     this.#entries.push(entry);
+    this.#bytes.push(commandBytes < 0 ? -1 : commandBytes + ENTRY_OVERHEAD_BYTES);
     return this.#entries.length;
   }
 
   /** Drops every entry at index >= `from`. */
   truncateFrom(from: number): void {
-    if (from <= this.#entries.length) this.#entries.length = from - 1;
+    if (from <= this.#entries.length) {
+      this.#entries.length = from - 1;
+      this.#bytes.length = from - 1;
+    }
+  }
+
+  /** The size of the entry at `index` in an AppendEntries, estimated by its JSON text's length. */
+  bytesAt(index: number): number {
+    let bytes = this.#bytes[index - 1]!;
+    if (bytes < 0) {
+      const command = JSON.stringify(this.#entries[index - 1]!.command) ?? "";
+      bytes = command.length + ENTRY_OVERHEAD_BYTES;
+      this.#bytes[index - 1] = bytes;
+    }
+    return bytes;
   }
 
   /** The first index whose entry has a term >= `term` (lastIndex + 1 if none): terms never decrease. */

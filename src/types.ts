@@ -164,6 +164,24 @@ export interface RaftOptions {
    * enough that one message stays well under a transport's size limit for modest commands.
    */
   maxEntriesPerAppend?: number;
+  /**
+   * Most bytes of entries one AppendEntries carries, counting each entry as the length of its
+   * JSON text plus a little framing; a single larger entry still goes out alone. Default 64 KiB:
+   * large enough that per-message costs vanish next to the entries' (256 entries of 100-byte
+   * commands fit), small enough that a message never holds up the link for long.
+   */
+  maxAppendBytes?: number;
+  /**
+   * Most AppendEntries a leader sends to one follower before it has replies to them: a follower
+   * whose log is known to match gets new entries while earlier ones are still on the wire or
+   * being saved. Default 16: enough to keep a follower's disk and the link busy, and with
+   * `maxAppendBytes` it bounds what a slow follower costs the leader to 1 MiB. Only full messages
+   * (cut by `maxEntriesPerAppend` or `maxAppendBytes`) follow one in flight; a partial batch waits
+   * for the replies, so a light load sends no more messages than without pipelining. After a
+   * rejection or a lost request the leader sends one at a time until a reply shows where logs
+   * match.
+   */
+  maxInflightAppends?: number;
   /** Time source and timers. Default: the real clock. A simulator passes a virtual one. */
   clock?: Clock;
   /** Uniform random numbers in [0, 1). Default: `Math.random`. A simulator passes a seeded one. */

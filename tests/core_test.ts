@@ -25,6 +25,8 @@ interface CoreSetup {
   now?: number;
   random?: RandomSource;
   maxEntriesPerAppend?: number;
+  maxAppendBytes?: number;
+  maxInflightAppends?: number;
   /** Run pre-votes (off unless asked, as in `CoreConfig`). */
   preVote?: boolean;
 }
@@ -39,6 +41,8 @@ function newCore(setup: CoreSetup = {}): RaftCore {
     electionTimeoutMinMs: ELECTION_MIN,
     electionTimeoutMaxMs: ELECTION_MAX,
     maxEntriesPerAppend: setup.maxEntriesPerAppend ?? 64,
+    maxAppendBytes: setup.maxAppendBytes ?? 64 * 1024,
+    maxInflightAppends: setup.maxInflightAppends ?? 4,
     random: setup.random ?? fixedRandom(0),
     trace: null,
     preVote: setup.preVote ?? false,
@@ -85,6 +89,12 @@ function sentTo(ready: Ready, peer: number): AppendEntriesArgs {
     `expected an AppendEntries to peer ${peer}, got ${JSON.stringify(ready.send)}`,
   );
   return args;
+}
+
+/** Every AppendEntries in `ready.send` to `peer`, in order. */
+function allSentTo(ready: Ready, peer: number): AppendEntriesArgs[] {
+  return ready.send.filter((request) => request.to === peer && request.method === "AppendEntries")
+    .map((request) => request.args as AppendEntriesArgs);
 }
 
 /** A successful AppendEntries reply in `term`. */
@@ -522,8 +532,8 @@ Deno.test("AppendEntries in its own term makes a candidate a follower of the sen
 // ---- AppendEntries, leader side -------------------------------------------------------------
 
 /** Peer 0 leads term 5 of 3 peers; its log holds terms 1 1 3 3 4 at indexes 1-5. */
-function leaderWithLog(maxEntriesPerAppend = 64): { core: RaftCore; initial: Ready } {
-  const core = newCore({ term: 4, logTerms: [1, 1, 3, 3, 4], maxEntriesPerAppend });
+function leaderWithLog(setup: CoreSetup = {}): { core: RaftCore; initial: Ready } {
+  const core = newCore({ term: 4, logTerms: [1, 1, 3, 3, 4], ...setup });
   const initial = electLeader(core, 300);
   assert.equal(core.currentTerm, 5);
   return { core, initial };
@@ -616,8 +626,8 @@ Deno.test("leader: a rejection for a position it already left is ignored", () =>
   assert.deepEqual(core.takeReady(320).send, [], "a duplicate rejection must not resend");
 });
 
-Deno.test("leader: a success advances nextIndex and sends the rest at once", () => {
-  const { core, initial } = leaderWithLog(2);
+Deno.test("leader: a probe's success switches to pipelining and sends the rest at once", () => {
+  const { core, initial } = leaderWithLog({ maxEntriesPerAppend: 2 });
   core.handleAppendEntriesReply(
     1,
     sentTo(initial, 1),
@@ -628,18 +638,21 @@ Deno.test("leader: a success advances nextIndex and sends the rest at once", () 
   assert.deepEqual(batch1, appendEntries({ term: 5, leaderId: 0, entries: entriesAt(1, 1, 1) }));
 
   core.handleAppendEntriesReply(1, batch1, ok(5), 320);
-  const batch2 = sentTo(core.takeReady(320), 1);
+  const ready = core.takeReady(320);
+  const batch2 = allSentTo(ready, 1)[0]!;
   assert.deepEqual(
-    batch2,
-    appendEntries({
-      term: 5,
-      leaderId: 0,
-      prevLogIndex: 2,
-      prevLogTerm: 1,
-      entries: entriesAt(3, 3, 3),
-    }),
+    allSentTo(ready, 1),
+    [
+      appendEntries({
+        term: 5,
+        leaderId: 0,
+        prevLogIndex: 2,
+        prevLogTerm: 1,
+        entries: entriesAt(3, 3, 3),
+      }),
+    ],
+    "a full batch at once; the partial one behind it waits for a reply to fill up",
   );
-
   core.handleAppendEntriesReply(1, batch2, ok(5), 330);
   const batch3 = sentTo(core.takeReady(330), 1);
   assert.deepEqual(
@@ -652,16 +665,15 @@ Deno.test("leader: a success advances nextIndex and sends the rest at once", () 
       entries: entriesAt(5, 4),
     }),
   );
-
   core.handleAppendEntriesReply(1, batch3, ok(5), 340);
   assert.deepEqual(
     core.takeReady(340).send,
     [],
     "the follower is up to date: nothing more to send",
   );
-  core.tick(340 + HEARTBEAT);
+  core.tick(330 + HEARTBEAT);
   assert.deepEqual(
-    sentTo(core.takeReady(340 + HEARTBEAT), 1),
+    sentTo(core.takeReady(330 + HEARTBEAT), 1),
     appendEntries({ term: 5, leaderId: 0, prevLogIndex: 5, prevLogTerm: 4 }),
     "the next heartbeat starts after the last matched entry",
   );
@@ -857,6 +869,129 @@ Deno.test("a follower's tick before its deadline does nothing", () => {
   assert.equal(core.role, "candidate");
 });
 
+// ---- Pipelining and flow control ---------------------------------------------------------------
+
+/** Peer 0 leads term 5 (log 1 1 3 3 4); both followers are known to match its whole log. */
+function pipeliningLeader(setup: CoreSetup = {}): RaftCore {
+  const { core, initial } = leaderWithLog(setup);
+  for (const peer of [1, 2]) {
+    core.handleAppendEntriesReply(peer, sentTo(initial, peer), ok(5), 310);
+  }
+  return core;
+}
+
+/** The indexes of the entries each AppendEntries to `peer` in `ready` carries. */
+function batchesTo(ready: Ready, peer: number): number[][] {
+  return allSentTo(ready, peer).map((args) =>
+    args.entries.map((_, i) => args.prevLogIndex + 1 + i)
+  );
+}
+
+Deno.test("pipelining: up to maxInflightAppends AppendEntries leave before any reply, then one per reply", () => {
+  const core = pipeliningLeader({ maxEntriesPerAppend: 1, maxInflightAppends: 2 });
+  for (const command of ["a", "b", "c"]) core.propose(command);
+  const ready = core.takeReady(320);
+  assert.deepEqual(batchesTo(ready, 1), [[6], [7]], "two in flight, the third waits");
+  assert.deepEqual(batchesTo(ready, 2), [[6], [7]]);
+  core.propose("d");
+  assert.deepEqual(batchesTo(core.takeReady(321), 1), [], "a full pipeline sends nothing more");
+  core.handleAppendEntriesReply(1, allSentTo(ready, 1)[0]!, ok(5), 330);
+  assert.deepEqual(batchesTo(core.takeReady(330), 1), [[8]], "each reply frees one slot");
+});
+
+Deno.test("pipelining: a batch holds at most maxAppendBytes of entries, but always one", () => {
+  // An entry counts as its command's JSON length plus 24: 30 characters make 56 bytes.
+  const core = pipeliningLeader({ maxAppendBytes: 130, maxInflightAppends: 8 });
+  const small = "a".repeat(30);
+  core.propose(small, JSON.stringify(small).length);
+  core.propose(small); // the core measures a command it was not told the size of
+  core.propose(small);
+  core.propose("b".repeat(500));
+  core.propose(small);
+  const ready = core.takeReady(320);
+  assert.deepEqual(
+    batchesTo(ready, 1),
+    [[6, 7], [8], [9]],
+    "two 56-byte entries fit in 130 bytes, three do not; a 526-byte entry goes alone; the " +
+      "partial batch [10] waits for a reply",
+  );
+  const [first, second, third] = allSentTo(ready, 1);
+  core.handleAppendEntriesReply(1, first!, ok(5), 330);
+  core.handleAppendEntriesReply(1, second!, ok(5), 331);
+  assert.deepEqual(batchesTo(core.takeReady(331), 1), [], "still one in flight");
+  core.handleAppendEntriesReply(1, third!, ok(5), 332);
+  assert.deepEqual(batchesTo(core.takeReady(332), 1), [[10]], "the pipeline drained");
+});
+
+Deno.test("pipelining: a rejection falls back to one probe at a time until a success", () => {
+  const core = pipeliningLeader({ maxEntriesPerAppend: 1, maxInflightAppends: 4 });
+  for (const command of ["a", "b", "c"]) core.propose(command);
+  const [m6, m7, m8] = allSentTo(core.takeReady(320), 1);
+  // The follower lost index 6 (say it restarted from an older disk): it rejects 6 and 7.
+  const tooShort = { term: 5, success: false, conflictTerm: 0, conflictIndex: 6 };
+  core.handleAppendEntriesReply(1, m6!, tooShort, 330);
+  const probe = sentTo(core.takeReady(330), 1);
+  assert.equal(probe.prevLogIndex, 5, "the probe resumes where the follower's log ends");
+  core.handleAppendEntriesReply(1, m7!, tooShort, 331);
+  core.propose("d");
+  assert.deepEqual(
+    batchesTo(core.takeReady(332), 1),
+    [],
+    "while probing, neither the stale rejection nor a proposal sends more",
+  );
+  core.handleAppendEntriesReply(1, probe, ok(5), 340);
+  assert.deepEqual(
+    batchesTo(core.takeReady(340), 1),
+    [[7], [8], [9]],
+    "the probe's success resumes pipelining, with m8 still in flight",
+  );
+  core.handleAppendEntriesReply(1, m8!, ok(5), 341);
+  assert.deepEqual(batchesTo(core.takeReady(341), 1), [], "m8 succeeded: nothing to resend");
+});
+
+Deno.test("pipelining: a rejection older than a later success is ignored", () => {
+  const core = pipeliningLeader({ maxEntriesPerAppend: 1 });
+  core.propose("a");
+  core.propose("b");
+  const [m6, m7] = allSentTo(core.takeReady(320), 1);
+  core.handleAppendEntriesReply(1, m7!, ok(5), 330);
+  core.handleAppendEntriesReply(1, m6!, {
+    term: 5,
+    success: false,
+    conflictTerm: 0,
+    conflictIndex: 6,
+  }, 331);
+  assert.deepEqual(core.takeReady(331).send, [], "the follower already matched index 7");
+});
+
+Deno.test("pipelining: a lost request with nothing behind it makes the next heartbeat resend", () => {
+  const core = pipeliningLeader();
+  core.propose("a");
+  const m6 = sentTo(core.takeReady(320), 1);
+  core.handleAppendEntriesReply(1, m6, null, 330);
+  assert.deepEqual(batchesTo(core.takeReady(330), 1), [], "no retry before the heartbeat");
+  core.tick(320 + HEARTBEAT);
+  assert.deepEqual(
+    batchesTo(core.takeReady(320 + HEARTBEAT), 1),
+    [[6]],
+    "the heartbeat probes from the last known match and carries index 6 again",
+  );
+});
+
+Deno.test("pipelining: a heartbeat to a follower with a full pipeline carries no entries", () => {
+  const core = pipeliningLeader({ maxInflightAppends: 1 });
+  core.propose("a");
+  assert.deepEqual(batchesTo(core.takeReady(320), 1), [[6]]);
+  core.propose("b");
+  assert.deepEqual(batchesTo(core.takeReady(330), 1), [], "the pipeline is full");
+  core.tick(320 + HEARTBEAT);
+  assert.deepEqual(
+    allSentTo(core.takeReady(320 + HEARTBEAT), 1),
+    [appendEntries({ term: 5, leaderId: 0, prevLogIndex: 6, prevLogTerm: 5 })],
+    "an empty heartbeat after the last entry sent, so a slow follower holds up no more memory",
+  );
+});
+
 // ---- Check-quorum ---------------------------------------------------------------------------
 
 /** Ticks `core` at each of its deadlines up to and including `until`, dropping what it sends. */
@@ -894,6 +1029,39 @@ Deno.test("check-quorum: a leader that a majority answers stays leader, for one 
   assert.equal(core.role, "leader", "peer 1 and the leader make a majority of 3");
   tickUntil(core, 300 + 2 * ELECTION_MAX);
   assert.equal(core.role, "follower", "nobody answered in the second timeout");
+});
+
+Deno.test("pipelining: a success frees the slots of earlier requests whose replies are late", () => {
+  const core = pipeliningLeader({ maxEntriesPerAppend: 1, maxInflightAppends: 2 });
+  for (const command of ["a", "b", "c", "d"]) core.propose(command);
+  const [m6, m7] = allSentTo(core.takeReady(320), 1);
+  assert.deepEqual([m6, m7].map((args) => args?.prevLogIndex), [5, 6]);
+  core.handleAppendEntriesReply(1, m7!, ok(5), 330);
+  assert.deepEqual(
+    batchesTo(core.takeReady(330), 1),
+    [[8], [9]],
+    "the success at 7 covers m6 too: two slots free although m6's reply has not come",
+  );
+  core.handleAppendEntriesReply(1, m6!, ok(5), 340);
+  core.propose("e");
+  assert.deepEqual(batchesTo(core.takeReady(340), 1), [], "m6's late reply frees nothing more");
+});
+
+Deno.test("a probe's heartbeat carries entries even when earlier requests are unanswered", () => {
+  const { core, initial } = leaderWithLog({ maxInflightAppends: 1 });
+  core.handleAppendEntriesReply(1, sentTo(initial, 1), {
+    term: 5,
+    success: false,
+    conflictTerm: 0,
+    conflictIndex: 4,
+  }, 310);
+  assert.deepEqual(batchesTo(core.takeReady(310), 1), [[4, 5]], "the probe");
+  core.tick(310 + HEARTBEAT);
+  assert.deepEqual(
+    batchesTo(core.takeReady(310 + HEARTBEAT), 1),
+    [[4, 5]],
+    "its reply is late: the heartbeat is the retry",
+  );
 });
 
 // ---- Pre-vote -------------------------------------------------------------------------------

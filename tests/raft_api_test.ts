@@ -140,6 +140,10 @@ Deno.test("make() rejects bad options", sanitized, async () => {
     ["infinite election timeout", { electionTimeoutMaxMs: Infinity }],
     ["heartbeat as a string", { heartbeatIntervalMs: "20" as never }],
     ["zero maxEntriesPerAppend", { maxEntriesPerAppend: 0 }],
+    ["zero maxInflightAppends", { maxInflightAppends: 0 }],
+    ["fractional maxInflightAppends", { maxInflightAppends: 1.5 }],
+    ["negative maxAppendBytes", { maxAppendBytes: -1 }],
+    ["fractional maxAppendBytes", { maxAppendBytes: 1024.5 }],
     ["negative commitNotifyDelayMs", { commitNotifyDelayMs: -1 }],
     ["heartbeat equal to the election timeout", {
       heartbeatIntervalMs: 50,
