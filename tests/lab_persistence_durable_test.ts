@@ -20,7 +20,12 @@ for (const kind of ["kv", "file"] as const) {
     Deno.test(
       `${kind} persister: ${name}`,
       sanitized,
-      () => runLabTest(test, { persistence: durablePersistence(kind) }),
+      // The prefix keeps these lines apart from the in-memory lab tests' in the stress table.
+      () =>
+        runLabTest(test, {
+          persistence: durablePersistence(kind),
+          printPrefix: `(${kind} persister) `,
+        }),
     );
   }
 }
