@@ -398,6 +398,14 @@ export class RaftCore {
     next = Math.min(next, args.prevLogIndex);
     this.#nextIndex[peer] = Math.max(this.#matchIndex[peer]! + 1, next, 1);
     this.#probing[peer] = true;
+    if (this.#nextIndex[peer] === args.prevLogIndex + 1) {
+      // The follower refuses a position it had acknowledged: it lost saved entries (a broken
+      // disk). Resending at once would loop as fast as the network allows; the heartbeat retries.
+      this.#trace(
+        `AppendEntries to ${peer} rejected at its acknowledged match ${args.prevLogIndex}`,
+      );
+      return;
+    }
     this.#trace(
       `AppendEntries to ${peer} rejected at ${args.prevLogIndex}: next ${this.#nextIndex[peer]}`,
     );

@@ -607,6 +607,24 @@ Deno.test("leader: a too-short follower log resumes just after its end", () => {
   );
 });
 
+Deno.test("leader: a follower that rejects its acknowledged match is retried by heartbeat, not at once", () => {
+  // Only a follower that lost saved entries does this; an immediate resend would loop forever.
+  const { core, initial } = leaderWithLog();
+  const ok = { term: 5, success: true, conflictTerm: 0, conflictIndex: 0 };
+  core.handleAppendEntriesReply(1, sentTo(initial, 1), ok, 310); // match 5
+  core.propose("x");
+  const pipelined = sentTo(core.takeReady(311), 1);
+  assert.equal(pipelined.prevLogIndex, 5);
+  core.handleAppendEntriesReply(
+    1,
+    pipelined,
+    { term: 5, success: false, conflictTerm: 0, conflictIndex: 3 },
+    312,
+  );
+  assert.equal(allSentTo(core.takeReady(312), 1).length, 0, "no immediate resend");
+  assert.ok(core.nextDeadline() > 312, `expected a later deadline, got ${core.nextDeadline()}`);
+});
+
 Deno.test("leader: a rejection for a position it already left is ignored", () => {
   const { core, initial } = leaderWithLog();
   const first = sentTo(initial, 1);
@@ -927,12 +945,13 @@ Deno.test("pipelining: a rejection falls back to one probe at a time until a suc
   const core = pipeliningLeader({ maxEntriesPerAppend: 1, maxInflightAppends: 4 });
   for (const command of ["a", "b", "c"]) core.propose(command);
   const [m6, m7, m8] = allSentTo(core.takeReady(320), 1);
-  // The follower lost index 6 (say it restarted from an older disk): it rejects 6 and 7.
+  // The request carrying index 6 is lost, so the follower, whose log ends at 5, rejects index 7.
+  core.handleAppendEntriesReply(1, m6!, null, 330);
   const tooShort = { term: 5, success: false, conflictTerm: 0, conflictIndex: 6 };
-  core.handleAppendEntriesReply(1, m6!, tooShort, 330);
+  core.handleAppendEntriesReply(1, m7!, tooShort, 330);
   const probe = sentTo(core.takeReady(330), 1);
   assert.equal(probe.prevLogIndex, 5, "the probe resumes where the follower's log ends");
-  core.handleAppendEntriesReply(1, m7!, tooShort, 331);
+  core.handleAppendEntriesReply(1, m7!, tooShort, 331); // a duplicated reply: stale while probing
   core.propose("d");
   assert.deepEqual(
     batchesTo(core.takeReady(332), 1),
