@@ -6,6 +6,8 @@
  *   deno task bench:cluster --quick    (shorter runs, fewer failover trials)
  *   deno task bench:cluster --only=b,c --raft='{"maxInflightAppends":1}'
  *                                      (some parts only; extra RaftOptions for every peer)
+ *   deno task bench:cluster --only=b --file-persister='{"preallocate":false}'
+ *                                      (options for every FilePersister)
  *   deno task bench:cluster --only=a --link-delay-ms=1 --in-flight=256,1024
  *                                      ((a) over a link with a 2 ms round trip; other loads)
  *
@@ -63,6 +65,8 @@ const MEMORY_REPEATS = QUICK ? 1 : 5;
 const ONLY = flag("only")?.split(",") ?? ["limits", "a", "b", "c", "failover"];
 /** Extra options for every peer, e.g. to compare a setting's effect within one run. */
 const EXTRA_OPTIONS = JSON.parse(flag("raft") ?? "{}") as PeerConfig["raftOptions"];
+/** Options for every peer's `FilePersister`, e.g. `--file-persister='{"preallocate":false}'`. */
+const FILE_OPTIONS = JSON.parse(flag("file-persister") ?? "{}") as PeerConfig["fileOptions"];
 
 function flag(name: string): string | undefined {
   const prefix = `--${name}=`;
@@ -82,7 +86,9 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
 
   console.log(
-    `# extra options: ${JSON.stringify(EXTRA_OPTIONS)}, (a) link delay: ${LINK_DELAY_MS} ms`,
+    `# extra options: ${JSON.stringify(EXTRA_OPTIONS)}, file persister: ${
+      JSON.stringify(FILE_OPTIONS)
+    }, (a) link delay: ${LINK_DELAY_MS} ms`,
   );
   let socket: WebSocketLimits = {
     roundTripsPerSecond: NaN,
@@ -488,6 +494,7 @@ class ProcessCluster {
       secret,
       dataDir: `${dataDir}/peer-${me}`,
       persister,
+      fileOptions: FILE_OPTIONS,
       raftOptions,
     }));
     this.peers = this.#configs.map((config) => new PeerProcess(config));

@@ -19,6 +19,7 @@
 import { join } from "node:path";
 import {
   FilePersister,
+  type FilePersisterOptions,
   KvPersister,
   make,
   type Persister,
@@ -34,6 +35,8 @@ export interface PeerConfig {
   secret: string;
   dataDir: string;
   persister: "file" | "kv";
+  /** Options for `FilePersister.open`, when `persister` is "file". */
+  fileOptions: FilePersisterOptions;
   /** Every option but the clock, the random source and the trace (which are not JSON). */
   raftOptions: Omit<RaftOptions, "clock" | "random" | "trace">;
 }
@@ -41,7 +44,7 @@ export interface PeerConfig {
 const config = JSON.parse(Deno.args[0]!) as PeerConfig;
 await Deno.mkdir(config.dataDir, { recursive: true });
 const persister: Persister = config.persister === "file"
-  ? await FilePersister.open(config.dataDir)
+  ? await FilePersister.open(config.dataDir, config.fileOptions)
   : await KvPersister.open(join(config.dataDir, "raft.kv"));
 const transport = await WebSocketTransport.create({
   me: config.me,

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { crc32 } from "../src/crc32.ts";
 import { FilePersister } from "../src/file_persister.ts";
 import { PersisterCorruptError, PersisterLockedError } from "../src/persister_errors.ts";
 import type { PersistChange, PersistentState } from "../src/types.ts";
@@ -206,36 +207,46 @@ Deno.test(
   "FilePersister: compaction rewrites the live records once dead ones dominate",
   sanitized,
   async () => {
-    await withDirectory(async (directory) => {
-      const path = join(directory, "raft.log");
-      const persister = await FilePersister.open(directory, { compactMinBytes: 4096 });
-      const entries = Array.from({ length: 50 }, (_, i) => ({ term: 1, command: `entry ${i}` }));
-      await persister.save({ term: 1, votedFor: null, log: { from: 1, entries } });
-      let largest = 0;
-      for (let round = 0; round < 400; round++) {
-        const last = { term: 2, command: `round ${round}` };
-        await persister.save({ term: 2, votedFor: round % 3, log: { from: 50, entries: [last] } });
-        largest = Math.max(largest, (await Deno.stat(path)).size);
-      }
-      const expected = {
-        term: 2,
-        votedFor: 399 % 3,
-        log: [...entries.slice(0, 49), { term: 2, command: "round 399" }],
-      };
-      assert.deepEqual(await persister.load(), expected);
-      await persister.close();
-      const size = (await Deno.stat(path)).size;
+    // Without preallocation the file's length is its records' length, which the checks below
+    // follow; with it, compaction must still keep every live record.
+    for (const preallocate of [false, true]) {
+      await compactionRun(preallocate);
+    }
+  },
+);
+
+async function compactionRun(preallocate: boolean): Promise<void> {
+  await withDirectory(async (directory) => {
+    const path = join(directory, "raft.log");
+    const persister = await FilePersister.open(directory, { compactMinBytes: 4096, preallocate });
+    const entries = Array.from({ length: 50 }, (_, i) => ({ term: 1, command: `entry ${i}` }));
+    await persister.save({ term: 1, votedFor: null, log: { from: 1, entries } });
+    let largest = 0;
+    for (let round = 0; round < 400; round++) {
+      const last = { term: 2, command: `round ${round}` };
+      await persister.save({ term: 2, votedFor: round % 3, log: { from: 50, entries: [last] } });
+      largest = Math.max(largest, (await Deno.stat(path)).size);
+    }
+    const expected = {
+      term: 2,
+      votedFor: 399 % 3,
+      log: [...entries.slice(0, 49), { term: 2, command: "round 399" }],
+    };
+    assert.deepEqual(await persister.load(), expected);
+    await persister.close();
+    const size = (await Deno.stat(path)).size;
+    if (!preallocate) {
       assert.ok(
         largest < 4096 * 2 + 3000,
         `the file never grew far past the threshold: ${largest}`,
       );
-      assert.ok(size < largest, `the file shrank: ${size} < ${largest}`);
-      assert.deepEqual(await loadFrom(directory), expected);
-      const names = [...Deno.readDirSync(directory)].map((entry) => entry.name).sort();
-      assert.deepEqual(names, ["LOCK", "raft.log"]);
-    });
-  },
-);
+    }
+    assert.ok(size < 4096 * 2, `the file was compacted: ${size} bytes`);
+    assert.deepEqual(await loadFrom(directory), expected);
+    const names = [...Deno.readDirSync(directory)].map((entry) => entry.name).sort();
+    assert.deepEqual(names, ["LOCK", "raft.log"]);
+  });
+}
 
 Deno.test(
   "FilePersister: a compaction file left by a crash is ignored and removed",
@@ -263,6 +274,150 @@ Deno.test(
       assert.deepEqual(await persister.load(), afterSecond);
       await pending;
       await persister.close();
+    });
+  },
+);
+
+/** Whether every byte of `bytes` from `from` on is zero. */
+function zerosFrom(bytes: Uint8Array, from: number): boolean {
+  return bytes.subarray(from).every((byte) => byte === 0);
+}
+
+Deno.test(
+  "FilePersister: keeps a tail of zeros while open and cuts it off at close",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      const path = join(directory, "raft.log");
+      const plain = join(directory, "plain");
+      const reference = await FilePersister.open(plain, { preallocate: false });
+      await reference.save(first);
+      const recordBytes = (await Deno.stat(join(plain, "raft.log"))).size;
+      await reference.close();
+
+      const persister = await FilePersister.open(directory);
+      await persister.save(first);
+      const open = await Deno.readFile(path);
+      assert.ok(open.length >= 256 * 1024, `preallocated: ${open.length} bytes`);
+      assert.deepEqual(open.subarray(0, recordBytes), await Deno.readFile(join(plain, "raft.log")));
+      assert.ok(zerosFrom(open, recordBytes), "zeros after the records");
+      await persister.close();
+      assert.equal((await Deno.stat(path)).size, recordBytes, "close() cuts the tail off");
+      assert.deepEqual(await loadFrom(directory), afterFirst);
+    });
+  },
+);
+
+Deno.test(
+  "FilePersister: after a crash, the tail of zeros is kept and later saves overwrite it",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      const path = join(directory, "raft.log");
+      const persister = await FilePersister.open(directory);
+      await persister.save(first);
+      const crashed = await Deno.readFile(path); // what a kill -9 now would leave
+      await persister.close();
+      await Deno.writeFile(path, crashed);
+
+      const reopened = await FilePersister.open(directory);
+      assert.deepEqual(await reopened.load(), afterFirst);
+      assert.equal((await Deno.stat(path)).size, crashed.length, "open keeps the zeros");
+      await reopened.save(second);
+      assert.equal((await Deno.stat(path)).size, crashed.length, "the save fit in the zeros");
+      await reopened.close();
+      assert.deepEqual(await loadFrom(directory), afterSecond);
+    });
+  },
+);
+
+Deno.test(
+  "FilePersister: a save cut short in a preallocated file is dropped, wherever the cut",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      const { path, secondAt } = await twoSaves(directory);
+      const whole = await Deno.readFile(path);
+      const tail = new Uint8Array(8192);
+      for (let cut = secondAt; cut < whole.length; cut++) {
+        await Deno.writeFile(path, new Uint8Array([...whole.subarray(0, cut), ...tail]));
+        const persister = await FilePersister.open(directory);
+        assert.deepEqual(await persister.load(), afterFirst, `save cut at ${cut}`);
+        const after = await Deno.readFile(path);
+        assert.deepEqual(after.subarray(0, secondAt), whole.subarray(0, secondAt));
+        assert.ok(zerosFrom(after, secondAt), `nothing of the cut save is left (cut at ${cut})`);
+        await persister.save(second);
+        await persister.close();
+        assert.deepEqual(await loadFrom(directory), afterSecond, `saved again after cut ${cut}`);
+      }
+    });
+  },
+);
+
+Deno.test(
+  "FilePersister: a damaged complete last record before zeros is damage, not a torn write",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      const { path, secondAt } = await twoSaves(directory);
+      const whole = await Deno.readFile(path);
+      // The second save's last record is its hard state, ending in the body-end byte.
+      for (const at of [whole.length - 1, whole.length - 10, secondAt + 3]) {
+        const damaged = new Uint8Array([...whole, ...new Uint8Array(4096)]);
+        damaged[at]! ^= 0x40;
+        await Deno.writeFile(path, damaged);
+        await assert.rejects(loadFrom(directory), PersisterCorruptError, `byte ${at} damaged`);
+        assert.deepEqual(await Deno.readFile(path), damaged, "a refused open changes nothing");
+      }
+      // A vote for peer 0 is a float64 of eight zero bytes: the record still ends non-zero.
+      await Deno.writeFile(path, whole);
+      const persister = await FilePersister.open(directory);
+      await persister.save({ term: 3, votedFor: 0 });
+      await persister.close();
+      const voted = await Deno.readFile(path);
+      assert.deepEqual(await loadFrom(directory), { ...afterSecond, term: 3, votedFor: 0 });
+      const damaged = new Uint8Array([...voted, ...new Uint8Array(4096)]);
+      damaged[voted.length - 12]! ^= 0x01;
+      await Deno.writeFile(path, damaged);
+      await assert.rejects(loadFrom(directory), PersisterCorruptError, "the vote's record damaged");
+    });
+  },
+);
+
+Deno.test(
+  "FilePersister: loads a file written before bodies ended with 0xFF",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      /** A record as the format describes it, with `body` as given. */
+      const record = (type: number, body: Uint8Array) => {
+        const bytes = new Uint8Array(12 + 1 + body.length);
+        const view = new DataView(bytes.buffer);
+        bytes[12] = type;
+        bytes.set(body, 13);
+        view.setUint32(0, 1 + body.length, true);
+        view.setUint32(4, crc32(bytes.subarray(12)), true);
+        view.setUint32(8, crc32(bytes.subarray(0, 8)), true);
+        return bytes;
+      };
+      const float64s = (...values: number[]) => {
+        const bytes = new Uint8Array(8 * values.length);
+        values.forEach((value, i) => new DataView(bytes.buffer).setFloat64(8 * i, value, true));
+        return bytes;
+      };
+      const text = (value: string) => new TextEncoder().encode(value);
+      await Deno.writeFile(
+        join(directory, "raft.log"),
+        new Uint8Array([
+          ...text("RAFTLOG1"),
+          ...record(2, new Uint8Array([...float64s(1, 1), ...text(`"x"`)])), // entry 1, term 1
+          ...record(1, float64s(1, 0)), // term 1, voted for peer 0
+          ...record(1, float64s(2, 0)), // term 2, voted for peer 0
+          ...record(3, float64s(0)), // truncation to index 0
+          ...record(1, float64s(2, -1)), // term 2, no vote
+        ]),
+      );
+      assert.deepEqual(await loadFrom(directory), { term: 2, votedFor: null, log: [] });
     });
   },
 );
