@@ -32,7 +32,8 @@ import { join, resolve } from "node:path";
 import { crc32 } from "./crc32.ts";
 import { GroupCommit } from "./group_commit.ts";
 import { checkChange, commandJson, isTerm, isVotedFor, lastIndexAfter } from "./persist_change.ts";
-import { PersisterCorruptError, PersisterLockedError } from "./persister_errors.ts";
+import { PersisterCorruptError } from "./persister_errors.ts";
+import { StoreLock } from "./store_lock.ts";
 import type { LogEntry, PersistChange, PersistentState, Persister } from "./types.ts";
 
 const LOG_FILE = "raft.log";
@@ -90,8 +91,6 @@ interface EncodedRecord {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
-/** Directories locked by this process: flock would also refuse them, this names the cause. */
-const lockedHere = new Set<string>();
 
 /**
  * Keeps a peer's persistent state in an append-only, checksummed file. A save resolves after
@@ -118,7 +117,7 @@ export class FilePersister implements Persister {
 
   readonly #directory: string;
   readonly #path: string;
-  readonly #lock: Deno.FsFile;
+  readonly #lock: StoreLock;
   readonly #compactMinBytes: number;
   readonly #preallocate: boolean;
   readonly #commit: GroupCommit<EncodedRecord[]>;
@@ -141,7 +140,7 @@ export class FilePersister implements Persister {
 
   private constructor(
     directory: string,
-    lock: Deno.FsFile,
+    lock: StoreLock,
     file: Deno.FsFile,
     scan: ScanResult,
     allocated: number,
@@ -186,7 +185,7 @@ export class FilePersister implements Persister {
     }
     const absolute = resolve(directory);
     await Deno.mkdir(absolute, { recursive: true });
-    const lock = await takeLock(absolute);
+    const lock = await StoreLock.take(join(absolute, LOCK_FILE), absolute);
     let file: Deno.FsFile | null = null;
     try {
       await Deno.remove(join(absolute, COMPACTING_FILE)).catch(ignoreNotFound);
@@ -206,7 +205,7 @@ export class FilePersister implements Persister {
       return new FilePersister(absolute, lock, file, scan, allocated, settings);
     } catch (error) {
       file?.close();
-      releaseLock(absolute, lock);
+      lock.release();
       throw error;
     }
   }
@@ -262,7 +261,7 @@ export class FilePersister implements Persister {
       await this.#file.truncate(this.#fileSize).catch(() => undefined);
     }
     this.#file.close();
-    releaseLock(this.#directory, this.#lock);
+    this.#lock.release();
   }
 
   async #flush(batch: EncodedRecord[][]): Promise<void> {
@@ -689,25 +688,6 @@ async function syncDirectory(directory: string): Promise<void> {
   } finally {
     handle.close();
   }
-}
-
-async function takeLock(directory: string): Promise<Deno.FsFile> {
-  if (lockedHere.has(directory)) throw new PersisterLockedError(directory);
-  const lock = await Deno.open(join(directory, LOCK_FILE), { write: true, create: true });
-  let locked = false;
-  try {
-    locked = await lock.tryLock(true);
-  } finally {
-    if (!locked) lock.close();
-  }
-  if (!locked) throw new PersisterLockedError(directory);
-  lockedHere.add(directory);
-  return lock;
-}
-
-function releaseLock(directory: string, lock: Deno.FsFile): void {
-  lock.close(); // Closing the descriptor releases the flock.
-  lockedHere.delete(directory);
 }
 
 async function exists(path: string): Promise<boolean> {

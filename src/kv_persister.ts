@@ -13,6 +13,7 @@
  * @module
  */
 
+import { resolve } from "node:path";
 import { GroupCommit } from "./group_commit.ts";
 import {
   checkChange,
@@ -24,6 +25,7 @@ import {
   mergeChanges,
 } from "./persist_change.ts";
 import { PersisterCorruptError } from "./persister_errors.ts";
+import { StoreLock } from "./store_lock.ts";
 import type { LogEntry, PersistChange, PersistentState, Persister } from "./types.ts";
 
 const STATE_KEY = ["raft", "state"] as const;
@@ -86,6 +88,8 @@ export class KvPersister implements Persister {
   readonly maxCommandBytes: number = MAX_ENTRY_BYTES - ENTRY_WRAPPER_BYTES;
 
   readonly #kv: Deno.Kv;
+  /** Keeps other persisters off the database; `null` for `":memory:"`. */
+  readonly #lock: StoreLock | null;
   readonly #path: string;
   readonly #commit: GroupCommit<EncodedChange<EntryParts>>;
   /** What the last acknowledged commit holds. */
@@ -96,8 +100,9 @@ export class KvPersister implements Persister {
   #sweepStaged = true;
   #kvClosed = false;
 
-  private constructor(kv: Deno.Kv, path: string, durable: StoredState) {
+  private constructor(kv: Deno.Kv, lock: StoreLock | null, path: string, durable: StoredState) {
     this.#kv = kv;
+    this.#lock = lock;
     this.#path = path;
     this.#durable = durable;
     this.#queuedLastIndex = durable.lastIndex;
@@ -106,8 +111,10 @@ export class KvPersister implements Persister {
 
   /**
    * Opens (or creates) the database at `path`, finishing any large save that a crash
-   * interrupted after it was acknowledged. Rejects with a {@linkcode PersisterCorruptError} if the
-   * stored state is not one this persister wrote.
+   * interrupted after it was acknowledged. Takes a lock on the file `path + ".lock"` (not for
+   * `":memory:"`) and rejects with a `PersisterLockedError` if another process or
+   * persister holds it; rejects with a {@linkcode PersisterCorruptError} if the stored state is
+   * not one this persister wrote.
    */
   static async open(path: string): Promise<KvPersister> {
     if (typeof path !== "string" || path === "") {
@@ -116,14 +123,18 @@ export class KvPersister implements Persister {
     if (typeof Deno.openKv !== "function") {
       throw new TypeError("Deno.openKv is missing: run with --unstable-kv");
     }
-    const kv = await Deno.openKv(path);
+    // Deno.Kv lets two processes open one database; two peers sharing a log must not.
+    const lock = path === ":memory:" ? null : await StoreLock.take(`${resolve(path)}.lock`, path);
+    let kv: Deno.Kv | null = null;
     try {
+      kv = await Deno.openKv(path);
       const durable = await readState(kv, path);
-      const persister = new KvPersister(kv, path, durable);
+      const persister = new KvPersister(kv, lock, path, durable);
       if (durable.staged !== null) await persister.#finishStaged();
       return persister;
     } catch (error) {
-      kv.close();
+      kv?.close();
+      lock?.release();
       throw error;
     }
   }
@@ -165,6 +176,7 @@ export class KvPersister implements Persister {
     this.#kvClosed = true;
     await this.#commit.close("close() was called");
     this.#kv.close();
+    this.#lock?.release();
   }
 
   async #flush(changes: EncodedChange<EntryParts>[]): Promise<void> {

@@ -29,15 +29,15 @@ export class PersisterCorruptError extends Error {
   }
 }
 
-/** Another process (or another persister in this process) holds the directory's lock. */
+/** Another process (or another persister in this process) holds the store's lock. */
 export class PersisterLockedError extends Error {
-  /** The locked directory. */
+  /** The locked store: a `FilePersister`'s directory, or a `KvPersister`'s database path. */
   readonly directory: string;
 
-  /** Reports that `directory` is locked by someone else. */
+  /** Reports that the store at `directory` is locked by someone else. */
   constructor(directory: string) {
     super(
-      `Persister directory "${directory}" is locked by another process or persister; ` +
+      `Persister store "${directory}" is locked by another process or persister; ` +
         `close that one first (a lock is released when its process exits, even by kill -9)`,
     );
     this.name = "PersisterLockedError";

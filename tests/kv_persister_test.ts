@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { KvPersister } from "../src/kv_persister.ts";
-import { PersisterCorruptError } from "../src/persister_errors.ts";
+import { PersisterCorruptError, PersisterLockedError } from "../src/persister_errors.ts";
 import type { LogEntry } from "../src/types.ts";
 import { persisterContract } from "./helpers/persister_contract.ts";
 import { sanitized } from "./helpers/sanitized.ts";
@@ -216,3 +216,48 @@ Deno.test(
     });
   },
 );
+
+Deno.test(
+  "KvPersister: a second open of the same database is refused until the first closes",
+  sanitized,
+  async () => {
+    await withDatabase(async (path) => {
+      const persister = await KvPersister.open(path);
+      await persister.save({ term: 3, votedFor: 1 });
+      await assert.rejects(
+        KvPersister.open(path),
+        (error: unknown) => error instanceof PersisterLockedError && error.directory === path,
+      );
+      // Another process is kept out by the same lock: Deno.Kv alone would let it in.
+      const child = new Deno.Command(Deno.execPath(), {
+        args: [
+          "eval",
+          "--unstable-kv",
+          `import { KvPersister } from ${
+            JSON.stringify(new URL("../src/kv_persister.ts", import.meta.url).href)
+          };
+         try { await KvPersister.open(${JSON.stringify(path)}); Deno.exit(0); }
+         catch (error) { console.log(error.name); Deno.exit(3); }`,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      });
+      const result = await child.output();
+      assert.equal(result.code, 3, new TextDecoder().decode(result.stderr));
+      assert.equal(new TextDecoder().decode(result.stdout).trim(), "PersisterLockedError");
+      await persister.close();
+      const reopened = await KvPersister.open(path);
+      assert.deepEqual(await reopened.load(), { term: 3, votedFor: 1, log: [] });
+      await reopened.close();
+    });
+  },
+);
+
+Deno.test('KvPersister: ":memory:" databases take no lock', sanitized, async () => {
+  const first = await KvPersister.open(":memory:");
+  const second = await KvPersister.open(":memory:");
+  await first.save({ term: 1, votedFor: null });
+  assert.deepEqual(await second.load(), { term: 0, votedFor: null, log: [] });
+  await first.close();
+  await second.close();
+});
