@@ -5,6 +5,7 @@ import { FilePersister } from "../src/file_persister.ts";
 import { PersisterCorruptError, PersisterLockedError } from "../src/persister_errors.ts";
 import type { PersistChange, PersistentState } from "../src/types.ts";
 import { persisterContract } from "./helpers/persister_contract.ts";
+import { openInChildProcess } from "./helpers/open_elsewhere.ts";
 import { sanitized } from "./helpers/sanitized.ts";
 
 persisterContract("FilePersister", (place) => FilePersister.open(place));
@@ -181,21 +182,10 @@ Deno.test(
       const persister = await FilePersister.open(directory);
       await assert.rejects(FilePersister.open(directory), PersisterLockedError);
       // Another process is kept out by the same lock.
-      const child = new Deno.Command(Deno.execPath(), {
-        args: [
-          "eval",
-          `import { FilePersister } from ${
-            JSON.stringify(new URL("../src/file_persister.ts", import.meta.url).href)
-          };
-         try { await FilePersister.open(${JSON.stringify(directory)}); Deno.exit(0); }
-         catch (error) { console.log(error.name); Deno.exit(3); }`,
-        ],
-        stdout: "piped",
-        stderr: "piped",
-      });
-      const result = await child.output();
-      assert.equal(result.code, 3, new TextDecoder().decode(result.stderr));
-      assert.equal(new TextDecoder().decode(result.stdout).trim(), "PersisterLockedError");
+      assert.equal(
+        await openInChildProcess("file_persister.ts", "FilePersister", directory),
+        "PersisterLockedError",
+      );
       await persister.close();
       const reopened = await FilePersister.open(directory);
       await reopened.close();

@@ -3,6 +3,7 @@ import { KvPersister } from "../src/kv_persister.ts";
 import { PersisterCorruptError, PersisterLockedError } from "../src/persister_errors.ts";
 import type { LogEntry } from "../src/types.ts";
 import { persisterContract } from "./helpers/persister_contract.ts";
+import { openInChildProcess } from "./helpers/open_elsewhere.ts";
 import { sanitized } from "./helpers/sanitized.ts";
 
 persisterContract("KvPersister", (place) => KvPersister.open(place));
@@ -229,22 +230,10 @@ Deno.test(
         (error: unknown) => error instanceof PersisterLockedError && error.directory === path,
       );
       // Another process is kept out by the same lock: Deno.Kv alone would let it in.
-      const child = new Deno.Command(Deno.execPath(), {
-        args: [
-          "eval",
-          "--unstable-kv",
-          `import { KvPersister } from ${
-            JSON.stringify(new URL("../src/kv_persister.ts", import.meta.url).href)
-          };
-         try { await KvPersister.open(${JSON.stringify(path)}); Deno.exit(0); }
-         catch (error) { console.log(error.name); Deno.exit(3); }`,
-        ],
-        stdout: "piped",
-        stderr: "piped",
-      });
-      const result = await child.output();
-      assert.equal(result.code, 3, new TextDecoder().decode(result.stderr));
-      assert.equal(new TextDecoder().decode(result.stdout).trim(), "PersisterLockedError");
+      assert.equal(
+        await openInChildProcess("kv_persister.ts", "KvPersister", path),
+        "PersisterLockedError",
+      );
       await persister.close();
       const reopened = await KvPersister.open(path);
       assert.deepEqual(await reopened.load(), { term: 3, votedFor: 1, log: [] });
