@@ -21,7 +21,7 @@ export function traceFromEnvironment(): TraceSink | null {
     // No --allow-env: the trace stays off.
   }
   if (!enabled) return null;
-  const start = performance.now();
-  return (line: string) =>
-    console.error(`${(performance.now() - start).toFixed(1).padStart(9)} ${line}`);
+  // performance.now() counts from the process's start: one time base for every peer, whenever
+  // each was made, so that lines of different peers sort by their stamps.
+  return (line: string) => console.error(`${performance.now().toFixed(1).padStart(9)} ${line}`);
 }
