@@ -46,7 +46,9 @@ export class GroupCommit<T> {
   /** Stops accepting items and waits until every queued one is settled. */
   async close(reason: string): Promise<void> {
     this.#failure ??= new PersisterClosedError(reason);
-    await this.#running;
+    // What runs now may be an exclusive task with items queued behind it: they start when it
+    // ends, so wait until nothing runs at all.
+    while (this.#running !== null) await this.#running;
   }
 
   /**

@@ -114,6 +114,42 @@ export function persisterContract(name: string, open: OpenPersister): void {
     assert.deepEqual(await reopened.load(), { term: 1, votedFor: 0, log: [] });
     await reopened.close();
   });
+
+  test("close() called during a load() still waits for a save queued behind it", async (place) => {
+    // With no pause, the load waits for the first save's batch; with one, it starts at once.
+    for (const [round, pauseMs] of [0, 20].entries()) {
+      const persister = await open(place);
+      const before = await persister.load();
+      const first = before.log.length + 1;
+      await persister.save({
+        term: 2 * round + 1,
+        votedFor: 0,
+        log: { from: first, entries: [{ term: 2 * round + 1, command: "a" }] },
+      });
+      await new Promise((resolve) => setTimeout(resolve, pauseMs));
+      // The save waits for the load; close must wait for both, not only for what runs now.
+      const loaded = persister.load();
+      const saved = persister.save({
+        term: 2 * round + 2,
+        votedFor: 1,
+        log: { from: first + 1, entries: [{ term: 2 * round + 2, command: "b" }] },
+      });
+      await persister.close();
+      await Promise.all([loaded, saved]);
+      const expected = {
+        term: 2 * round + 2,
+        votedFor: 1,
+        log: [
+          ...before.log,
+          { term: 2 * round + 1, command: "a" },
+          { term: 2 * round + 2, command: "b" },
+        ],
+      };
+      const reopened = await open(place);
+      assert.deepEqual(await reopened.load(), expected, `acknowledged, pause ${pauseMs} ms`);
+      await reopened.close();
+    }
+  });
 }
 
 /** A random change for step `step` of a log that ends at `lastIndex`: appends, overwrites, cuts. */
