@@ -255,13 +255,15 @@ export class FilePersister implements Persister {
     if (this.#closing) return;
     this.#closing = true;
     await this.#commit.close("close() was called");
-    if (this.#allocated > this.#fileSize) {
-      // Not synced: should a crash undo the cut, zeros after the records are read as the end.
-      // After a failed write this also drops whatever part of it reached the file.
+    try {
+      // Cuts the preallocated tail off, and after a failed save whatever part of it reached the
+      // file. Not synced: should a crash undo the cut, zeros after the records read as the end,
+      // and a failed save's records as a save that was never acknowledged.
       await this.#file.truncate(this.#fileSize).catch(() => undefined);
+      this.#file.close();
+    } finally {
+      this.#lock.release();
     }
-    this.#file.close();
-    this.#lock.release();
   }
 
   async #flush(batch: EncodedRecord[][]): Promise<void> {
@@ -340,9 +342,11 @@ export class FilePersister implements Persister {
     }
     await writeFreshFile(this.#directory, records());
     const stateRecord = { offset, length: state.length };
-    // The rename is done: from here on, only the new file holds the state.
+    // The rename is done: from here on, only the new file holds the state. Opened before the old
+    // handle closes, so that a failed open leaves this persister a handle to close.
+    const compacted = await Deno.open(this.#path, { read: true, write: true });
     this.#file.close();
-    this.#file = await Deno.open(this.#path, { read: true, write: true });
+    this.#file = compacted;
     this.#fileSize = offset + state.length;
     this.#allocated = this.#fileSize;
     this.#entries = entries;
