@@ -136,7 +136,8 @@ export class FilePersister implements Persister {
   #queuedLastIndex: number;
   /** The state read at open, handed out by the first load() unless a save came first. */
   #opened: PersistentState | null;
-  #closing = false;
+  /** What `close()` returns, once called. */
+  #closed: Promise<void> | null = null;
 
   private constructor(
     directory: string,
@@ -248,12 +249,15 @@ export class FilePersister implements Persister {
   }
 
   /**
-   * Waits for queued saves, cuts off the preallocated tail, then closes the file and releases the
-   * lock. Later saves reject.
+   * Waits for queued saves and loads, cuts off the preallocated tail, then closes the file and
+   * releases the lock. Later saves and loads reject; every call returns the same promise.
    */
-  async close(): Promise<void> {
-    if (this.#closing) return;
-    this.#closing = true;
+  close(): Promise<void> {
+    this.#closed ??= this.#close();
+    return this.#closed;
+  }
+
+  async #close(): Promise<void> {
     await this.#commit.close("close() was called");
     try {
       // Cuts the preallocated tail off, and after a failed save whatever part of it reached the

@@ -24,6 +24,8 @@ export class GroupCommit<T> {
   #waiting: Waiting<T>[] = [];
   #running: Promise<void> | null = null;
   #failure: PersisterClosedError | null = null;
+  /** Whether a flush or `afterFlush` failed: what is stored is then unknown. */
+  #broken = false;
 
   /**
    * `flush` makes a batch durable; `afterFlush` runs between batches (with none in flight), after
@@ -43,20 +45,30 @@ export class GroupCommit<T> {
     return promise;
   }
 
-  /** Stops accepting items and waits until every queued one is settled. */
+  /**
+   * Stops accepting items and tasks, and waits until every queued one is settled: items and
+   * exclusive tasks that came before, including items queued behind a task.
+   */
   async close(reason: string): Promise<void> {
     this.#failure ??= new PersisterClosedError(reason);
-    // What runs now may be an exclusive task with items queued behind it: they start when it
-    // ends, so wait until nothing runs at all.
-    while (this.#running !== null) await this.#running;
+    // An exclusive turn of its own comes after every turn already waiting; a task that ends
+    // starts the items queued behind it, and this turn waits for those too.
+    await this.#exclusive(() => Promise.resolve()).catch(() => undefined);
   }
 
   /**
    * Runs `task` with no batch in flight and none starting until it ends: for reads that must
-   * see one consistent state. Items submitted meanwhile wait, then go out together.
+   * see one consistent state. Items submitted meanwhile wait, then go out together. Rejects
+   * after `close` or a failed flush (what is stored is then unknown).
    */
-  async exclusive<R>(task: () => Promise<R>): Promise<R> {
+  exclusive<R>(task: () => Promise<R>): Promise<R> {
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    return this.#exclusive(task);
+  }
+
+  async #exclusive<R>(task: () => Promise<R>): Promise<R> {
     while (this.#running !== null) await this.#running;
+    if (this.#broken) throw this.#failure;
     const { promise, resolve } = Promise.withResolvers<void>();
     this.#running = promise;
     try {
@@ -81,6 +93,7 @@ export class GroupCommit<T> {
         await this.#flush(batch.map((waiting) => waiting.item));
       } catch (error) {
         this.#failure = new PersisterClosedError("a write failed", { cause: error });
+        this.#broken = true;
         for (const waiting of batch) waiting.reject(error);
         for (const waiting of this.#waiting) waiting.reject(this.#failure);
         this.#waiting = [];
@@ -91,6 +104,7 @@ export class GroupCommit<T> {
         await this.#afterFlush();
       } catch (error) {
         this.#failure = new PersisterClosedError("maintenance failed", { cause: error });
+        this.#broken = true;
         for (const waiting of this.#waiting) waiting.reject(this.#failure);
         this.#waiting = [];
         break;

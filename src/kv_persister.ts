@@ -98,7 +98,8 @@ export class KvPersister implements Persister {
   #queuedLastIndex: number;
   #sweepLog = true;
   #sweepStaged = true;
-  #kvClosed = false;
+  /** What `close()` returns, once called. */
+  #closed: Promise<void> | null = null;
 
   private constructor(kv: Deno.Kv, lock: StoreLock | null, path: string, durable: StoredState) {
     this.#kv = kv;
@@ -170,13 +171,22 @@ export class KvPersister implements Persister {
     return this.#commit.submit(encoded);
   }
 
-  /** Waits for queued saves, then closes the database. Later saves reject. */
-  async close(): Promise<void> {
-    if (this.#kvClosed) return;
-    this.#kvClosed = true;
+  /**
+   * Waits for queued saves and loads, then closes the database and releases the lock. Later
+   * saves and loads reject; every call returns the same promise.
+   */
+  close(): Promise<void> {
+    this.#closed ??= this.#close();
+    return this.#closed;
+  }
+
+  async #close(): Promise<void> {
     await this.#commit.close("close() was called");
-    this.#kv.close();
-    this.#lock?.release();
+    try {
+      this.#kv.close();
+    } finally {
+      this.#lock?.release();
+    }
   }
 
   async #flush(changes: EncodedChange<EntryParts>[]): Promise<void> {
@@ -356,11 +366,19 @@ async function deleteBatch(kv: Deno.Kv, selector: Deno.KvListSelector): Promise<
 }
 
 async function readState(kv: Deno.Kv, path: string): Promise<StoredState> {
-  const row = await kv.get<unknown>(STATE_KEY);
-  if (row.value === null) return { term: 0, votedFor: null, lastIndex: 0, staged: null };
+  const row = await undecodable(path, `key ["raft","state"]`, () => kv.get<unknown>(STATE_KEY));
+  if (row.versionstamp === null) {
+    // No state key: a fresh store, unless a log is there without it.
+    const any = await undecodable(path, `a key under ["raft"]`, async () => {
+      for await (const _ of kv.list({ prefix: ["raft"] }, { limit: 1 })) return true;
+      return false;
+    });
+    if (any) throw new PersisterCorruptError(path, -1, `key ["raft","state"] is missing`);
+    return { term: 0, votedFor: null, lastIndex: 0, staged: null };
+  }
   const value = row.value;
   if (
-    typeof value !== "object" || !("term" in value) || !isTerm(value.term) ||
+    typeof value !== "object" || value === null || !("term" in value) || !isTerm(value.term) ||
     !("votedFor" in value) || !isVotedFor(value.votedFor) ||
     !("lastIndex" in value) || !isTerm(value.lastIndex) || !("staged" in value)
   ) {
@@ -402,7 +420,12 @@ async function readEntryParts(
     entries.push(current);
   };
   const selector = { start: [...prefix, from], end: [...prefix, to + 1] };
-  for await (const row of kv.list<unknown>(selector, { batchSize: 1000 })) {
+  const rows = kv.list<unknown>(selector, { batchSize: 1000 });
+  const what = `a log entry under ${JSON.stringify(prefix)}`;
+  while (true) {
+    const next = await undecodable(path, what, () => rows.next());
+    if (next.done) break;
+    const row = next.value;
     const index = row.key[prefix.length];
     const k = row.key[prefix.length + 1];
     const part = row.value;
@@ -425,6 +448,19 @@ async function readEntryParts(
   finish();
   if (entries.length !== to - from + 1) throw missing(from + entries.length, `is missing`);
   return entries;
+}
+
+/**
+ * Runs `read`, reporting a value that Deno.Kv cannot decode (it throws a `RangeError`) as a
+ * {@linkcode PersisterCorruptError} about `what`; other errors pass through.
+ */
+async function undecodable<T>(path: string, what: string, read: () => Promise<T>): Promise<T> {
+  try {
+    return await read();
+  } catch (error) {
+    if (!(error instanceof RangeError)) throw error;
+    throw new PersisterCorruptError(path, -1, `${what} cannot be decoded`, { cause: error });
+  }
 }
 
 async function readEntries(

@@ -15,13 +15,14 @@ export class PersisterCorruptError extends Error {
   /** Byte offset of the damaged record in `file`, or `-1` when the store has no offsets. */
   readonly offset: number;
 
-  /** Describes damage `detail` found in `file` at `offset`. */
-  constructor(file: string, offset: number, detail: string) {
+  /** Describes damage `detail` found in `file` at `offset`; `options.cause` keeps the error behind it. */
+  constructor(file: string, offset: number, detail: string, options?: ErrorOptions) {
     const where = offset >= 0 ? `${file} at offset ${offset}` : file;
     super(
       `Persistent state in ${where} is corrupt: ${detail}. Nothing was loaded or changed; ` +
         `restore the peer's directory from a backup, or remove it and let the peer catch up ` +
         `from the other replicas`,
+      options,
     );
     this.name = "PersisterCorruptError";
     this.file = file;

@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
+import { isDeepStrictEqual } from "node:util";
 import { KvPersister } from "../src/kv_persister.ts";
-import { PersisterCorruptError, PersisterLockedError } from "../src/persister_errors.ts";
+import {
+  PersisterClosedError,
+  PersisterCorruptError,
+  PersisterLockedError,
+} from "../src/persister_errors.ts";
 import type { LogEntry } from "../src/types.ts";
 import { persisterContract } from "./helpers/persister_contract.ts";
 import { openInChildProcess } from "./helpers/open_elsewhere.ts";
@@ -250,3 +255,115 @@ Deno.test('KvPersister: ":memory:" databases take no lock', sanitized, async () 
   await first.close();
   await second.close();
 });
+
+Deno.test(
+  "KvPersister: a state key holding null, or missing beside log keys, is damage, not a fresh store",
+  sanitized,
+  async () => {
+    await withDatabase(async (path) => {
+      const persister = await KvPersister.open(path);
+      await persister.save({
+        term: 5,
+        votedFor: 1,
+        log: { from: 1, entries: [{ term: 5, command: "x" }] },
+      });
+      await persister.close();
+      for (const damage of ["null", "missing"] as const) {
+        const kv = await Deno.openKv(path);
+        if (damage === "null") await kv.set(["raft", "state"], null);
+        else await kv.delete(["raft", "state"]);
+        kv.close();
+        await assert.rejects(
+          KvPersister.open(path),
+          (error: unknown) =>
+            error instanceof PersisterCorruptError && error.message.includes(path),
+          `state key ${damage}`,
+        );
+        assert.equal((await rawKeys(path, ["raft", "log"])).length, 1, "the log is untouched");
+      }
+    });
+  },
+);
+
+Deno.test(
+  "KvPersister: a value Deno.Kv cannot decode is reported as damage",
+  sanitized,
+  async () => {
+    await withDatabase(async (path) => {
+      const persister = await KvPersister.open(path);
+      await persister.save({ term: 1, votedFor: null });
+      await persister.close();
+      const { DatabaseSync } = await import("node:sqlite");
+      const database = new DatabaseSync(path);
+      database.exec("UPDATE kv SET v = x'ff0f6f', v_encoding = 1");
+      database.close();
+      await assert.rejects(
+        KvPersister.open(path),
+        (error: unknown) => error instanceof PersisterCorruptError && error.cause !== undefined,
+      );
+    });
+  },
+);
+
+Deno.test(
+  "KvPersister: a second close() waits for the first, and load() during close is refused",
+  sanitized,
+  async () => {
+    await withDatabase(async (path) => {
+      const persister = await KvPersister.open(path);
+      const entries = Array.from({ length: 3 }, () => ({ term: 1, command: bigCommand(300_000) }));
+      const saved = persister.save({ term: 1, votedFor: null, log: { from: 1, entries } });
+      const closing = persister.close();
+      const loading = assert.rejects(persister.load(), PersisterClosedError);
+      await persister.close();
+      const reopened = await KvPersister.open(path); // the first close() has released the lock
+      assert.equal((await reopened.load()).log.length, 3);
+      await reopened.close();
+      await Promise.all([saved, closing, loading]);
+      await assert.rejects(persister.load(), PersisterClosedError);
+    });
+  },
+);
+
+Deno.test(
+  "KvPersister: after a failed commit, load() refuses and a reopen sees one whole save",
+  sanitized,
+  async () => {
+    const old = [1, 2, 3].map((i) => ({ term: 1, command: `old ${i}` }));
+    const large = [1, 2, 3].map((i) => ({ term: 2, command: bigCommand(300_000, `${i}`) }));
+    const commit = Deno.AtomicOperation.prototype.commit;
+    // Fail the first, second, ... commit of a save that is staged and then moved into place.
+    for (let failAt = 1; failAt <= 12; failAt++) {
+      await withDatabase(async (path) => {
+        const persister = await KvPersister.open(path);
+        await persister.save({ term: 1, votedFor: null, log: { from: 1, entries: old } });
+        let commits = 0;
+        Deno.AtomicOperation.prototype.commit = function (this: Deno.AtomicOperation) {
+          if (++commits === failAt) return Promise.reject(new Error("injected failure"));
+          return commit.call(this);
+        };
+        let failed = false;
+        try {
+          await persister.save({ term: 2, votedFor: 0, log: { from: 1, entries: large } });
+        } catch {
+          failed = true;
+        } finally {
+          Deno.AtomicOperation.prototype.commit = commit;
+        }
+        if (failed) await assert.rejects(persister.load(), PersisterClosedError);
+        await persister.close();
+        const reopened = await KvPersister.open(path);
+        const state = await reopened.load();
+        await reopened.close();
+        const before = { term: 1, votedFor: null, log: old };
+        const after = { term: 2, votedFor: 0, log: large };
+        assert.ok(
+          failed
+            ? [before, after].some((s) => isDeepStrictEqual(s, state))
+            : isDeepStrictEqual(after, state),
+          `commit ${failAt} failed: reopened with term ${state.term}, ${state.log.length} entries`,
+        );
+      });
+    }
+  },
+);
