@@ -315,6 +315,9 @@ export class RaftCore {
       return;
     }
     if (this.#role !== "candidate" || args.term !== this.#currentTerm || !reply.voteGranted) return;
+    // A voter grants in the request's term and replies with it: a grant of another term answers
+    // another request, which only a transport that mixed replies up could deliver here.
+    if (reply.term !== args.term) return;
     this.#votesGranted.add(peer);
     if (this.#votesGranted.size * 2 > this.#config.peerCount) this.#becomeLeader(now);
   }

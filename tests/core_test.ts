@@ -312,6 +312,21 @@ Deno.test("a leader steps down when a reply carries a higher term", () => {
   assert.deepEqual(leader.takeReady(320).save, { term: 5, votedFor: null });
 });
 
+Deno.test("a granted vote whose reply carries another term than the request is not counted", () => {
+  // A voter grants in the request's term and says so; a reply of an older term belongs to an
+  // older request (a transport that mixed replies up), and counting it could elect two leaders.
+  const core = newCore({ peerCount: 3, term: 1, logTerms: [1] });
+  core.tick(300);
+  const election = core.takeReady(300);
+  core.onSaved(election.saveMark!, 300);
+  const args = election.sendAfterSave[0]!.args as RequestVoteArgs;
+  assert.equal(args.term, 2);
+  core.handleRequestVoteReply(1, args, { term: 1, voteGranted: true }, 301);
+  assert.equal(core.role, "candidate", "a grant from term 1 does not count in term 2");
+  core.handleRequestVoteReply(1, args, { term: 2, voteGranted: true }, 302);
+  assert.equal(core.role, "leader");
+});
+
 Deno.test("a candidate with a majority becomes leader and at once sends empty AppendEntries", () => {
   const core = newCore({ peerCount: 5, term: 1, logTerms: [1, 1] });
   core.tick(300);
