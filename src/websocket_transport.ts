@@ -92,7 +92,7 @@ export interface WebSocketTransportOptions {
   log?: TransportLog;
   /** Timers for call timeouts and redials. Default: the real clock. */
   clock?: Clock;
-  /** Random numbers for redial jitter. Default: `Math.random`. */
+  /** Random numbers for redial jitter and the first request id. Default: `Math.random`. */
   random?: RandomSource;
 }
 
@@ -136,6 +136,9 @@ const PROTOCOL_VIOLATION = 4008;
 /** How long `close()` waits for sockets to finish closing. */
 const CLOSE_WAIT_MS = 2000;
 
+/** Request ids start below this (2^48): far from `Number.MAX_SAFE_INTEGER`, so they never wrap. */
+const FIRST_REQUEST_ID_RANGE = 2 ** 48;
+
 const DEFAULTS = {
   callTimeoutMs: 1000,
   maxMessageBytes: 4 * 1024 * 1024,
@@ -172,7 +175,11 @@ export class WebSocketTransport {
   readonly #stats = { refusedHandshakes: 0, refusedFrames: 0, droppedSends: 0 };
   #server: Deno.HttpServer<Deno.NetAddr> | undefined;
   #handler: RpcHandler | undefined;
-  #nextRequestId = 1;
+  /**
+   * Starts at a random point so that a restarted process (same peer index) does not reuse the ids
+   * of its previous life, whose late replies could otherwise settle its new calls.
+   */
+  #nextRequestId: number;
   #closed = false;
 
   private constructor(options: WebSocketTransportOptions, key: CryptoKey) {
@@ -191,6 +198,7 @@ export class WebSocketTransport {
     this.#log = (line) => log(prefix + line);
     this.#clock = options.clock ?? realClock;
     this.#random = options.random ?? Math.random;
+    this.#nextRequestId = Math.floor(this.#random() * FIRST_REQUEST_ID_RANGE);
     this.#httpClient = options.caCerts === undefined
       ? undefined
       : Deno.createHttpClient({ caCerts: options.caCerts });
@@ -451,7 +459,7 @@ export class WebSocketTransport {
       if (state === "open" && (frame.type === "request" || frame.type === "reply")) {
         if (link.cutOff) return;
         if (frame.type === "reply") return this.#settle(link, frame.id, frame.result);
-        return await this.#serve(peer, link, frame.id, frame.method, frame.args);
+        return await this.#serve(peer, link, socket, frame.id, frame.method, frame.args);
       }
       if (state === "challenge" && frame.type === "challenge") {
         state = "signing";
@@ -527,9 +535,22 @@ export class WebSocketTransport {
     call.resolve(result);
   }
 
-  async #serve(peer: number, link: Link, id: number, method: string, args: unknown): Promise<void> {
+  /**
+   * Runs the handler for a request that arrived on `dialed`, and replies on the accepted
+   * connection of that moment. If either connection was replaced meanwhile (the caller restarted,
+   * or the link dropped), the reply is dropped: it would reach a process that never made the call.
+   */
+  async #serve(
+    peer: number,
+    link: Link,
+    dialed: WebSocket,
+    id: number,
+    method: string,
+    args: unknown,
+  ): Promise<void> {
     const handler = this.#handler;
-    if (handler === undefined) return;
+    const accepted = link.accepted;
+    if (handler === undefined || accepted === undefined) return;
     let result: unknown;
     try {
       result = await handler.handleRpc(method, args);
@@ -537,8 +558,8 @@ export class WebSocketTransport {
       this.#log(`Handler failed on ${method} from peer ${peer}: ${error}`);
       return;
     }
-    if (this.#closed || link.cutOff || link.accepted === undefined) return;
-    this.#send(link.accepted, { v: 1, type: "reply", id, result: result ?? null }, peer);
+    if (this.#closed || link.cutOff || link.accepted !== accepted || link.dialed !== dialed) return;
+    this.#send(accepted, { v: 1, type: "reply", id, result: result ?? null }, peer);
   }
 
   // ---- The accepting side: challenge the dialer, then write to it; it may not write back. ----

@@ -376,3 +376,37 @@ Deno.test("a dialer refuses a server that cannot prove the secret", sanitized, a
     await fake.shutdown();
   }
 });
+
+Deno.test(
+  "a reply to a caller that restarted meanwhile does not settle the new process's call",
+  sanitized,
+  async () => {
+    // Both lives of peer 0 draw the same first request id, as processes that restart with a
+    // counter at 1 did: only the server's check of the connection keeps the old reply out.
+    const random = () => 0;
+    const cluster = await startTransports(2, { random, reconnectMaxDelayMs: 100 });
+    let restarted: WebSocketTransport | undefined;
+    try {
+      const old = cluster.transports[0]!.clientEnds()[1]!.call("Hang", null);
+      await waitFor("peer 1 to start serving", () => cluster.handlers[1]!.served.length === 1);
+      await cluster.transports[0]!.close();
+      assert.deepEqual(await old, undefined);
+      restarted = await WebSocketTransport.create({
+        me: 0,
+        peers: cluster.urls,
+        secret: SECRET,
+        random,
+        log: () => {},
+      });
+      await waitFor("the link to come back", () => restarted!.connectedPeers().length === 1);
+      await waitFor("peer 1 to see it", () => cluster.transports[1]!.connectedPeers().length === 1);
+      const fresh = restarted.clientEnds()[1]!.call("Delay", 200);
+      await waitFor("peer 1 to serve the new call", () => cluster.handlers[1]!.served.length === 2);
+      cluster.handlers[1]!.release(); // the old call's handler answers now, with null
+      assert.deepEqual(await fresh, { echo: 200 });
+    } finally {
+      await restarted?.close();
+      await cluster.close();
+    }
+  },
+);
