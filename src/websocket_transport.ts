@@ -450,7 +450,7 @@ export class WebSocketTransport {
       }
     });
 
-    socket.onmessage = async (event) => {
+    const receive = async (event: MessageEvent): Promise<void> => {
       const frame = parseFrame(event.data, this.#options.maxMessageBytes);
       if (isRefusal(frame)) {
         const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
@@ -459,7 +459,8 @@ export class WebSocketTransport {
       if (state === "open" && (frame.type === "request" || frame.type === "reply")) {
         if (link.cutOff) return;
         if (frame.type === "reply") return this.#settle(link, frame.id, frame.result);
-        return await this.#serve(peer, link, socket, frame.id, frame.method, frame.args);
+        // Not awaited: requests are served concurrently, only the handshake steps are ordered.
+        return void this.#serve(peer, link, socket, frame.id, frame.method, frame.args);
       }
       if (state === "challenge" && frame.type === "challenge") {
         state = "signing";
@@ -499,6 +500,14 @@ export class WebSocketTransport {
       }
       const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
       this.#refuse(socket, `from peer ${peer}: unexpected ${frame.type} frame`, counter);
+    };
+    // The server may send requests right after its welcome, while we still verify its proof:
+    // handle each frame only after the previous one, so none finds the handshake half done.
+    let received = Promise.resolve();
+    socket.onmessage = (event) => {
+      received = received.then(() => receive(event)).catch((error) => {
+        this.#refuse(socket, `failed on a frame from peer ${peer}: ${error}`, "refusedFrames");
+      });
     };
     socket.onclose = () => {
       cancelHandshakeTimeout();

@@ -10,6 +10,8 @@ import {
   waitFor,
 } from "./helpers/websocket.ts";
 import { sanitized } from "./helpers/sanitized.ts";
+import { encodeFrame, isRefusal, parseFrame } from "../src/websocket_envelope.ts";
+import { importSecret, newNonce, signTranscript } from "../src/websocket_handshake.ts";
 
 Deno.test("calls reach the peer's handler and return its reply", sanitized, async () => {
   const cluster = await startTransports(3);
@@ -407,6 +409,64 @@ Deno.test(
     } finally {
       await restarted?.close();
       await cluster.close();
+    }
+  },
+);
+
+Deno.test(
+  "a request sent right behind the welcome is served, not refused",
+  sanitized,
+  async () => {
+    const [realPort, fakePort] = freePorts(2);
+    const urls = [`ws://127.0.0.1:${realPort}`, `ws://127.0.0.1:${fakePort}`];
+    const key = await importSecret(SECRET);
+    const transport = await WebSocketTransport.create({
+      me: 0,
+      peers: urls,
+      secret: SECRET,
+      log: () => {},
+    });
+    transport.setHandler(new FakeHandler());
+    // Peer 1's dialed connection into peer 0, on which peer 0 writes its reply.
+    const insider = new RawClient(urls[0]!);
+    let fake: Deno.HttpServer | undefined;
+    try {
+      await insider.authenticate(1, 0, SECRET);
+      await waitFor("the welcome", () => insider.received.length === 2);
+      // Only now, with the connection for replies in place, peer 1's server comes up. It sends its first request in the same breath as its welcome, while
+      // peer 0 is still verifying the welcome's proof.
+      fake = Deno.serve(
+        { hostname: "127.0.0.1", port: fakePort!, onListen: () => {} },
+        (request) => {
+          const { socket, response } = Deno.upgradeWebSocket(request);
+          const serverNonce = newNonce();
+          socket.onopen = () =>
+            socket.send(encodeFrame({ v: 1, type: "challenge", nonce: serverNonce }));
+          socket.onmessage = async (event) => {
+            const hello = parseFrame(event.data, 1 << 20);
+            if (isRefusal(hello) || hello.type !== "hello") return;
+            const transcript = { from: 0, to: 1, serverNonce, dialerNonce: hello.nonce };
+            const proof = await signTranscript(key, "server", transcript);
+            socket.send(encodeFrame({ v: 1, type: "welcome", proof }));
+            socket.send(
+              encodeFrame({ v: 1, type: "request", id: 7, method: "Echo", args: "early" }),
+            );
+          };
+          socket.onerror = (event) => event.preventDefault();
+          return response;
+        },
+      );
+      await waitFor("a reply to the early request", () =>
+        insider.received.some((data) => {
+          const frame = parseFrame(data, 1 << 20);
+          return !isRefusal(frame) && frame.type === "reply" && frame.id === 7;
+        }));
+      assert.deepEqual(transport.stats.refusedFrames, 0);
+      assert.deepEqual(transport.stats.refusedHandshakes, 0);
+    } finally {
+      await transport.close();
+      await insider.close();
+      await fake?.shutdown();
     }
   },
 );
