@@ -122,6 +122,13 @@ interface Link {
   accepted: WebSocket | undefined;
   /** The dial in progress, before authentication. */
   dialing: WebSocket | undefined;
+  /** When `dialed` was authenticated (clock time). */
+  dialedAt: number;
+  /**
+   * Gives up `dialed` at once, without waiting for its close event (which may never come from a
+   * vanished peer): forgets it, fails the calls awaiting replies on it, closes it and redials.
+   */
+  abandonDialed: (() => void) | undefined;
   failedDials: number;
   cancelRedial: (() => void) | undefined;
   /** Our requests to this peer awaiting a reply, by id. */
@@ -208,6 +215,8 @@ export class WebSocketTransport {
         dialed: undefined,
         accepted: undefined,
         dialing: undefined,
+        dialedAt: 0,
+        abandonDialed: undefined,
         failedDials: 0,
         cancelRedial: undefined,
         pending: new Map(),
@@ -443,6 +452,7 @@ export class WebSocketTransport {
     link.dialing = socket;
     let state: "challenge" | "signing" | "welcome" | "verifying" | "open" = "challenge";
     let dialerNonce = "";
+    let abandoned = false;
     let serverNonce = "";
     const cancelHandshakeTimeout = this.#clock.schedule(this.#options.handshakeTimeoutMs, () => {
       if (state !== "open") {
@@ -451,6 +461,7 @@ export class WebSocketTransport {
     });
 
     const receive = async (event: MessageEvent): Promise<void> => {
+      if (abandoned) return;
       const frame = parseFrame(event.data, this.#options.maxMessageBytes);
       if (isRefusal(frame)) {
         const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
@@ -495,6 +506,14 @@ export class WebSocketTransport {
         cancelHandshakeTimeout();
         link.dialing = undefined;
         link.dialed = socket;
+        link.dialedAt = this.#clock.now();
+        link.abandonDialed = () => {
+          abandoned = true;
+          this.#forgetDialed(link, socket);
+          closeQuietly(socket);
+          link.cancelRedial?.();
+          this.#dial(peer, link);
+        };
         link.failedDials = 0;
         return;
       }
@@ -511,10 +530,10 @@ export class WebSocketTransport {
     };
     socket.onclose = () => {
       cancelHandshakeTimeout();
+      if (abandoned) return; // abandonDialed did the bookkeeping and redialed
       if (link.dialing === socket) link.dialing = undefined;
       if (link.dialed === socket) {
-        link.dialed = undefined;
-        this.#failPending(link); // their replies can no longer arrive
+        this.#forgetDialed(link, socket);
       } else {
         link.failedDials++;
       }
@@ -522,6 +541,13 @@ export class WebSocketTransport {
     };
     // An error is always followed by a close event, which does the work.
     socket.onerror = (event) => event.preventDefault();
+  }
+
+  #forgetDialed(link: Link, socket: WebSocket): void {
+    if (link.dialed !== socket) return;
+    link.dialed = undefined;
+    link.abandonDialed = undefined;
+    this.#failPending(link); // their replies can no longer arrive
   }
 
   #scheduleRedial(peer: number, link: Link): void {
@@ -637,6 +663,18 @@ export class WebSocketTransport {
       const previous = link.accepted;
       link.accepted = socket;
       if (previous !== undefined) closeQuietly(previous);
+      // The peer dialed us anew. If our own connection to it is older than a handshake takes,
+      // the peer may have restarted on a host that vanished without closing it: that connection
+      // would then read nothing forever, while the new process can only write to a connection
+      // we dial into it. Dial a fresh one. A connection the peer dialed in reaction to our own
+      // redial arrives within a handshake timeout of it, so two peers never redial in a loop.
+      if (
+        link.abandonDialed !== undefined &&
+        this.#clock.now() - link.dialedAt > this.#options.handshakeTimeoutMs
+      ) {
+        this.#log(`Peer ${peer} connected again: redialing it`);
+        link.abandonDialed();
+      }
     };
     socket.onclose = () => {
       cancelHandshakeTimeout();

@@ -10,6 +10,7 @@ import {
   waitFor,
 } from "./helpers/websocket.ts";
 import { sanitized } from "./helpers/sanitized.ts";
+import { FreezableProxy } from "./helpers/freezable_proxy.ts";
 import { encodeFrame, isRefusal, parseFrame } from "../src/websocket_envelope.ts";
 import { importSecret, newNonce, signTranscript } from "../src/websocket_handshake.ts";
 
@@ -467,6 +468,47 @@ Deno.test(
       await transport.close();
       await insider.close();
       await fake?.shutdown();
+    }
+  },
+);
+
+Deno.test(
+  "a peer that restarts after its host vanished silently gets a fresh connection both ways",
+  sanitized,
+  async () => {
+    const [portA, portB] = freePorts(2);
+    const urls = [`ws://127.0.0.1:${portA}`, `ws://127.0.0.1:${portB}`];
+    // Peer 0 reaches peer 1 through a proxy that can freeze, as a crashed host would.
+    const proxy = new FreezableProxy(portB!);
+    const options = { secret: SECRET, handshakeTimeoutMs: 300, reconnectMaxDelayMs: 100 };
+    const a = await WebSocketTransport.create({
+      me: 0,
+      peers: [urls[0]!, proxy.url],
+      log: () => {},
+      ...options,
+    });
+    a.setHandler(new FakeHandler());
+    const oldB = await WebSocketTransport.create({ me: 1, peers: urls, log: () => {}, ...options });
+    let newB: WebSocketTransport | undefined;
+    try {
+      await waitFor("the link", () => a.connectedPeers().length === 1);
+      await waitFor("the link", () => oldB.connectedPeers().length === 1);
+      // Precondition, not an assertion: peer 0's connection must be older than a handshake.
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      proxy.freeze();
+      await oldB.close();
+      newB = await WebSocketTransport.create({ me: 1, peers: urls, log: () => {}, ...options });
+      const end = newB.clientEnds()[0]!;
+      await waitFor(
+        "calls from the new peer 1 to succeed",
+        async () => await end.call("Echo", "hi") !== undefined,
+      );
+      assert.deepEqual(await end.call("Echo", 1), { echo: 1 });
+    } finally {
+      await proxy.close();
+      await newB?.close();
+      await oldB.close();
+      await a.close();
     }
   },
 );
