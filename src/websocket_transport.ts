@@ -88,6 +88,19 @@ export interface WebSocketTransportOptions {
    * network, and short enough that a silent client cannot hold a connection open.
    */
   handshakeTimeoutMs?: number;
+  /**
+   * Most connections the server holds that have not finished the handshake; past it, upgrade
+   * requests get HTTP 503. A connection counts until it authenticates or its close event: one
+   * refused for a timeout waits for the client's close frame, which a hostile client never sends.
+   * Default 64: far more than a cluster's honest dials at once, few enough to bound the sockets
+   * and memory unauthenticated clients can hold.
+   */
+  maxPendingHandshakes?: number;
+  /**
+   * The same cap per remote address (IP). Default 16: one host cannot take every slot, so
+   * peers on other hosts can still connect.
+   */
+  maxPendingHandshakesPerAddress?: number;
   /** Where log lines go. Default: `console.error`. Pass `() => {}` to silence them. */
   log?: TransportLog;
   /** Timers for call timeouts and redials. Default: the real clock. */
@@ -106,6 +119,10 @@ export interface TransportStats {
   droppedSends: number;
   /** Bytes queued for sending right now, over all connections (`bufferedAmount`). */
   queuedBytes: number;
+  /** Server connections open now that have not (yet) authenticated. */
+  pendingHandshakes: number;
+  /** Upgrade requests answered 503 because of `maxPendingHandshakes(PerAddress)`. */
+  refusedUpgrades: number;
 }
 
 interface PendingCall {
@@ -153,6 +170,8 @@ const DEFAULTS = {
   reconnectMinDelayMs: 50,
   reconnectMaxDelayMs: 1000,
   handshakeTimeoutMs: 2000,
+  maxPendingHandshakes: 64,
+  maxPendingHandshakesPerAddress: 16,
 };
 
 /**
@@ -179,7 +198,10 @@ export class WebSocketTransport {
   readonly #random: RandomSource;
   readonly #httpClient: Deno.HttpClient | undefined;
   readonly #sockets = new Map<WebSocket, Promise<void>>();
-  readonly #stats = { refusedHandshakes: 0, refusedFrames: 0, droppedSends: 0 };
+  readonly #stats = { refusedHandshakes: 0, refusedFrames: 0, droppedSends: 0, refusedUpgrades: 0 };
+  /** Unauthenticated server connections, by remote address. */
+  readonly #pendingByAddress = new Map<string, number>();
+  #pendingHandshakes = 0;
   #server: Deno.HttpServer<Deno.NetAddr> | undefined;
   #handler: RpcHandler | undefined;
   /**
@@ -199,6 +221,9 @@ export class WebSocketTransport {
       reconnectMinDelayMs: options.reconnectMinDelayMs ?? DEFAULTS.reconnectMinDelayMs,
       reconnectMaxDelayMs: options.reconnectMaxDelayMs ?? DEFAULTS.reconnectMaxDelayMs,
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs,
+      maxPendingHandshakes: options.maxPendingHandshakes ?? DEFAULTS.maxPendingHandshakes,
+      maxPendingHandshakesPerAddress: options.maxPendingHandshakesPerAddress ??
+        DEFAULTS.maxPendingHandshakesPerAddress,
     };
     const prefix = `[ws peer ${options.me}] `;
     const log = options.log ?? ((line: string) => console.error(line));
@@ -260,7 +285,7 @@ export class WebSocketTransport {
         onListen: () => {},
         ...(options.tls === undefined ? {} : { cert: options.tls.cert, key: options.tls.key }),
       },
-      (request) => transport.#accept(request),
+      (request, info) => transport.#accept(request, info.remoteAddr.hostname),
     );
     transport.#links.forEach((link, peer) => {
       if (link !== undefined) transport.#dial(peer, link);
@@ -277,7 +302,7 @@ export class WebSocketTransport {
   get stats(): TransportStats {
     let queuedBytes = 0;
     for (const socket of this.#sockets.keys()) queuedBytes += socket.bufferedAmount;
-    return { ...this.#stats, queuedBytes };
+    return { ...this.#stats, queuedBytes, pendingHandshakes: this.#pendingHandshakes };
   }
 
   /** Where incoming requests go. Until it is set, incoming requests get no reply. */
@@ -599,11 +624,19 @@ export class WebSocketTransport {
 
   // ---- The accepting side: challenge the dialer, then write to it; it may not write back. ----
 
-  #accept(request: Request): Response {
+  #accept(request: Request, address: string): Response {
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return new Response("This is a Raft peer: it speaks WebSocket only.\n", { status: 426 });
     }
     if (this.#closed) return new Response("Shutting down.\n", { status: 503 });
+    const fromAddress = this.#pendingByAddress.get(address) ?? 0;
+    if (
+      this.#pendingHandshakes >= this.#options.maxPendingHandshakes ||
+      fromAddress >= this.#options.maxPendingHandshakesPerAddress
+    ) {
+      this.#stats.refusedUpgrades++;
+      return new Response("Too many connections are opening.\n", { status: 503 });
+    }
     let upgrade: Deno.WebSocketUpgrade;
     try {
       upgrade = Deno.upgradeWebSocket(request, { idleTimeout: 10 });
@@ -613,6 +646,17 @@ export class WebSocketTransport {
     }
     const { socket, response } = upgrade;
     this.#track(socket);
+    this.#pendingHandshakes++;
+    this.#pendingByAddress.set(address, fromAddress + 1);
+    let pending = true;
+    const settleHandshake = () => {
+      if (!pending) return;
+      pending = false;
+      this.#pendingHandshakes--;
+      const left = this.#pendingByAddress.get(address)! - 1;
+      if (left === 0) this.#pendingByAddress.delete(address);
+      else this.#pendingByAddress.set(address, left);
+    };
     let state: "hello" | "verifying" | "open" = "hello";
     const serverNonce = newNonce();
     let peer = -1;
@@ -659,6 +703,7 @@ export class WebSocketTransport {
       state = "open";
       peer = frame.from;
       cancelHandshakeTimeout();
+      settleHandshake();
       // A peer that restarted dials again before we notice its old connection died.
       const previous = link.accepted;
       link.accepted = socket;
@@ -678,6 +723,7 @@ export class WebSocketTransport {
     };
     socket.onclose = () => {
       cancelHandshakeTimeout();
+      settleHandshake();
       const link = peer < 0 ? undefined : this.#links[peer];
       if (link !== undefined && link.accepted === socket) {
         link.accepted = undefined;

@@ -512,3 +512,56 @@ Deno.test(
     }
   },
 );
+
+/** Opens a raw TCP connection, sends a WebSocket upgrade request and returns the status. */
+async function rawUpgrade(port: number): Promise<{ conn: Deno.Conn; status: number }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(
+    new TextEncoder().encode(
+      "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    ),
+  );
+  const buffer = new Uint8Array(4096);
+  const count = await conn.read(buffer);
+  const head = new TextDecoder().decode(buffer.subarray(0, count ?? 0));
+  return { conn, status: Number(head.split(" ")[1]) };
+}
+
+Deno.test(
+  "silent unauthenticated clients hold a bounded number of connections",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(2);
+    const port = Number(new URL(cluster.urls[0]!).port);
+    const silent: Deno.Conn[] = [];
+    try {
+      // Every client comes from 127.0.0.1, so the per-address cap (16 by default) applies.
+      for (let i = 0; i < 16; i++) {
+        const { conn, status } = await rawUpgrade(port);
+        silent.push(conn);
+        assert.deepEqual(status, 101, `upgrade ${i} within the cap`);
+      }
+      const over = await rawUpgrade(port);
+      silent.push(over.conn);
+      assert.deepEqual(over.status, 503, "an upgrade past the cap");
+      assert.deepEqual(cluster.transports[0]!.stats.pendingHandshakes, 16);
+      assert.deepEqual(cluster.transports[0]!.stats.refusedUpgrades, 1);
+      // Authenticated links do not count: the cluster keeps serving meanwhile.
+      assert.deepEqual(await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
+
+      for (const conn of silent.splice(0)) conn.close();
+      await waitFor(
+        "the slots to free",
+        () => cluster.transports[0]!.stats.pendingHandshakes === 0,
+      );
+      const honest = new RawClient(cluster.urls[0]!);
+      await honest.authenticate(1, 0, SECRET);
+      await waitFor("the welcome", () => honest.received.length === 2);
+      await honest.close();
+    } finally {
+      for (const conn of silent) conn.close();
+      await cluster.close();
+    }
+  },
+);
