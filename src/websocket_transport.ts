@@ -470,6 +470,7 @@ export class WebSocketTransport {
         : new WebSocket(link.url, { client: this.#httpClient });
     } catch (error) {
       this.#log(`Cannot dial peer ${peer} at ${link.url}: ${error}`);
+      link.failedDials++; // back off as for any failed dial, or this retries and logs every 50 ms
       this.#scheduleRedial(peer, link);
       return;
     }

@@ -11,6 +11,7 @@ import {
 } from "./helpers/websocket.ts";
 import { sanitized } from "./helpers/sanitized.ts";
 import { FreezableProxy } from "./helpers/freezable_proxy.ts";
+import { ManualClock } from "./helpers/manual_clock.ts";
 import { encodeFrame, isRefusal, parseFrame } from "../src/websocket_envelope.ts";
 import { importSecret, newNonce, signTranscript } from "../src/websocket_handshake.ts";
 
@@ -565,3 +566,24 @@ Deno.test(
     }
   },
 );
+
+Deno.test("a dial that throws at once backs off like any failed dial", sanitized, async () => {
+  const clock = new ManualClock();
+  const log: string[] = [];
+  // A fragment makes `new WebSocket()` throw synchronously, as a denied permission would.
+  const transport = await WebSocketTransport.create({
+    me: 0,
+    peers: [`ws://127.0.0.1:${freePorts(1)[0]}`, "ws://127.0.0.1:1/#fragment"],
+    secret: SECRET,
+    clock,
+    random: () => 0, // each redial waits half its ceiling: 50, 100, 200, 400, then 500 ms
+    log: (line) => log.push(line),
+  });
+  try {
+    clock.advance(1000);
+    const dials = log.filter((line) => line.includes("Cannot dial peer 1")).length;
+    assert.deepEqual(dials, 5, "dials in the first second, at 0, 50, 150, 350 and 750 ms");
+  } finally {
+    await transport.close();
+  }
+});
