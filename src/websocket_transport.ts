@@ -101,6 +101,13 @@ export interface WebSocketTransportOptions {
    * peers on other hosts can still connect.
    */
   maxPendingHandshakesPerAddress?: number;
+  /**
+   * Most requests from one peer that the handler may be serving at once; further requests from
+   * that peer are dropped unanswered (their calls time out) until some finish. Default 1024: far
+   * above what Raft keeps in flight to one peer, low enough that a flood cannot pile up handler
+   * calls without bound.
+   */
+  maxRequestsInProgress?: number;
   /** Where log lines go. Default: `console.error`. Pass `() => {}` to silence them. */
   log?: TransportLog;
   /** Timers for call timeouts and redials. Default: the real clock. */
@@ -119,6 +126,8 @@ export interface TransportStats {
   droppedSends: number;
   /** Bytes queued for sending right now, over all connections (`bufferedAmount`). */
   queuedBytes: number;
+  /** Requests dropped unanswered because `maxRequestsInProgress` were being served. */
+  droppedRequests: number;
   /** Server connections open now that have not (yet) authenticated. */
   pendingHandshakes: number;
   /** Upgrade requests answered 503 because of `maxPendingHandshakes(PerAddress)`. */
@@ -150,6 +159,8 @@ interface Link {
   cancelRedial: (() => void) | undefined;
   /** Our requests to this peer awaiting a reply, by id. */
   pending: Map<number, PendingCall>;
+  /** Requests from this peer whose handler has not finished. */
+  requestsInProgress: number;
   /** Fault injection: traffic to and from this peer is dropped. */
   cutOff: boolean;
 }
@@ -172,6 +183,7 @@ const DEFAULTS = {
   handshakeTimeoutMs: 2000,
   maxPendingHandshakes: 64,
   maxPendingHandshakesPerAddress: 16,
+  maxRequestsInProgress: 1024,
 };
 
 /**
@@ -198,7 +210,13 @@ export class WebSocketTransport {
   readonly #random: RandomSource;
   readonly #httpClient: Deno.HttpClient | undefined;
   readonly #sockets = new Map<WebSocket, Promise<void>>();
-  readonly #stats = { refusedHandshakes: 0, refusedFrames: 0, droppedSends: 0, refusedUpgrades: 0 };
+  readonly #stats = {
+    refusedHandshakes: 0,
+    refusedFrames: 0,
+    droppedSends: 0,
+    refusedUpgrades: 0,
+    droppedRequests: 0,
+  };
   /** Unauthenticated server connections, by remote address. */
   readonly #pendingByAddress = new Map<string, number>();
   #pendingHandshakes = 0;
@@ -224,6 +242,7 @@ export class WebSocketTransport {
       maxPendingHandshakes: options.maxPendingHandshakes ?? DEFAULTS.maxPendingHandshakes,
       maxPendingHandshakesPerAddress: options.maxPendingHandshakesPerAddress ??
         DEFAULTS.maxPendingHandshakesPerAddress,
+      maxRequestsInProgress: options.maxRequestsInProgress ?? DEFAULTS.maxRequestsInProgress,
     };
     const prefix = `[ws peer ${options.me}] `;
     const log = options.log ?? ((line: string) => console.error(line));
@@ -242,6 +261,7 @@ export class WebSocketTransport {
         dialing: undefined,
         dialedAt: 0,
         abandonDialed: undefined,
+        requestsInProgress: 0,
         failedDials: 0,
         cancelRedial: undefined,
         pending: new Map(),
@@ -612,12 +632,19 @@ export class WebSocketTransport {
     const handler = this.#handler;
     const accepted = link.accepted;
     if (handler === undefined || accepted === undefined) return;
+    if (link.requestsInProgress >= this.#options.maxRequestsInProgress) {
+      this.#stats.droppedRequests++;
+      return;
+    }
     let result: unknown;
+    link.requestsInProgress++;
     try {
       result = await handler.handleRpc(method, args);
     } catch (error) {
       this.#log(`Handler failed on ${method} from peer ${peer}: ${error}`);
       return;
+    } finally {
+      link.requestsInProgress--;
     }
     if (this.#closed || link.cutOff || link.accepted !== accepted || link.dialed !== dialed) return;
     this.#send(accepted, { v: 1, type: "reply", id, result: result ?? null }, peer);

@@ -587,3 +587,24 @@ Deno.test("a dial that throws at once backs off like any failed dial", sanitized
     await transport.close();
   }
 });
+
+Deno.test(
+  "requests past maxRequestsInProgress from one peer are dropped unanswered",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(2, { maxRequestsInProgress: 8, callTimeoutMs: 300 });
+    try {
+      const end = cluster.transports[1]!.clientEnds()[0]!;
+      const hanging = Array.from({ length: 8 }, () => end.call("Hang", null));
+      await waitFor("8 requests in progress", () => cluster.handlers[0]!.served.length === 8);
+      assert.deepEqual(await end.call("Echo", 1), undefined, "a call past the cap");
+      assert.deepEqual(cluster.transports[0]!.stats.droppedRequests, 1);
+      assert.deepEqual(cluster.handlers[0]!.served.length, 8, "the handler never saw it");
+      cluster.handlers[0]!.release();
+      await Promise.all(hanging);
+      assert.deepEqual(await end.call("Echo", 2), { echo: 2 }, "served again once they finish");
+    } finally {
+      await cluster.close();
+    }
+  },
+);
