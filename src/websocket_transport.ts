@@ -108,6 +108,14 @@ export interface WebSocketTransportOptions {
    * calls without bound.
    */
   maxRequestsInProgress?: number;
+  /**
+   * How long an accepted connection may go without a frame before the server sends a keepalive
+   * on it, in ms; the dialing side, which only reads, gives up a connection that brought nothing
+   * for 3 times this (its peer vanished without closing it: a crash or a partition) and redials.
+   * Default 1000: a dead peer is noticed within about 3 s, while a busy link (Raft heartbeats
+   * every 100-200 ms) never needs one and an idle link costs one tiny frame a second.
+   */
+  keepaliveMs?: number;
   /** Where log lines go. Default: `console.error`. Pass `() => {}` to silence them. */
   log?: TransportLog;
   /** Timers for call timeouts and redials. Default: the real clock. */
@@ -159,6 +167,10 @@ interface Link {
   cancelRedial: (() => void) | undefined;
   /** Our requests to this peer awaiting a reply, by id. */
   pending: Map<number, PendingCall>;
+  /** When we last received a frame on `dialed` (clock time). */
+  dialedLastReceived: number;
+  /** When we last sent a frame on `accepted` (clock time). */
+  acceptedLastSent: number;
   /** Requests from this peer whose handler has not finished. */
   requestsInProgress: number;
   /** Fault injection: traffic to and from this peer is dropped. */
@@ -184,6 +196,7 @@ const DEFAULTS = {
   maxPendingHandshakes: 64,
   maxPendingHandshakesPerAddress: 16,
   maxRequestsInProgress: 1024,
+  keepaliveMs: 1000,
 };
 
 /**
@@ -227,6 +240,7 @@ export class WebSocketTransport {
    * of its previous life, whose late replies could otherwise settle its new calls.
    */
   #nextRequestId: number;
+  #cancelKeepalive: (() => void) | undefined;
   #closed = false;
 
   private constructor(options: WebSocketTransportOptions, key: CryptoKey) {
@@ -243,6 +257,7 @@ export class WebSocketTransport {
       maxPendingHandshakesPerAddress: options.maxPendingHandshakesPerAddress ??
         DEFAULTS.maxPendingHandshakesPerAddress,
       maxRequestsInProgress: options.maxRequestsInProgress ?? DEFAULTS.maxRequestsInProgress,
+      keepaliveMs: options.keepaliveMs ?? DEFAULTS.keepaliveMs,
     };
     const prefix = `[ws peer ${options.me}] `;
     const log = options.log ?? ((line: string) => console.error(line));
@@ -262,6 +277,8 @@ export class WebSocketTransport {
         dialedAt: 0,
         abandonDialed: undefined,
         requestsInProgress: 0,
+        dialedLastReceived: 0,
+        acceptedLastSent: 0,
         failedDials: 0,
         cancelRedial: undefined,
         pending: new Map(),
@@ -310,6 +327,7 @@ export class WebSocketTransport {
     transport.#links.forEach((link, peer) => {
       if (link !== undefined) transport.#dial(peer, link);
     });
+    transport.#scheduleKeepalive();
     return transport;
   }
 
@@ -372,6 +390,7 @@ export class WebSocketTransport {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#cancelKeepalive?.();
     for (const link of this.#links) {
       if (link === undefined) continue;
       link.cancelRedial?.();
@@ -446,7 +465,33 @@ export class WebSocketTransport {
       return false;
     }
     socket.send(text);
+    const link = this.#links[peer];
+    if (link !== undefined && link.accepted === socket) link.acceptedLastSent = this.#clock.now();
     return true;
+  }
+
+  /**
+   * One timer for the whole transport, every half `keepaliveMs`: sends a keepalive on each
+   * accepted connection that has been quiet for `keepaliveMs`, and gives up each dialed one that
+   * brought nothing for 3 times that.
+   */
+  #scheduleKeepalive(): void {
+    const { keepaliveMs } = this.#options;
+    this.#cancelKeepalive = this.#clock.schedule(keepaliveMs / 2, () => {
+      if (this.#closed) return;
+      const now = this.#clock.now();
+      this.#links.forEach((link, peer) => {
+        if (link === undefined) return;
+        if (link.accepted !== undefined && now - link.acceptedLastSent >= keepaliveMs) {
+          this.#send(link.accepted, { v: 1, type: "keepalive" }, peer);
+        }
+        if (link.abandonDialed !== undefined && now - link.dialedLastReceived > 3 * keepaliveMs) {
+          this.#log(`Peer ${peer} sent nothing for ${now - link.dialedLastReceived} ms: redialing`);
+          link.abandonDialed();
+        }
+      });
+      this.#scheduleKeepalive();
+    });
   }
 
   #failPending(link: Link): void {
@@ -513,6 +558,8 @@ export class WebSocketTransport {
         const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
         return this.#refuse(socket, `from peer ${peer}: ${frame.refused}`, counter);
       }
+      if (state === "open") link.dialedLastReceived = this.#clock.now();
+      if (state === "open" && frame.type === "keepalive") return;
       if (state === "open" && (frame.type === "request" || frame.type === "reply")) {
         if (link.cutOff) return;
         if (frame.type === "reply") return this.#settle(link, frame.id, frame.result);
@@ -553,6 +600,7 @@ export class WebSocketTransport {
         link.dialing = undefined;
         link.dialed = socket;
         link.dialedAt = this.#clock.now();
+        link.dialedLastReceived = link.dialedAt;
         link.abandonDialed = () => {
           abandoned = true;
           this.#forgetDialed(link, socket);
@@ -735,6 +783,7 @@ export class WebSocketTransport {
       // A peer that restarted dials again before we notice its old connection died.
       const previous = link.accepted;
       link.accepted = socket;
+      link.acceptedLastSent = this.#clock.now(); // the welcome
       if (previous !== undefined) closeQuietly(previous);
       // The peer dialed us anew. If our own connection to it is older than a handshake takes,
       // the peer may have restarted on a host that vanished without closing it: that connection

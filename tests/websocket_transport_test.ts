@@ -608,3 +608,47 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "a dialed connection that brings nothing, not even keepalives, is given up and redialed",
+  sanitized,
+  async () => {
+    const [portA, portB] = freePorts(2);
+    const urls = [`ws://127.0.0.1:${portA}`, `ws://127.0.0.1:${portB}`];
+    const proxy = new FreezableProxy(portB!);
+    const options = { secret: SECRET, keepaliveMs: 100, reconnectMaxDelayMs: 100 };
+    const log: string[] = [];
+    // Peer 0 reaches peer 1 through the proxy; peer 1 reaches peer 0 directly.
+    const a = await WebSocketTransport.create({
+      me: 0,
+      peers: [urls[0]!, proxy.url],
+      log: (line) => log.push(line),
+      ...options,
+    });
+    a.setHandler(new FakeHandler());
+    const b = await WebSocketTransport.create({ me: 1, peers: urls, log: () => {}, ...options });
+    try {
+      await waitFor("the link", () => a.connectedPeers().length === 1);
+      await waitFor("the link", () => b.connectedPeers().length === 1);
+      // Peer 1 loses the connection peer 0 dialed; peer 0's end stays open and hears nothing.
+      proxy.freeze();
+      await waitFor("peer 1 to notice", () => b.connectedPeers().length === 0);
+      const end = b.clientEnds()[0]!;
+      await waitFor(
+        "calls from peer 1 to succeed again",
+        async () => await end.call("Echo", "hi") !== undefined,
+      );
+      assert.ok(log.some((line) => line.includes("Peer 1 sent nothing for")), log.join("\n"));
+    } finally {
+      await proxy.close();
+      await b.close();
+      await a.close();
+    }
+  },
+);
+
+Deno.test("a keepalive frame is parsed, and refused with extra fields", () => {
+  assert.deepEqual(parseFrame('{"v":1,"type":"keepalive"}', 100), { v: 1, type: "keepalive" });
+  const padded = parseFrame('{"v":1,"type":"keepalive","pad":"x"}', 100);
+  assert.ok(isRefusal(padded) && padded.refused.includes("extra fields"));
+});
