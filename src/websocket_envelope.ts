@@ -77,8 +77,25 @@ export interface ReplyFrame {
   result: unknown;
 }
 
+/**
+ * Sent by the accepting side on a connection it has not written on for a while, so that the
+ * dialing side, which only reads, can tell a quiet peer from a vanished one.
+ */
+export interface KeepaliveFrame {
+  /** Envelope version. */
+  v: typeof ENVELOPE_VERSION;
+  /** Frame kind. */
+  type: "keepalive";
+}
+
 /** Any frame of the protocol. */
-export type Frame = ChallengeFrame | HelloFrame | WelcomeFrame | RequestFrame | ReplyFrame;
+export type Frame =
+  | ChallengeFrame
+  | HelloFrame
+  | WelcomeFrame
+  | RequestFrame
+  | ReplyFrame
+  | KeepaliveFrame;
 
 /** Why {@linkcode parseFrame} refused a frame; the text goes to the log. */
 export interface FrameRefusal {
@@ -153,6 +170,9 @@ export function parseFrame(data: unknown, maxBytes: number): Frame | FrameRefusa
       if (!isRequestId(value.id)) return { refused: `Reply has invalid id ${show(value.id)}` };
       if (!("result" in value)) return { refused: "Reply has no result" };
       return { v: ENVELOPE_VERSION, type: "reply", id: value.id, result: value.result };
+    case "keepalive":
+      if (Object.keys(value).length !== 2) return { refused: "Keepalive has extra fields" };
+      return { v: ENVELOPE_VERSION, type: "keepalive" };
     default:
       return { refused: `Frame has unknown type ${show(value.type)}` };
   }

@@ -88,11 +88,39 @@ export interface WebSocketTransportOptions {
    * network, and short enough that a silent client cannot hold a connection open.
    */
   handshakeTimeoutMs?: number;
+  /**
+   * Most connections the server holds that have not finished the handshake; past it, upgrade
+   * requests get HTTP 503. A connection counts until it authenticates or its close event: one
+   * refused for a timeout waits for the client's close frame, which a hostile client never sends.
+   * Default 64: far more than a cluster's honest dials at once, few enough to bound the sockets
+   * and memory unauthenticated clients can hold.
+   */
+  maxPendingHandshakes?: number;
+  /**
+   * The same cap per remote address (IP). Default 16: one host cannot take every slot, so
+   * peers on other hosts can still connect.
+   */
+  maxPendingHandshakesPerAddress?: number;
+  /**
+   * Most requests from one peer that the handler may be serving at once; further requests from
+   * that peer are dropped unanswered (their calls time out) until some finish. Default 1024: far
+   * above what Raft keeps in flight to one peer, low enough that a flood cannot pile up handler
+   * calls without bound.
+   */
+  maxRequestsInProgress?: number;
+  /**
+   * How long an accepted connection may go without a frame before the server sends a keepalive
+   * on it, in ms; the dialing side, which only reads, gives up a connection that brought nothing
+   * for 3 times this (its peer vanished without closing it: a crash or a partition) and redials.
+   * Default 1000: a dead peer is noticed within about 3 s, while a busy link (Raft heartbeats
+   * every 100-200 ms) never needs one and an idle link costs one tiny frame a second.
+   */
+  keepaliveMs?: number;
   /** Where log lines go. Default: `console.error`. Pass `() => {}` to silence them. */
   log?: TransportLog;
   /** Timers for call timeouts and redials. Default: the real clock. */
   clock?: Clock;
-  /** Random numbers for redial jitter. Default: `Math.random`. */
+  /** Random numbers for redial jitter and the first request id. Default: `Math.random`. */
   random?: RandomSource;
 }
 
@@ -106,6 +134,12 @@ export interface TransportStats {
   droppedSends: number;
   /** Bytes queued for sending right now, over all connections (`bufferedAmount`). */
   queuedBytes: number;
+  /** Requests dropped unanswered because `maxRequestsInProgress` were being served. */
+  droppedRequests: number;
+  /** Server connections open now that have not (yet) authenticated. */
+  pendingHandshakes: number;
+  /** Upgrade requests answered 503 because of `maxPendingHandshakes(PerAddress)`. */
+  refusedUpgrades: number;
 }
 
 interface PendingCall {
@@ -122,10 +156,23 @@ interface Link {
   accepted: WebSocket | undefined;
   /** The dial in progress, before authentication. */
   dialing: WebSocket | undefined;
+  /** When `dialed` was authenticated (clock time). */
+  dialedAt: number;
+  /**
+   * Gives up `dialed` at once, without waiting for its close event (which may never come from a
+   * vanished peer): forgets it, fails the calls awaiting replies on it, closes it and redials.
+   */
+  abandonDialed: (() => void) | undefined;
   failedDials: number;
   cancelRedial: (() => void) | undefined;
   /** Our requests to this peer awaiting a reply, by id. */
   pending: Map<number, PendingCall>;
+  /** When we last received a frame on `dialed` (clock time). */
+  dialedLastReceived: number;
+  /** When we last sent a frame on `accepted` (clock time). */
+  acceptedLastSent: number;
+  /** Requests from this peer whose handler has not finished. */
+  requestsInProgress: number;
   /** Fault injection: traffic to and from this peer is dropped. */
   cutOff: boolean;
 }
@@ -136,6 +183,9 @@ const PROTOCOL_VIOLATION = 4008;
 /** How long `close()` waits for sockets to finish closing. */
 const CLOSE_WAIT_MS = 2000;
 
+/** Request ids start below this (2^48): far from `Number.MAX_SAFE_INTEGER`, so they never wrap. */
+const FIRST_REQUEST_ID_RANGE = 2 ** 48;
+
 const DEFAULTS = {
   callTimeoutMs: 1000,
   maxMessageBytes: 4 * 1024 * 1024,
@@ -143,6 +193,10 @@ const DEFAULTS = {
   reconnectMinDelayMs: 50,
   reconnectMaxDelayMs: 1000,
   handshakeTimeoutMs: 2000,
+  maxPendingHandshakes: 64,
+  maxPendingHandshakesPerAddress: 16,
+  maxRequestsInProgress: 1024,
+  keepaliveMs: 1000,
 };
 
 /**
@@ -169,10 +223,24 @@ export class WebSocketTransport {
   readonly #random: RandomSource;
   readonly #httpClient: Deno.HttpClient | undefined;
   readonly #sockets = new Map<WebSocket, Promise<void>>();
-  readonly #stats = { refusedHandshakes: 0, refusedFrames: 0, droppedSends: 0 };
+  readonly #stats = {
+    refusedHandshakes: 0,
+    refusedFrames: 0,
+    droppedSends: 0,
+    refusedUpgrades: 0,
+    droppedRequests: 0,
+  };
+  /** Unauthenticated server connections, by remote address. */
+  readonly #pendingByAddress = new Map<string, number>();
+  #pendingHandshakes = 0;
   #server: Deno.HttpServer<Deno.NetAddr> | undefined;
   #handler: RpcHandler | undefined;
-  #nextRequestId = 1;
+  /**
+   * Starts at a random point so that a restarted process (same peer index) does not reuse the ids
+   * of its previous life, whose late replies could otherwise settle its new calls.
+   */
+  #nextRequestId: number;
+  #cancelKeepalive: (() => void) | undefined;
   #closed = false;
 
   private constructor(options: WebSocketTransportOptions, key: CryptoKey) {
@@ -185,12 +253,18 @@ export class WebSocketTransport {
       reconnectMinDelayMs: options.reconnectMinDelayMs ?? DEFAULTS.reconnectMinDelayMs,
       reconnectMaxDelayMs: options.reconnectMaxDelayMs ?? DEFAULTS.reconnectMaxDelayMs,
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs,
+      maxPendingHandshakes: options.maxPendingHandshakes ?? DEFAULTS.maxPendingHandshakes,
+      maxPendingHandshakesPerAddress: options.maxPendingHandshakesPerAddress ??
+        DEFAULTS.maxPendingHandshakesPerAddress,
+      maxRequestsInProgress: options.maxRequestsInProgress ?? DEFAULTS.maxRequestsInProgress,
+      keepaliveMs: options.keepaliveMs ?? DEFAULTS.keepaliveMs,
     };
     const prefix = `[ws peer ${options.me}] `;
     const log = options.log ?? ((line: string) => console.error(line));
     this.#log = (line) => log(prefix + line);
     this.#clock = options.clock ?? realClock;
     this.#random = options.random ?? Math.random;
+    this.#nextRequestId = Math.floor(this.#random() * FIRST_REQUEST_ID_RANGE);
     this.#httpClient = options.caCerts === undefined
       ? undefined
       : Deno.createHttpClient({ caCerts: options.caCerts });
@@ -200,6 +274,11 @@ export class WebSocketTransport {
         dialed: undefined,
         accepted: undefined,
         dialing: undefined,
+        dialedAt: 0,
+        abandonDialed: undefined,
+        requestsInProgress: 0,
+        dialedLastReceived: 0,
+        acceptedLastSent: 0,
         failedDials: 0,
         cancelRedial: undefined,
         pending: new Map(),
@@ -243,11 +322,12 @@ export class WebSocketTransport {
         onListen: () => {},
         ...(options.tls === undefined ? {} : { cert: options.tls.cert, key: options.tls.key }),
       },
-      (request) => transport.#accept(request),
+      (request, info) => transport.#accept(request, info.remoteAddr.hostname),
     );
     transport.#links.forEach((link, peer) => {
       if (link !== undefined) transport.#dial(peer, link);
     });
+    transport.#scheduleKeepalive();
     return transport;
   }
 
@@ -260,7 +340,7 @@ export class WebSocketTransport {
   get stats(): TransportStats {
     let queuedBytes = 0;
     for (const socket of this.#sockets.keys()) queuedBytes += socket.bufferedAmount;
-    return { ...this.#stats, queuedBytes };
+    return { ...this.#stats, queuedBytes, pendingHandshakes: this.#pendingHandshakes };
   }
 
   /** Where incoming requests go. Until it is set, incoming requests get no reply. */
@@ -310,6 +390,7 @@ export class WebSocketTransport {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#cancelKeepalive?.();
     for (const link of this.#links) {
       if (link === undefined) continue;
       link.cancelRedial?.();
@@ -384,7 +465,33 @@ export class WebSocketTransport {
       return false;
     }
     socket.send(text);
+    const link = this.#links[peer];
+    if (link !== undefined && link.accepted === socket) link.acceptedLastSent = this.#clock.now();
     return true;
+  }
+
+  /**
+   * One timer for the whole transport, every half `keepaliveMs`: sends a keepalive on each
+   * accepted connection that has been quiet for `keepaliveMs`, and gives up each dialed one that
+   * brought nothing for 3 times that.
+   */
+  #scheduleKeepalive(): void {
+    const { keepaliveMs } = this.#options;
+    this.#cancelKeepalive = this.#clock.schedule(keepaliveMs / 2, () => {
+      if (this.#closed) return;
+      const now = this.#clock.now();
+      this.#links.forEach((link, peer) => {
+        if (link === undefined) return;
+        if (link.accepted !== undefined && now - link.acceptedLastSent >= keepaliveMs) {
+          this.#send(link.accepted, { v: 1, type: "keepalive" }, peer);
+        }
+        if (link.abandonDialed !== undefined && now - link.dialedLastReceived > 3 * keepaliveMs) {
+          this.#log(`Peer ${peer} sent nothing for ${now - link.dialedLastReceived} ms: redialing`);
+          link.abandonDialed();
+        }
+      });
+      this.#scheduleKeepalive();
+    });
   }
 
   #failPending(link: Link): void {
@@ -428,6 +535,7 @@ export class WebSocketTransport {
         : new WebSocket(link.url, { client: this.#httpClient });
     } catch (error) {
       this.#log(`Cannot dial peer ${peer} at ${link.url}: ${error}`);
+      link.failedDials++; // back off as for any failed dial, or this retries and logs every 50 ms
       this.#scheduleRedial(peer, link);
       return;
     }
@@ -435,6 +543,7 @@ export class WebSocketTransport {
     link.dialing = socket;
     let state: "challenge" | "signing" | "welcome" | "verifying" | "open" = "challenge";
     let dialerNonce = "";
+    let abandoned = false;
     let serverNonce = "";
     const cancelHandshakeTimeout = this.#clock.schedule(this.#options.handshakeTimeoutMs, () => {
       if (state !== "open") {
@@ -442,16 +551,20 @@ export class WebSocketTransport {
       }
     });
 
-    socket.onmessage = async (event) => {
+    const receive = async (event: MessageEvent): Promise<void> => {
+      if (abandoned) return;
       const frame = parseFrame(event.data, this.#options.maxMessageBytes);
       if (isRefusal(frame)) {
         const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
         return this.#refuse(socket, `from peer ${peer}: ${frame.refused}`, counter);
       }
+      if (state === "open") link.dialedLastReceived = this.#clock.now();
+      if (state === "open" && frame.type === "keepalive") return;
       if (state === "open" && (frame.type === "request" || frame.type === "reply")) {
         if (link.cutOff) return;
         if (frame.type === "reply") return this.#settle(link, frame.id, frame.result);
-        return await this.#serve(peer, link, frame.id, frame.method, frame.args);
+        // Not awaited: requests are served concurrently, only the handshake steps are ordered.
+        return void this.#serve(peer, link, socket, frame.id, frame.method, frame.args);
       }
       if (state === "challenge" && frame.type === "challenge") {
         state = "signing";
@@ -486,18 +599,35 @@ export class WebSocketTransport {
         cancelHandshakeTimeout();
         link.dialing = undefined;
         link.dialed = socket;
+        link.dialedAt = this.#clock.now();
+        link.dialedLastReceived = link.dialedAt;
+        link.abandonDialed = () => {
+          abandoned = true;
+          this.#forgetDialed(link, socket);
+          closeQuietly(socket);
+          link.cancelRedial?.();
+          this.#dial(peer, link);
+        };
         link.failedDials = 0;
         return;
       }
       const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
       this.#refuse(socket, `from peer ${peer}: unexpected ${frame.type} frame`, counter);
     };
+    // The server may send requests right after its welcome, while we still verify its proof:
+    // handle each frame only after the previous one, so none finds the handshake half done.
+    let received = Promise.resolve();
+    socket.onmessage = (event) => {
+      received = received.then(() => receive(event)).catch((error) => {
+        this.#refuse(socket, `failed on a frame from peer ${peer}: ${error}`, "refusedFrames");
+      });
+    };
     socket.onclose = () => {
       cancelHandshakeTimeout();
+      if (abandoned) return; // abandonDialed did the bookkeeping and redialed
       if (link.dialing === socket) link.dialing = undefined;
       if (link.dialed === socket) {
-        link.dialed = undefined;
-        this.#failPending(link); // their replies can no longer arrive
+        this.#forgetDialed(link, socket);
       } else {
         link.failedDials++;
       }
@@ -505,6 +635,13 @@ export class WebSocketTransport {
     };
     // An error is always followed by a close event, which does the work.
     socket.onerror = (event) => event.preventDefault();
+  }
+
+  #forgetDialed(link: Link, socket: WebSocket): void {
+    if (link.dialed !== socket) return;
+    link.dialed = undefined;
+    link.abandonDialed = undefined;
+    this.#failPending(link); // their replies can no longer arrive
   }
 
   #scheduleRedial(peer: number, link: Link): void {
@@ -527,27 +664,55 @@ export class WebSocketTransport {
     call.resolve(result);
   }
 
-  async #serve(peer: number, link: Link, id: number, method: string, args: unknown): Promise<void> {
+  /**
+   * Runs the handler for a request that arrived on `dialed`, and replies on the accepted
+   * connection of that moment. If either connection was replaced meanwhile (the caller restarted,
+   * or the link dropped), the reply is dropped: it would reach a process that never made the call.
+   */
+  async #serve(
+    peer: number,
+    link: Link,
+    dialed: WebSocket,
+    id: number,
+    method: string,
+    args: unknown,
+  ): Promise<void> {
     const handler = this.#handler;
-    if (handler === undefined) return;
+    const accepted = link.accepted;
+    if (handler === undefined || accepted === undefined) return;
+    if (link.requestsInProgress >= this.#options.maxRequestsInProgress) {
+      this.#stats.droppedRequests++;
+      return;
+    }
     let result: unknown;
+    link.requestsInProgress++;
     try {
       result = await handler.handleRpc(method, args);
     } catch (error) {
       this.#log(`Handler failed on ${method} from peer ${peer}: ${error}`);
       return;
+    } finally {
+      link.requestsInProgress--;
     }
-    if (this.#closed || link.cutOff || link.accepted === undefined) return;
-    this.#send(link.accepted, { v: 1, type: "reply", id, result: result ?? null }, peer);
+    if (this.#closed || link.cutOff || link.accepted !== accepted || link.dialed !== dialed) return;
+    this.#send(accepted, { v: 1, type: "reply", id, result: result ?? null }, peer);
   }
 
   // ---- The accepting side: challenge the dialer, then write to it; it may not write back. ----
 
-  #accept(request: Request): Response {
+  #accept(request: Request, address: string): Response {
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return new Response("This is a Raft peer: it speaks WebSocket only.\n", { status: 426 });
     }
     if (this.#closed) return new Response("Shutting down.\n", { status: 503 });
+    const fromAddress = this.#pendingByAddress.get(address) ?? 0;
+    if (
+      this.#pendingHandshakes >= this.#options.maxPendingHandshakes ||
+      fromAddress >= this.#options.maxPendingHandshakesPerAddress
+    ) {
+      this.#stats.refusedUpgrades++;
+      return new Response("Too many connections are opening.\n", { status: 503 });
+    }
     let upgrade: Deno.WebSocketUpgrade;
     try {
       upgrade = Deno.upgradeWebSocket(request, { idleTimeout: 10 });
@@ -557,6 +722,17 @@ export class WebSocketTransport {
     }
     const { socket, response } = upgrade;
     this.#track(socket);
+    this.#pendingHandshakes++;
+    this.#pendingByAddress.set(address, fromAddress + 1);
+    let pending = true;
+    const settleHandshake = () => {
+      if (!pending) return;
+      pending = false;
+      this.#pendingHandshakes--;
+      const left = this.#pendingByAddress.get(address)! - 1;
+      if (left === 0) this.#pendingByAddress.delete(address);
+      else this.#pendingByAddress.set(address, left);
+    };
     let state: "hello" | "verifying" | "open" = "hello";
     const serverNonce = newNonce();
     let peer = -1;
@@ -603,13 +779,28 @@ export class WebSocketTransport {
       state = "open";
       peer = frame.from;
       cancelHandshakeTimeout();
+      settleHandshake();
       // A peer that restarted dials again before we notice its old connection died.
       const previous = link.accepted;
       link.accepted = socket;
+      link.acceptedLastSent = this.#clock.now(); // the welcome
       if (previous !== undefined) closeQuietly(previous);
+      // The peer dialed us anew. If our own connection to it is older than a handshake takes,
+      // the peer may have restarted on a host that vanished without closing it: that connection
+      // would then read nothing forever, while the new process can only write to a connection
+      // we dial into it. Dial a fresh one. A connection the peer dialed in reaction to our own
+      // redial arrives within a handshake timeout of it, so two peers never redial in a loop.
+      if (
+        link.abandonDialed !== undefined &&
+        this.#clock.now() - link.dialedAt > this.#options.handshakeTimeoutMs
+      ) {
+        this.#log(`Peer ${peer} connected again: redialing it`);
+        link.abandonDialed();
+      }
     };
     socket.onclose = () => {
       cancelHandshakeTimeout();
+      settleHandshake();
       const link = peer < 0 ? undefined : this.#links[peer];
       if (link !== undefined && link.accepted === socket) {
         link.accepted = undefined;

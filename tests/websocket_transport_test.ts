@@ -10,6 +10,10 @@ import {
   waitFor,
 } from "./helpers/websocket.ts";
 import { sanitized } from "./helpers/sanitized.ts";
+import { FreezableProxy } from "./helpers/freezable_proxy.ts";
+import { ManualClock } from "./helpers/manual_clock.ts";
+import { encodeFrame, isRefusal, parseFrame } from "../src/websocket_envelope.ts";
+import { importSecret, newNonce, signTranscript } from "../src/websocket_handshake.ts";
 
 Deno.test("calls reach the peer's handler and return its reply", sanitized, async () => {
   const cluster = await startTransports(3);
@@ -375,4 +379,276 @@ Deno.test("a dialer refuses a server that cannot prove the secret", sanitized, a
     await transport.close();
     await fake.shutdown();
   }
+});
+
+Deno.test(
+  "a reply to a caller that restarted meanwhile does not settle the new process's call",
+  sanitized,
+  async () => {
+    // Both lives of peer 0 draw the same first request id, as processes that restart with a
+    // counter at 1 did: only the server's check of the connection keeps the old reply out.
+    const random = () => 0;
+    const cluster = await startTransports(2, { random, reconnectMaxDelayMs: 100 });
+    let restarted: WebSocketTransport | undefined;
+    try {
+      const old = cluster.transports[0]!.clientEnds()[1]!.call("Hang", null);
+      await waitFor("peer 1 to start serving", () => cluster.handlers[1]!.served.length === 1);
+      await cluster.transports[0]!.close();
+      assert.deepEqual(await old, undefined);
+      restarted = await WebSocketTransport.create({
+        me: 0,
+        peers: cluster.urls,
+        secret: SECRET,
+        random,
+        log: () => {},
+      });
+      await waitFor("the link to come back", () => restarted!.connectedPeers().length === 1);
+      await waitFor("peer 1 to see it", () => cluster.transports[1]!.connectedPeers().length === 1);
+      const fresh = restarted.clientEnds()[1]!.call("Delay", 200);
+      await waitFor("peer 1 to serve the new call", () => cluster.handlers[1]!.served.length === 2);
+      cluster.handlers[1]!.release(); // the old call's handler answers now, with null
+      assert.deepEqual(await fresh, { echo: 200 });
+    } finally {
+      await restarted?.close();
+      await cluster.close();
+    }
+  },
+);
+
+Deno.test(
+  "a request sent right behind the welcome is served, not refused",
+  sanitized,
+  async () => {
+    const [realPort, fakePort] = freePorts(2);
+    const urls = [`ws://127.0.0.1:${realPort}`, `ws://127.0.0.1:${fakePort}`];
+    const key = await importSecret(SECRET);
+    const transport = await WebSocketTransport.create({
+      me: 0,
+      peers: urls,
+      secret: SECRET,
+      log: () => {},
+    });
+    transport.setHandler(new FakeHandler());
+    // Peer 1's dialed connection into peer 0, on which peer 0 writes its reply.
+    const insider = new RawClient(urls[0]!);
+    let fake: Deno.HttpServer | undefined;
+    try {
+      await insider.authenticate(1, 0, SECRET);
+      await waitFor("the welcome", () => insider.received.length === 2);
+      // Only now, with the connection for replies in place, peer 1's server comes up. It sends its first request in the same breath as its welcome, while
+      // peer 0 is still verifying the welcome's proof.
+      fake = Deno.serve(
+        { hostname: "127.0.0.1", port: fakePort!, onListen: () => {} },
+        (request) => {
+          const { socket, response } = Deno.upgradeWebSocket(request);
+          const serverNonce = newNonce();
+          socket.onopen = () =>
+            socket.send(encodeFrame({ v: 1, type: "challenge", nonce: serverNonce }));
+          socket.onmessage = async (event) => {
+            const hello = parseFrame(event.data, 1 << 20);
+            if (isRefusal(hello) || hello.type !== "hello") return;
+            const transcript = { from: 0, to: 1, serverNonce, dialerNonce: hello.nonce };
+            const proof = await signTranscript(key, "server", transcript);
+            socket.send(encodeFrame({ v: 1, type: "welcome", proof }));
+            socket.send(
+              encodeFrame({ v: 1, type: "request", id: 7, method: "Echo", args: "early" }),
+            );
+          };
+          socket.onerror = (event) => event.preventDefault();
+          return response;
+        },
+      );
+      await waitFor("a reply to the early request", () =>
+        insider.received.some((data) => {
+          const frame = parseFrame(data, 1 << 20);
+          return !isRefusal(frame) && frame.type === "reply" && frame.id === 7;
+        }));
+      assert.deepEqual(transport.stats.refusedFrames, 0);
+      assert.deepEqual(transport.stats.refusedHandshakes, 0);
+    } finally {
+      await transport.close();
+      await insider.close();
+      await fake?.shutdown();
+    }
+  },
+);
+
+Deno.test(
+  "a peer that restarts after its host vanished silently gets a fresh connection both ways",
+  sanitized,
+  async () => {
+    const [portA, portB] = freePorts(2);
+    const urls = [`ws://127.0.0.1:${portA}`, `ws://127.0.0.1:${portB}`];
+    // Peer 0 reaches peer 1 through a proxy that can freeze, as a crashed host would.
+    const proxy = new FreezableProxy(portB!);
+    const options = { secret: SECRET, handshakeTimeoutMs: 300, reconnectMaxDelayMs: 100 };
+    const a = await WebSocketTransport.create({
+      me: 0,
+      peers: [urls[0]!, proxy.url],
+      log: () => {},
+      ...options,
+    });
+    a.setHandler(new FakeHandler());
+    const oldB = await WebSocketTransport.create({ me: 1, peers: urls, log: () => {}, ...options });
+    let newB: WebSocketTransport | undefined;
+    try {
+      await waitFor("the link", () => a.connectedPeers().length === 1);
+      await waitFor("the link", () => oldB.connectedPeers().length === 1);
+      // Precondition, not an assertion: peer 0's connection must be older than a handshake.
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      proxy.freeze();
+      await oldB.close();
+      newB = await WebSocketTransport.create({ me: 1, peers: urls, log: () => {}, ...options });
+      const end = newB.clientEnds()[0]!;
+      await waitFor(
+        "calls from the new peer 1 to succeed",
+        async () => await end.call("Echo", "hi") !== undefined,
+      );
+      assert.deepEqual(await end.call("Echo", 1), { echo: 1 });
+    } finally {
+      await proxy.close();
+      await newB?.close();
+      await oldB.close();
+      await a.close();
+    }
+  },
+);
+
+/** Opens a raw TCP connection, sends a WebSocket upgrade request and returns the status. */
+async function rawUpgrade(port: number): Promise<{ conn: Deno.Conn; status: number }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(
+    new TextEncoder().encode(
+      "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    ),
+  );
+  const buffer = new Uint8Array(4096);
+  const count = await conn.read(buffer);
+  const head = new TextDecoder().decode(buffer.subarray(0, count ?? 0));
+  return { conn, status: Number(head.split(" ")[1]) };
+}
+
+Deno.test(
+  "silent unauthenticated clients hold a bounded number of connections",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(2);
+    const port = Number(new URL(cluster.urls[0]!).port);
+    const silent: Deno.Conn[] = [];
+    try {
+      // Every client comes from 127.0.0.1, so the per-address cap (16 by default) applies.
+      for (let i = 0; i < 16; i++) {
+        const { conn, status } = await rawUpgrade(port);
+        silent.push(conn);
+        assert.deepEqual(status, 101, `upgrade ${i} within the cap`);
+      }
+      const over = await rawUpgrade(port);
+      silent.push(over.conn);
+      assert.deepEqual(over.status, 503, "an upgrade past the cap");
+      assert.deepEqual(cluster.transports[0]!.stats.pendingHandshakes, 16);
+      assert.deepEqual(cluster.transports[0]!.stats.refusedUpgrades, 1);
+      // Authenticated links do not count: the cluster keeps serving meanwhile.
+      assert.deepEqual(await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
+
+      for (const conn of silent.splice(0)) conn.close();
+      await waitFor(
+        "the slots to free",
+        () => cluster.transports[0]!.stats.pendingHandshakes === 0,
+      );
+      const honest = new RawClient(cluster.urls[0]!);
+      await honest.authenticate(1, 0, SECRET);
+      await waitFor("the welcome", () => honest.received.length === 2);
+      await honest.close();
+    } finally {
+      for (const conn of silent) conn.close();
+      await cluster.close();
+    }
+  },
+);
+
+Deno.test("a dial that throws at once backs off like any failed dial", sanitized, async () => {
+  const clock = new ManualClock();
+  const log: string[] = [];
+  // A fragment makes `new WebSocket()` throw synchronously, as a denied permission would.
+  const transport = await WebSocketTransport.create({
+    me: 0,
+    peers: [`ws://127.0.0.1:${freePorts(1)[0]}`, "ws://127.0.0.1:1/#fragment"],
+    secret: SECRET,
+    clock,
+    random: () => 0, // each redial waits half its ceiling: 50, 100, 200, 400, then 500 ms
+    log: (line) => log.push(line),
+  });
+  try {
+    clock.advance(1000);
+    const dials = log.filter((line) => line.includes("Cannot dial peer 1")).length;
+    assert.deepEqual(dials, 5, "dials in the first second, at 0, 50, 150, 350 and 750 ms");
+  } finally {
+    await transport.close();
+  }
+});
+
+Deno.test(
+  "requests past maxRequestsInProgress from one peer are dropped unanswered",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(2, { maxRequestsInProgress: 8, callTimeoutMs: 300 });
+    try {
+      const end = cluster.transports[1]!.clientEnds()[0]!;
+      const hanging = Array.from({ length: 8 }, () => end.call("Hang", null));
+      await waitFor("8 requests in progress", () => cluster.handlers[0]!.served.length === 8);
+      assert.deepEqual(await end.call("Echo", 1), undefined, "a call past the cap");
+      assert.deepEqual(cluster.transports[0]!.stats.droppedRequests, 1);
+      assert.deepEqual(cluster.handlers[0]!.served.length, 8, "the handler never saw it");
+      cluster.handlers[0]!.release();
+      await Promise.all(hanging);
+      assert.deepEqual(await end.call("Echo", 2), { echo: 2 }, "served again once they finish");
+    } finally {
+      await cluster.close();
+    }
+  },
+);
+
+Deno.test(
+  "a dialed connection that brings nothing, not even keepalives, is given up and redialed",
+  sanitized,
+  async () => {
+    const [portA, portB] = freePorts(2);
+    const urls = [`ws://127.0.0.1:${portA}`, `ws://127.0.0.1:${portB}`];
+    const proxy = new FreezableProxy(portB!);
+    const options = { secret: SECRET, keepaliveMs: 100, reconnectMaxDelayMs: 100 };
+    const log: string[] = [];
+    // Peer 0 reaches peer 1 through the proxy; peer 1 reaches peer 0 directly.
+    const a = await WebSocketTransport.create({
+      me: 0,
+      peers: [urls[0]!, proxy.url],
+      log: (line) => log.push(line),
+      ...options,
+    });
+    a.setHandler(new FakeHandler());
+    const b = await WebSocketTransport.create({ me: 1, peers: urls, log: () => {}, ...options });
+    try {
+      await waitFor("the link", () => a.connectedPeers().length === 1);
+      await waitFor("the link", () => b.connectedPeers().length === 1);
+      // Peer 1 loses the connection peer 0 dialed; peer 0's end stays open and hears nothing.
+      proxy.freeze();
+      await waitFor("peer 1 to notice", () => b.connectedPeers().length === 0);
+      const end = b.clientEnds()[0]!;
+      await waitFor(
+        "calls from peer 1 to succeed again",
+        async () => await end.call("Echo", "hi") !== undefined,
+      );
+      assert.ok(log.some((line) => line.includes("Peer 1 sent nothing for")), log.join("\n"));
+    } finally {
+      await proxy.close();
+      await b.close();
+      await a.close();
+    }
+  },
+);
+
+Deno.test("a keepalive frame is parsed, and refused with extra fields", () => {
+  assert.deepEqual(parseFrame('{"v":1,"type":"keepalive"}', 100), { v: 1, type: "keepalive" });
+  const padded = parseFrame('{"v":1,"type":"keepalive","pad":"x"}', 100);
+  assert.ok(isRefusal(padded) && padded.refused.includes("extra fields"));
 });
