@@ -112,8 +112,9 @@ export interface WebSocketTransportOptions {
    * How long an accepted connection may go without a frame before the server sends a keepalive
    * on it, in ms; the dialing side, which only reads, gives up a connection that brought nothing
    * for 3 times this (its peer vanished without closing it: a crash or a partition) and redials.
-   * Default 1000: a dead peer is noticed within about 3 s, while a busy link (Raft heartbeats
-   * every 100-200 ms) never needs one and an idle link costs one tiny frame a second.
+   * Default 1000: a dead peer is noticed within about 3 s, while a busy link (a Raft leader
+   * heartbeats every 250 ms by default) never needs one and an idle link costs one tiny frame a
+   * second. Give every peer the same value.
    */
   keepaliveMs?: number;
   /** Where log lines go. Default: `console.error`. Pass `() => {}` to silence them. */
@@ -545,10 +546,23 @@ export class WebSocketTransport {
     let dialerNonce = "";
     let abandoned = false;
     let serverNonce = "";
+    /**
+     * Refuses this connection and gives it up at once: its close event may never come (a peer
+     * that went silent never answers the close frame), so the bookkeeping and the redial, with
+     * backoff, happen here.
+     */
+    const drop = (reason: string, counter: "refusedHandshakes" | "refusedFrames"): void => {
+      if (abandoned) return;
+      abandoned = true;
+      cancelHandshakeTimeout();
+      this.#refuse(socket, reason, counter);
+      if (link.dialing === socket) link.dialing = undefined;
+      this.#forgetDialed(link, socket);
+      link.failedDials++;
+      this.#scheduleRedial(peer, link);
+    };
     const cancelHandshakeTimeout = this.#clock.schedule(this.#options.handshakeTimeoutMs, () => {
-      if (state !== "open") {
-        this.#refuse(socket, `peer ${peer} did not finish the handshake`, "refusedHandshakes");
-      }
+      if (state !== "open") drop(`peer ${peer} did not finish the handshake`, "refusedHandshakes");
     });
 
     const receive = async (event: MessageEvent): Promise<void> => {
@@ -556,7 +570,7 @@ export class WebSocketTransport {
       const frame = parseFrame(event.data, this.#options.maxMessageBytes);
       if (isRefusal(frame)) {
         const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
-        return this.#refuse(socket, `from peer ${peer}: ${frame.refused}`, counter);
+        return drop(`from peer ${peer}: ${frame.refused}`, counter);
       }
       if (state === "open") link.dialedLastReceived = this.#clock.now();
       if (state === "open" && frame.type === "keepalive") return;
@@ -588,8 +602,7 @@ export class WebSocketTransport {
         state = "verifying";
         const transcript = { from: this.#me, to: peer, serverNonce, dialerNonce };
         if (!await verifyTranscript(this.#key, "server", transcript, frame.proof)) {
-          return this.#refuse(
-            socket,
+          return drop(
             `peer ${peer} at ${link.url} failed to prove the cluster secret`,
             "refusedHandshakes",
           );
@@ -612,14 +625,14 @@ export class WebSocketTransport {
         return;
       }
       const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
-      this.#refuse(socket, `from peer ${peer}: unexpected ${frame.type} frame`, counter);
+      drop(`from peer ${peer}: unexpected ${frame.type} frame`, counter);
     };
     // The server may send requests right after its welcome, while we still verify its proof:
     // handle each frame only after the previous one, so none finds the handshake half done.
     let received = Promise.resolve();
     socket.onmessage = (event) => {
       received = received.then(() => receive(event)).catch((error) => {
-        this.#refuse(socket, `failed on a frame from peer ${peer}: ${error}`, "refusedFrames");
+        drop(`failed on a frame from peer ${peer}: ${error}`, "refusedFrames");
       });
     };
     socket.onclose = () => {

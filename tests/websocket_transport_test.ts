@@ -652,3 +652,51 @@ Deno.test("a keepalive frame is parsed, and refused with extra fields", () => {
   const padded = parseFrame('{"v":1,"type":"keepalive","pad":"x"}', 100);
   assert.ok(isRefusal(padded) && padded.refused.includes("extra fields"));
 });
+
+Deno.test(
+  "a dial whose handshake times out is redialed, even if the peer never closes it",
+  sanitized,
+  async () => {
+    const [realPort] = freePorts(1);
+    // Squats on peer 1's address: completes the WebSocket upgrade, then says nothing, and never
+    // answers a close frame (as a frozen process would).
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const connections: Deno.Conn[] = [];
+    const accepting = (async () => {
+      for await (const conn of listener) {
+        connections.push(conn);
+        const buffer = new Uint8Array(4096);
+        const read = await conn.read(buffer);
+        const request = new TextDecoder().decode(buffer.subarray(0, read ?? 0));
+        const key = request.match(/sec-websocket-key: *(\S+)/i)?.[1] ?? "";
+        const digest = await crypto.subtle.digest(
+          "SHA-1",
+          new TextEncoder().encode(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"),
+        );
+        const accept = btoa(String.fromCharCode(...new Uint8Array(digest)));
+        await conn.write(new TextEncoder().encode(
+          "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+            `Sec-WebSocket-Accept: ${accept}\r\n\r\n`,
+        ));
+      }
+    })();
+    const transport = await WebSocketTransport.create({
+      me: 0,
+      peers: [`ws://127.0.0.1:${realPort}`, `ws://127.0.0.1:${listener.addr.port}`],
+      secret: SECRET,
+      handshakeTimeoutMs: 200,
+      reconnectMinDelayMs: 20,
+      reconnectMaxDelayMs: 100,
+      log: () => {},
+    });
+    try {
+      await waitFor("a third dial after two handshake timeouts", () => connections.length >= 3);
+      assert.ok(transport.stats.refusedHandshakes >= 2);
+    } finally {
+      for (const conn of connections) conn.close();
+      listener.close();
+      await accepting.catch(() => undefined);
+      await transport.close();
+    }
+  },
+);
