@@ -8,8 +8,11 @@
  *
  * HTTP API: `GET`, `PUT` (body: the value) and `DELETE /kv/:key`; `GET /status`. Every request,
  * reads included, goes through the Raft log, so reads are linearizable. A peer that is not the
- * leader answers 421 with the leader's address, if it knows it. Clients send `X-Client-Id` and
- * `X-Request-Seq` so that a retried write applies once.
+ * leader answers 421 with the leader's address, if it knows it. A client that wants a retried
+ * write to apply once sends both `X-Client-Id` (non-empty, at most 256 characters) and
+ * `X-Request-Seq` (a positive integer, larger for each new request, the same on a retry); a
+ * request with neither is applied each time it commits, and one with only one of them, or an
+ * invalid one, gets 400.
  *
  * @module
  */
@@ -22,6 +25,7 @@ import {
   type KvCommand,
   type KvResult,
   KvStateMachine,
+  MAX_CLIENT_ID_LENGTH,
   MAX_KEY_LENGTH,
   parseCommand,
 } from "./state_machine.ts";
@@ -63,8 +67,6 @@ if (secret === undefined) {
 
 const state = new KvStateMachine();
 const waiters = new Map<number, Waiter>();
-let nextSeq = 1;
-const serverClientId = `peer${me}-${crypto.randomUUID()}`;
 
 function applyCommitted(message: ApplyMsg): void {
   if (!message.commandValid) return;
@@ -75,8 +77,7 @@ function applyCommitted(message: ApplyMsg): void {
   if (waiter === undefined) return;
   waiters.delete(message.commandIndex);
   // Another leader's entry took this index: ours was lost, and the client must retry.
-  const same = command !== undefined && command.clientId === waiter.command.clientId &&
-    command.seq === waiter.command.seq;
+  const same = command !== undefined && command.proposal === waiter.command.proposal;
   waiter.settle(same ? result : undefined);
 }
 
@@ -98,7 +99,8 @@ function json(body: unknown, status = 200): Response {
   });
 }
 
-async function propose(command: KvCommand): Promise<Response> {
+async function propose(request: Omit<KvCommand, "proposal">): Promise<Response> {
+  const command: KvCommand = { ...request, proposal: crypto.randomUUID() };
   const { index, isLeader } = raft.start(command);
   if (!isLeader) {
     const known = leader();
@@ -127,6 +129,27 @@ async function propose(command: KvCommand): Promise<Response> {
   return json({ key: command.key, previous: result.value });
 }
 
+/**
+ * The request's duplicate-detection identity: both headers, checked, or neither (clientId "",
+ * which the state machine never takes for a duplicate). A string is what is wrong with them.
+ */
+function requestIdentity(headers: Headers): { clientId: string; seq: number } | string {
+  const clientId = headers.get("x-client-id");
+  const seqHeader = headers.get("x-request-seq");
+  if (clientId === null && seqHeader === null) return { clientId: "", seq: 0 };
+  if (clientId === null || seqHeader === null) {
+    return "send both X-Client-Id and X-Request-Seq (a retried write then applies once), or neither";
+  }
+  if (clientId === "" || clientId.length > MAX_CLIENT_ID_LENGTH) {
+    return `X-Client-Id must be 1 to ${MAX_CLIENT_ID_LENGTH} characters`;
+  }
+  const seq = Number(seqHeader);
+  if (!/^[1-9][0-9]*$/.test(seqHeader) || !Number.isSafeInteger(seq)) {
+    return "X-Request-Seq must be a positive integer (at most 2^53 - 1)";
+  }
+  return { clientId, seq };
+}
+
 async function serveHttp(request: Request): Promise<Response> {
   const url = new URL(request.url);
   if (url.pathname === "/status" && request.method === "GET") {
@@ -153,10 +176,9 @@ async function serveHttp(request: Request): Promise<Response> {
   if (match === null) return json({ error: "not found" }, 404);
   const key = decodeURIComponent(match[1]!);
   if (key.length > MAX_KEY_LENGTH) return json({ error: "key too long" }, 400);
-  const clientId = request.headers.get("x-client-id") ?? serverClientId;
-  const seqHeader = request.headers.get("x-request-seq");
-  const seq = seqHeader === null ? nextSeq++ : Number(seqHeader);
-  if (!Number.isSafeInteger(seq) || seq < 1) return json({ error: "bad X-Request-Seq" }, 400);
+  const identity = requestIdentity(request.headers);
+  if (typeof identity === "string") return json({ error: identity }, 400);
+  const { clientId, seq } = identity;
   switch (request.method) {
     case "GET":
       return await propose({ op: "get", key, clientId, seq });
