@@ -123,3 +123,70 @@ Deno.test("kv server: duplicate-detection headers", sanitized, async (t) => {
     await Deno.remove(cluster.dataDir, { recursive: true });
   }
 });
+
+/** Starts a PUT whose body never ends; resolves once the server has surely seen its headers. */
+async function holdOpenPut(http: Deno.HttpClient, url: string) {
+  const body = slowBody("never finished");
+  const reply = fetch(url, { method: "PUT", body: body.stream, client: http }).then(
+    async (response) => ({ status: response.status, text: await response.text() }),
+    (error) => ({ status: 0, text: String(error) }),
+  );
+  await sleep(300);
+  return { reply, abort: () => body.abort() };
+}
+
+for (
+  const [what, signals, limitMs] of [
+    ["SIGTERM exits within a few seconds", ["SIGTERM"], 4000],
+    ["a second signal exits at once", ["SIGTERM", "SIGINT"], 1000],
+  ] as const
+) {
+  Deno.test(`kv server: with a request body held open, ${what}`, sanitized, async () => {
+    const cluster = await LocalCluster.start({ peers: 1 });
+    const http = Deno.createHttpClient({});
+    try {
+      await cluster.waitForLeader();
+      const held = await holdOpenPut(http, `${cluster.httpUrls[0]}/kv/held`);
+      const started = Date.now();
+      for (const signal of signals.slice(0, -1)) {
+        cluster.signal(0, signal);
+        await sleep(100);
+      }
+      // kill() sends the last signal, waits 5 s, then SIGKILLs.
+      await cluster.kill(0, signals[signals.length - 1]);
+      const elapsed = Date.now() - started;
+      held.abort();
+      await held.reply;
+      assert.ok(elapsed < limitMs, `the server took ${elapsed} ms to exit (limit ${limitMs} ms)`);
+    } finally {
+      http.close();
+      await cluster.stop();
+      await Deno.remove(cluster.dataDir, { recursive: true });
+    }
+  });
+}
+
+Deno.test(
+  "kv server: SIGTERM answers requests waiting for a commit at once",
+  sanitized,
+  async () => {
+    const cluster = await LocalCluster.start({ peers: 3, faultInjection: true });
+    const http = Deno.createHttpClient({});
+    try {
+      const leader = await cluster.waitForLeader();
+      await cluster.inject(leader, "cut-off"); // still leader, but nothing it proposes commits
+      const waiting = send(http, `${cluster.httpUrls[leader]}/kv/w`, { method: "PUT", body: "v" });
+      await sleep(300);
+      const started = Date.now();
+      cluster.signal(leader, "SIGTERM");
+      const reply = await waiting;
+      const elapsed = Date.now() - started;
+      assert.deepEqual(reply, { status: 503, body: { error: "peer shutting down; retry" } });
+      assert.ok(elapsed < 1000, `the waiting request was answered ${elapsed} ms after SIGTERM`);
+    } finally {
+      http.close();
+      await cluster.stop();
+      await Deno.remove(cluster.dataDir, { recursive: true });
+    }
+  },
+);

@@ -33,6 +33,9 @@ import {
 /** How long a request waits for its entry to commit before the client is told to retry. */
 const COMMIT_WAIT_MS = 3000;
 
+/** How long shutdown waits for requests in progress before the process exits anyway. */
+const SHUTDOWN_GRACE_MS = 2000;
+
 /** Largest value accepted, in bytes. */
 const MAX_VALUE_BYTES = 64 * 1024;
 
@@ -67,6 +70,8 @@ if (secret === undefined) {
 
 const state = new KvStateMachine();
 const waiters = new Map<number, Waiter>();
+/** Set by the first SIGINT/SIGTERM. */
+let stopping = false;
 
 function applyCommitted(message: ApplyMsg): void {
   if (!message.commandValid) return;
@@ -100,6 +105,8 @@ function json(body: unknown, status = 200): Response {
 }
 
 async function propose(request: Omit<KvCommand, "proposal">): Promise<Response> {
+  // E.g. a PUT whose body arrived after the signal: Raft is stopped.
+  if (stopping) return json({ error: "peer shutting down; retry" }, 503);
   const command: KvCommand = { ...request, proposal: crypto.randomUUID() };
   const { index, isLeader } = raft.start(command);
   if (!isLeader) {
@@ -121,6 +128,7 @@ async function propose(request: Omit<KvCommand, "proposal">): Promise<Response> 
     });
   });
   if (result === undefined) {
+    if (stopping) return json({ error: "peer shutting down; retry" }, 503);
     return json({ error: "not committed (leadership changed or timed out); retry" }, 503);
   }
   if (command.op === "get") {
@@ -203,10 +211,29 @@ const server = Deno.serve(
 );
 console.log(`peer ${me} ready: raft ${peerUrls[me]}, http ${httpUrls[me]}, pid ${Deno.pid}`);
 
+/**
+ * First SIGINT/SIGTERM: stop Raft, answer every request waiting for a commit (503), give other
+ * requests in progress up to {@linkcode SHUTDOWN_GRACE_MS} (a client can hold one open forever,
+ * e.g. a PUT whose body never ends), close the persister, exit. A second signal exits at once.
+ */
 async function shutdown(): Promise<void> {
+  if (stopping) Deno.exit(1);
+  stopping = true;
   raft.kill();
+  for (const [index, waiter] of waiters) {
+    waiters.delete(index);
+    waiter.settle(undefined);
+  }
   await transport.close();
-  await server.shutdown();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const drained = await Promise.race([
+    server.shutdown().then(() => true),
+    new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), SHUTDOWN_GRACE_MS)),
+  ]);
+  clearTimeout(timer);
+  if (!drained) {
+    console.error(`requests still in progress after ${SHUTDOWN_GRACE_MS} ms; exiting anyway`);
+  }
   await persister.close();
   Deno.exit(0);
 }
