@@ -171,6 +171,11 @@ export class LocalCluster {
     await logged;
   }
 
+  /** Sends `signal` to `peer` without waiting for anything (see {@linkcode kill} for that). */
+  signal(peer: number, signal: Deno.Signal): void {
+    this.#processes[peer]?.child.kill(signal);
+  }
+
   /** `peer`'s status, or `undefined` if it does not answer within a second. */
   async status(peer: number): Promise<PeerStatus | undefined> {
     return await this.#get(peer, "/status") as PeerStatus | undefined;

@@ -38,3 +38,9 @@ Deno.test("kv: commands from the log are checked", sanitized, () => {
     seq: 1,
   });
 });
+
+Deno.test("kv: a command's proposal tag survives the log, and is checked", sanitized, () => {
+  const command = { op: "get", key: "k", clientId: "", seq: 0, proposal: "p-1" };
+  assert.deepEqual(parseCommand(command), command);
+  assert.deepEqual(parseCommand({ ...command, proposal: 7 }), undefined);
+});

@@ -8,8 +8,11 @@
  *
  * HTTP API: `GET`, `PUT` (body: the value) and `DELETE /kv/:key`; `GET /status`. Every request,
  * reads included, goes through the Raft log, so reads are linearizable. A peer that is not the
- * leader answers 421 with the leader's address, if it knows it. Clients send `X-Client-Id` and
- * `X-Request-Seq` so that a retried write applies once.
+ * leader answers 421 with the leader's address, if it knows it. A client that wants a retried
+ * write to apply once sends both `X-Client-Id` (non-empty, at most 256 characters) and
+ * `X-Request-Seq` (a positive integer, larger for each new request, the same on a retry); a
+ * request with neither is applied each time it commits, and one with only one of them, or an
+ * invalid one, gets 400.
  *
  * @module
  */
@@ -22,12 +25,16 @@ import {
   type KvCommand,
   type KvResult,
   KvStateMachine,
+  MAX_CLIENT_ID_LENGTH,
   MAX_KEY_LENGTH,
   parseCommand,
 } from "./state_machine.ts";
 
 /** How long a request waits for its entry to commit before the client is told to retry. */
 const COMMIT_WAIT_MS = 3000;
+
+/** How long shutdown waits for requests in progress before the process exits anyway. */
+const SHUTDOWN_GRACE_MS = 2000;
 
 /** Largest value accepted, in bytes. */
 const MAX_VALUE_BYTES = 64 * 1024;
@@ -63,8 +70,8 @@ if (secret === undefined) {
 
 const state = new KvStateMachine();
 const waiters = new Map<number, Waiter>();
-let nextSeq = 1;
-const serverClientId = `peer${me}-${crypto.randomUUID()}`;
+/** Set by the first SIGINT/SIGTERM. */
+let stopping = false;
 
 function applyCommitted(message: ApplyMsg): void {
   if (!message.commandValid) return;
@@ -75,8 +82,7 @@ function applyCommitted(message: ApplyMsg): void {
   if (waiter === undefined) return;
   waiters.delete(message.commandIndex);
   // Another leader's entry took this index: ours was lost, and the client must retry.
-  const same = command !== undefined && command.clientId === waiter.command.clientId &&
-    command.seq === waiter.command.seq;
+  const same = command !== undefined && command.proposal === waiter.command.proposal;
   waiter.settle(same ? result : undefined);
 }
 
@@ -98,7 +104,10 @@ function json(body: unknown, status = 200): Response {
   });
 }
 
-async function propose(command: KvCommand): Promise<Response> {
+async function propose(request: Omit<KvCommand, "proposal">): Promise<Response> {
+  // E.g. a PUT whose body arrived after the signal: Raft is stopped.
+  if (stopping) return json({ error: "peer shutting down; retry" }, 503);
+  const command: KvCommand = { ...request, proposal: crypto.randomUUID() };
   const { index, isLeader } = raft.start(command);
   if (!isLeader) {
     const known = leader();
@@ -119,12 +128,34 @@ async function propose(command: KvCommand): Promise<Response> {
     });
   });
   if (result === undefined) {
+    if (stopping) return json({ error: "peer shutting down; retry" }, 503);
     return json({ error: "not committed (leadership changed or timed out); retry" }, 503);
   }
   if (command.op === "get") {
     return json({ key: command.key, value: result.value }, result.value === null ? 404 : 200);
   }
   return json({ key: command.key, previous: result.value });
+}
+
+/**
+ * The request's duplicate-detection identity: both headers, checked, or neither (clientId "",
+ * which the state machine never takes for a duplicate). A string is what is wrong with them.
+ */
+function requestIdentity(headers: Headers): { clientId: string; seq: number } | string {
+  const clientId = headers.get("x-client-id");
+  const seqHeader = headers.get("x-request-seq");
+  if (clientId === null && seqHeader === null) return { clientId: "", seq: 0 };
+  if (clientId === null || seqHeader === null) {
+    return "send both X-Client-Id and X-Request-Seq (a retried write then applies once), or neither";
+  }
+  if (clientId === "" || clientId.length > MAX_CLIENT_ID_LENGTH) {
+    return `X-Client-Id must be 1 to ${MAX_CLIENT_ID_LENGTH} characters`;
+  }
+  const seq = Number(seqHeader);
+  if (!/^[1-9][0-9]*$/.test(seqHeader) || !Number.isSafeInteger(seq)) {
+    return "X-Request-Seq must be a positive integer (at most 2^53 - 1)";
+  }
+  return { clientId, seq };
 }
 
 async function serveHttp(request: Request): Promise<Response> {
@@ -153,10 +184,9 @@ async function serveHttp(request: Request): Promise<Response> {
   if (match === null) return json({ error: "not found" }, 404);
   const key = decodeURIComponent(match[1]!);
   if (key.length > MAX_KEY_LENGTH) return json({ error: "key too long" }, 400);
-  const clientId = request.headers.get("x-client-id") ?? serverClientId;
-  const seqHeader = request.headers.get("x-request-seq");
-  const seq = seqHeader === null ? nextSeq++ : Number(seqHeader);
-  if (!Number.isSafeInteger(seq) || seq < 1) return json({ error: "bad X-Request-Seq" }, 400);
+  const identity = requestIdentity(request.headers);
+  if (typeof identity === "string") return json({ error: identity }, 400);
+  const { clientId, seq } = identity;
   switch (request.method) {
     case "GET":
       return await propose({ op: "get", key, clientId, seq });
@@ -181,10 +211,29 @@ const server = Deno.serve(
 );
 console.log(`peer ${me} ready: raft ${peerUrls[me]}, http ${httpUrls[me]}, pid ${Deno.pid}`);
 
+/**
+ * First SIGINT/SIGTERM: stop Raft, answer every request waiting for a commit (503), give other
+ * requests in progress up to {@linkcode SHUTDOWN_GRACE_MS} (a client can hold one open forever,
+ * e.g. a PUT whose body never ends), close the persister, exit. A second signal exits at once.
+ */
 async function shutdown(): Promise<void> {
+  if (stopping) Deno.exit(1);
+  stopping = true;
   raft.kill();
+  for (const [index, waiter] of waiters) {
+    waiters.delete(index);
+    waiter.settle(undefined);
+  }
   await transport.close();
-  await server.shutdown();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const drained = await Promise.race([
+    server.shutdown().then(() => true),
+    new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), SHUTDOWN_GRACE_MS)),
+  ]);
+  clearTimeout(timer);
+  if (!drained) {
+    console.error(`requests still in progress after ${SHUTDOWN_GRACE_MS} ms; exiting anyway`);
+  }
   await persister.close();
   Deno.exit(0);
 }

@@ -13,10 +13,21 @@ export interface KvCommand {
   key: string;
   /** The new value, for `put`. */
   value?: string;
-  /** The client that sent it, for duplicate detection; empty when the client gave none. */
+  /**
+   * The client that sent it, for duplicate detection; empty when the client gave none, and then
+   * the command is never taken for a duplicate.
+   */
   clientId: string;
-  /** The client's request number: increases with each new request, repeats on a retry. */
+  /**
+   * The client's request number: increases with each new request, repeats on a retry. Ignored
+   * when `clientId` is empty (the server puts 0 there).
+   */
   seq: number;
+  /**
+   * Set by the peer that proposed the command, unique per proposal: tells that peer whether the
+   * entry committed at the index it was given is its own or another leader's.
+   */
+  proposal?: string;
 }
 
 /** What applying a command gives back to the client that proposed it. */
@@ -28,18 +39,23 @@ export interface KvResult {
 /** Longest key accepted, in characters. */
 export const MAX_KEY_LENGTH = 256;
 
+/** Longest `X-Client-Id` accepted, in characters. */
+export const MAX_CLIENT_ID_LENGTH = 256;
+
 /** Checks a command taken from the log; it is `unknown` because the log is. */
 export function parseCommand(value: unknown): KvCommand | undefined {
   if (typeof value !== "object" || value === null) return undefined;
-  const { op, key, value: newValue, clientId, seq } = value as Record<string, unknown>;
+  const { op, key, value: newValue, clientId, seq, proposal } = value as Record<string, unknown>;
   if (op !== "get" && op !== "put" && op !== "delete") return undefined;
   if (typeof key !== "string" || key.length === 0 || key.length > MAX_KEY_LENGTH) return undefined;
   if (typeof clientId !== "string" || !Number.isSafeInteger(seq)) return undefined;
+  if (proposal !== undefined && typeof proposal !== "string") return undefined;
+  const tag = proposal === undefined ? {} : { proposal };
   if (op === "put") {
     if (typeof newValue !== "string") return undefined;
-    return { op, key, value: newValue, clientId, seq: seq as number };
+    return { op, key, value: newValue, clientId, seq: seq as number, ...tag };
   }
-  return { op, key, clientId, seq: seq as number };
+  return { op, key, clientId, seq: seq as number, ...tag };
 }
 
 /** The key/value data plus, per client, its last applied request and that request's result. */
