@@ -137,7 +137,7 @@ async function holdOpenPut(http: Deno.HttpClient, url: string) {
 
 for (
   const [what, signals, limitMs] of [
-    ["SIGTERM exits within a few seconds", ["SIGTERM"], 4000],
+    ["SIGTERM exits within a few seconds", ["SIGTERM"], 4500],
     ["a second signal exits at once", ["SIGTERM", "SIGINT"], 1000],
   ] as const
 ) {
