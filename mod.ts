@@ -20,9 +20,13 @@ export type {
   TraceSink,
 } from "./src/types.ts";
 export { type CancelTimer, type Clock, type RandomSource, realClock } from "./src/clock.ts";
-export { MemoryPersister } from "./src/memory_persister.ts";
-export { make } from "./src/raft.ts";
-export { type EndFaults, MemoryNetwork, type MemoryNetworkOptions } from "./src/memory_network.ts";
+export { MemoryPersister } from "./src/storage/memory_persister.ts";
+export { make } from "./src/driver.ts";
+export {
+  type EndFaults,
+  MemoryNetwork,
+  type MemoryNetworkOptions,
+} from "./src/transport/memory_network.ts";
 export {
   type FiredTimer,
   seededRandom,
@@ -35,17 +39,17 @@ export {
   type SimulatorRunOptions,
   TraceDigest,
   VirtualClock,
-} from "./src/simulator/mod.ts";
-export { KvPersister } from "./src/kv_persister.ts";
-export { FilePersister, type FilePersisterOptions } from "./src/file_persister.ts";
+} from "./src/sim/mod.ts";
+export { KvPersister } from "./src/storage/kv_persister.ts";
+export { FilePersister, type FilePersisterOptions } from "./src/storage/file_persister.ts";
 export {
   PersisterClosedError,
   PersisterCorruptError,
   PersisterLockedError,
-} from "./src/persister_errors.ts";
+} from "./src/storage/errors.ts";
 export {
   type TransportLog,
   type TransportStats,
   WebSocketTransport,
   type WebSocketTransportOptions,
-} from "./src/websocket_transport.ts";
+} from "./src/transport/websocket_transport.ts";

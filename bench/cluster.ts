@@ -39,7 +39,7 @@ import {
   type Raft,
   WebSocketTransport,
 } from "../mod.ts";
-import { AppendEntries } from "../src/messages.ts";
+import { AppendEntries } from "../src/raft/messages.ts";
 import { freePorts } from "../examples/cluster.ts";
 import {
   ApplyWaiters,

@@ -9,14 +9,14 @@
  * @module
  */
 
-import { type CoreConfig, RaftCore } from "../src/core.ts";
+import { type CoreConfig, RaftCore } from "../src/raft/core.ts";
 import {
   AppendEntries,
   type AppendEntriesArgs,
   parseAppendEntriesArgs,
   type RequestVoteArgs,
-} from "../src/messages.ts";
-import { MemoryPersister } from "../src/memory_persister.ts";
+} from "../src/raft/messages.ts";
+import { MemoryPersister } from "../src/storage/memory_persister.ts";
 import type { LogEntry } from "../src/types.ts";
 import { command } from "./cluster_load.ts";
 

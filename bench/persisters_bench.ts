@@ -10,8 +10,8 @@
  * fdatasync: the floor any durable persister pays.
  */
 
-import { FilePersister } from "../src/file_persister.ts";
-import { KvPersister } from "../src/kv_persister.ts";
+import { FilePersister } from "../src/storage/file_persister.ts";
+import { KvPersister } from "../src/storage/kv_persister.ts";
 import type { LogEntry } from "../src/types.ts";
 
 const BATCH = 64;

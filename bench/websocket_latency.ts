@@ -13,7 +13,7 @@
  * Requests are sent one at a time with a 1 ms pause between them, so each is a lone frame.
  */
 
-import { WebSocketTransport } from "../src/websocket_transport.ts";
+import { WebSocketTransport } from "../src/transport/websocket_transport.ts";
 import { freePorts } from "../examples/cluster.ts";
 
 const SIZES = [100, 1000, 2000, 8192, 65536];

@@ -15,8 +15,7 @@ export interface Clock {
   schedule(delayMs: number, callback: () => void): CancelTimer;
 }
 
-/** Uniform random numbers in [0, 1), like `Math.random`. */
-export type RandomSource = () => number;
+export { randomInt, type RandomSource } from "./raft/_random.ts";
 
 /** The real clock: `performance.now()` and `setTimeout`. */
 export const realClock: Clock = {
@@ -30,9 +29,4 @@ export const realClock: Clock = {
 /** Resolves after `delayMs` on `clock`. */
 export function sleep(clock: Clock, delayMs: number): Promise<void> {
   return new Promise((resolve) => clock.schedule(delayMs, resolve));
-}
-
-/** A uniform random integer in [low, high] drawn from `random`. */
-export function randomInt(random: RandomSource, low: number, high: number): number {
-  return low + Math.floor(random() * (high - low + 1));
 }

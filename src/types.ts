@@ -7,37 +7,9 @@
  */
 
 import type { Clock, RandomSource } from "./clock.ts";
+import type { PersistChange, PersistentState, Role } from "./raft/types.ts";
 
-/** One entry of the replicated log: the term in which a leader created it, and the command. */
-export interface LogEntry {
-  /** The leader's term when the entry was created (Figure 2: "term when entry was received"). */
-  term: number;
-  /** The service's command: any JSON value. */
-  command: unknown;
-}
-
-/** Figure 2's persistent state, as a persister loads it. `log[0]` is the entry at index 1. */
-export interface PersistentState {
-  /** Latest term the server has seen. */
-  term: number;
-  /** Peer that received this server's vote in `term`, or `null`. */
-  votedFor: number | null;
-  /** The log; `log[0]` has index 1. */
-  log: LogEntry[];
-}
-
-/**
- * An incremental change to the persistent state. The term and vote are always given in full; the
- * log changes only as a suffix, so a save never rewrites the whole log.
- */
-export interface PersistChange {
-  /** The current term after the change. */
-  term: number;
-  /** The vote after the change. */
-  votedFor: number | null;
-  /** Optional log change: drop every entry at index >= from, then append `entries`, the first at `from`. */
-  log?: { from: number; entries: LogEntry[] };
-}
+export type { ApplyMsg, LogEntry, PersistChange, PersistentState, Role } from "./raft/types.ts";
 
 /**
  * Stable storage for one peer. Implementations must apply saves atomically and in call order.
@@ -63,16 +35,6 @@ export interface Persister {
   readonly maxCommandBytes?: number;
 }
 
-/** What a peer hands to its service for each committed entry, in index order. */
-export interface ApplyMsg {
-  /** True when `command` is a committed log entry (always true until snapshots exist). */
-  commandValid: boolean;
-  /** The committed command, as given to `start()` on the leader. */
-  command: unknown;
-  /** The log index of the command; starts at 1. */
-  commandIndex: number;
-}
-
 /**
  * One peer's way to reach another peer, as a transport provides it.
  */
@@ -89,9 +51,6 @@ export interface RpcHandler {
   /** A transport delivers an incoming request here; resolves to the reply. */
   handleRpc(method: string, args: unknown): Promise<unknown>;
 }
-
-/** A peer's role (§5.1). */
-export type Role = "follower" | "candidate" | "leader";
 
 /** A snapshot of a peer's volatile state, for status pages and tests. */
 export interface RaftStatus {

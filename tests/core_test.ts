@@ -4,9 +4,13 @@
  */
 
 import assert from "node:assert/strict";
-import { type CoreConfig, RaftCore, type Ready } from "../src/core.ts";
+import { type CoreConfig, RaftCore, type Ready } from "../src/raft/core.ts";
 import type { RandomSource } from "../src/clock.ts";
-import type { AppendEntriesArgs, AppendEntriesReply, RequestVoteArgs } from "../src/messages.ts";
+import type {
+  AppendEntriesArgs,
+  AppendEntriesReply,
+  RequestVoteArgs,
+} from "../src/raft/messages.ts";
 import type { LogEntry } from "../src/types.ts";
 import { fixedRandom } from "./helpers/manual_clock.ts";
 

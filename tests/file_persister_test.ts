@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { crc32 } from "../src/crc32.ts";
-import { FilePersister } from "../src/file_persister.ts";
-import { PersisterCorruptError, PersisterLockedError } from "../src/persister_errors.ts";
+import { crc32 } from "../src/storage/_crc32.ts";
+import { FilePersister } from "../src/storage/file_persister.ts";
+import { PersisterCorruptError, PersisterLockedError } from "../src/storage/errors.ts";
 import type { PersistChange, PersistentState } from "../src/types.ts";
 import { persisterContract } from "./helpers/persister_contract.ts";
 import { openInChildProcess } from "./helpers/open_elsewhere.ts";

@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { isDeepStrictEqual } from "node:util";
-import { KvPersister } from "../src/kv_persister.ts";
+import { KvPersister } from "../src/storage/kv_persister.ts";
 import {
   PersisterClosedError,
   PersisterCorruptError,
   PersisterLockedError,
-} from "../src/persister_errors.ts";
+} from "../src/storage/errors.ts";
 import type { LogEntry } from "../src/types.ts";
 import { persisterContract } from "./helpers/persister_contract.ts";
 import { openInChildProcess } from "./helpers/open_elsewhere.ts";

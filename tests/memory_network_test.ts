@@ -5,10 +5,10 @@
  */
 
 import assert from "node:assert/strict";
-import { MemoryNetwork } from "../src/memory_network.ts";
+import { MemoryNetwork } from "../src/transport/memory_network.ts";
 import type { ClientEnd, RpcHandler } from "../src/types.ts";
 import { ManualClock, settle } from "./helpers/manual_clock.ts";
-import { seededRandom } from "../src/simulator/seeded_random.ts";
+import { seededRandom } from "../src/sim/seeded_random.ts";
 import { sanitized } from "./helpers/sanitized.ts";
 
 /** A network on a manual clock with one end `client` connected and enabled to server `server`. */

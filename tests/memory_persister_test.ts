@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { MemoryPersister } from "../src/memory_persister.ts";
+import { MemoryPersister } from "../src/storage/memory_persister.ts";
 import type { LogEntry, PersistentState } from "../src/types.ts";
 import { sanitized } from "./helpers/sanitized.ts";
 

@@ -5,12 +5,12 @@
  */
 
 import assert from "node:assert/strict";
-import { FilePersister } from "../src/file_persister.ts";
-import { KvPersister } from "../src/kv_persister.ts";
-import { MemoryPersister } from "../src/memory_persister.ts";
+import { FilePersister } from "../src/storage/file_persister.ts";
+import { KvPersister } from "../src/storage/kv_persister.ts";
+import { MemoryPersister } from "../src/storage/memory_persister.ts";
 import { crashChange, lastIndexAfterChange, WRITER_WINDOW } from "./helpers/crash_workload.ts";
 import { randomInt } from "../src/clock.ts";
-import { seededRandom } from "../src/simulator/seeded_random.ts";
+import { seededRandom } from "../src/sim/seeded_random.ts";
 import { sanitized } from "./helpers/sanitized.ts";
 
 const KILLS = 50;

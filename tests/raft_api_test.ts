@@ -4,8 +4,8 @@
  */
 
 import assert from "node:assert/strict";
-import { make } from "../src/raft.ts";
-import { MemoryPersister } from "../src/memory_persister.ts";
+import { make } from "../src/driver.ts";
+import { MemoryPersister } from "../src/storage/memory_persister.ts";
 import type {
   ApplyMsg,
   ClientEnd,
@@ -16,7 +16,7 @@ import type {
 } from "../src/types.ts";
 import { fixedRandom, ManualClock, settle } from "./helpers/manual_clock.ts";
 import { sanitized } from "./helpers/sanitized.ts";
-import { SimPersister, Simulator } from "../src/simulator/mod.ts";
+import { SimPersister, Simulator } from "../src/sim/mod.ts";
 
 /** Short timeouts on the real clock, so that a single peer elects itself within 100 ms. */
 const fast: RaftOptions = {

@@ -4,8 +4,8 @@
  */
 
 import assert from "node:assert/strict";
-import { make } from "../src/raft.ts";
-import { MemoryPersister } from "../src/memory_persister.ts";
+import { make } from "../src/driver.ts";
+import { MemoryPersister } from "../src/storage/memory_persister.ts";
 import type { PersistChange, PersistentState, Persister, Raft } from "../src/types.ts";
 import { fixedRandom, ManualClock, settle } from "./helpers/manual_clock.ts";
 import { sanitized } from "./helpers/sanitized.ts";

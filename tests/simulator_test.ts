@@ -10,7 +10,7 @@ import {
   SimulationStalledError,
   Simulator,
   VirtualClock,
-} from "../src/simulator/mod.ts";
+} from "../src/sim/mod.ts";
 import { sanitized } from "./helpers/sanitized.ts";
 
 const figure8Unreliable = lab4B.find((test) => test.name === "TestFigure8Unreliable4B")!;

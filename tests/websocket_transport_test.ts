@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { WebSocketTransport } from "../src/websocket_transport.ts";
+import { WebSocketTransport } from "../src/transport/websocket_transport.ts";
 import {
   FakeHandler,
   freePorts,
@@ -12,8 +12,8 @@ import {
 import { sanitized } from "./helpers/sanitized.ts";
 import { FreezableProxy } from "./helpers/freezable_proxy.ts";
 import { ManualClock } from "./helpers/manual_clock.ts";
-import { encodeFrame, isRefusal, parseFrame } from "../src/websocket_envelope.ts";
-import { importSecret, newNonce, signTranscript } from "../src/websocket_handshake.ts";
+import { encodeFrame, isRefusal, parseFrame } from "../src/transport/_websocket_envelope.ts";
+import { importSecret, newNonce, signTranscript } from "../src/transport/_websocket_handshake.ts";
 
 Deno.test("calls reach the peer's handler and return its reply", sanitized, async () => {
   const cluster = await startTransports(3);

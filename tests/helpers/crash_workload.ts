@@ -8,7 +8,7 @@
 import type { PersistChange } from "../../src/types.ts";
 import { randomChange } from "./persister_contract.ts";
 import { randomInt } from "../../src/clock.ts";
-import { seededRandom } from "../../src/simulator/seeded_random.ts";
+import { seededRandom } from "../../src/sim/seeded_random.ts";
 
 /** How many saves the writer keeps in flight at most. */
 export const WRITER_WINDOW = 8;

@@ -6,8 +6,8 @@
  * Usage: deno run -A --unstable-kv tests/helpers/crash_writer.ts <kv|file> <place>
  */
 
-import { FilePersister } from "../../src/file_persister.ts";
-import { KvPersister } from "../../src/kv_persister.ts";
+import { FilePersister } from "../../src/storage/file_persister.ts";
+import { KvPersister } from "../../src/storage/kv_persister.ts";
 import type { Persister } from "../../src/types.ts";
 import { crashChange, lastIndexAfterChange, WRITER_WINDOW } from "./crash_workload.ts";
 

@@ -3,8 +3,8 @@
  * directory, and every restart reopens it from there.
  */
 
-import { FilePersister } from "../../src/file_persister.ts";
-import { KvPersister } from "../../src/kv_persister.ts";
+import { FilePersister } from "../../src/storage/file_persister.ts";
+import { KvPersister } from "../../src/storage/kv_persister.ts";
 import type { TesterPersistence } from "../lab/tester.ts";
 
 /** The durable persisters the lab scenarios run with. */

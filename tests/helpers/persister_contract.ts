@@ -4,11 +4,11 @@
  */
 
 import assert from "node:assert/strict";
-import { MemoryPersister } from "../../src/memory_persister.ts";
-import { PersisterClosedError } from "../../src/persister_errors.ts";
+import { MemoryPersister } from "../../src/storage/memory_persister.ts";
+import { PersisterClosedError } from "../../src/storage/errors.ts";
 import type { PersistChange, Persister } from "../../src/types.ts";
 import { randomInt } from "../../src/clock.ts";
-import { seededRandom } from "../../src/simulator/seeded_random.ts";
+import { seededRandom } from "../../src/sim/seeded_random.ts";
 
 /** A persister that can be closed, as the durable ones can. */
 export type ClosablePersister = Persister & { close(): Promise<void> };

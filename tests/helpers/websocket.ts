@@ -9,9 +9,13 @@ import type { RpcHandler } from "../../src/types.ts";
 import {
   WebSocketTransport,
   type WebSocketTransportOptions,
-} from "../../src/websocket_transport.ts";
-import { encodeFrame, isRefusal, parseFrame } from "../../src/websocket_envelope.ts";
-import { importSecret, newNonce, signTranscript } from "../../src/websocket_handshake.ts";
+} from "../../src/transport/websocket_transport.ts";
+import { encodeFrame, isRefusal, parseFrame } from "../../src/transport/_websocket_envelope.ts";
+import {
+  importSecret,
+  newNonce,
+  signTranscript,
+} from "../../src/transport/_websocket_handshake.ts";
 
 export const SECRET = "test-secret-0123456789abcdef";
 

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { Simulator } from "../../src/simulator/mod.ts";
+import { Simulator } from "../../src/sim/mod.ts";
 import type { LabTest } from "./lab_tests.ts";
 import { Tester, type TesterOptions } from "./tester.ts";
 import { sanitized } from "../helpers/sanitized.ts";

@@ -19,7 +19,7 @@ import {
   type RaftOptions,
 } from "../../mod.ts";
 import { randomInt, sleep } from "../../src/clock.ts";
-import { seededRandom, SimPersister, Simulator } from "../../src/simulator/mod.ts";
+import { seededRandom, SimPersister, Simulator } from "../../src/sim/mod.ts";
 import {
   describeAction,
   type DirectionFault,

@@ -32,7 +32,7 @@ export const mutants: Mutant[] = [
   {
     name: "vote not persisted before replying",
     description: "the driver answers RequestVote without waiting for the save of the vote",
-    file: "raft.ts",
+    file: "driver.ts",
     find: "    await this.#saveChain;\n    return this.#dead ? undefined : reply;",
     replace:
       "    if (method !== RequestVote) await this.#saveChain;\n    return this.#dead ? undefined : reply;",
@@ -42,7 +42,7 @@ export const mutants: Mutant[] = [
     name: "vote not marked for saving",
     description:
       "the core grants a vote without marking its hard state changed, so the vote is saved only if something else is",
-    file: "core.ts",
+    file: "raft/core.ts",
     find: "        this.#votedFor = args.candidateId;\n        this.#hardStateChanged = true;",
     replace: "        this.#votedFor = args.candidateId;",
     huntable: true,
@@ -50,7 +50,7 @@ export const mutants: Mutant[] = [
   {
     name: "election restriction removed",
     description: "a voter grants its vote whatever the candidate's log (§5.4.1 dropped)",
-    file: "core.ts",
+    file: "raft/core.ts",
     find: "return this.#log.isUpToDate(args.lastLogTerm, args.lastLogIndex);",
     replace: "return true;",
     huntable: true,
@@ -58,7 +58,7 @@ export const mutants: Mutant[] = [
   {
     name: "leader commits an old-term entry by counting replicas",
     description: "the leader commits any index stored on a majority, of any term (§5.4.2 dropped)",
-    file: "core.ts",
+    file: "raft/core.ts",
     find:
       "majorityMatch > this.#commitIndex && this.#log.termAt(majorityMatch) === this.#currentTerm",
     replace: "majorityMatch > this.#commitIndex",
@@ -68,7 +68,7 @@ export const mutants: Mutant[] = [
     name: "follower truncates its log on a non-conflicting AppendEntries",
     description:
       "a follower drops everything after the request's entries, even when they all match, so a late heartbeat erases acknowledged entries",
-    file: "core.ts",
+    file: "raft/core.ts",
     find:
       "    for (let i = 0; i < entries.length; i++) {\n      const index = prevLogIndex + 1 + i;",
     replace: "    this.#log.truncateFrom(prevLogIndex + 1);\n" +
@@ -79,7 +79,7 @@ export const mutants: Mutant[] = [
   {
     name: "no check-quorum",
     description: "a leader that hears no majority keeps leading (the liveness bug seed 373 found)",
-    file: "core.ts",
+    file: "raft/core.ts",
     find: "if (this.#heardFrom.size * 2 <= this.#config.peerCount) {",
     replace: "if (false) {",
     huntable: true,
@@ -88,7 +88,7 @@ export const mutants: Mutant[] = [
     name: "saves one at a time",
     description:
       "the driver starts a save only once the previous one resolved, so with a slow disk saves pile up and replies wait for the pile (the bug seed 32803 found)",
-    file: "raft.ts",
+    file: "driver.ts",
     find: "      written = this.#persister.save(change).then(",
     replace: "      written = this.#saveChain.then(() => this.#persister.save(change)).then(",
     huntable: false,
@@ -97,7 +97,7 @@ export const mutants: Mutant[] = [
     name: "no pre-vote",
     description:
       "elections start without a pre-vote, so a peer that cannot win keeps taking the votes of a healed majority (the bug seed 58871 found)",
-    file: "raft.ts",
+    file: "driver.ts",
     find: "const preVote = options.preVote ?? true;",
     replace: "const preVote = options.preVote ?? false;",
     huntable: false,
@@ -123,7 +123,7 @@ export async function loadMutant(mutant: Mutant): Promise<MakeRaft> {
       );
     }
     await Deno.writeTextFile(path, text.replace(mutant.find, mutant.replace));
-    const module = await import(`file://${copy}/raft.ts`) as { make: MakeRaft };
+    const module = await import(`file://${copy}/driver.ts`) as { make: MakeRaft };
     return module.make;
   } finally {
     await Deno.remove(copy, { recursive: true });

@@ -29,12 +29,12 @@
  */
 
 import { join, resolve } from "node:path";
-import { crc32 } from "./crc32.ts";
-import { GroupCommit } from "./group_commit.ts";
-import { checkChange, commandJson, isTerm, isVotedFor, lastIndexAfter } from "./persist_change.ts";
-import { PersisterCorruptError } from "./persister_errors.ts";
-import { StoreLock } from "./store_lock.ts";
-import type { LogEntry, PersistChange, PersistentState, Persister } from "./types.ts";
+import { crc32 } from "./_crc32.ts";
+import { GroupCommit } from "./_group_commit.ts";
+import { checkChange, commandJson, isTerm, isVotedFor, lastIndexAfter } from "./_persist_change.ts";
+import { PersisterCorruptError } from "./errors.ts";
+import { StoreLock } from "./_store_lock.ts";
+import type { LogEntry, PersistChange, PersistentState, Persister } from "../types.ts";
 
 const LOG_FILE = "raft.log";
 const COMPACTING_FILE = "raft.log.compacting";

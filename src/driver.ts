@@ -6,7 +6,7 @@
  */
 
 import { type CancelTimer, type Clock, realClock } from "./clock.ts";
-import { type Outgoing, RaftCore, type Ready } from "./core.ts";
+import { type Outgoing, RaftCore, type Ready } from "./raft/core.ts";
 import {
   AppendEntries,
   parseAppendEntriesArgs,
@@ -15,7 +15,7 @@ import {
   parseRequestVoteReply,
   RequestVote,
   type RpcErrorReply,
-} from "./messages.ts";
+} from "./raft/messages.ts";
 import { traceFromEnvironment } from "./trace.ts";
 import type {
   ApplyMsg,

@@ -14,7 +14,7 @@
  */
 
 import { resolve } from "node:path";
-import { GroupCommit } from "./group_commit.ts";
+import { GroupCommit } from "./_group_commit.ts";
 import {
   checkChange,
   commandJson,
@@ -23,10 +23,10 @@ import {
   isVotedFor,
   lastIndexAfter,
   mergeChanges,
-} from "./persist_change.ts";
-import { PersisterCorruptError } from "./persister_errors.ts";
-import { StoreLock } from "./store_lock.ts";
-import type { LogEntry, PersistChange, PersistentState, Persister } from "./types.ts";
+} from "./_persist_change.ts";
+import { PersisterCorruptError } from "./errors.ts";
+import { StoreLock } from "./_store_lock.ts";
+import type { LogEntry, PersistChange, PersistentState, Persister } from "../types.ts";
 
 const STATE_KEY = ["raft", "state"] as const;
 const LOG_PREFIX = ["raft", "log"] as const;

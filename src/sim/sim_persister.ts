@@ -6,7 +6,7 @@
  */
 
 import { type Clock, randomInt, type RandomSource } from "../clock.ts";
-import { MemoryPersister } from "../memory_persister.ts";
+import { MemoryPersister } from "../storage/memory_persister.ts";
 import type { PersistChange, PersistentState, Persister } from "../types.ts";
 
 /** Options for {@linkcode SimPersister}. */

@@ -7,8 +7,8 @@
  * @module
  */
 
-import { type CancelTimer, type Clock, randomInt, type RandomSource, realClock } from "./clock.ts";
-import type { ClientEnd, RpcHandler } from "./types.ts";
+import { type CancelTimer, type Clock, randomInt, type RandomSource, realClock } from "../clock.ts";
+import type { ClientEnd, RpcHandler } from "../types.ts";
 
 /** Options for {@linkcode MemoryNetwork}. */
 export interface MemoryNetworkOptions {

@@ -27,4 +27,8 @@ export { type FiredTimer, VirtualClock } from "./virtual_clock.ts";
 export { seededRandom } from "./seeded_random.ts";
 export { TraceDigest } from "./trace_digest.ts";
 export { SimPersister, type SimPersisterOptions } from "./sim_persister.ts";
-export { type EndFaults, MemoryNetwork, type MemoryNetworkOptions } from "../memory_network.ts";
+export {
+  type EndFaults,
+  MemoryNetwork,
+  type MemoryNetworkOptions,
+} from "../transport/memory_network.ts";

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { decodeBase64, encodeBase64 } from "./base64.ts";
+import { decodeBase64, encodeBase64 } from "./_base64.ts";
 
 /** Bytes of randomness in one nonce. */
 const NONCE_BYTES = 32;

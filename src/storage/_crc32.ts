@@ -19,7 +19,7 @@ const TABLE: Uint32Array = (() => {
  *
  * @example
  * ```ts
- * import { crc32 } from "./crc32.ts";
+ * import { crc32 } from "./_crc32.ts";
  * console.log(crc32(new TextEncoder().encode("123456789")).toString(16)); // "cbf43926"
  * ```
  */

@@ -15,10 +15,15 @@
  * @module
  */
 
-import { type Clock, type RandomSource, realClock } from "./clock.ts";
-import type { ClientEnd, RpcHandler } from "./types.ts";
-import { encodeFrame, type Frame, isRefusal, parseFrame } from "./websocket_envelope.ts";
-import { importSecret, newNonce, signTranscript, verifyTranscript } from "./websocket_handshake.ts";
+import { type Clock, type RandomSource, realClock } from "../clock.ts";
+import type { ClientEnd, RpcHandler } from "../types.ts";
+import { encodeFrame, type Frame, isRefusal, parseFrame } from "./_websocket_envelope.ts";
+import {
+  importSecret,
+  newNonce,
+  signTranscript,
+  verifyTranscript,
+} from "./_websocket_handshake.ts";
 
 /** Where a transport's log lines go: refused connections and frames, dropped sends. */
 export type TransportLog = (line: string) => void;

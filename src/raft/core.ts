@@ -1,14 +1,13 @@
 /**
  * The Raft protocol of Figure 2 as a state machine that does no I/O. It is stepped by incoming
  * requests and replies, by proposals and by the passage of time, and hands back a {@linkcode Ready}:
- * what to save, what to send, and what to apply. The driver in `raft.ts` owns the clock, the
+ * what to save, what to send, and what to apply. The driver in `../driver.ts` owns the clock, the
  * transport and the persister.
  *
  * @module
  */
 
-import type { RandomSource } from "./clock.ts";
-import { randomInt } from "./clock.ts";
+import { randomInt, type RandomSource } from "./_random.ts";
 import {
   AppendEntries,
   type AppendEntriesArgs,
@@ -17,7 +16,7 @@ import {
   type RequestVoteArgs,
   type RequestVoteReply,
 } from "./messages.ts";
-import { RaftLog } from "./raft_log.ts";
+import { RaftLog } from "./log.ts";
 import type { ApplyMsg, PersistChange, PersistentState, Role } from "./types.ts";
 
 /** A request the core wants sent to peer `to`. */

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { PersisterLockedError } from "./persister_errors.ts";
+import { PersisterLockedError } from "./errors.ts";
 
 /** Lock files held by this process: flock would also refuse them, this names the cause. */
 const lockedHere = new Set<string>();

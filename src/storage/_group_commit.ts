@@ -5,7 +5,7 @@
  * @module
  */
 
-import { PersisterClosedError } from "./persister_errors.ts";
+import { PersisterClosedError } from "./errors.ts";
 
 interface Waiting<T> {
   item: T;

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { LogEntry, PersistChange } from "./types.ts";
+import type { LogEntry, PersistChange } from "../types.ts";
 
 /**
  * Throws a `TypeError` or `RangeError` unless `change` is well formed and its log change starts

@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { LogEntry, PersistChange, PersistentState, Persister } from "./types.ts";
+import type { LogEntry, PersistChange, PersistentState, Persister } from "../types.ts";
 
 /**
  * Keeps a peer's persistent state in memory. Saves apply at once and in call order.

@@ -1,0 +1,51 @@
+/**
+ * The protocol's data: log entries, the persistent state and its incremental changes, what is
+ * handed to the service, and a peer's role. The I/O-free protocol in this folder and the public
+ * API share these shapes; `src/types.ts` re-exports them.
+ *
+ * @module
+ */
+
+/** One entry of the replicated log: the term in which a leader created it, and the command. */
+export interface LogEntry {
+  /** The leader's term when the entry was created (Figure 2: "term when entry was received"). */
+  term: number;
+  /** The service's command: any JSON value. */
+  command: unknown;
+}
+
+/** Figure 2's persistent state, as a persister loads it. `log[0]` is the entry at index 1. */
+export interface PersistentState {
+  /** Latest term the server has seen. */
+  term: number;
+  /** Peer that received this server's vote in `term`, or `null`. */
+  votedFor: number | null;
+  /** The log; `log[0]` has index 1. */
+  log: LogEntry[];
+}
+
+/**
+ * An incremental change to the persistent state. The term and vote are always given in full; the
+ * log changes only as a suffix, so a save never rewrites the whole log.
+ */
+export interface PersistChange {
+  /** The current term after the change. */
+  term: number;
+  /** The vote after the change. */
+  votedFor: number | null;
+  /** Optional log change: drop every entry at index >= from, then append `entries`, the first at `from`. */
+  log?: { from: number; entries: LogEntry[] };
+}
+
+/** What a peer hands to its service for each committed entry, in index order. */
+export interface ApplyMsg {
+  /** True when `command` is a committed log entry (always true until snapshots exist). */
+  commandValid: boolean;
+  /** The committed command, as given to `start()` on the leader. */
+  command: unknown;
+  /** The log index of the command; starts at 1. */
+  commandIndex: number;
+}
+
+/** A peer's role (§5.1). */
+export type Role = "follower" | "candidate" | "leader";
