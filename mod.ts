@@ -20,6 +20,7 @@ export type {
   TraceSink,
 } from "./src/types.ts";
 export { type CancelTimer, type Clock, type RandomSource, realClock } from "./src/clock.ts";
+export { FatalError, type FatalReason } from "./src/errors.ts";
 export { MemoryPersister } from "./src/storage/memory_persister.ts";
 export { make } from "./src/driver.ts";
 export {

@@ -17,6 +17,7 @@ import {
   type RequestVoteArgs,
 } from "../src/raft/messages.ts";
 import { MemoryPersister } from "../src/storage/memory_persister.ts";
+import { stepAppendEntries, stepAppendReply, stepVoteReply } from "../tests/helpers/core_steps.ts";
 import type { LogEntry } from "../src/types.ts";
 import { command } from "./cluster_load.ts";
 
@@ -46,13 +47,13 @@ function newLeader(): { core: RaftCore; now: number } {
   const election = core.takeReady(now);
   core.onSaved(election.saveMark!, now);
   const vote = election.sendAfterSave[0]!;
-  core.handleRequestVoteReply(vote.to, vote.args as RequestVoteArgs, {
+  stepVoteReply(core, vote.to, vote.args as RequestVoteArgs, {
     term: 1,
     voteGranted: true,
   }, now);
   const initial = core.takeReady(now);
   for (const request of initial.send) {
-    core.handleAppendEntriesReply(request.to, request.args as AppendEntriesArgs, {
+    stepAppendReply(core, request.to, request.args as AppendEntriesArgs, {
       term: 1,
       success: true,
       conflictTerm: 0,
@@ -74,7 +75,7 @@ Deno.bench(`leader: propose ${BATCH}, replicate to 2, save, commit, apply`, () =
   core.onSaved(sent.saveMark!, now);
   for (const request of sent.send) {
     if (request.method !== AppendEntries) continue;
-    core.handleAppendEntriesReply(request.to, request.args, {
+    stepAppendReply(core, request.to, request.args, {
       term: 1,
       success: true,
       conflictTerm: 0,
@@ -96,7 +97,7 @@ Deno.bench(`follower: accept ${BATCH} entries, save, apply`, () => {
     entries: commands.map((text) => ({ term: 1, command: text })),
     leaderCommit: prevLogIndex,
   };
-  const reply = follower.handleAppendEntries(args, ++followerNow);
+  const reply = stepAppendEntries(follower, args, ++followerNow);
   if (!reply.success) throw new Error("Expected the follower to accept");
   const ready = follower.takeReady(followerNow);
   follower.onSaved(ready.saveMark!, followerNow);

@@ -6,7 +6,9 @@
  */
 
 import { type CancelTimer, type Clock, realClock } from "./clock.ts";
+import { FatalError, type FatalReason } from "./errors.ts";
 import { type Outgoing, RaftCore, type Ready } from "./raft/core.ts";
+import { InvariantError } from "./raft/invariants.ts";
 import {
   AppendEntries,
   parseAppendEntriesArgs,
@@ -113,6 +115,10 @@ export async function make(
   if (typeof preVote !== "boolean") {
     throw new TypeError(`Option preVote must be a boolean, got ${String(preVote)}`);
   }
+  const onFatal = options.onFatal ?? null;
+  if (onFatal !== null && typeof onFatal !== "function") {
+    throw new TypeError(`Option onFatal must be a function, got ${String(onFatal)}`);
+  }
   const state = checkLoadedState(await persister.load(), peers.length);
   const clock = options.clock ?? realClock;
   const trace = options.trace === undefined ? traceFromEnvironment() : options.trace;
@@ -128,7 +134,7 @@ export async function make(
     state,
     clock.now(),
   );
-  return new RaftPeer(core, peers, me, persister, applyCh, clock, trace);
+  return new RaftPeer(core, peers, me, persister, applyCh, clock, trace, onFatal);
 }
 
 /** Rejects what a persister returned unless it is a well-formed {@linkcode PersistentState}. */
@@ -173,6 +179,7 @@ class RaftPeer implements Raft {
   readonly #applyCh: (msg: ApplyMsg) => void | Promise<void>;
   readonly #clock: Clock;
   readonly #trace: TraceSink | null;
+  readonly #onFatal: ((error: FatalError) => void) | null;
 
   #dead = false;
   /** Settles once every save asked for so far is durable and handled, in order; never rejects. */
@@ -193,6 +200,7 @@ class RaftPeer implements Raft {
     applyCh: (msg: ApplyMsg) => void | Promise<void>,
     clock: Clock,
     trace: TraceSink | null,
+    onFatal: ((error: FatalError) => void) | null,
   ) {
     this.#core = core;
     this.#peers = peers;
@@ -201,6 +209,7 @@ class RaftPeer implements Raft {
     this.#applyCh = applyCh;
     this.#clock = clock;
     this.#trace = trace;
+    this.#onFatal = onFatal;
     this.#armTimer();
   }
 
@@ -276,16 +285,21 @@ class RaftPeer implements Raft {
     const peerCount = this.#peers.length;
     const now = this.#clock.now();
     let reply: unknown;
-    if (method === RequestVote) {
-      const parsed = parseRequestVoteArgs(args, peerCount);
-      if (!parsed.ok) return this.#refuse(parsed.error);
-      reply = this.#core.handleRequestVote(parsed.value, now);
-    } else if (method === AppendEntries) {
-      const parsed = parseAppendEntriesArgs(args, peerCount);
-      if (!parsed.ok) return this.#refuse(parsed.error);
-      reply = this.#core.handleAppendEntries(parsed.value, now);
-    } else {
-      return this.#refuse(`Unknown RPC method ${JSON.stringify(method) ?? String(method)}`);
+    try {
+      if (method === RequestVote) {
+        const parsed = parseRequestVoteArgs(args, peerCount);
+        if (!parsed.ok) return this.#refuse(parsed.error);
+        reply = this.#core.step({ type: RequestVote, args: parsed.value }, now);
+      } else if (method === AppendEntries) {
+        const parsed = parseAppendEntriesArgs(args, peerCount);
+        if (!parsed.ok) return this.#refuse(parsed.error);
+        reply = this.#core.step({ type: AppendEntries, args: parsed.value }, now);
+      } else {
+        return this.#refuse(`Unknown RPC method ${JSON.stringify(method) ?? String(method)}`);
+      }
+    } catch (error) {
+      this.#coreFailed(error);
+      return undefined;
     }
     this.#drive();
     // Figure 2: respond only after the state the reply depends on is on stable storage.
@@ -310,7 +324,13 @@ class RaftPeer implements Raft {
   /** Carries out what the core asks for: saves, sends, applies; then re-arms the timer. */
   #drive(): void {
     if (this.#dead) return;
-    const ready = this.#core.takeReady(this.#clock.now());
+    let ready: Ready;
+    try {
+      ready = this.#core.takeReady(this.#clock.now());
+    } catch (error) {
+      this.#coreFailed(error);
+      return;
+    }
     const saved = this.#save(ready);
     for (const request of ready.send) this.#send(request);
     if (ready.sendAfterSave.length > 0) {
@@ -351,10 +371,15 @@ class RaftPeer implements Raft {
       const failure = await written;
       if (this.#dead) return;
       if (failure !== null) {
-        this.#fail("save failed", failure.error);
+        this.#fail("save", "a save to its persister failed", failure.error);
         return;
       }
-      this.#core.onSaved(saveMark, this.#clock.now());
+      try {
+        this.#core.onSaved(saveMark, this.#clock.now());
+      } catch (error) {
+        this.#coreFailed(error);
+        return;
+      }
       this.#scheduleDrive();
     })();
     return this.#saveChain;
@@ -371,20 +396,25 @@ class RaftPeer implements Raft {
     call.catch(() => undefined).then((reply) => {
       if (this.#dead) return;
       const now = this.#clock.now();
-      if (request.method === RequestVote) {
-        this.#core.handleRequestVoteReply(
-          request.to,
-          request.args,
-          parseRequestVoteReply(reply),
-          now,
-        );
-      } else {
-        this.#core.handleAppendEntriesReply(
-          request.to,
-          request.args,
-          parseAppendEntriesReply(reply),
-          now,
-        );
+      try {
+        if (request.method === RequestVote) {
+          this.#core.step({
+            type: "RequestVoteReply",
+            from: request.to,
+            args: request.args,
+            reply: parseRequestVoteReply(reply),
+          }, now);
+        } else {
+          this.#core.step({
+            type: "AppendEntriesReply",
+            from: request.to,
+            args: request.args,
+            reply: parseAppendEntriesReply(reply),
+          }, now);
+        }
+      } catch (error) {
+        this.#coreFailed(error);
+        return;
       }
       this.#drive();
     });
@@ -396,17 +426,17 @@ class RaftPeer implements Raft {
     this.#applying = true;
     while (!this.#dead && this.#applyHead < this.#applyQueue.length) {
       const msg = this.#applyQueue[this.#applyHead++]!;
-      // The log keeps its own command: a service that changes what it was handed must not
-      // change what this peer replicates.
-      if (typeof msg.command === "object" && msg.command !== null) {
-        msg.command = structuredClone(msg.command);
-      }
       try {
+        // The log keeps its own command: a service that changes what it was handed must not
+        // change what this peer replicates.
+        if (typeof msg.command === "object" && msg.command !== null) {
+          msg.command = structuredClone(msg.command);
+        }
         const result = this.#applyCh(msg);
         if (result instanceof Promise) await result;
       } catch (error) {
         // Applying later entries without this one would corrupt the service's state.
-        this.#fail(`applyCh threw at index ${msg.commandIndex}`, error);
+        this.#fail("apply", `applyCh failed at index ${msg.commandIndex}`, error);
         break;
       }
       if (this.#dead) break;
@@ -431,13 +461,41 @@ class RaftPeer implements Raft {
       this.#cancelTimer = null;
       this.#timerAt = Infinity;
       if (this.#dead) return;
-      this.#core.tick(this.#clock.now());
+      try {
+        this.#core.tick(this.#clock.now());
+      } catch (error) {
+        this.#coreFailed(error);
+        return;
+      }
       this.#drive();
     });
   }
 
-  #fail(what: string, error: unknown): void {
-    console.error(`Raft peer ${this.#me} stops: ${what}:`, error);
+  /** The core threw: an invariant broke (or a bug threw); nothing it holds can be trusted. */
+  #coreFailed(error: unknown): void {
+    if (error instanceof InvariantError) {
+      this.#fail("invariant", `a protocol invariant broke: ${error.message}`, error);
+    } else {
+      this.#fail("invariant", `the protocol core threw`, error);
+    }
+  }
+
+  /** Stops the peer for good and tells the service why: through onFatal, else the console. */
+  #fail(reason: FatalReason, what: string, error: unknown): void {
+    if (this.#dead) return;
     this.kill();
+    const fatal = new FatalError(reason, `Raft peer ${this.#me} stopped: ${what}`, {
+      cause: error,
+    });
+    this.#trace?.(`[peer ${this.#me}] ${fatal.message}: ${String(error)}`);
+    if (this.#onFatal === null) {
+      console.error(fatal.message, error);
+      return;
+    }
+    try {
+      this.#onFatal(fatal);
+    } catch (callbackError) {
+      console.error(`Raft peer ${this.#me}: onFatal threw`, callbackError);
+    }
   }
 }

@@ -7,6 +7,7 @@
  */
 
 import type { Clock, RandomSource } from "./clock.ts";
+import type { FatalError } from "./errors.ts";
 import type { PersistChange, PersistentState, Role } from "./raft/types.ts";
 
 export type { ApplyMsg, LogEntry, PersistChange, PersistentState, Role } from "./raft/types.ts";
@@ -159,4 +160,10 @@ export interface RaftOptions {
    * `RAFT_DEBUG` is set (and readable), otherwise no trace.
    */
   trace?: TraceSink | null;
+  /**
+   * Called once if the peer stops for good because going on could lose or corrupt data: a save
+   * failed, `applyCh` threw, or a protocol invariant broke. The peer is already killed when this
+   * is called. Default: none, and the error goes to `console.error`.
+   */
+  onFatal?: (error: FatalError) => void;
 }

@@ -13,6 +13,12 @@ import type {
 } from "../src/raft/messages.ts";
 import type { LogEntry } from "../src/types.ts";
 import { fixedRandom } from "./helpers/manual_clock.ts";
+import {
+  stepAppendEntries,
+  stepAppendReply,
+  stepRequestVote,
+  stepVoteReply,
+} from "./helpers/core_steps.ts";
 
 const HEARTBEAT = 100;
 const COMMIT_NOTIFY = 10;
@@ -125,12 +131,10 @@ function electLeader(core: RaftCore, now: number, peerCount = 3): Ready {
   core.onSaved(election.saveMark, now);
   for (const request of election.sendAfterSave) {
     if (core.role === "leader") break;
-    core.handleRequestVoteReply(
-      request.to,
-      request.args as RequestVoteArgs,
-      { term: core.currentTerm, voteGranted: true },
-      now,
-    );
+    stepVoteReply(core, request.to, request.args as RequestVoteArgs, {
+      term: core.currentTerm,
+      voteGranted: true,
+    }, now);
   }
   assert.equal(core.role, "leader", `expected a leader after ${peerCount} votes`);
   return core.takeReady(now);
@@ -181,7 +185,8 @@ Deno.test("a candidate whose election times out starts another in the next term"
 
 Deno.test("RequestVote: a stale term is refused and changes nothing", () => {
   const core = newCore({ term: 5, logTerms: [1] });
-  const reply = core.handleRequestVote(
+  const reply = stepRequestVote(
+    core,
     requestVote({ term: 4, lastLogIndex: 9, lastLogTerm: 4 }),
     10,
   );
@@ -192,7 +197,7 @@ Deno.test("RequestVote: a stale term is refused and changes nothing", () => {
 
 Deno.test("RequestVote: at most one vote per term, and the vote is saved", () => {
   const core = newCore({ term: 1 });
-  assert.deepEqual(core.handleRequestVote(requestVote({ term: 2, candidateId: 1 }), 10), {
+  assert.deepEqual(stepRequestVote(core, requestVote({ term: 2, candidateId: 1 }), 10), {
     term: 2,
     voteGranted: true,
   });
@@ -200,19 +205,19 @@ Deno.test("RequestVote: at most one vote per term, and the vote is saved", () =>
   assert.deepEqual(ready.save, { term: 2, votedFor: 1 });
 
   assert.deepEqual(
-    core.handleRequestVote(requestVote({ term: 2, candidateId: 2 }), 20),
+    stepRequestVote(core, requestVote({ term: 2, candidateId: 2 }), 20),
     { term: 2, voteGranted: false },
     "a second candidate in the same term must be refused",
   );
   assert.deepEqual(
-    core.handleRequestVote(requestVote({ term: 2, candidateId: 1 }), 30),
+    stepRequestVote(core, requestVote({ term: 2, candidateId: 1 }), 30),
     { term: 2, voteGranted: true },
     "a repeated request from the same candidate gets the same answer",
   );
   assert.equal(core.takeReady(30).save, null, "nothing new to save");
 
   assert.deepEqual(
-    core.handleRequestVote(requestVote({ term: 3, candidateId: 2 }), 40),
+    stepRequestVote(core, requestVote({ term: 3, candidateId: 2 }), 40),
     { term: 3, voteGranted: true },
     "a new term brings a new vote",
   );
@@ -223,7 +228,7 @@ Deno.test("RequestVote: a peer that voted for itself refuses others in that term
   const core = newCore();
   core.tick(ELECTION_MIN);
   core.takeReady(ELECTION_MIN);
-  const reply = core.handleRequestVote(requestVote({ term: 1, candidateId: 2 }), ELECTION_MIN);
+  const reply = stepRequestVote(core, requestVote({ term: 1, candidateId: 2 }), ELECTION_MIN);
   assert.deepEqual(reply, { term: 1, voteGranted: false });
 });
 
@@ -237,7 +242,8 @@ Deno.test("RequestVote §5.4.1: a candidate whose log is less up-to-date is refu
   let term = 3;
   for (const { lastLogTerm, lastLogIndex, granted, why } of cases) {
     term++;
-    const reply = core.handleRequestVote(
+    const reply = stepRequestVote(
+      core,
       requestVote({ term, candidateId: 1, lastLogTerm, lastLogIndex }),
       0,
     );
@@ -245,7 +251,8 @@ Deno.test("RequestVote §5.4.1: a candidate whose log is less up-to-date is refu
   }
   term++;
   assert.deepEqual(
-    core.handleRequestVote(
+    stepRequestVote(
+      core,
       requestVote({ term, candidateId: 2, lastLogTerm: 3, lastLogIndex: 1 }),
       0,
     ),
@@ -256,7 +263,8 @@ Deno.test("RequestVote §5.4.1: a candidate whose log is less up-to-date is refu
 
 Deno.test("RequestVote: a refused vote still adopts the higher term and clears the old vote", () => {
   const core = newCore({ term: 3, votedFor: 2, logTerms: [3] });
-  const reply = core.handleRequestVote(
+  const reply = stepRequestVote(
+    core,
     requestVote({ term: 7, candidateId: 1, lastLogTerm: 2, lastLogIndex: 5 }),
     50,
   );
@@ -266,9 +274,10 @@ Deno.test("RequestVote: a refused vote still adopts the higher term and clears t
 
 Deno.test("RequestVote: granting a vote postpones this peer's election; refusing does not", () => {
   const core = newCore({ term: 1, logTerms: [1], now: 0 });
-  core.handleRequestVote(requestVote({ term: 2, candidateId: 1, lastLogTerm: 0 }), 200);
+  stepRequestVote(core, requestVote({ term: 2, candidateId: 1, lastLogTerm: 0 }), 200);
   assert.equal(core.nextDeadline(), ELECTION_MIN, "a refused vote must not reset the timer");
-  core.handleRequestVote(
+  stepRequestVote(
+    core,
     requestVote({ term: 2, candidateId: 1, lastLogTerm: 1, lastLogIndex: 1 }),
     200,
   );
@@ -279,7 +288,8 @@ Deno.test("a leader steps down when it sees a higher term in a RequestVote", () 
   const core = newCore({ logTerms: [1, 1] });
   electLeader(core, 300);
   assert.equal(core.currentTerm, 1);
-  const reply = core.handleRequestVote(
+  const reply = stepRequestVote(
+    core,
     requestVote({ term: 2, candidateId: 2, lastLogTerm: 1, lastLogIndex: 1 }),
     350,
   );
@@ -294,23 +304,21 @@ Deno.test("a leader steps down when a reply carries a higher term", () => {
   const voteReplyCore = newCore();
   voteReplyCore.tick(300);
   const election = voteReplyCore.takeReady(300);
-  voteReplyCore.handleRequestVoteReply(
-    1,
-    election.sendAfterSave[0]!.args as RequestVoteArgs,
-    { term: 4, voteGranted: false },
-    310,
-  );
+  stepVoteReply(voteReplyCore, 1, election.sendAfterSave[0]!.args as RequestVoteArgs, {
+    term: 4,
+    voteGranted: false,
+  }, 310);
   assert.equal(voteReplyCore.role, "follower");
   assert.equal(voteReplyCore.currentTerm, 4);
 
   const leader = newCore();
   const initial = electLeader(leader, 300);
-  leader.handleAppendEntriesReply(
-    1,
-    sentTo(initial, 1),
-    { term: 5, success: false, conflictTerm: 0, conflictIndex: 0 },
-    320,
-  );
+  stepAppendReply(leader, 1, sentTo(initial, 1), {
+    term: 5,
+    success: false,
+    conflictTerm: 0,
+    conflictIndex: 0,
+  }, 320);
   assert.equal(leader.role, "follower");
   assert.equal(leader.currentTerm, 5);
   assert.deepEqual(leader.takeReady(320).save, { term: 5, votedFor: null });
@@ -325,9 +333,9 @@ Deno.test("a granted vote whose reply carries another term than the request is n
   core.onSaved(election.saveMark!, 300);
   const args = election.sendAfterSave[0]!.args as RequestVoteArgs;
   assert.equal(args.term, 2);
-  core.handleRequestVoteReply(1, args, { term: 1, voteGranted: true }, 301);
+  stepVoteReply(core, 1, args, { term: 1, voteGranted: true }, 301);
   assert.equal(core.role, "candidate", "a grant from term 1 does not count in term 2");
-  core.handleRequestVoteReply(1, args, { term: 2, voteGranted: true }, 302);
+  stepVoteReply(core, 1, args, { term: 2, voteGranted: true }, 302);
   assert.equal(core.role, "leader");
 });
 
@@ -339,10 +347,10 @@ Deno.test("a candidate with a majority becomes leader and at once sends empty Ap
   const args = election.sendAfterSave[0]!.args as RequestVoteArgs;
   const granted = { term: 2, voteGranted: true };
 
-  core.handleRequestVoteReply(1, args, granted, 301);
-  core.handleRequestVoteReply(1, args, granted, 302);
-  core.handleRequestVoteReply(2, args, { term: 2, voteGranted: false }, 303);
-  core.handleRequestVoteReply(3, args, null, 303);
+  stepVoteReply(core, 1, args, granted, 301);
+  stepVoteReply(core, 1, args, granted, 302);
+  stepVoteReply(core, 2, args, { term: 2, voteGranted: false }, 303);
+  stepVoteReply(core, 3, args, null, 303);
   assert.equal(
     core.role,
     "candidate",
@@ -350,7 +358,7 @@ Deno.test("a candidate with a majority becomes leader and at once sends empty Ap
   );
   assert.deepEqual(core.takeReady(303).send, []);
 
-  core.handleRequestVoteReply(4, args, granted, 304);
+  stepVoteReply(core, 4, args, granted, 304);
   assert.equal(core.role, "leader");
   assert.equal(core.leaderId, 0);
   const ready = core.takeReady(304);
@@ -376,12 +384,10 @@ Deno.test("a vote for an earlier term's election is not counted", () => {
   const first = core.takeReady(300);
   core.tick(600); // the first election timed out; term 2 now
   core.takeReady(600);
-  core.handleRequestVoteReply(
-    1,
-    first.sendAfterSave[0]!.args as RequestVoteArgs,
-    { term: 2, voteGranted: true },
-    610,
-  );
+  stepVoteReply(core, 1, first.sendAfterSave[0]!.args as RequestVoteArgs, {
+    term: 2,
+    voteGranted: true,
+  }, 610);
   assert.equal(core.role, "candidate", "a vote granted for term 1 must not elect a term-2 leader");
 });
 
@@ -404,7 +410,8 @@ function followerWithLog(): RaftCore {
 
 Deno.test("AppendEntries: a stale term is rejected and changes nothing", () => {
   const core = followerWithLog();
-  const reply = core.handleAppendEntries(
+  const reply = stepAppendEntries(
+    core,
     appendEntries({
       term: 2,
       prevLogIndex: 5,
@@ -424,7 +431,8 @@ Deno.test("AppendEntries: a stale term is rejected and changes nothing", () => {
 
 Deno.test("AppendEntries: a too-short log replies conflictTerm 0 and the index after its end", () => {
   const core = followerWithLog();
-  const reply = core.handleAppendEntries(
+  const reply = stepAppendEntries(
+    core,
     appendEntries({ term: 3, prevLogIndex: 8, prevLogTerm: 3 }),
     100,
   );
@@ -435,7 +443,8 @@ Deno.test("AppendEntries: a too-short log replies conflictTerm 0 and the index a
 
 Deno.test("AppendEntries: a term mismatch replies the conflicting term and its first index", () => {
   const core = followerWithLog();
-  const reply = core.handleAppendEntries(
+  const reply = stepAppendEntries(
+    core,
     appendEntries({ term: 4, prevLogIndex: 4, prevLogTerm: 3, entries: entriesAt(5, 4) }),
     100,
   );
@@ -446,7 +455,8 @@ Deno.test("AppendEntries: a term mismatch replies the conflicting term and its f
 
 Deno.test("AppendEntries: new entries are appended and saved", () => {
   const core = followerWithLog();
-  const reply = core.handleAppendEntries(
+  const reply = stepAppendEntries(
+    core,
     appendEntries({ term: 3, prevLogIndex: 5, prevLogTerm: 3, entries: entriesAt(6, 3, 3) }),
     100,
   );
@@ -463,7 +473,8 @@ Deno.test("AppendEntries: new entries are appended and saved", () => {
 
 Deno.test("AppendEntries: a heartbeat does not truncate later entries", () => {
   const core = followerWithLog();
-  const reply = core.handleAppendEntries(
+  const reply = stepAppendEntries(
+    core,
     appendEntries({ term: 3, prevLogIndex: 2, prevLogTerm: 1 }),
     100,
   );
@@ -474,7 +485,8 @@ Deno.test("AppendEntries: a heartbeat does not truncate later entries", () => {
 
 Deno.test("AppendEntries: a stale or duplicate request whose entries all match does not truncate", () => {
   const core = followerWithLog();
-  const reply = core.handleAppendEntries(
+  const reply = stepAppendEntries(
+    core,
     appendEntries({ term: 3, prevLogIndex: 1, prevLogTerm: 1, entries: entriesAt(2, 1, 2) }),
     100,
   );
@@ -485,7 +497,8 @@ Deno.test("AppendEntries: a stale or duplicate request whose entries all match d
 
 Deno.test("AppendEntries: a conflicting entry truncates the log from there", () => {
   const core = followerWithLog();
-  const reply = core.handleAppendEntries(
+  const reply = stepAppendEntries(
+    core,
     appendEntries({ term: 4, prevLogIndex: 2, prevLogTerm: 1, entries: entriesAt(3, 2, 4) }),
     100,
   );
@@ -500,7 +513,8 @@ Deno.test("AppendEntries: a conflicting entry truncates the log from there", () 
 
 Deno.test("AppendEntries: commitIndex is min(leaderCommit, last new index) and never goes back", () => {
   const core = followerWithLog();
-  core.handleAppendEntries(
+  stepAppendEntries(
+    core,
     appendEntries({
       term: 3,
       prevLogIndex: 2,
@@ -516,19 +530,22 @@ Deno.test("AppendEntries: commitIndex is min(leaderCommit, last new index) and n
     "entries past the request's last new entry are not known to match",
   );
 
-  core.handleAppendEntries(
+  stepAppendEntries(
+    core,
     appendEntries({ term: 3, prevLogIndex: 1, prevLogTerm: 1, leaderCommit: 2 }),
     110,
   );
   assert.equal(core.commitIndex, 3, "a lower leaderCommit must not move commitIndex back");
 
-  core.handleAppendEntries(
+  stepAppendEntries(
+    core,
     appendEntries({ term: 3, prevLogIndex: 1, prevLogTerm: 1, leaderCommit: 5 }),
     120,
   );
   assert.equal(core.commitIndex, 3, "a heartbeat at index 1 vouches only for index 1");
 
-  core.handleAppendEntries(
+  stepAppendEntries(
+    core,
     appendEntries({ term: 3, prevLogIndex: 5, prevLogTerm: 3, leaderCommit: 4 }),
     130,
   );
@@ -540,7 +557,7 @@ Deno.test("AppendEntries in its own term makes a candidate a follower of the sen
   core.tick(300);
   core.takeReady(300);
   assert.equal(core.role, "candidate");
-  const reply = core.handleAppendEntries(appendEntries({ term: 2, leaderId: 2 }), 310);
+  const reply = stepAppendEntries(core, appendEntries({ term: 2, leaderId: 2 }), 310);
   assert.equal(reply.success, true);
   assert.equal(core.role, "follower");
   assert.equal(core.leaderId, 2);
@@ -562,7 +579,7 @@ Deno.test("leader: a rejection naming a term the leader has resumes after the le
   const { core, initial } = leaderWithLog();
   const first = sentTo(initial, 1);
   assert.deepEqual(first, appendEntries({ term: 5, leaderId: 0, prevLogIndex: 5, prevLogTerm: 4 }));
-  core.handleAppendEntriesReply(1, first, {
+  stepAppendReply(core, 1, first, {
     term: 5,
     success: false,
     conflictTerm: 3,
@@ -588,12 +605,12 @@ Deno.test("leader: a rejection naming a term the leader has resumes after the le
 
 Deno.test("leader: a rejection naming a term the leader lacks resumes at the follower's first index of it", () => {
   const { core, initial } = leaderWithLog();
-  core.handleAppendEntriesReply(
-    1,
-    sentTo(initial, 1),
-    { term: 5, success: false, conflictTerm: 2, conflictIndex: 3 },
-    310,
-  );
+  stepAppendReply(core, 1, sentTo(initial, 1), {
+    term: 5,
+    success: false,
+    conflictTerm: 2,
+    conflictIndex: 3,
+  }, 310);
   assert.deepEqual(
     sentTo(core.takeReady(310), 1),
     appendEntries({
@@ -608,12 +625,12 @@ Deno.test("leader: a rejection naming a term the leader lacks resumes at the fol
 
 Deno.test("leader: a too-short follower log resumes just after its end", () => {
   const { core, initial } = leaderWithLog();
-  core.handleAppendEntriesReply(
-    1,
-    sentTo(initial, 1),
-    { term: 5, success: false, conflictTerm: 0, conflictIndex: 2 },
-    310,
-  );
+  stepAppendReply(core, 1, sentTo(initial, 1), {
+    term: 5,
+    success: false,
+    conflictTerm: 0,
+    conflictIndex: 2,
+  }, 310);
   assert.deepEqual(
     sentTo(core.takeReady(310), 1),
     appendEntries({
@@ -626,35 +643,36 @@ Deno.test("leader: a too-short follower log resumes just after its end", () => {
   );
 });
 
-Deno.test("leader: a follower that rejects its acknowledged match is retried by heartbeat, not at once", () => {
-  // Only a follower that lost saved entries does this; an immediate resend would loop forever.
+Deno.test("leader: a follower that rejects its acknowledged match is probed once, then retried by heartbeat", () => {
+  // Only a follower that lost saved entries does this; resending at every rejection would loop.
   const { core, initial } = leaderWithLog();
   const ok = { term: 5, success: true, conflictTerm: 0, conflictIndex: 0 };
-  core.handleAppendEntriesReply(1, sentTo(initial, 1), ok, 310); // match 5
+  stepAppendReply(core, 1, sentTo(initial, 1), ok, 310); // match 5
   core.propose("x");
   const pipelined = sentTo(core.takeReady(311), 1);
   assert.equal(pipelined.prevLogIndex, 5);
-  core.handleAppendEntriesReply(
-    1,
-    pipelined,
-    { term: 5, success: false, conflictTerm: 0, conflictIndex: 3 },
-    312,
-  );
-  assert.equal(allSentTo(core.takeReady(312), 1).length, 0, "no immediate resend");
-  assert.ok(core.nextDeadline() > 312, `expected a later deadline, got ${core.nextDeadline()}`);
+  const refusal = { term: 5, success: false, conflictTerm: 0, conflictIndex: 3 };
+  stepAppendReply(core, 1, pipelined, refusal, 312);
+  // A refusal at the known match may also be a request that overtook the one before it: the
+  // entries it carried are sent again, once, as a probe.
+  const probe = sentTo(core.takeReady(312), 1);
+  assert.deepEqual([probe.prevLogIndex, probe.entries.length], [5, 1]);
+  stepAppendReply(core, 1, probe, refusal, 313);
+  assert.equal(allSentTo(core.takeReady(313), 1).length, 0, "no immediate resend of the probe");
+  assert.ok(core.nextDeadline() > 313, `expected a later deadline, got ${core.nextDeadline()}`);
 });
 
 Deno.test("leader: a rejection for a position it already left is ignored", () => {
   const { core, initial } = leaderWithLog();
   const first = sentTo(initial, 1);
-  core.handleAppendEntriesReply(1, first, {
+  stepAppendReply(core, 1, first, {
     term: 5,
     success: false,
     conflictTerm: 0,
     conflictIndex: 2,
   }, 310);
   core.takeReady(310);
-  core.handleAppendEntriesReply(1, first, {
+  stepAppendReply(core, 1, first, {
     term: 5,
     success: false,
     conflictTerm: 0,
@@ -665,16 +683,16 @@ Deno.test("leader: a rejection for a position it already left is ignored", () =>
 
 Deno.test("leader: a probe's success switches to pipelining and sends the rest at once", () => {
   const { core, initial } = leaderWithLog({ maxEntriesPerAppend: 2 });
-  core.handleAppendEntriesReply(
-    1,
-    sentTo(initial, 1),
-    { term: 5, success: false, conflictTerm: 0, conflictIndex: 1 },
-    310,
-  );
+  stepAppendReply(core, 1, sentTo(initial, 1), {
+    term: 5,
+    success: false,
+    conflictTerm: 0,
+    conflictIndex: 1,
+  }, 310);
   const batch1 = sentTo(core.takeReady(310), 1);
   assert.deepEqual(batch1, appendEntries({ term: 5, leaderId: 0, entries: entriesAt(1, 1, 1) }));
 
-  core.handleAppendEntriesReply(1, batch1, ok(5), 320);
+  stepAppendReply(core, 1, batch1, ok(5), 320);
   const ready = core.takeReady(320);
   const batch2 = allSentTo(ready, 1)[0]!;
   assert.deepEqual(
@@ -690,7 +708,7 @@ Deno.test("leader: a probe's success switches to pipelining and sends the rest a
     ],
     "a full batch at once; the partial one behind it waits for a reply to fill up",
   );
-  core.handleAppendEntriesReply(1, batch2, ok(5), 330);
+  stepAppendReply(core, 1, batch2, ok(5), 330);
   const batch3 = sentTo(core.takeReady(330), 1);
   assert.deepEqual(
     batch3,
@@ -702,7 +720,7 @@ Deno.test("leader: a probe's success switches to pipelining and sends the rest a
       entries: entriesAt(5, 4),
     }),
   );
-  core.handleAppendEntriesReply(1, batch3, ok(5), 340);
+  stepAppendReply(core, 1, batch3, ok(5), 340);
   assert.deepEqual(
     core.takeReady(340).send,
     [],
@@ -719,8 +737,8 @@ Deno.test("leader: a probe's success switches to pipelining and sends the rest a
 Deno.test("leader: a success reply for an older term is ignored", () => {
   const { core, initial } = leaderWithLog();
   const stale = { ...sentTo(initial, 1), term: 4, prevLogIndex: 0, prevLogTerm: 0 };
-  core.handleAppendEntriesReply(1, stale, ok(5), 310);
-  core.handleAppendEntriesReply(1, sentTo(initial, 1), {
+  stepAppendReply(core, 1, stale, ok(5), 310);
+  stepAppendReply(core, 1, sentTo(initial, 1), {
     term: 5,
     success: false,
     conflictTerm: 0,
@@ -736,7 +754,7 @@ Deno.test("leader: a success reply for an older term is ignored", () => {
 Deno.test("a proposal goes to every idle follower at the next takeReady, and is saved", () => {
   const { core, initial } = leaderWithLog();
   for (const peer of [1, 2]) {
-    core.handleAppendEntriesReply(peer, sentTo(initial, peer), ok(5), 310);
+    stepAppendReply(core, peer, sentTo(initial, peer), ok(5), 310);
   }
   assert.deepEqual(core.propose("x"), { index: 6, term: 5, isLeader: true });
   const ready = core.takeReady(320);
@@ -770,7 +788,7 @@ Deno.test("§5.4.2 (Figure 8): an older term's entry commits only with an entry 
   const core = newCore({ term: 2, logTerms: [1, 2] });
   const initial = electLeader(core, 300); // term 3; the save of term 3 was acknowledged
   assert.equal(core.currentTerm, 3);
-  core.handleAppendEntriesReply(1, sentTo(initial, 1), ok(3), 310);
+  stepAppendReply(core, 1, sentTo(initial, 1), ok(3), 310);
   assert.equal(
     core.commitIndex,
     0,
@@ -781,7 +799,7 @@ Deno.test("§5.4.2 (Figure 8): an older term's entry commits only with an entry 
   const ready = core.takeReady(320);
   core.onSaved(ready.saveMark!, 320);
   assert.equal(core.commitIndex, 0, "the new entry is only on the leader");
-  core.handleAppendEntriesReply(1, sentTo(ready, 1), ok(3), 330);
+  stepAppendReply(core, 1, sentTo(ready, 1), ok(3), 330);
   assert.equal(
     core.commitIndex,
     3,
@@ -791,33 +809,37 @@ Deno.test("§5.4.2 (Figure 8): an older term's entry commits only with an entry 
 
 Deno.test("a leader counts its own log only once onSaved says it is durable", () => {
   const { core, initial } = leaderWithLog();
-  core.handleAppendEntriesReply(1, sentTo(initial, 1), ok(5), 305);
+  stepAppendReply(core, 1, sentTo(initial, 1), ok(5), 305);
   core.propose("a");
-  const ready = core.takeReady(310);
-  core.handleAppendEntriesReply(1, sentTo(ready, 1), ok(5), 312);
+  const first = core.takeReady(310);
+  stepAppendReply(core, 1, sentTo(first, 1), ok(5), 312);
   assert.equal(core.commitIndex, 0, "1 follower plus an unsaved leader log is no majority");
-  core.onSaved({ term: 5, lastIndex: 5 }, 313);
-  assert.equal(core.commitIndex, 0, "a save up to index 5 does not cover index 6");
-  core.onSaved(ready.saveMark!, 314);
-  assert.equal(core.commitIndex, 6);
+  core.propose("b");
+  const second = core.takeReady(313);
+  stepAppendReply(core, 1, sentTo(second, 1), ok(5), 314);
+  core.onSaved(first.saveMark!, 315);
+  assert.equal(core.commitIndex, 6, "the save up to index 6 does not cover index 7");
+  core.onSaved(second.saveMark!, 316);
+  assert.equal(core.commitIndex, 7);
 });
 
 Deno.test("two followers commit an entry the leader has not saved yet", () => {
   const { core, initial } = leaderWithLog();
   for (const peer of [1, 2]) {
-    core.handleAppendEntriesReply(peer, sentTo(initial, peer), ok(5), 310);
+    stepAppendReply(core, peer, sentTo(initial, peer), ok(5), 310);
   }
   core.propose("a");
   const ready = core.takeReady(320);
   for (const peer of [1, 2]) {
-    core.handleAppendEntriesReply(peer, sentTo(ready, peer), ok(5), 330);
+    stepAppendReply(core, peer, sentTo(ready, peer), ok(5), 330);
   }
   assert.equal(core.commitIndex, 6, "2 of 3 durable copies are a majority without the leader's");
 });
 
 Deno.test("committed entries come out of takeReady().apply once, in order", () => {
   const core = followerWithLog();
-  core.handleAppendEntries(
+  stepAppendEntries(
+    core,
     appendEntries({ term: 3, prevLogIndex: 5, prevLogTerm: 3, leaderCommit: 3 }),
     100,
   );
@@ -827,10 +849,16 @@ Deno.test("committed entries come out of takeReady().apply once, in order", () =
       commandValid: true,
       command: `entry ${index}`,
       commandIndex: index,
+      commandTerm: [1, 1, 2][index - 1],
+      snapshotValid: false,
+      snapshot: null,
+      snapshotIndex: 0,
+      snapshotTerm: 0,
     })),
   );
   assert.deepEqual(core.takeReady(101).apply, [], "applied entries must not come out again");
-  core.handleAppendEntries(
+  stepAppendEntries(
+    core,
     appendEntries({
       term: 3,
       prevLogIndex: 5,
@@ -840,10 +868,14 @@ Deno.test("committed entries come out of takeReady().apply once, in order", () =
     }),
     110,
   );
+  const appended = core.takeReady(110);
   assert.deepEqual(
-    core.takeReady(110).apply.map((msg) => msg.commandIndex),
-    [4, 5, 6],
+    appended.apply.map((msg) => msg.commandIndex),
+    [4, 5],
+    "entry 6 is committed but not yet durable here: a service must not get ahead of its own log",
   );
+  core.onSaved(appended.saveMark!, 111);
+  assert.deepEqual(core.takeReady(111).apply.map((msg) => msg.commandIndex), [6]);
 });
 
 // ---- Heartbeats -----------------------------------------------------------------------------
@@ -866,7 +898,7 @@ Deno.test("a leader's next deadline is at most a heartbeat away, and tick sends 
 
 Deno.test("a leader that sends to one peer early still heartbeats the other on time", () => {
   const { core, initial } = leaderWithLog();
-  core.handleAppendEntriesReply(1, sentTo(initial, 1), {
+  stepAppendReply(core, 1, sentTo(initial, 1), {
     term: 5,
     success: false,
     conflictTerm: 0,
@@ -882,12 +914,12 @@ Deno.test("a leader that sends to one peer early still heartbeats the other on t
 Deno.test("a new commit index is announced after commitNotifyDelayMs, sooner than a heartbeat", () => {
   const { core, initial } = leaderWithLog();
   for (const peer of [1, 2]) {
-    core.handleAppendEntriesReply(peer, sentTo(initial, peer), ok(5), 310);
+    stepAppendReply(core, peer, sentTo(initial, peer), ok(5), 310);
   }
   core.propose("a");
   const ready = core.takeReady(320); // AppendEntries at 320: next heartbeat due at 420
   core.onSaved(ready.saveMark!, 330);
-  core.handleAppendEntriesReply(1, sentTo(ready, 1), ok(5), 340);
+  stepAppendReply(core, 1, sentTo(ready, 1), ok(5), 340);
   assert.equal(core.commitIndex, 6);
   assert.equal(core.nextDeadline(), 340 + COMMIT_NOTIFY);
   core.tick(350);
@@ -898,7 +930,7 @@ Deno.test("a new commit index is announced after commitNotifyDelayMs, sooner tha
 
 Deno.test("a follower's tick before its deadline does nothing", () => {
   const core = followerWithLog();
-  core.handleAppendEntries(appendEntries({ term: 3, prevLogIndex: 5, prevLogTerm: 3 }), 250);
+  stepAppendEntries(core, appendEntries({ term: 3, prevLogIndex: 5, prevLogTerm: 3 }), 250);
   core.tick(300);
   core.tick(549);
   assert.equal(core.role, "follower", "the heartbeat at 250 moved the election to 550");
@@ -912,7 +944,7 @@ Deno.test("a follower's tick before its deadline does nothing", () => {
 function pipeliningLeader(setup: CoreSetup = {}): RaftCore {
   const { core, initial } = leaderWithLog(setup);
   for (const peer of [1, 2]) {
-    core.handleAppendEntriesReply(peer, sentTo(initial, peer), ok(5), 310);
+    stepAppendReply(core, peer, sentTo(initial, peer), ok(5), 310);
   }
   return core;
 }
@@ -932,7 +964,7 @@ Deno.test("pipelining: up to maxInflightAppends AppendEntries leave before any r
   assert.deepEqual(batchesTo(ready, 2), [[6], [7]]);
   core.propose("d");
   assert.deepEqual(batchesTo(core.takeReady(321), 1), [], "a full pipeline sends nothing more");
-  core.handleAppendEntriesReply(1, allSentTo(ready, 1)[0]!, ok(5), 330);
+  stepAppendReply(core, 1, allSentTo(ready, 1)[0]!, ok(5), 330);
   assert.deepEqual(batchesTo(core.takeReady(330), 1), [[8]], "each reply frees one slot");
 });
 
@@ -953,10 +985,10 @@ Deno.test("pipelining: a batch holds at most maxAppendBytes of entries, but alwa
       "partial batch [10] waits for a reply",
   );
   const [first, second, third] = allSentTo(ready, 1);
-  core.handleAppendEntriesReply(1, first!, ok(5), 330);
-  core.handleAppendEntriesReply(1, second!, ok(5), 331);
+  stepAppendReply(core, 1, first!, ok(5), 330);
+  stepAppendReply(core, 1, second!, ok(5), 331);
   assert.deepEqual(batchesTo(core.takeReady(331), 1), [], "still one in flight");
-  core.handleAppendEntriesReply(1, third!, ok(5), 332);
+  stepAppendReply(core, 1, third!, ok(5), 332);
   assert.deepEqual(batchesTo(core.takeReady(332), 1), [[10]], "the pipeline drained");
 });
 
@@ -965,25 +997,25 @@ Deno.test("pipelining: a rejection falls back to one probe at a time until a suc
   for (const command of ["a", "b", "c"]) core.propose(command);
   const [m6, m7, m8] = allSentTo(core.takeReady(320), 1);
   // The request carrying index 6 is lost, so the follower, whose log ends at 5, rejects index 7.
-  core.handleAppendEntriesReply(1, m6!, null, 330);
+  stepAppendReply(core, 1, m6!, null, 330);
   const tooShort = { term: 5, success: false, conflictTerm: 0, conflictIndex: 6 };
-  core.handleAppendEntriesReply(1, m7!, tooShort, 330);
+  stepAppendReply(core, 1, m7!, tooShort, 330);
   const probe = sentTo(core.takeReady(330), 1);
   assert.equal(probe.prevLogIndex, 5, "the probe resumes where the follower's log ends");
-  core.handleAppendEntriesReply(1, m7!, tooShort, 331); // a duplicated reply: stale while probing
+  stepAppendReply(core, 1, m7!, tooShort, 331); // a duplicated reply: stale while probing
   core.propose("d");
   assert.deepEqual(
     batchesTo(core.takeReady(332), 1),
     [],
     "while probing, neither the stale rejection nor a proposal sends more",
   );
-  core.handleAppendEntriesReply(1, probe, ok(5), 340);
+  stepAppendReply(core, 1, probe, ok(5), 340);
   assert.deepEqual(
     batchesTo(core.takeReady(340), 1),
     [[7], [8], [9]],
     "the probe's success resumes pipelining, with m8 still in flight",
   );
-  core.handleAppendEntriesReply(1, m8!, ok(5), 341);
+  stepAppendReply(core, 1, m8!, ok(5), 341);
   assert.deepEqual(batchesTo(core.takeReady(341), 1), [], "m8 succeeded: nothing to resend");
 });
 
@@ -992,8 +1024,8 @@ Deno.test("pipelining: a rejection older than a later success is ignored", () =>
   core.propose("a");
   core.propose("b");
   const [m6, m7] = allSentTo(core.takeReady(320), 1);
-  core.handleAppendEntriesReply(1, m7!, ok(5), 330);
-  core.handleAppendEntriesReply(1, m6!, {
+  stepAppendReply(core, 1, m7!, ok(5), 330);
+  stepAppendReply(core, 1, m6!, {
     term: 5,
     success: false,
     conflictTerm: 0,
@@ -1002,17 +1034,25 @@ Deno.test("pipelining: a rejection older than a later success is ignored", () =>
   assert.deepEqual(core.takeReady(331).send, [], "the follower already matched index 7");
 });
 
-Deno.test("pipelining: a lost request with nothing behind it makes the next heartbeat resend", () => {
+Deno.test("pipelining: a lost request is resent at once as a probe; a lost probe waits for the heartbeat", () => {
   const core = pipeliningLeader();
   core.propose("a");
   const m6 = sentTo(core.takeReady(320), 1);
-  core.handleAppendEntriesReply(1, m6, null, 330);
-  assert.deepEqual(batchesTo(core.takeReady(330), 1), [], "no retry before the heartbeat");
-  core.tick(320 + HEARTBEAT);
+  stepAppendReply(core, 1, m6, null, 330);
+  const probe = sentTo(core.takeReady(330), 1);
   assert.deepEqual(
-    batchesTo(core.takeReady(320 + HEARTBEAT), 1),
+    [probe.prevLogIndex, probe.entries.length],
+    [5, 1],
+    "the probe starts at the known match and carries index 6 again",
+  );
+  assert.equal(core.progress(1)!.state, "probe");
+  stepAppendReply(core, 1, probe, null, 340);
+  assert.deepEqual(batchesTo(core.takeReady(340), 1), [], "a lost probe is not resent at once");
+  core.tick(330 + HEARTBEAT);
+  assert.deepEqual(
+    batchesTo(core.takeReady(330 + HEARTBEAT), 1),
     [[6]],
-    "the heartbeat probes from the last known match and carries index 6 again",
+    "the heartbeat retries the probe",
   );
 });
 
@@ -1025,9 +1065,11 @@ Deno.test("pipelining: a heartbeat to a follower with a full pipeline carries no
   core.tick(320 + HEARTBEAT);
   assert.deepEqual(
     allSentTo(core.takeReady(320 + HEARTBEAT), 1),
-    [appendEntries({ term: 5, leaderId: 0, prevLogIndex: 6, prevLogTerm: 5 })],
-    "an empty heartbeat after the last entry sent, so a slow follower holds up no more memory",
+    [appendEntries({ term: 5, leaderId: 0, prevLogIndex: 5, prevLogTerm: 4 })],
+    "an empty heartbeat at the known match, so a slow follower holds up no more memory, and it " +
+      "is accepted whatever is still in flight",
   );
+  assert.equal(core.progress(1)!.inflights.count, 1, "the heartbeat takes no pipeline slot");
 });
 
 // ---- Check-quorum ---------------------------------------------------------------------------
@@ -1061,7 +1103,7 @@ Deno.test("check-quorum: a leader that a majority answers stays leader, for one 
     conflictTerm: 0,
     conflictIndex: 0,
   };
-  core.handleAppendEntriesReply(1, sentTo(initial, 1), success, 350);
+  stepAppendReply(core, 1, sentTo(initial, 1), success, 350);
   core.takeReady(350);
   tickUntil(core, 300 + ELECTION_MAX);
   assert.equal(core.role, "leader", "peer 1 and the leader make a majority of 3");
@@ -1074,20 +1116,20 @@ Deno.test("pipelining: a success frees the slots of earlier requests whose repli
   for (const command of ["a", "b", "c", "d"]) core.propose(command);
   const [m6, m7] = allSentTo(core.takeReady(320), 1);
   assert.deepEqual([m6, m7].map((args) => args?.prevLogIndex), [5, 6]);
-  core.handleAppendEntriesReply(1, m7!, ok(5), 330);
+  stepAppendReply(core, 1, m7!, ok(5), 330);
   assert.deepEqual(
     batchesTo(core.takeReady(330), 1),
     [[8], [9]],
     "the success at 7 covers m6 too: two slots free although m6's reply has not come",
   );
-  core.handleAppendEntriesReply(1, m6!, ok(5), 340);
+  stepAppendReply(core, 1, m6!, ok(5), 340);
   core.propose("e");
   assert.deepEqual(batchesTo(core.takeReady(340), 1), [], "m6's late reply frees nothing more");
 });
 
 Deno.test("a probe's heartbeat carries entries even when earlier requests are unanswered", () => {
   const { core, initial } = leaderWithLog({ maxInflightAppends: 1 });
-  core.handleAppendEntriesReply(1, sentTo(initial, 1), {
+  stepAppendReply(core, 1, sentTo(initial, 1), {
     term: 5,
     success: false,
     conflictTerm: 0,
@@ -1108,7 +1150,7 @@ Deno.test("pre-vote: an election timeout asks for pre-votes for the next term, c
   const core = newCore({ term: 2, votedFor: 1, logTerms: [1, 2], preVote: true });
   core.tick(ELECTION_MIN);
   const ready = core.takeReady(ELECTION_MIN);
-  assert.equal(core.role, "follower");
+  assert.equal(core.role, "precandidate");
   assert.equal(core.currentTerm, 2, "a pre-vote raises no term");
   assert.equal(ready.save, null, "nothing to save");
   assert.deepEqual(ready.sendAfterSave, []);
@@ -1133,14 +1175,9 @@ Deno.test("pre-vote: a majority of pre-votes starts the real election; a refusal
   core.tick(ELECTION_MIN);
   const [toPeer1, toPeer2] = core.takeReady(ELECTION_MIN).send;
   const preVoteArgs = toPeer1!.args as RequestVoteArgs;
-  core.handleRequestVoteReply(
-    2,
-    toPeer2!.args as RequestVoteArgs,
-    { term: 2, voteGranted: false },
-    310,
-  );
-  assert.equal(core.role, "follower", "a refusal from the same term changes nothing");
-  core.handleRequestVoteReply(1, preVoteArgs, { term: 3, voteGranted: true }, 320);
+  stepVoteReply(core, 2, toPeer2!.args as RequestVoteArgs, { term: 2, voteGranted: false }, 310);
+  assert.equal(core.role, "precandidate", "a refusal from the same term changes nothing");
+  stepVoteReply(core, 1, preVoteArgs, { term: 3, voteGranted: true }, 320);
   assert.equal(core.role, "candidate");
   assert.equal(core.currentTerm, 3);
   const election = core.takeReady(320);
@@ -1153,7 +1190,7 @@ Deno.test("pre-vote: a majority of pre-votes starts the real election; a refusal
   const lagging = newCore({ term: 2, logTerms: [1, 2], preVote: true });
   lagging.tick(ELECTION_MIN);
   const args = lagging.takeReady(ELECTION_MIN).send[0]!.args as RequestVoteArgs;
-  lagging.handleRequestVoteReply(1, args, { term: 7, voteGranted: false }, 310);
+  stepVoteReply(lagging, 1, args, { term: 7, voteGranted: false }, 310);
   assert.equal(lagging.currentTerm, 7, "a voter's higher term in a refusal is adopted");
   assert.equal(lagging.role, "follower");
 });
@@ -1166,27 +1203,90 @@ Deno.test("pre-vote: a voter grants without changing term or vote, but not while
     lastLogTerm: 2,
     preVote: true,
   };
-  assert.deepEqual(voter.handleRequestVote(ask, 10), { term: 3, voteGranted: true });
+  assert.deepEqual(stepRequestVote(voter, ask, 10), { term: 3, voteGranted: true });
   assert.equal(voter.currentTerm, 2);
   assert.deepEqual(voter.takeReady(10).save, null, "a pre-vote saves nothing");
   const behind = { ...ask, lastLogIndex: 1, lastLogTerm: 1 };
-  assert.deepEqual(voter.handleRequestVote(behind, 10), { term: 2, voteGranted: false }, "§5.4.1");
-  assert.deepEqual(voter.handleRequestVote({ ...ask, term: 2 }, 10), {
+  assert.deepEqual(stepRequestVote(voter, behind, 10), { term: 2, voteGranted: false }, "§5.4.1");
+  assert.deepEqual(stepRequestVote(voter, { ...ask, term: 2 }, 10), {
     term: 2,
     voteGranted: false,
   });
 
-  voter.handleAppendEntries(
+  stepAppendEntries(
+    voter,
     appendEntries({ term: 2, leaderId: 2, prevLogIndex: 2, prevLogTerm: 2 }),
     100,
   );
   assert.deepEqual(
-    voter.handleRequestVote(ask, 100 + ELECTION_MIN - 1),
+    stepRequestVote(voter, ask, 100 + ELECTION_MIN - 1),
     { term: 2, voteGranted: false },
     "refused within the minimum election timeout of hearing from the leader",
   );
-  assert.deepEqual(voter.handleRequestVote(ask, 100 + ELECTION_MIN), {
+  assert.deepEqual(stepRequestVote(voter, ask, 100 + ELECTION_MIN), {
     term: 3,
     voteGranted: true,
   });
+});
+
+// ---- Review fixes ---------------------------------------------------------------------------
+
+Deno.test("pipelining: a rejection at exactly the known match is stale, so pipelining goes on", () => {
+  // A heartbeat overtaken by the batch before it is refused by the follower, which lacked that
+  // batch then; its refusal arrives after the batch's success. Reading it as "the follower lost
+  // saved entries" stalled replication (the stale test must be <= the match, as etcd's is).
+  const core = pipeliningLeader({ maxEntriesPerAppend: 1, maxInflightAppends: 4 });
+  core.propose("a");
+  const [m6] = allSentTo(core.takeReady(320), 1);
+  const overtaken = appendEntries({ term: 5, leaderId: 0, prevLogIndex: 6, prevLogTerm: 5 });
+  stepAppendReply(core, 1, m6!, ok(5), 330);
+  assert.equal(core.progress(1)!.matchIndex, 6);
+  stepAppendReply(core, 1, overtaken, {
+    term: 5,
+    success: false,
+    conflictTerm: 0,
+    conflictIndex: 6,
+  }, 331);
+  assert.equal(core.progress(1)!.state, "replicate", "the refusal says nothing new");
+  core.propose("b");
+  core.propose("c");
+  assert.deepEqual(
+    batchesTo(core.takeReady(332), 1),
+    [[7], [8]],
+    "new entries are pipelined at once",
+  );
+});
+
+Deno.test("pipelining: a lost reply or a stale rejection frees a slot, and what waits leaves at once", () => {
+  // Both used to return without sending, so a pending batch waited for the next heartbeat
+  // although the pipeline had room.
+  const core = pipeliningLeader({ maxEntriesPerAppend: 1, maxInflightAppends: 2 });
+  for (const command of ["a", "b", "c"]) core.propose(command);
+  const [m6, m7] = allSentTo(core.takeReady(320), 1);
+  assert.deepEqual(batchesTo(core.takeReady(321), 1), [], "index 8 waits: the window is full");
+  stepAppendReply(core, 1, m6!, ok(5), 330);
+  const [m8] = allSentTo(core.takeReady(330), 1);
+  assert.equal(m8!.prevLogIndex, 7);
+  core.propose("d");
+  assert.deepEqual(batchesTo(core.takeReady(331), 1), [], "index 9 waits: the window is full");
+  // m7's reply is lost: the follower may lack index 7, so the leader probes from its match at
+  // once, and the probe carries what waited.
+  stepAppendReply(core, 1, m7!, null, 332);
+  assert.deepEqual(batchesTo(core.takeReady(332), 1), [[7]], "the probe leaves at once");
+
+  // A request that overtook the one before it is refused by the follower, which lacked the
+  // entry before; the refusal comes after the success of that entry. The refused entries are
+  // sent again at once.
+  const reordered = pipeliningLeader({ maxEntriesPerAppend: 1, maxInflightAppends: 2 });
+  for (const command of ["a", "b"]) reordered.propose(command);
+  const [r6, r7] = allSentTo(reordered.takeReady(320), 1);
+  stepAppendReply(reordered, 1, r6!, ok(5), 330);
+  assert.deepEqual(batchesTo(reordered.takeReady(330), 1), [], "nothing waits");
+  stepAppendReply(reordered, 1, r7!, {
+    term: 5,
+    success: false,
+    conflictTerm: 0,
+    conflictIndex: 6,
+  }, 331);
+  assert.deepEqual(batchesTo(reordered.takeReady(331), 1), [[7]], "index 7 leaves again at once");
 });

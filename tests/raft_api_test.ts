@@ -6,9 +6,11 @@
 import assert from "node:assert/strict";
 import { make } from "../src/driver.ts";
 import { MemoryPersister } from "../src/storage/memory_persister.ts";
+import type { FatalError } from "../src/errors.ts";
 import type {
   ApplyMsg,
   ClientEnd,
+  LogEntry,
   PersistentState,
   Persister,
   Raft,
@@ -53,6 +55,20 @@ async function singlePeer(
     applied.push(msg);
   }, fast);
   return { raft, applied };
+}
+
+/** The ApplyMsg of a committed command. */
+function commandMessage(command: unknown, index: number, term: number): ApplyMsg {
+  return {
+    commandValid: true,
+    command,
+    commandIndex: index,
+    commandTerm: term,
+    snapshotValid: false,
+    snapshot: null,
+    snapshotIndex: 0,
+    snapshotTerm: 0,
+  };
 }
 
 async function untilLeader(raft: Raft): Promise<void> {
@@ -344,7 +360,7 @@ Deno.test(
       await sleep(20);
       assert.deepEqual(
         applied,
-        commands.map((command, i) => ({ commandValid: true, command, commandIndex: i + 1 })),
+        commands.map((command, i) => commandMessage(command, i + 1, 1)),
       );
       assert.deepEqual(raft.status(), {
         me: 0,
@@ -519,11 +535,7 @@ Deno.test("a restarted peer re-applies its log from index 1", sanitized, async (
     await waitFor(() => second.applied.length === 4, "4 applies after the restart");
     assert.deepEqual(
       second.applied,
-      ["a", "b", "c", "d"].map((command, i) => ({
-        commandValid: true,
-        command,
-        commandIndex: i + 1,
-      })),
+      ["a", "b", "c", "d"].map((command, i) => commandMessage(command, i + 1, i < 3 ? 1 : 2)),
     );
   } finally {
     second.raft.kill();
@@ -606,5 +618,195 @@ Deno.test(
       Math.max(...repliedAt) <= 200,
       `expected every reply within two save times (200 ms), got ${repliedAt}`,
     );
+  },
+);
+
+Deno.test(
+  "a follower applies a committed entry only once its own save of it is durable",
+  sanitized,
+  async () => {
+    // Raft is safe either way (a majority holds the entry), but a service that saves its own
+    // state must never get ahead of its peer's log.
+    const disk = new MemoryPersister();
+    const held: (() => void)[] = [];
+    const persister: Persister = {
+      load: () => disk.load(),
+      save: (change) =>
+        new Promise<void>((resolve) => held.push(() => disk.save(change).then(resolve))),
+    };
+    const applied: number[] = [];
+    const raft = await make([silent, silent, silent], 1, persister, (msg) => {
+      applied.push(msg.commandIndex);
+    }, { ...fast, clock: new ManualClock(), random: fixedRandom(0) });
+    try {
+      const reply = raft.handleRpc("AppendEntries", {
+        term: 1,
+        leaderId: 0,
+        prevLogIndex: 0,
+        prevLogTerm: 0,
+        entries: [{ term: 1, command: "x" }],
+        leaderCommit: 1,
+      });
+      await settle();
+      assert.equal(held.length, 1, "the entry's save has started");
+      assert.deepEqual(applied, [], "not applied while its save is in flight");
+      held.shift()!();
+      assert.deepEqual(await reply, { term: 1, success: true, conflictTerm: 0, conflictIndex: 0 });
+      await settle();
+      assert.deepEqual(applied, [1], "applied once durable");
+    } finally {
+      raft.kill();
+    }
+  },
+);
+
+// ---- Fatal stops ----------------------------------------------------------------------------
+
+/** A peer that reports its fatal stop to a list instead of the console. */
+async function watchedPeer(
+  me: number,
+  peers: ClientEnd[],
+  persister: Persister,
+  applyCh: (msg: ApplyMsg) => void = ignoreApply,
+): Promise<{ raft: Raft; clock: ManualClock; fatal: FatalError[] }> {
+  const clock = new ManualClock();
+  const fatal: FatalError[] = [];
+  const raft = await make(peers, me, persister, applyCh, {
+    ...fast,
+    clock,
+    random: fixedRandom(0),
+    onFatal: (error) => fatal.push(error),
+  });
+  return { raft, clock, fatal };
+}
+
+Deno.test(
+  "a failed save stops the peer and reaches onFatal, not the console",
+  sanitized,
+  async () => {
+    const failing: Persister = {
+      load: () => Promise.resolve({ term: 0, votedFor: null, log: [] }),
+      save: () => Promise.reject(new Error("disk full")),
+    };
+    const { raft, clock, fatal } = await watchedPeer(0, [silent], failing);
+    const errors: unknown[] = [];
+    const consoleError = console.error;
+    console.error = (...args: unknown[]) => errors.push(args);
+    try {
+      await clock.advanceAsync(100); // the election's save fails
+    } finally {
+      console.error = consoleError;
+      raft.kill();
+    }
+    assert.equal(fatal.length, 1);
+    assert.equal(fatal[0]!.reason, "save");
+    assert.equal((fatal[0]!.cause as Error).message, "disk full");
+    assert.match(fatal[0]!.message, /Raft peer 0 stopped/);
+    assert.equal(raft.killed(), true);
+    assert.deepEqual(errors, [], "nothing on the console when the service listens");
+  },
+);
+
+Deno.test("an applyCh that throws stops the peer with reason apply", sanitized, async () => {
+  const { raft, clock, fatal } = await watchedPeer(0, [silent], new MemoryPersister(), () => {
+    throw new Error("service bug");
+  });
+  try {
+    await clock.advanceAsync(100);
+    assert.equal(raft.getState().isLeader, true);
+    raft.start("x");
+    await clock.advanceAsync(10);
+    assert.equal(fatal.length, 1);
+    assert.equal(fatal[0]!.reason, "apply");
+    assert.match(fatal[0]!.message, /index 1/);
+    assert.equal(raft.killed(), true);
+  } finally {
+    raft.kill();
+  }
+});
+
+Deno.test(
+  "a second leader in this peer's own term stops it with reason invariant",
+  sanitized,
+  async () => {
+    const { raft, clock, fatal } = await watchedPeer(
+      0,
+      [agreeable, agreeable, agreeable],
+      new MemoryPersister(),
+    );
+    try {
+      await clock.advanceAsync(100);
+      assert.equal(raft.getState().isLeader, true);
+      const reply = await raft.handleRpc("AppendEntries", {
+        term: raft.getState().term,
+        leaderId: 2,
+        prevLogIndex: 0,
+        prevLogTerm: 0,
+        entries: [],
+        leaderCommit: 0,
+      });
+      assert.equal(reply, undefined, "no answer from a stopped peer");
+      assert.equal(fatal.length, 1);
+      assert.equal(fatal[0]!.reason, "invariant");
+      assert.match(fatal[0]!.message, /Election Safety: peer 2/);
+      assert.equal(raft.killed(), true);
+    } finally {
+      raft.kill();
+    }
+  },
+);
+
+Deno.test("a leader stepping down for a higher term is no safety alarm", sanitized, async () => {
+  const lines: string[] = [];
+  const clock = new ManualClock();
+  const raft = await make([agreeable, agreeable, agreeable], 0, new MemoryPersister(), () => {}, {
+    ...fast,
+    clock,
+    random: fixedRandom(0),
+    trace: (line) => lines.push(line),
+  });
+  try {
+    await clock.advanceAsync(100);
+    assert.equal(raft.getState().isLeader, true);
+    await raft.handleRpc("AppendEntries", {
+      term: raft.getState().term + 1,
+      leaderId: 2,
+      prevLogIndex: 0,
+      prevLogTerm: 0,
+      entries: [],
+      leaderCommit: 0,
+    });
+    assert.equal(raft.status().role, "follower");
+    assert.equal(raft.killed(), false);
+    assert.deepEqual(lines.filter((line) => /SAFETY|invariant/i.test(line)), []);
+  } finally {
+    raft.kill();
+  }
+});
+
+Deno.test(
+  "a follower asked to overwrite a committed entry stops with reason invariant",
+  sanitized,
+  async () => {
+    const { raft, fatal } = await watchedPeer(1, [silent, silent, silent], new MemoryPersister());
+    try {
+      const append = (term: number, entries: LogEntry[], leaderCommit: number) =>
+        raft.handleRpc("AppendEntries", {
+          term,
+          leaderId: 0,
+          prevLogIndex: 0,
+          prevLogTerm: 0,
+          entries,
+          leaderCommit,
+        });
+      await append(1, [{ term: 1, command: "a" }], 1);
+      assert.equal(raft.status().commitIndex, 1);
+      assert.equal(await append(2, [{ term: 2, command: "b" }], 1), undefined);
+      assert.equal(fatal.length, 1);
+      assert.equal(fatal[0]!.reason, "invariant");
+      assert.match(fatal[0]!.message, /overwrite index 1, at or below the commit index 1/);
+    } finally {
+      raft.kill();
+    }
   },
 );

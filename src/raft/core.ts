@@ -1,22 +1,31 @@
 /**
  * The Raft protocol of Figure 2 as a state machine that does no I/O. It is stepped by incoming
- * requests and replies, by proposals and by the passage of time, and hands back a {@linkcode Ready}:
- * what to save, what to send, and what to apply. The driver in `../driver.ts` owns the clock, the
- * transport and the persister.
+ * requests and replies ({@linkcode RaftCore.step}), by proposals and by the passage of time, and
+ * hands back a {@linkcode Ready}: what to save, what to send, and what to apply. The driver in
+ * `../driver.ts` owns the clock, the transport and the persister.
+ *
+ * {@linkcode RaftCore.step} decides the term rule once for every message (§5.1), then hands the
+ * message to the handler of this peer's role: follower, pre-candidate, candidate or leader.
  *
  * @module
  */
 
 import { randomInt, type RandomSource } from "./_random.ts";
+import { invariant } from "./invariants.ts";
+import { RaftLog } from "./log.ts";
 import {
   AppendEntries,
   type AppendEntriesArgs,
   type AppendEntriesReply,
+  type Message,
+  type ReplyMessage,
   RequestVote,
   type RequestVoteArgs,
   type RequestVoteReply,
+  type ResponseTo,
 } from "./messages.ts";
-import { RaftLog } from "./log.ts";
+import type { Progress } from "./progress.ts";
+import { ProgressTracker } from "./tracker.ts";
 import type { ApplyMsg, PersistChange, PersistentState, Role } from "./types.ts";
 
 /** A request the core wants sent to peer `to`. */
@@ -43,13 +52,14 @@ export interface Ready {
    * RequestVote reports a vote for itself, which must be durable before it counts.
    */
   sendAfterSave: Outgoing[];
-  /** Newly committed entries, in index order. */
+  /** Newly committed entries that are durable on this peer, in index order. */
   apply: ApplyMsg[];
 }
 
 /** The core's fixed settings. */
 export interface CoreConfig {
   me: number;
+  /** The cluster's voters are the peers 0..peerCount-1. */
   peerCount: number;
   heartbeatIntervalMs: number;
   commitNotifyDelayMs: number;
@@ -62,6 +72,13 @@ export interface CoreConfig {
   trace: ((line: string) => void) | null;
   /** Run a pre-vote before each election (thesis §9.6). Default false here; `make()` turns it on. */
   preVote?: boolean;
+}
+
+/** A save asked for and not yet reported durable. */
+interface PendingSave {
+  mark: SaveMark;
+  /** The first log index the save changes; Infinity when it changes no entry. */
+  from: number;
 }
 
 /** Figure 2's state and rules for one peer. */
@@ -79,35 +96,12 @@ export class RaftCore {
   #role: Role = "follower";
   #leaderId: number | null = null;
   #electionDeadline = 0;
-  #votesGranted = new Set<number>();
-  /** Pre-votes granted for term currentTerm + 1 while a pre-vote runs; null otherwise. */
-  #preVotesGranted: Set<number> | null = null;
   /** When this peer last heard from the leader of its term. */
   #leaderContactAt = -Infinity;
 
-  // Volatile state on leaders, reinitialized after election.
-  #nextIndex: number[] = [];
-  #matchIndex: number[] = [];
-  /**
-   * When the leader next sends AppendEntries to each peer: a heartbeat interval after the last
-   * one, or sooner to tell it of a new commit index.
-   */
-  #nextSendAt: number[] = [];
-  /**
-   * AppendEntries of this term awaiting a reply, per peer: its pipeline. A success frees every
-   * request it covers, so a reply that comes late (or never) does not hold a slot.
-   */
-  #inFlight: Set<AppendEntriesArgs>[] = [];
-  /**
-   * Per peer: true while the leader does not know where the follower's log matches its own (after
-   * the election, a rejection, or a lost request). It then sends one AppendEntries at a time and
-   * moves `nextIndex` only on replies. Otherwise it pipelines: `nextIndex` advances as entries
-   * are sent, with up to `maxInflightAppends` AppendEntries awaiting replies.
-   */
-  #probing: boolean[] = [];
-  /** Peers (this one included) that answered an AppendEntries of this term since the last check. */
-  #heardFrom = new Set<number>();
-  /** When the leader next checks that a majority still answers it (check-quorum). */
+  /** The configuration, and while leading, each follower's progress; votes while campaigning. */
+  readonly #tracker: ProgressTracker;
+  /** When the leader next checks that a quorum still answers it (check-quorum). */
   #quorumCheckAt = Infinity;
 
   // What the next Ready carries.
@@ -116,15 +110,24 @@ export class RaftCore {
   #send: Outgoing[] = [];
   #sendAfterSave: Outgoing[] = [];
   #replicationWanted = false;
-  /** The last save known durable: lets a new leader count its own log (see becomeLeader). */
-  #durable: SaveMark = { term: -1, lastIndex: 0 };
+  /**
+   * The log up to here is on disk exactly as it is in memory: every save that wrote it resolved,
+   * and nothing changed it since. A leader counts its own log only this far, and a peer applies
+   * only this far, so a service never gets ahead of its own disk.
+   */
+  #stableIndex: number;
+  readonly #pendingSaves: PendingSave[] = [];
 
   constructor(config: CoreConfig, state: PersistentState, now: number) {
     this.#config = config;
     this.#currentTerm = state.term;
     this.#votedFor = state.votedFor;
     this.#log = new RaftLog(state.log);
-    this.#durable = { term: state.term, lastIndex: state.log.length };
+    this.#stableIndex = this.#log.lastIndex;
+    this.#tracker = new ProgressTracker(
+      config.me,
+      Array.from({ length: config.peerCount }, (_, i) => i),
+    );
     this.#resetElectionDeadline(now);
   }
 
@@ -153,6 +156,11 @@ export class RaftCore {
     return this.#log.lastIndex;
   }
 
+  /** While leading, follower `peer`'s progress (read-only use: status pages and tests). */
+  progress(peer: number): Readonly<Progress> | undefined {
+    return this.#tracker.progress(peer);
+  }
+
   /**
    * Appends `command` if this peer leads; replication starts at the next {@linkcode takeReady}.
    * `commandBytes`, the length of the command's JSON text if the caller knows it, saves the core
@@ -173,41 +181,119 @@ export class RaftCore {
   nextDeadline(): number {
     if (this.#role !== "leader") return this.#electionDeadline;
     let earliest = this.#quorumCheckAt;
-    for (let peer = 0; peer < this.#config.peerCount; peer++) {
-      if (peer === this.#config.me) continue;
-      earliest = Math.min(earliest, this.#nextSendAt[peer]!);
-    }
+    this.#tracker.forEachFollower((_, progress) => {
+      earliest = Math.min(earliest, progress.sendAt);
+    });
     return earliest;
   }
 
   /** Fires whatever timers are due at `now`: heartbeats for a leader, elections otherwise. */
   tick(now: number): void {
-    if (this.#role === "leader" && now >= this.#quorumCheckAt) this.#checkQuorum(now);
     if (this.#role === "leader") {
-      for (let peer = 0; peer < this.#config.peerCount; peer++) {
-        if (peer === this.#config.me) continue;
-        if (now >= this.#nextSendAt[peer]!) {
-          // A heartbeat goes out even when the pipeline is full, but then without entries: it
-          // keeps the leadership and learns of lost messages, while memory stays bounded. A
-          // probe always carries entries: it is the retry.
-          this.#sendAppendEntries(
-            peer,
-            now,
-            this.#probing[peer]! || this.#inFlight[peer]!.size < this.#config.maxInflightAppends,
-          );
-        }
-      }
-    } else if (now >= this.#electionDeadline) {
-      if (this.#config.preVote) this.#startPreVote(now);
-      else this.#startElection(now);
+      if (now >= this.#quorumCheckAt) this.#checkQuorum(now);
     }
+    if (this.#role === "leader") {
+      this.#tracker.forEachFollower((peer, progress) => {
+        if (now >= progress.sendAt) this.#heartbeat(peer, progress, now);
+      });
+    } else if (now >= this.#electionDeadline) {
+      this.#campaign(this.#config.preVote === true ? "preVote" : "election", now);
+    }
+    this.#checkInvariants();
   }
 
-  /** Figure 2, RequestVote RPC, receiver implementation. */
-  handleRequestVote(args: RequestVoteArgs, now: number): RequestVoteReply {
-    if (args.preVote === true) return this.#handlePreVote(args, now);
-    if (args.term < this.#currentTerm) return { term: this.#currentTerm, voteGranted: false };
-    if (args.term > this.#currentTerm) this.#becomeFollower(args.term, now);
+  /**
+   * Steps an incoming request or a reply to one of this peer's requests, and returns the answer
+   * to a request (null for a reply). The answer may be sent only once every save asked for so
+   * far is durable (Figure 2: respond after updating stable storage).
+   *
+   * The term rule of §5.1 lives here, once for every message: a higher term makes this peer a
+   * follower of that term, and a message of a lower term is refused (a request) or ignored (a
+   * reply). Pre-votes (thesis §9.6) are the exception: they ask about a term nobody is in yet.
+   */
+  step<M extends Message>(message: M, now: number): ResponseTo<M>;
+  step(message: Message, now: number): RequestVoteReply | AppendEntriesReply | null {
+    const term = termOf(message);
+    if (term !== null && term > this.#currentTerm) {
+      this.#becomeFollower(term, now);
+    } else if (term !== null && term < this.#currentTerm) {
+      return this.#refuseStale(message);
+    }
+    let response: RequestVoteReply | AppendEntriesReply | null;
+    if (message.type === RequestVote) {
+      // Every role answers votes alike: one vote per term, for an up-to-date log.
+      response = message.args.preVote === true
+        ? this.#handlePreVote(message.args, now)
+        : this.#handleRequestVote(message.args, now);
+    } else if (this.#role === "leader") {
+      response = this.#stepLeader(message, now);
+    } else if (this.#role === "follower") {
+      response = this.#stepFollower(message, now);
+    } else {
+      response = this.#stepCandidate(message, now);
+    }
+    this.#checkInvariants();
+    return response;
+  }
+
+  /** §5.1: a request of an older term is refused with this peer's term; a reply is stale. */
+  #refuseStale(message: Message): RequestVoteReply | AppendEntriesReply | null {
+    if (message.type === RequestVote) return { term: this.#currentTerm, voteGranted: false };
+    if (message.type === AppendEntries) return this.#rejectAppend(0, 0);
+    return null;
+  }
+
+  #stepLeader(
+    message: Exclude<Message, { type: typeof RequestVote }>,
+    now: number,
+  ): AppendEntriesReply | null {
+    switch (message.type) {
+      case AppendEntries:
+        // Election Safety (§5.2): one leader per term. Another leader of this term means a peer
+        // broke the protocol, and going on could lose committed entries.
+        invariant(
+          false,
+          () =>
+            `Election Safety: peer ${message.args.leaderId} sent AppendEntries as leader of term ${this.#currentTerm}, which this peer leads`,
+        );
+        break;
+      case "AppendEntriesReply":
+        this.#handleAppendEntriesReply(message.from, message.args, message.reply, now);
+        break;
+      case "RequestVoteReply":
+        break; // A late answer to this peer's election.
+    }
+    return null;
+  }
+
+  #stepCandidate(
+    message: Exclude<Message, { type: typeof RequestVote }>,
+    now: number,
+  ): AppendEntriesReply | null {
+    switch (message.type) {
+      case AppendEntries:
+        // §5.2: a leader of this term exists, so this election is lost.
+        this.#becomeFollower(this.#currentTerm, now);
+        return this.#handleAppendEntries(message.args, now);
+      case "RequestVoteReply":
+        this.#handleVoteReply(message, now);
+        break;
+      case "AppendEntriesReply":
+        break; // A late answer from when this peer led.
+    }
+    return null;
+  }
+
+  #stepFollower(
+    message: Exclude<Message, { type: typeof RequestVote }>,
+    now: number,
+  ): AppendEntriesReply | null {
+    if (message.type === AppendEntries) return this.#handleAppendEntries(message.args, now);
+    return null; // Late answers from when this peer campaigned or led.
+  }
+
+  /** Figure 2, RequestVote RPC, receiver implementation; the term is already current. */
+  #handleRequestVote(args: RequestVoteArgs, now: number): RequestVoteReply {
     // §5.2: one vote per term; §5.4.1: only for a candidate whose log is at least as up-to-date.
     const voteGranted = (this.#votedFor === null || this.#votedFor === args.candidateId) &&
       this.#candidateLogIsUpToDate(args);
@@ -250,29 +336,24 @@ export class RaftCore {
     return this.#log.isUpToDate(args.lastLogTerm, args.lastLogIndex);
   }
 
-  /** Figure 2, AppendEntries RPC, receiver implementation, with the §5.3 backtracking hint. */
-  handleAppendEntries(args: AppendEntriesArgs, now: number): AppendEntriesReply {
-    const reject = (conflictTerm: number, conflictIndex: number): AppendEntriesReply => ({
-      term: this.#currentTerm,
-      success: false,
-      conflictTerm,
-      conflictIndex,
-    });
-    if (args.term < this.#currentTerm) return reject(0, 0);
-    if (args.term > this.#currentTerm || this.#role !== "follower") {
-      if (this.#role === "leader") this.#trace(`SAFETY: second leader ${args.leaderId} in my term`);
-      this.#becomeFollower(args.term, now);
-    }
+  #rejectAppend(conflictTerm: number, conflictIndex: number): AppendEntriesReply {
+    return { term: this.#currentTerm, success: false, conflictTerm, conflictIndex };
+  }
+
+  /**
+   * Figure 2, AppendEntries RPC, receiver implementation, with the §5.3 backtracking hint. The
+   * term is already current and this peer a follower.
+   */
+  #handleAppendEntries(args: AppendEntriesArgs, now: number): AppendEntriesReply {
     this.#leaderId = args.leaderId;
     this.#leaderContactAt = now;
-    this.#preVotesGranted = null;
     this.#resetElectionDeadline(now);
 
     const { prevLogIndex, prevLogTerm, entries } = args;
-    if (prevLogIndex > this.#log.lastIndex) return reject(0, this.#log.lastIndex + 1);
+    if (prevLogIndex > this.#log.lastIndex) return this.#rejectAppend(0, this.#log.lastIndex + 1);
     const termThere = this.#log.termAt(prevLogIndex)!;
     if (termThere !== prevLogTerm) {
-      return reject(termThere, this.#log.firstIndexOfTerm(termThere));
+      return this.#rejectAppend(termThere, this.#log.firstIndexOfTerm(termThere));
     }
     // §5.3: delete an existing entry only if it conflicts; a stale or duplicate request whose
     // entries all match must leave later entries alone.
@@ -280,12 +361,7 @@ export class RaftCore {
       const index = prevLogIndex + 1 + i;
       const existingTerm = this.#log.termAt(index);
       if (existingTerm === entries[i]!.term) continue;
-      if (existingTerm !== undefined) {
-        if (index <= this.#commitIndex) {
-          this.#trace(`SAFETY: leader ${args.leaderId} overwrites committed index ${index}`);
-        }
-        this.#log.truncateFrom(index);
-      }
+      if (existingTerm !== undefined) this.#truncateFrom(index, args.leaderId);
       for (let j = i; j < entries.length; j++) this.#log.append(entries[j]!);
       this.#logChangedFrom(index);
       break;
@@ -297,99 +373,76 @@ export class RaftCore {
     return { term: this.#currentTerm, success: true, conflictTerm: 0, conflictIndex: 0 };
   }
 
-  /** Counts a vote, or learns a newer term. `reply` is null when none came. */
-  handleRequestVoteReply(
-    peer: number,
-    args: RequestVoteArgs,
-    reply: RequestVoteReply | null,
+  /** Drops the entries from `index` on, which conflict with what leader `leaderId` sent. */
+  #truncateFrom(index: number, leaderId: number): void {
+    // Committed entries are on a majority and in every later leader's log (§5.4): a request to
+    // overwrite one comes from a peer that broke the protocol, or from a bug here.
+    invariant(
+      index > this.#commitIndex,
+      () =>
+        `leader ${leaderId} of term ${this.#currentTerm} asks to overwrite index ${index}, at or below the commit index ${this.#commitIndex}`,
+    );
+    // Leader Append-Only (§5.3).
+    invariant(this.#role !== "leader", () => `a leader was asked to truncate its own log`);
+    this.#log.truncateFrom(index);
+  }
+
+  /** Counts an answer to this peer's pre-vote or election. */
+  #handleVoteReply(
+    message: Extract<ReplyMessage, { type: "RequestVoteReply" }>,
     now: number,
   ): void {
+    const { from, args, reply } = message;
     if (reply === null) return;
     if (args.preVote === true) {
-      this.#handlePreVoteReply(peer, args, reply, now);
+      // A refusal with a higher term made this peer a follower already, in step().
+      if (this.#role !== "precandidate" || args.term !== this.#currentTerm + 1) return;
+      this.#tracker.recordVote(from, reply.voteGranted);
+      if (this.#tracker.voteResult() === "won") this.#campaign("election", now);
       return;
     }
-    if (reply.term > this.#currentTerm) {
-      this.#becomeFollower(reply.term, now);
-      return;
-    }
-    if (this.#role !== "candidate" || args.term !== this.#currentTerm || !reply.voteGranted) return;
     // A voter grants in the request's term and replies with it: a grant of another term answers
     // another request, which only a transport that mixed replies up could deliver here.
+    if (this.#role !== "candidate" || args.term !== this.#currentTerm) return;
     if (reply.term !== args.term) return;
-    this.#votesGranted.add(peer);
-    if (this.#votesGranted.size * 2 > this.#config.peerCount) this.#becomeLeader(now);
+    this.#tracker.recordVote(from, reply.voteGranted);
+    if (this.#tracker.voteResult() === "won") this.#becomeLeader(now);
   }
 
-  /** Counts a pre-vote; a majority starts the real election. */
-  #handlePreVoteReply(
-    peer: number,
-    args: RequestVoteArgs,
-    reply: RequestVoteReply,
-    now: number,
-  ): void {
-    if (!reply.voteGranted) {
-      // A refusal carries the voter's term, which a lagging pre-candidate catches up with.
-      if (reply.term > this.#currentTerm) this.#becomeFollower(reply.term, now);
-      return;
-    }
-    const granted = this.#preVotesGranted;
-    if (granted === null || args.term !== this.#currentTerm + 1) return;
-    granted.add(peer);
-    if (granted.size * 2 > this.#config.peerCount) this.#startElection(now);
-  }
-
-  /** Advances a follower's match, or backs its nextIndex up. `reply` is null when none came. */
-  handleAppendEntriesReply(
+  /** Advances a follower's progress, or backs its nextIndex up. */
+  #handleAppendEntriesReply(
     peer: number,
     args: AppendEntriesArgs,
     reply: AppendEntriesReply | null,
     now: number,
   ): void {
-    const current = this.#role === "leader" && args.term === this.#currentTerm;
-    if (current) this.#inFlight[peer]!.delete(args);
+    const progress = this.#tracker.progress(peer);
+    // A reply to a request of an earlier term says nothing about this term's logs.
+    if (progress === undefined || args.term !== this.#currentTerm) return;
+    const lastIndex = args.prevLogIndex + args.entries.length;
     if (reply === null) {
-      // A lost request leaves a gap, and the pipelined requests behind it are rejected, which
-      // starts a probe. With nothing left behind it, probe from the last known match: the next
-      // heartbeat retries.
-      if (
-        current && !this.#probing[peer] && this.#inFlight[peer]!.size === 0 &&
-        this.#matchIndex[peer]! < args.prevLogIndex + args.entries.length
-      ) {
-        this.#probing[peer] = true;
-        this.#nextIndex[peer] = this.#matchIndex[peer]! + 1;
-      }
+      this.#appendLost(peer, progress, args, now);
       return;
     }
-    if (current && reply.term === this.#currentTerm) this.#heardFrom.add(peer);
-    if (reply.term > this.#currentTerm) {
-      this.#becomeFollower(reply.term, now);
-      return;
-    }
-    if (!current || reply.term !== this.#currentTerm) return;
-
+    progress.recentActive = true;
     if (reply.success) {
-      const match = args.prevLogIndex + args.entries.length;
-      if (match > this.#matchIndex[peer]!) {
-        this.#matchIndex[peer] = match;
-        this.#advanceCommitIndex(now);
+      if (progress.maybeUpdate(lastIndex)) this.#maybeCommit(now);
+      // A probe's success shows where the logs match: from there, pipelining is safe.
+      if (progress.state === "probe" && progress.matchIndex >= progress.nextIndex - 1) {
+        progress.becomeReplicate();
       }
-      for (const sent of this.#inFlight[peer]!) {
-        if (sent.prevLogIndex + sent.entries.length <= match) this.#inFlight[peer]!.delete(sent);
-      }
-      // Once the follower is known to hold everything before nextIndex, pipelining is safe.
-      if (this.#matchIndex[peer]! >= this.#nextIndex[peer]! - 1) this.#probing[peer] = false;
-      this.#nextIndex[peer] = Math.max(this.#nextIndex[peer]!, this.#matchIndex[peer]! + 1);
-      this.#replicate(peer, now);
+      this.#replicate(peer, progress, now);
       return;
     }
-    // A rejection of a request older than what the leader now knows is stale: while probing, of
-    // another position than the probe's; while pipelining, of a position the follower has since
-    // been seen to match.
-    const stale = this.#probing[peer]
-      ? this.#nextIndex[peer] !== args.prevLogIndex + 1
-      : args.prevLogIndex < this.#matchIndex[peer]!;
-    if (stale) return;
+    if (progress.isStaleRejection(args.prevLogIndex)) {
+      // Overtaken by what the leader has learned since: its slot is free for what waits. But if
+      // it carried entries past the known match, the follower refused entries it lacks, at a
+      // position it holds (the request arrived before the one it follows): send them again.
+      progress.inflights.free(lastIndex);
+      if (progress.state === "replicate" && lastIndex > progress.matchIndex) progress.becomeProbe();
+      this.#replicate(peer, progress, now);
+      return;
+    }
     // §5.3, accelerated backtracking: skip the follower's whole conflicting term at once, or, if
     // the leader holds entries of that term, resume just after its last one.
     let next = reply.conflictIndex;
@@ -397,10 +450,8 @@ export class RaftCore {
       const lastOfTerm = this.#log.lastIndexOfTerm(reply.conflictTerm);
       if (lastOfTerm > 0) next = lastOfTerm + 1;
     }
-    next = Math.min(next, args.prevLogIndex);
-    this.#nextIndex[peer] = Math.max(this.#matchIndex[peer]! + 1, next, 1);
-    this.#probing[peer] = true;
-    if (this.#nextIndex[peer] === args.prevLogIndex + 1) {
+    progress.becomeProbe(Math.max(Math.min(next, args.prevLogIndex), 1));
+    if (progress.nextIndex === args.prevLogIndex + 1) {
       // The follower refuses a position it had acknowledged: it lost saved entries (a broken
       // disk). Resending at once would loop as fast as the network allows; the heartbeat retries.
       this.#trace(
@@ -409,23 +460,46 @@ export class RaftCore {
       return;
     }
     this.#trace(
-      `AppendEntries to ${peer} rejected at ${args.prevLogIndex}: next ${this.#nextIndex[peer]}`,
+      `AppendEntries to ${peer} rejected at ${args.prevLogIndex}: next ${progress.nextIndex}`,
     );
-    this.#sendAppendEntries(peer, now, true);
+    this.#replicate(peer, progress, now);
   }
 
-  /** Tells the core that the save made with `mark` is durable; marks must come in save order. */
-  onSaved(mark: SaveMark, now: number): void {
-    // Saves resolve in the order they were made, so the latest mark describes the log on disk,
-    // even when a follower's log got shorter within one term.
-    this.#durable = mark;
-    if (this.#role === "leader" && mark.term === this.#currentTerm) {
-      const me = this.#config.me;
-      if (mark.lastIndex > this.#matchIndex[me]!) {
-        this.#matchIndex[me] = mark.lastIndex;
-        this.#advanceCommitIndex(now);
-      }
+  /**
+   * No reply came to an AppendEntries. A lost probe is retried by the heartbeat, never at once:
+   * an unreachable peer answers at once, and resending would loop. A lost pipelined request
+   * frees its slot; unless a later success covers its entries, the follower may lack them, and
+   * nothing in flight would tell (the requests behind a gap are rejected, but the last one has
+   * none behind it): the leader probes from the known match at once, which carries what waits.
+   */
+  #appendLost(peer: number, progress: Progress, args: AppendEntriesArgs, now: number): void {
+    if (progress.state === "probe") {
+      if (args.prevLogIndex === progress.nextIndex - 1) progress.probeSent = false;
+      return;
     }
+    if (args.entries.length === 0) return; // A heartbeat held no slot.
+    const lastIndex = args.prevLogIndex + args.entries.length;
+    progress.inflights.free(lastIndex);
+    if (lastIndex <= progress.matchIndex) return;
+    progress.becomeProbe();
+    this.#replicate(peer, progress, now);
+  }
+
+  /** Tells the core that the save made with `mark` (and every earlier one) is durable. */
+  onSaved(mark: SaveMark, now: number): void {
+    const at = this.#pendingSaves.findIndex((pending) =>
+      pending.mark === mark ||
+      (pending.mark.term === mark.term && pending.mark.lastIndex === mark.lastIndex)
+    );
+    invariant(at >= 0, () => `onSaved() for a save that is not pending: ${JSON.stringify(mark)}`);
+    this.#pendingSaves.splice(0, at + 1);
+    // The disk now holds the log as it was when this save was asked for. What changed since (in
+    // later saves, or not asked for yet) is not on disk.
+    let stable = mark.lastIndex;
+    for (const pending of this.#pendingSaves) stable = Math.min(stable, pending.from - 1);
+    this.#stableIndex = Math.min(stable, this.#unsavedFrom - 1);
+    if (this.#role === "leader") this.#maybeCommit(now);
+    this.#checkInvariants();
   }
 
   /** Takes what has to be saved, sent and applied since the last call. */
@@ -433,9 +507,7 @@ export class RaftCore {
     if (this.#replicationWanted) {
       this.#replicationWanted = false;
       if (this.#role === "leader") {
-        for (let peer = 0; peer < this.#config.peerCount; peer++) {
-          if (peer !== this.#config.me) this.#replicate(peer, now);
-        }
+        this.#tracker.forEachFollower((peer, progress) => this.#replicate(peer, progress, now));
       }
     }
     let save: PersistChange | null = null;
@@ -446,16 +518,24 @@ export class RaftCore {
         save.log = { from: this.#unsavedFrom, entries: this.#log.slice(this.#unsavedFrom) };
       }
       saveMark = { term: this.#currentTerm, lastIndex: this.#log.lastIndex };
+      this.#pendingSaves.push({ mark: saveMark, from: this.#unsavedFrom });
       this.#hardStateChanged = false;
       this.#unsavedFrom = Infinity;
     }
     const apply: ApplyMsg[] = [];
-    while (this.#lastApplied < this.#commitIndex) {
+    const applyUpTo = Math.min(this.#commitIndex, this.#stableIndex);
+    while (this.#lastApplied < applyUpTo) {
       this.#lastApplied++;
+      const entry = this.#log.entryAt(this.#lastApplied)!;
       apply.push({
         commandValid: true,
-        command: this.#log.entryAt(this.#lastApplied)!.command,
+        command: entry.command,
         commandIndex: this.#lastApplied,
+        commandTerm: entry.term,
+        snapshotValid: false,
+        snapshot: null,
+        snapshotIndex: 0,
+        snapshotTerm: 0,
       });
     }
     const ready: Ready = {
@@ -467,11 +547,30 @@ export class RaftCore {
     };
     this.#send = [];
     this.#sendAfterSave = [];
+    this.#checkInvariants();
     return ready;
+  }
+
+  /** The O(1) invariants that hold between steps. */
+  #checkInvariants(): void {
+    invariant(
+      this.#commitIndex <= this.#log.lastIndex,
+      () => `commitIndex ${this.#commitIndex} is past the last log index ${this.#log.lastIndex}`,
+    );
+    invariant(
+      this.#lastApplied <= this.#commitIndex,
+      () => `lastApplied ${this.#lastApplied} is past commitIndex ${this.#commitIndex}`,
+    );
+    invariant(
+      this.#stableIndex <= this.#log.lastIndex,
+      () =>
+        `the stable index ${this.#stableIndex} is past the last log index ${this.#log.lastIndex}`,
+    );
   }
 
   #logChangedFrom(index: number): void {
     this.#unsavedFrom = Math.min(this.#unsavedFrom, index);
+    this.#stableIndex = Math.min(this.#stableIndex, index - 1);
   }
 
   #resetElectionDeadline(now: number): void {
@@ -487,142 +586,140 @@ export class RaftCore {
       this.#hardStateChanged = true;
       this.#leaderId = null;
     }
-    this.#preVotesGranted = null;
-    if (this.#role === "leader") this.#resetElectionDeadline(now);
+    if (this.#role === "leader") {
+      this.#resetElectionDeadline(now);
+      this.#tracker.clearProgress();
+      this.#quorumCheckAt = Infinity;
+    }
     if (this.#role !== "follower") this.#trace(`becomes follower`);
     this.#role = "follower";
   }
 
   /**
-   * Thesis §9.6: before an election, ask the others whether they would vote, without anyone
-   * changing term; only a majority of yeses starts the election. A peer that cannot win, or cannot
-   * hear, then no longer raises terms and unseats leaders.
+   * Starts a pre-vote or an election. Thesis §9.6: before an election, a pre-candidate asks the
+   * others whether they would vote for it, without anyone changing term; only a quorum of yeses
+   * starts the election (§5.2: a candidate of the next term, voting for itself). A peer that
+   * cannot win, or cannot hear, then no longer raises terms and unseats leaders.
    */
-  #startPreVote(now: number): void {
+  #campaign(kind: "preVote" | "election", now: number): void {
+    const { me } = this.#config;
     this.#resetElectionDeadline(now);
-    this.#preVotesGranted = new Set([this.#config.me]);
-    this.#trace(`starts pre-vote for term ${this.#currentTerm + 1}`);
-    if (this.#preVotesGranted.size * 2 > this.#config.peerCount) {
-      this.#startElection(now);
-      return;
-    }
-    const args: RequestVoteArgs = {
-      term: this.#currentTerm + 1,
-      candidateId: this.#config.me,
-      lastLogIndex: this.#log.lastIndex,
-      lastLogTerm: this.#log.lastTerm,
-      preVote: true,
-    };
-    for (let peer = 0; peer < this.#config.peerCount; peer++) {
-      if (peer !== this.#config.me) this.#send.push({ to: peer, method: RequestVote, args });
-    }
-  }
-
-  /** §5.2: on election timeout, start an election for the next term. */
-  #startElection(now: number): void {
-    this.#preVotesGranted = null;
-    this.#currentTerm++;
-    this.#votedFor = this.#config.me;
-    this.#hardStateChanged = true;
-    this.#role = "candidate";
     this.#leaderId = null;
-    this.#votesGranted = new Set([this.#config.me]);
-    this.#resetElectionDeadline(now);
-    this.#trace(`starts election`);
-    if (this.#votesGranted.size * 2 > this.#config.peerCount) {
-      this.#becomeLeader(now);
+    this.#tracker.resetVotes();
+    if (kind === "preVote") {
+      this.#role = "precandidate";
+      this.#trace(`starts pre-vote for term ${this.#currentTerm + 1}`);
+    } else {
+      this.#currentTerm++;
+      this.#votedFor = me;
+      this.#hardStateChanged = true;
+      this.#role = "candidate";
+      this.#trace(`starts election`);
+    }
+    if (this.#tracker.voteResult() === "won") {
+      if (kind === "preVote") this.#campaign("election", now);
+      else this.#becomeLeader(now);
       return;
     }
     const args: RequestVoteArgs = {
-      term: this.#currentTerm,
-      candidateId: this.#config.me,
+      term: kind === "preVote" ? this.#currentTerm + 1 : this.#currentTerm,
+      candidateId: me,
       lastLogIndex: this.#log.lastIndex,
       lastLogTerm: this.#log.lastTerm,
     };
-    for (let peer = 0; peer < this.#config.peerCount; peer++) {
-      if (peer !== this.#config.me) {
-        this.#sendAfterSave.push({ to: peer, method: RequestVote, args });
-      }
-    }
+    if (kind === "preVote") args.preVote = true;
+    // A RequestVote reports this peer's vote for itself, which must be durable first; a pre-vote
+    // changes nothing and may leave at once.
+    const queue = kind === "preVote" ? this.#send : this.#sendAfterSave;
+    for (const peer of this.#tracker.others) queue.push({ to: peer, method: RequestVote, args });
   }
 
   #becomeLeader(now: number): void {
-    const { peerCount, me } = this.#config;
     this.#role = "leader";
-    this.#leaderId = me;
-    this.#preVotesGranted = null;
-    this.#nextIndex = new Array(peerCount).fill(this.#log.lastIndex + 1);
-    this.#matchIndex = new Array(peerCount).fill(0);
-    this.#inFlight = Array.from({ length: peerCount }, () => new Set());
-    this.#probing = new Array(peerCount).fill(true);
-    this.#nextSendAt = new Array(peerCount).fill(now);
-    this.#heardFrom = new Set([me]);
+    this.#leaderId = this.#config.me;
+    this.#tracker.resetProgress(this.#log.lastIndex, this.#config.maxInflightAppends, now);
     this.#quorumCheckAt = now + this.#config.electionTimeoutMaxMs;
-    // A leader counts its own log only as far as it is durable. A candidate's log does not change
-    // during its candidacy, so a save made in this term covers the log as it is now.
-    if (this.#durable.term === this.#currentTerm) this.#matchIndex[me] = this.#durable.lastIndex;
     this.#trace(`becomes leader with log up to ${this.#log.lastIndex}`);
     // Figure 2: send initial empty AppendEntries to each server at once, to claim leadership.
-    for (let peer = 0; peer < peerCount; peer++) {
-      if (peer !== me) this.#sendAppendEntries(peer, now, true);
-    }
+    // Each is the first probe of where that follower's log matches.
+    this.#tracker.forEachFollower((peer, progress) => {
+      this.#sendAppend(peer, progress, now, progress.nextIndex);
+    });
   }
 
   /**
-   * Check-quorum (Ongaro's thesis §6.2): a leader that no majority has answered for a whole
+   * Check-quorum (Ongaro's thesis §6.2): a leader that no quorum has answered for a whole
    * election timeout steps down. Without it, a leader that can send but not hear keeps its
    * followers from ever timing out, and the cluster commits nothing for as long as that lasts.
    */
   #checkQuorum(now: number): void {
-    if (this.#heardFrom.size * 2 <= this.#config.peerCount) {
-      this.#trace(`steps down: only ${[...this.#heardFrom]} answered in the last election timeout`);
+    if (!this.#tracker.quorumActive()) {
+      this.#trace(`steps down: no quorum answered in the last election timeout`);
       this.#becomeFollower(this.#currentTerm, now);
       this.#leaderId = null;
       return;
     }
-    this.#heardFrom = new Set([this.#config.me]);
     this.#quorumCheckAt = now + this.#config.electionTimeoutMaxMs;
   }
 
   /**
-   * Sends `peer` the entries it lacks, as far as its pipeline has room. While an AppendEntries
-   * is in flight, only full ones follow it (cut at maxEntriesPerAppend or maxAppendBytes): the
-   * rest waits for a reply and then goes out as one message. So pipelining starts exactly when
-   * one message per round trip cannot carry the load, and a light load (or an unreachable
-   * follower) costs no more messages than without it.
+   * The heartbeat to one follower is due: a probe is retried with entries; a pipelining
+   * follower gets what waits if the window has room, or else an empty AppendEntries at its
+   * known match, which the follower accepts whatever is in flight and which holds no slot.
    */
-  #replicate(peer: number, now: number): void {
-    const lastIndex = this.#log.lastIndex;
-    if (this.#probing[peer]) {
-      if (this.#inFlight[peer]!.size === 0 && this.#nextIndex[peer]! <= lastIndex) {
-        this.#sendAppendEntries(peer, now, true);
-      }
+  #heartbeat(peer: number, progress: Progress, now: number): void {
+    if (progress.state === "probe" || (!progress.inflights.full && this.#hasEntriesFor(progress))) {
+      this.#sendAppend(peer, progress, now, this.#batchEnd(progress.nextIndex));
       return;
     }
-    while (
-      this.#nextIndex[peer]! <= lastIndex &&
-      this.#inFlight[peer]!.size < this.#config.maxInflightAppends
-    ) {
-      const next = this.#nextIndex[peer]!;
-      const end = this.#batchEnd(next);
-      const full = end <= lastIndex || end - next === this.#config.maxEntriesPerAppend;
-      if (this.#inFlight[peer]!.size > 0 && !full) return;
-      this.#sendEntriesBefore(peer, now, end);
-    }
+    const prevLogIndex = progress.matchIndex;
+    progress.sendAt = now + this.#config.heartbeatIntervalMs;
+    this.#send.push({
+      to: peer,
+      method: AppendEntries,
+      args: {
+        term: this.#currentTerm,
+        leaderId: this.#config.me,
+        prevLogIndex,
+        prevLogTerm: this.#log.termAt(prevLogIndex)!,
+        entries: [],
+        leaderCommit: this.#commitIndex,
+      },
+    });
+  }
+
+  #hasEntriesFor(progress: Progress): boolean {
+    return progress.nextIndex <= this.#log.lastIndex;
   }
 
   /**
-   * Sends `peer` an AppendEntries from its `nextIndex`: with as many entries as one message may
-   * carry (at least one, if any are missing and `withEntries`), or none, as a heartbeat.
+   * Sends `peer` the entries it lacks, as far as its progress allows. While probing, one probe
+   * at a time. While pipelining, and an AppendEntries is in flight, only full ones follow it
+   * (cut at maxEntriesPerAppend or maxAppendBytes): the rest waits for a reply and then goes
+   * out as one message. So pipelining starts exactly when one message per round trip cannot
+   * carry the load, and a light load (or an unreachable follower) costs no more messages than
+   * without it.
    */
-  #sendAppendEntries(peer: number, now: number, withEntries: boolean): void {
-    const next = this.#nextIndex[peer]!;
-    this.#sendEntriesBefore(peer, now, withEntries ? this.#batchEnd(next) : next);
+  #replicate(peer: number, progress: Progress, now: number): void {
+    const lastIndex = this.#log.lastIndex;
+    if (progress.state === "probe") {
+      if (!progress.probeSent && this.#hasEntriesFor(progress)) {
+        this.#sendAppend(peer, progress, now, this.#batchEnd(progress.nextIndex));
+      }
+      return;
+    }
+    while (this.#hasEntriesFor(progress) && !progress.inflights.full) {
+      const next = progress.nextIndex;
+      const end = this.#batchEnd(next);
+      const full = end <= lastIndex || end - next === this.#config.maxEntriesPerAppend;
+      if (progress.inflights.count > 0 && !full) return;
+      this.#sendAppend(peer, progress, now, end);
+    }
   }
 
   /** Sends `peer` an AppendEntries with the entries from its `nextIndex` up to `end` (excluded). */
-  #sendEntriesBefore(peer: number, now: number, end: number): void {
-    const prevLogIndex = this.#nextIndex[peer]! - 1;
+  #sendAppend(peer: number, progress: Progress, now: number, end: number): void {
+    const prevLogIndex = progress.nextIndex - 1;
     const args: AppendEntriesArgs = {
       term: this.#currentTerm,
       leaderId: this.#config.me,
@@ -631,9 +728,8 @@ export class RaftCore {
       entries: end > prevLogIndex + 1 ? this.#log.slice(prevLogIndex + 1, end) : [],
       leaderCommit: this.#commitIndex,
     };
-    if (!this.#probing[peer]) this.#nextIndex[peer] = end;
-    this.#nextSendAt[peer] = now + this.#config.heartbeatIntervalMs;
-    this.#inFlight[peer]!.add(args);
+    progress.sentEntries(end - 1, args.entries.length);
+    progress.sendAt = now + this.#config.heartbeatIntervalMs;
     this.#send.push({ to: peer, method: AppendEntries, args });
   }
 
@@ -657,29 +753,45 @@ export class RaftCore {
   }
 
   /**
-   * §5.3, §5.4.2: commit the highest index stored on a majority, but only by counting replicas of
-   * an entry from the current term; earlier entries then commit with it.
+   * §5.3, §5.4.2: commit the highest index stored on a quorum, but only by counting replicas of
+   * an entry from the current term; earlier entries then commit with it. The leader counts its
+   * own log only as far as it is durable.
    */
-  #advanceCommitIndex(now: number): void {
-    const sorted = [...this.#matchIndex].sort((a, b) => b - a);
-    const majorityMatch = sorted[Math.floor(this.#config.peerCount / 2)]!;
-    if (
-      majorityMatch > this.#commitIndex && this.#log.termAt(majorityMatch) === this.#currentTerm
-    ) {
-      this.#commitIndex = majorityMatch;
-      this.#trace(`commits up to ${majorityMatch}`);
-      // Followers learn the new commit index with the next AppendEntries: soon, so that they
-      // apply promptly, but not at once, so that a busy leader's next proposal carries it.
-      const notifyAt = now + this.#config.commitNotifyDelayMs;
-      for (let peer = 0; peer < this.#config.peerCount; peer++) {
-        if (peer !== this.#config.me) {
-          this.#nextSendAt[peer] = Math.min(this.#nextSendAt[peer]!, notifyAt);
-        }
-      }
+  #maybeCommit(now: number): void {
+    const quorumIndex = this.#tracker.committedIndex(this.#stableIndex);
+    if (quorumIndex <= this.#commitIndex || this.#log.termAt(quorumIndex) !== this.#currentTerm) {
+      return;
     }
+    this.#commitIndex = quorumIndex;
+    this.#trace(`commits up to ${quorumIndex}`);
+    // Followers learn the new commit index with the next AppendEntries: soon, so that they
+    // apply promptly, but not at once, so that a busy leader's next proposal carries it.
+    const notifyAt = now + this.#config.commitNotifyDelayMs;
+    this.#tracker.forEachFollower((_, progress) => {
+      progress.sendAt = Math.min(progress.sendAt, notifyAt);
+    });
   }
 
   #trace(line: string): void {
     this.#config.trace?.(`[peer ${this.#config.me} T${this.#currentTerm} ${this.#role}] ${line}`);
+  }
+}
+
+/**
+ * The term a message makes this peer consider, or null for one that carries none: a lost reply,
+ * and pre-votes, which name a term nobody is in yet. A pre-vote's refusal carries the voter's
+ * term, which a lagging pre-candidate does catch up with.
+ */
+function termOf(message: Message): number | null {
+  switch (message.type) {
+    case RequestVote:
+      return message.args.preVote === true ? null : message.args.term;
+    case AppendEntries:
+      return message.args.term;
+    case "RequestVoteReply":
+      if (message.reply === null) return null;
+      return message.args.preVote === true && message.reply.voteGranted ? null : message.reply.term;
+    case "AppendEntriesReply":
+      return message.reply?.term ?? null;
   }
 }

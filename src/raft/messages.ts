@@ -54,6 +54,46 @@ export interface AppendEntriesReply {
   conflictIndex: number;
 }
 
+/** An incoming RequestVote, as the core steps it. */
+export interface RequestVoteMessage {
+  type: typeof RequestVote;
+  args: RequestVoteArgs;
+}
+
+/** An incoming AppendEntries, as the core steps it. */
+export interface AppendEntriesMessage {
+  type: typeof AppendEntries;
+  args: AppendEntriesArgs;
+}
+
+/** The reply to a RequestVote this peer sent to `from`; `reply` is null when none came. */
+export interface RequestVoteReplyMessage {
+  type: "RequestVoteReply";
+  from: number;
+  args: RequestVoteArgs;
+  reply: RequestVoteReply | null;
+}
+
+/** The reply to an AppendEntries this peer sent to `from`; `reply` is null when none came. */
+export interface AppendEntriesReplyMessage {
+  type: "AppendEntriesReply";
+  from: number;
+  args: AppendEntriesArgs;
+  reply: AppendEntriesReply | null;
+}
+
+/** A request this peer answers. */
+export type RequestMessage = RequestVoteMessage | AppendEntriesMessage;
+/** A reply (or the lack of one) to a request this peer sent. */
+export type ReplyMessage = RequestVoteReplyMessage | AppendEntriesReplyMessage;
+/** Everything the core steps: requests to answer and replies to its own requests. */
+export type Message = RequestMessage | ReplyMessage;
+
+/** What the core answers to a request: the RPC's reply. */
+export type ResponseTo<M extends Message> = M extends RequestVoteMessage ? RequestVoteReply
+  : M extends AppendEntriesMessage ? AppendEntriesReply
+  : null;
+
 /** The reply a peer gives to a request it cannot parse. */
 export interface RpcErrorReply {
   error: string;

@@ -37,15 +37,31 @@ export interface PersistChange {
   log?: { from: number; entries: LogEntry[] };
 }
 
-/** What a peer hands to its service for each committed entry, in index order. */
+/**
+ * What a peer hands to its service, in log order: a committed command, or a snapshot that
+ * replaces the service's state up to an index.
+ */
 export interface ApplyMsg {
-  /** True when `command` is a committed log entry (always true until snapshots exist). */
+  /** True when `command` is a committed log entry. */
   commandValid: boolean;
   /** The committed command, as given to `start()` on the leader. */
   command: unknown;
   /** The log index of the command; starts at 1. */
   commandIndex: number;
+  /** The term of the entry at `commandIndex` (0 on snapshot messages). */
+  commandTerm: number;
+  /** True when this message carries a snapshot instead of a command. */
+  snapshotValid: boolean;
+  /** The snapshot's data; null on command messages. */
+  snapshot: Uint8Array | null;
+  /** The last log index the snapshot covers; 0 on command messages. */
+  snapshotIndex: number;
+  /** The term of the entry at `snapshotIndex`; 0 on command messages. */
+  snapshotTerm: number;
 }
 
-/** A peer's role (§5.1). */
-export type Role = "follower" | "candidate" | "leader";
+/**
+ * A peer's role (§5.1), plus the pre-candidate of Ongaro's thesis §9.6: a peer whose election
+ * timer fired and that asks whether it could win before it starts a real election.
+ */
+export type Role = "follower" | "precandidate" | "candidate" | "leader";

@@ -256,11 +256,17 @@ class ExplorerRun {
     this.#disks[i] = disk;
     this.#checker.onStart(i, state);
     const checker = this.#checker;
+    // Saves asked for and saves durable (resolved) on this instance's disk: a reply may leave only
+    // once every save started before it is durable (Figure 2's persist-before-reply rule).
+    const saves = { started: 0, durable: 0 };
     const persister: Persister = {
       load: () => disk.load(),
       save(change) {
         checker.onSave(i, change);
-        return disk.save(change);
+        saves.started++;
+        return disk.save(change).then(() => {
+          saves.durable++;
+        });
       },
     };
     const ends: ClientEnd[] = [];
@@ -289,12 +295,31 @@ class ExplorerRun {
       clock: this.#sim.clock,
       random: this.#sim.random,
       trace: (line) => this.#log(line),
+      // A peer that stops itself (a broken invariant, a failed save or apply) is a violation.
+      onFatal: (error) => {
+        const cause = error.cause instanceof Error ? error.cause.message : String(error.cause);
+        const message = error.message.includes(cause)
+          ? error.message
+          : `${error.message}: ${cause}`;
+        checker.report(`Fatal stop (${error.reason})`, message);
+      },
       ...this.#options.raftOptions,
     });
     this.#rafts[i] = raft;
     this.#net.addServer(serverName(i), {
       async handleRpc(method, args) {
-        const reply = await raft.handleRpc(method, args);
+        // The request's own saves start while it is stepped, before handleRpc first awaits.
+        const replied = raft.handleRpc(method, args);
+        const startedBefore = saves.started;
+        const reply = await replied;
+        if (reply !== undefined && saves.durable < startedBefore) {
+          checker.report(
+            "Durability",
+            `peer ${i} answered ${method} while ${
+              startedBefore - saves.durable
+            } of the saves started before it were not durable: a crash now would lose what the reply promised`,
+          );
+        }
         // A pre-vote and its granting reply name the term a vote would be for, not the sender's.
         if (reply === undefined || isPreVote(args)) return reply;
         checker.onTermSent(i, termOf(reply));

@@ -39,6 +39,16 @@ export const mutants: Mutant[] = [
     huntable: true,
   },
   {
+    name: "AppendEntries acknowledged before its entries are saved",
+    description:
+      "the driver answers AppendEntries without waiting for the save of the entries it appended, so a crash can lose entries the leader counted toward a commit",
+    file: "driver.ts",
+    find: "    await this.#saveChain;\n    return this.#dead ? undefined : reply;",
+    replace:
+      "    if (method !== AppendEntries) await this.#saveChain;\n    return this.#dead ? undefined : reply;",
+    huntable: true,
+  },
+  {
     name: "vote not marked for saving",
     description:
       "the core grants a vote without marking its hard state changed, so the vote is saved only if something else is",
@@ -59,9 +69,8 @@ export const mutants: Mutant[] = [
     name: "leader commits an old-term entry by counting replicas",
     description: "the leader commits any index stored on a majority, of any term (§5.4.2 dropped)",
     file: "raft/core.ts",
-    find:
-      "majorityMatch > this.#commitIndex && this.#log.termAt(majorityMatch) === this.#currentTerm",
-    replace: "majorityMatch > this.#commitIndex",
+    find: "quorumIndex <= this.#commitIndex || this.#log.termAt(quorumIndex) !== this.#currentTerm",
+    replace: "quorumIndex <= this.#commitIndex",
     huntable: true,
   },
   {
@@ -80,7 +89,7 @@ export const mutants: Mutant[] = [
     name: "no check-quorum",
     description: "a leader that hears no majority keeps leading (the liveness bug seed 373 found)",
     file: "raft/core.ts",
-    find: "if (this.#heardFrom.size * 2 <= this.#config.peerCount) {",
+    find: "if (!this.#tracker.quorumActive()) {",
     replace: "if (false) {",
     huntable: true,
   },

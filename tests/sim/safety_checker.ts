@@ -11,6 +11,10 @@
  *   peer already told anyone about.
  * - Votes are never forgotten: a peer that restarts in the term of a vote it granted still holds
  *   that vote (Election Safety rests on it).
+ * - Committed entries are electable only with them: once an entry is committed, no peer whose log
+ *   lacks it may be at least as up-to-date (§5.4.1) as a majority, or it could win an election
+ *   without it. This sees a Figure 8 history the moment the wrong entry commits, not only when a
+ *   later leader happens to overwrite it.
  *
  * @module
  */
@@ -219,6 +223,30 @@ export class SafetyChecker {
     }
   }
 
+  /**
+   * Entry `index` (`text`) was just committed: a peer whose log lacks it must not be at least as
+   * up-to-date as a majority of the logs (its own included), or that majority would elect it.
+   */
+  #checkElectableOnlyWith(index: number, text: string): void {
+    const lasts = this.#logs.map((log): [number, number] => [log.at(-1)?.[0] ?? 0, log.length]);
+    const majority = Math.floor(this.#logs.length / 2) + 1;
+    for (const [peer, log] of this.#logs.entries()) {
+      if (log[index - 1]?.[1] === text) continue;
+      const voters = lasts.filter((last) => atLeastAsUpToDate(lasts[peer]!, last)).length;
+      if (voters >= majority) {
+        this.#fail(
+          "Committed entries are electable only with them",
+          `entry ${index} (${text}) is committed, but peer ${peer}, whose log lacks it (last entry ${
+            lasts[peer]![1]
+          } in term ${
+            lasts[peer]![0]
+          }), is at least as up-to-date as ${voters} of ${this.#logs.length} logs: it could be elected without it`,
+        );
+        return;
+      }
+    }
+  }
+
   /** `peer`'s service was handed `msg`; `term` is the peer's current term. */
   onApply(peer: number, msg: ApplyMsg, term: number): void {
     const text = JSON.stringify(msg.command);
@@ -242,6 +270,7 @@ export class SafetyChecker {
     }
     this.#committed.set(msg.commandIndex, text);
     this.#committedTerm.set(msg.commandIndex, term);
+    this.#checkElectableOnlyWith(msg.commandIndex, text);
     const started = this.#started.get(text);
     if (started !== undefined && started.index !== msg.commandIndex) {
       this.#fail(
@@ -258,6 +287,11 @@ export class SafetyChecker {
       }
     }
   }
+}
+
+/** §5.4.1: is a log ending at `a` at least as up-to-date as one ending at `b`? */
+function atLeastAsUpToDate(a: [number, number], b: [number, number]): boolean {
+  return a[0] > b[0] || (a[0] === b[0] && a[1] >= b[1]);
 }
 
 /** A hash of a log prefix: the previous prefix's hash, extended by one entry (cyrb53-style). */
