@@ -1,0 +1,475 @@
+/**
+ * An interaction environment for transcript tests of the core: several {@linkcode RaftCore}s,
+ * a queue of numbered messages between them that a test delivers, drops or reorders, disks whose
+ * saves complete at once or are held, crashes and restarts, all in one virtual time. Commands:
+ *
+ * - `add-nodes N [pre-vote] [max-inflight=K] [max-entries=K] [log=T,T,...] [term=T]`: N voters,
+ *   ids 0..N-1, each with the given log (entry terms) and term.
+ * - `campaign ID`: ID's election timer fires (virtual time moves to its deadline).
+ * - `tick ID [count=N] [stabilize]`: ID's next timer fires (heartbeat, check-quorum or election),
+ *   N times, each followed by a `stabilize` if asked.
+ * - `partition ID ...` / `heal`: the messages to and from these nodes are lost, until healed.
+ * - `set-log ID log=T,T,... [term=T]`: ID's disk holds this log, and ID restarts from it.
+ * - `advance MS`: virtual time moves on; no timer fires.
+ * - `propose ID COMMAND`: ID proposes a command (a string).
+ * - `deliver [#N ...] [from=ID] [to=ID]`: delivers the queued messages that match, in queue order.
+ * - `drop [#N ...] [from=ID] [to=ID]`: loses them: each requester learns that no reply came.
+ * - `stabilize`: delivers until the queue is empty.
+ * - `hold-saves ID` / `release-saves ID`: ID's saves stay in flight until released.
+ * - `crash ID` / `restart ID`: ID loses what is not on its disk, and comes back from its disk.
+ * - `status ID`, `log ID` (the entries on ID's disk), `queue`.
+ *
+ * Each command prints what happened: the core's trace lines, saves, applies and messages.
+ *
+ * @module
+ */
+
+import { type CoreConfig, type Outgoing, RaftCore, type SaveMark } from "../../src/raft/core.ts";
+import type {
+  AppendEntriesReply,
+  RequestVoteArgs,
+  RequestVoteReply,
+} from "../../src/raft/messages.ts";
+import type { LogEntry, PersistChange } from "../../src/raft/types.ts";
+import { MemoryPersister } from "../../src/storage/memory_persister.ts";
+import type { Command } from "./datadriven.ts";
+
+const HEARTBEAT = 100;
+const ELECTION_MIN = 300;
+const ELECTION_MAX = 500;
+
+/** A request on the wire, or the reply to one. */
+type Queued =
+  | { seq: number; kind: "request"; request: Outgoing; from: number }
+  | {
+    seq: number;
+    kind: "reply";
+    request: Outgoing;
+    /** The peer that answers, and so sends the reply. */
+    from: number;
+    /** The peer that sent the request. */
+    to: number;
+    reply: RequestVoteReply | AppendEntriesReply;
+  };
+
+interface Node {
+  id: number;
+  core: RaftCore;
+  disk: MemoryPersister;
+  /** Saves in flight while saves are held, oldest first. */
+  held: { change: PersistChange; mark: SaveMark }[];
+  holdSaves: boolean;
+  /** Replies waiting for the saves that were in flight when the request was stepped. */
+  waitingReplies: { savesBefore: number; queued: Omit<Queued, "seq"> }[];
+  /** Requests waiting for the saves before them (a candidate's RequestVote). */
+  waitingSends: { savesBefore: number; request: Outgoing }[];
+  /** Saves asked for and saves durable, counted: replies wait for their saves. */
+  savesAsked: number;
+  savesDone: number;
+  crashed: boolean;
+}
+
+/** The environment: nodes, the message queue, virtual time, and the output of one command. */
+export class CoreCluster {
+  #nodes: Node[] = [];
+  #queue: Queued[] = [];
+  #seq = 0;
+  #now = 0;
+  #out: string[] = [];
+  /** Nodes cut off from every other: their messages, both ways, are lost. */
+  readonly #cut = new Set<number>();
+  #config: Omit<CoreConfig, "me" | "trace"> | null = null;
+
+  /** Runs one transcript command and returns what it printed. */
+  handle(command: Command): string {
+    this.#out = [];
+    const id = () => this.#node(Number(command.args[0]));
+    switch (command.name) {
+      case "add-nodes":
+        this.#addNodes(command);
+        break;
+      case "campaign": {
+        const node = id();
+        this.#now = Math.max(this.#now, node.core.nextDeadline());
+        this.#out.push(`time ${this.#now}`);
+        node.core.tick(this.#now);
+        break;
+      }
+      case "tick": {
+        const node = id();
+        const count = Number(command.options.get("count") ?? 1);
+        for (let i = 0; i < count; i++) {
+          this.#now = Math.max(this.#now, node.core.nextDeadline());
+          this.#out.push(`time ${this.#now}`);
+          node.core.tick(this.#now);
+          this.#processAll();
+          if (command.args.includes("stabilize")) this.#stabilize();
+        }
+        break;
+      }
+      case "partition":
+        for (const arg of command.args) this.#cut.add(this.#node(Number(arg)).id);
+        break;
+      case "heal":
+        this.#cut.clear();
+        break;
+      case "set-log": {
+        const node = id();
+        const terms = (command.options.get("log") ?? "").split(",").filter((term) => term !== "");
+        const term = Number(command.options.get("term") ?? terms.at(-1) ?? 0);
+        node.disk = new MemoryPersister({
+          term,
+          votedFor: null,
+          log: terms.map((entryTerm, i) => ({
+            term: Number(entryTerm),
+            command: `n${node.id}.${i + 1}`,
+          })),
+        });
+        this.#restart(node);
+        break;
+      }
+      case "advance":
+        this.#now += Number(command.args[0]);
+        this.#out.push(`time ${this.#now}`);
+        break;
+      case "propose": {
+        const node = id();
+        const result = node.core.propose(command.args[1]);
+        this.#out.push(
+          result.isLeader ? `${node.id} appends ${result.index}@${result.term}` : "not leader",
+        );
+        break;
+      }
+      case "deliver":
+        this.#deliver(this.#select(command), false);
+        break;
+      case "drop":
+        this.#deliver(this.#select(command), true);
+        break;
+      case "stabilize":
+        this.#stabilize();
+        break;
+      case "hold-saves":
+        id().holdSaves = true;
+        break;
+      case "release-saves": {
+        const node = id();
+        node.holdSaves = false;
+        while (node.held.length > 0) this.#completeSave(node, node.held.shift()!, true);
+        break;
+      }
+      case "crash":
+        this.#crash(id());
+        break;
+      case "restart":
+        this.#restart(id());
+        break;
+      case "status":
+        this.#status(id());
+        break;
+      case "log":
+        this.#printLog(id());
+        break;
+      case "queue":
+        for (const queued of this.#queue) this.#out.push(this.#describe(queued));
+        break;
+      default:
+        throw new Error(`unknown command ${command.name}`);
+    }
+    this.#processAll();
+    return this.#out.join("\n");
+  }
+
+  #stabilize(): void {
+    for (let round = 0; this.#queue.length > 0; round++) {
+      if (round === 100) throw new Error("no quiet after 100 rounds");
+      this.#deliver([...this.#queue], false);
+    }
+  }
+
+  #node(id: number): Node {
+    const node = this.#nodes[id];
+    if (node === undefined) throw new Error(`no node ${id}`);
+    return node;
+  }
+
+  #addNodes(command: Command): void {
+    const count = Number(command.args[0]);
+    const option = (name: string, fallback: number) =>
+      command.options.has(name) ? Number(command.options.get(name)) : fallback;
+    this.#config = {
+      heartbeatIntervalMs: HEARTBEAT,
+      commitNotifyDelayMs: 10,
+      electionTimeoutMinMs: ELECTION_MIN,
+      electionTimeoutMaxMs: ELECTION_MAX,
+      maxEntriesPerAppend: option("max-entries", 64),
+      maxAppendBytes: 64 * 1024,
+      maxInflightAppends: option("max-inflight", 4),
+      random: () => 0,
+      preVote: command.args.includes("pre-vote"),
+      peerCount: count,
+    };
+    const terms = (command.options.get("log") ?? "").split(",").filter((term) => term !== "");
+    const log: LogEntry[] = terms.map((term, i) => ({ term: Number(term), command: `e${i + 1}` }));
+    const term = option("term", Number(terms.at(-1) ?? 0));
+    for (let i = 0; i < count; i++) {
+      const disk = new MemoryPersister({ term, votedFor: null, log: structuredClone(log) });
+      this.#nodes.push({
+        id: i,
+        core: null as unknown as RaftCore,
+        disk,
+        held: [],
+        holdSaves: false,
+        waitingReplies: [],
+        waitingSends: [],
+        savesAsked: 0,
+        savesDone: 0,
+        crashed: false,
+      });
+      this.#restart(this.#nodes[i]!, false);
+    }
+    this.#out.push(`${count} nodes, term ${term}, log ${terms.length === 0 ? "empty" : terms}`);
+  }
+
+  #restart(node: Node, announce = true): void {
+    const state = node.disk.snapshot();
+    node.core = new RaftCore(
+      {
+        ...this.#config!,
+        me: node.id,
+        trace: (line) => this.#out.push(line),
+      },
+      state,
+      this.#now,
+    );
+    node.crashed = false;
+    node.held = [];
+    node.waitingReplies = [];
+    node.waitingSends = [];
+    node.savesAsked = node.savesDone = 0;
+    if (announce) {
+      this.#out.push(
+        `${node.id} restarts: term ${state.term}, vote ${state.votedFor ?? "none"}, log ${
+          state.log.map((entry) => entry.term).join(",") || "empty"
+        }`,
+      );
+    }
+  }
+
+  #crash(node: Node): void {
+    node.crashed = true;
+    this.#out.push(`${node.id} crashes; ${node.held.length} saves in flight are lost`);
+    node.held = [];
+  }
+
+  /** Takes every live node's Ready until none has anything left. */
+  #processAll(): void {
+    for (let round = 0; round < 10; round++) {
+      let busy = false;
+      for (const node of this.#nodes) {
+        if (!node.crashed && this.#process(node)) busy = true;
+      }
+      if (!busy) return;
+    }
+  }
+
+  /** Carries out one Ready of `node`; true if it held anything. */
+  #process(node: Node): boolean {
+    const ready = node.core.takeReady(this.#now);
+    for (const request of ready.send) this.#enqueue({ kind: "request", request, from: node.id });
+    for (const request of ready.sendAfterSave) {
+      node.waitingSends.push({ savesBefore: node.savesAsked + 1, request });
+    }
+    for (const msg of ready.apply) {
+      this.#out.push(`${node.id} applies ${msg.commandIndex}@${msg.commandTerm}:${msg.command}`);
+    }
+    if (ready.save !== null && ready.saveMark !== null) {
+      node.savesAsked++;
+      this.#out.push(`${node.id} saves ${describeChange(ready.save)}`);
+      const save = { change: ready.save, mark: ready.saveMark };
+      if (node.holdSaves) node.held.push(save);
+      else this.#completeSave(node, save);
+    } else {
+      this.#releaseWaiting(node);
+    }
+    return ready.save !== null || ready.send.length > 0 || ready.apply.length > 0 ||
+      ready.sendAfterSave.length > 0;
+  }
+
+  #completeSave(
+    node: Node,
+    save: { change: PersistChange; mark: SaveMark },
+    announce = false,
+  ): void {
+    node.disk.save(save.change);
+    node.savesDone++;
+    if (announce) this.#out.push(`${node.id} save durable: ${describeChange(save.change)}`);
+    node.core.onSaved(save.mark, this.#now);
+    this.#releaseWaiting(node);
+  }
+
+  #releaseWaiting(node: Node): void {
+    node.waitingSends = node.waitingSends.filter(({ savesBefore, request }) => {
+      if (savesBefore > node.savesDone) return true;
+      this.#enqueue({ kind: "request", request, from: node.id });
+      return false;
+    });
+    node.waitingReplies = node.waitingReplies.filter(({ savesBefore, queued }) => {
+      if (savesBefore > node.savesDone) return true;
+      this.#enqueue(queued);
+      return false;
+    });
+  }
+
+  #enqueue(queued: Omit<Queued, "seq">): void {
+    const entry = { ...queued, seq: ++this.#seq } as Queued;
+    this.#queue.push(entry);
+    this.#out.push(this.#describe(entry));
+  }
+
+  #select(command: Command): Queued[] {
+    const seqs = command.args.filter((arg) => arg.startsWith("#")).map((arg) =>
+      Number(arg.slice(1))
+    );
+    const from = command.options.get("from");
+    const to = command.options.get("to");
+    return this.#queue.filter((queued) =>
+      (seqs.length === 0 || seqs.includes(queued.seq)) &&
+      (from === undefined || queued.from === Number(from)) &&
+      (to === undefined || receiverOf(queued) === Number(to))
+    ).sort((a, b) => seqs.length === 0 ? a.seq - b.seq : seqs.indexOf(a.seq) - seqs.indexOf(b.seq));
+  }
+
+  /** Delivers (or drops) `messages`, in order: each delivery's consequences print below it. */
+  #deliver(messages: Queued[], drop: boolean): void {
+    for (const queued of messages) {
+      const at = this.#queue.indexOf(queued);
+      if (at < 0) continue;
+      this.#queue.splice(at, 1);
+      const requester = this.#nodes[queued.kind === "request" ? queued.from : queued.to]!;
+      const receiver = this.#nodes[receiverOf(queued)]!;
+      const lost = drop || receiver.crashed || this.#cut.has(receiver.id) ||
+        this.#cut.has(requester.id);
+      this.#out.push(`${lost ? "drop" : "deliver"} #${queued.seq}`);
+      if (queued.kind === "request" && !lost) {
+        this.#answer(receiver, queued.request, queued.from);
+      } else if (!requester.crashed) {
+        // A lost request or reply: the requester's transport says no reply came.
+        const reply = lost ? null : (queued as Extract<Queued, { kind: "reply" }>).reply;
+        const { request } = queued;
+        const from = request.to;
+        if (request.method === "RequestVote") {
+          requester.core.step({
+            type: "RequestVoteReply",
+            from,
+            args: request.args,
+            reply: reply as RequestVoteReply | null,
+          }, this.#now);
+        } else {
+          requester.core.step({
+            type: "AppendEntriesReply",
+            from,
+            args: request.args,
+            reply: reply as AppendEntriesReply | null,
+          }, this.#now);
+        }
+      }
+      this.#processAll();
+    }
+  }
+
+  /** `node` steps a request from `from`; its reply leaves once its saves so far are durable. */
+  #answer(node: Node, request: Outgoing, from: number): void {
+    const reply = request.method === "RequestVote"
+      ? node.core.step({ type: "RequestVote", args: request.args }, this.#now)
+      : node.core.step({ type: "AppendEntries", args: request.args }, this.#now);
+    this.#process(node);
+    const queued = { kind: "reply" as const, request, from: node.id, to: from, reply };
+    if (node.savesDone >= node.savesAsked) this.#enqueue(queued);
+    else {
+      node.waitingReplies.push({ savesBefore: node.savesAsked, queued });
+      this.#out.push(`${node.id} holds its reply to ${from} until its save is durable`);
+    }
+  }
+
+  #status(node: Node): void {
+    const core = node.core;
+    this.#out.push(
+      `${node.id}: term ${core.currentTerm} ${core.role}, leader ${
+        core.leaderId ?? "none"
+      }, commit ${core.commitIndex}, last ${core.lastIndex}${node.crashed ? " (crashed)" : ""}`,
+    );
+    if (core.role !== "leader") return;
+    for (const other of this.#nodes) {
+      const progress = core.progress(other.id);
+      if (progress === undefined) continue;
+      this.#out.push(
+        `  ${other.id}: ${progress.state} match ${progress.matchIndex} next ${progress.nextIndex} in flight ${progress.inflights.count}${
+          progress.probeSent ? " (probe sent)" : ""
+        }`,
+      );
+    }
+  }
+
+  #printLog(node: Node): void {
+    const { log } = node.disk.snapshot();
+    this.#out.push(
+      log.length === 0
+        ? `${node.id}: empty`
+        : `${node.id}: ${
+          log.map((entry, i) => `${i + 1}@${entry.term}:${entry.command}`).join(" ")
+        }`,
+    );
+  }
+
+  #describe(queued: Queued): string {
+    const { request } = queued;
+    if (queued.kind === "request") {
+      return `#${queued.seq} ${queued.from}->${request.to} ${describeRequest(request)}`;
+    }
+    return `#${queued.seq} ${queued.from}->${queued.to} ${describeReply(request, queued.reply)}`;
+  }
+}
+
+function receiverOf(queued: Queued): number {
+  return queued.kind === "request" ? queued.request.to : queued.to;
+}
+
+function describeEntries(first: number, entries: LogEntry[]): string {
+  return entries.map((entry, i) => `${first + i}@${entry.term}:${entry.command}`).join(" ");
+}
+
+function describeChange(change: PersistChange): string {
+  const log = change.log === undefined
+    ? ""
+    : change.log.entries.length === 0
+    ? ` log from ${change.log.from}: none`
+    : ` log from ${change.log.from}: ${describeEntries(change.log.from, change.log.entries)}`;
+  return `term ${change.term} vote ${change.votedFor ?? "none"}${log}`;
+}
+
+function describeRequest(request: Outgoing): string {
+  if (request.method === "RequestVote") {
+    const args: RequestVoteArgs = request.args;
+    return `${
+      args.preVote === true ? "PreVote" : "RequestVote"
+    } term ${args.term} last ${args.lastLogIndex}@${args.lastLogTerm}`;
+  }
+  const args = request.args;
+  const entries = args.entries.length === 0
+    ? ""
+    : ` entries ${describeEntries(args.prevLogIndex + 1, args.entries)}`;
+  return `AppendEntries term ${args.term} prev ${args.prevLogIndex}@${args.prevLogTerm} commit ${args.leaderCommit}${entries}`;
+}
+
+function describeReply(request: Outgoing, reply: RequestVoteReply | AppendEntriesReply): string {
+  if (request.method === "RequestVote") {
+    const vote = reply as RequestVoteReply;
+    const kind = request.args.preVote === true ? "PreVote" : "RequestVote";
+    return `${kind} reply term ${vote.term} ${vote.voteGranted ? "granted" : "refused"}`;
+  }
+  const append = reply as AppendEntriesReply;
+  return append.success
+    ? `AppendEntries reply term ${append.term} ok`
+    : `AppendEntries reply term ${append.term} rejected (hint ${append.conflictIndex}@${append.conflictTerm})`;
+}
