@@ -62,39 +62,21 @@ export interface RegisterOperation {
 
 /** Translates `operation` to the register's integer form, interning its values in `values`. */
 export function toRegisterOperation(operation: Operation, values: ValueTable): RegisterOperation {
+  const translated = { kind: operation.kind, known: operation.output !== undefined };
   switch (operation.kind) {
-    case "read":
-      return {
-        kind: "read",
-        known: operation.output !== undefined,
-        value: ABSENT,
-        expected: ABSENT,
-        output: operation.output === undefined ? -1 : values.id(operation.output),
-      };
+    case "read": {
+      const output = operation.output === undefined ? -1 : values.id(operation.output);
+      return { ...translated, value: ABSENT, expected: ABSENT, output };
+    }
     case "write":
-      return {
-        kind: "write",
-        known: operation.output !== undefined,
-        value: values.id(operation.input),
-        expected: ABSENT,
-        output: -1,
-      };
+      return { ...translated, value: values.id(operation.input), expected: ABSENT, output: -1 };
     case "delete":
-      return {
-        kind: "delete",
-        known: operation.output !== undefined,
-        value: ABSENT,
-        expected: ABSENT,
-        output: -1,
-      };
-    case "cas":
-      return {
-        kind: "cas",
-        known: operation.output !== undefined,
-        value: values.id(operation.input.new),
-        expected: values.id(operation.input.expected),
-        output: operation.output === undefined ? -1 : operation.output ? 1 : 0,
-      };
+      return { ...translated, value: ABSENT, expected: ABSENT, output: -1 };
+    case "cas": {
+      const output = operation.output === undefined ? -1 : operation.output ? 1 : 0;
+      const expected = values.id(operation.input.expected);
+      return { ...translated, value: values.id(operation.input.new), expected, output };
+    }
   }
 }
 
