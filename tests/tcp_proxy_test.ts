@@ -137,14 +137,26 @@ async function shutDown(
   ]);
 }
 
+/** A target, a proxy in front of it, and one client connected through the proxy. */
+async function forwardedConnection(): Promise<{
+  target: Target;
+  proxy: TcpProxy;
+  client: { conn: Deno.TcpConn; reader: Reader };
+  serverConn: Deno.TcpConn;
+  server: Reader;
+}> {
+  const target = new Target();
+  const proxy = new TcpProxy(target.port);
+  const client = await dial(proxy.port);
+  const serverConn = await target.connection(0);
+  return { target, proxy, client, serverConn, server: new Reader(serverConn) };
+}
+
 /** How long "nothing arrives" is watched for. */
 const SILENCE_MS = 200;
 
 Deno.test("the proxy forwards bytes both ways and counts them", sanitized, async () => {
-  const target = new Target();
-  const proxy = new TcpProxy(target.port);
-  const client = await dial(proxy.port);
-  const server = new Reader(await target.connection(0));
+  const { target, proxy, client, server } = await forwardedConnection();
   await writeAll(client.conn, encoder.encode("hello"));
   await server.waitForText("hello");
   await writeAll(target.connections[0]!, encoder.encode("world!"));
@@ -165,11 +177,7 @@ Deno.test("the proxy forwards bytes both ways and counts them", sanitized, async
 });
 
 Deno.test("a megabyte crosses each way at once, intact", sanitized, async () => {
-  const target = new Target();
-  const proxy = new TcpProxy(target.port);
-  const client = await dial(proxy.port);
-  const serverConn = await target.connection(0);
-  const server = new Reader(serverConn);
+  const { target, proxy, client, serverConn, server } = await forwardedConnection();
   const up = Uint8Array.from({ length: 1 << 20 }, (_, i) => (i * 7) & 255);
   const down = Uint8Array.from({ length: 1 << 20 }, (_, i) => (i * 13 + 5) & 255);
   await Promise.all([writeAll(client.conn, up), writeAll(serverConn, down)]);
@@ -182,11 +190,7 @@ Deno.test("a megabyte crosses each way at once, intact", sanitized, async () => 
 });
 
 Deno.test("a half-close passes through, and the other way keeps working", sanitized, async () => {
-  const target = new Target();
-  const proxy = new TcpProxy(target.port);
-  const client = await dial(proxy.port);
-  const serverConn = await target.connection(0);
-  const server = new Reader(serverConn);
+  const { target, proxy, client, serverConn, server } = await forwardedConnection();
   await writeAll(client.conn, encoder.encode("request"));
   await client.conn.closeWrite();
   await server.waitForEnd();
@@ -202,10 +206,7 @@ Deno.test("a half-close passes through, and the other way keeps working", saniti
 });
 
 Deno.test("cut('reset') closes open connections and new ones until heal()", sanitized, async () => {
-  const target = new Target();
-  const proxy = new TcpProxy(target.port);
-  const before = await dial(proxy.port);
-  const server = new Reader(await target.connection(0));
+  const { target, proxy, client: before, server } = await forwardedConnection();
   await writeAll(before.conn, encoder.encode("ping"));
   await server.waitForText("ping");
 
@@ -233,11 +234,7 @@ Deno.test("cut('reset') closes open connections and new ones until heal()", sani
 });
 
 Deno.test("cut('blackhole') silences open connections and holds new ones", sanitized, async () => {
-  const target = new Target();
-  const proxy = new TcpProxy(target.port);
-  const before = await dial(proxy.port);
-  const serverConn = await target.connection(0);
-  const server = new Reader(serverConn);
+  const { target, proxy, client: before, serverConn, server } = await forwardedConnection();
   await writeAll(before.conn, encoder.encode("ping"));
   await server.waitForText("ping");
 
@@ -271,10 +268,7 @@ Deno.test("cut('blackhole') silences open connections and holds new ones", sanit
 });
 
 Deno.test("a blackholed client that hangs up is not told to the target", sanitized, async () => {
-  const target = new Target();
-  const proxy = new TcpProxy(target.port);
-  const client = await dial(proxy.port);
-  const server = new Reader(await target.connection(0));
+  const { target, proxy, client, server } = await forwardedConnection();
   proxy.cut("blackhole");
   client.conn.close();
   await client.reader.done;
