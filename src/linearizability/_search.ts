@@ -47,8 +47,8 @@ export interface SearchInput {
   /** The model's initial state. */
   initial: number;
   /** Give up when `now()` passes this. */
-  deadline: number;
-  /** The clock the deadline is on. */
+  giveUpAt: number;
+  /** The clock `giveUpAt` is on. */
   now: () => number;
 }
 
@@ -120,8 +120,8 @@ export function search(input: SearchInput): SearchOutcome {
 
   while (entry !== null) {
     if (
-      input.deadline !== Infinity && ++steps % STEPS_PER_CLOCK_READ === 0 &&
-      input.now() > input.deadline
+      input.giveUpAt !== Infinity && ++steps % STEPS_PER_CLOCK_READ === 0 &&
+      input.now() > input.giveUpAt
     ) {
       return { kind: "timeout" };
     }

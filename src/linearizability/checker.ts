@@ -115,7 +115,7 @@ export function checkLinearizable(
   if (typeof timeoutMs !== "number" || Number.isNaN(timeoutMs) || timeoutMs < 0) {
     throw new RangeError(`The timeout must be a non-negative number of ms, got ${timeoutMs}`);
   }
-  const deadline = performance.now() + timeoutMs;
+  const giveUpAt = performance.now() + timeoutMs;
   const now = () => performance.now();
   for (const [key, all] of partitionByKey(history)) {
     const values = new ValueTable();
@@ -133,7 +133,7 @@ export function checkLinearizable(
       optional: kept.map((i) => deadlines[i]!.optional),
       operations: kept.map((i) => translated[i]!),
       initial: ABSENT,
-      deadline,
+      giveUpAt,
       now,
     });
     if (outcome.kind === "timeout") return { ok: "unknown", reason: "timeout", key };
