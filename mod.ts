@@ -1,6 +1,8 @@
 /**
  * A Raft library for Deno: leader election, log replication and persistence as in Figure 2 of
- * the extended Raft paper, behind the classic Raft lab interface.
+ * the extended Raft paper, behind two interfaces: {@linkcode RaftNode} for services (proposals
+ * that resolve on commit, typed errors, events, metrics), and the classic Raft lab interface
+ * ({@linkcode make}, `start`, `getState`, `kill`, apply messages).
  *
  * @module
  */
@@ -21,6 +23,24 @@ export type {
 } from "./src/types.ts";
 export { type CancelTimer, type Clock, type RandomSource, realClock } from "./src/clock.ts";
 export { FatalError, type FatalReason } from "./src/errors.ts";
+export {
+  type FollowerStatus,
+  type LeaderChange,
+  type NodeStatus,
+  type ProposeOptions,
+  RaftNode,
+  type RaftNodeEventMap,
+  type RaftNodeOptions,
+  type RoleChange,
+  type StateMachine,
+  type Transport,
+} from "./src/node/raft_node.ts";
+export {
+  NodeClosedError,
+  NotLeaderError,
+  OverloadedError,
+  ProposalDroppedError,
+} from "./src/node/errors.ts";
 export { MemoryPersister } from "./src/storage/memory_persister.ts";
 export { make } from "./src/driver.ts";
 export {

@@ -61,13 +61,41 @@ const defaults = {
  * raft.kill();
  * ```
  */
-export async function make(
+export function make(
   peers: ClientEnd[],
   me: number,
   persister: Persister,
   applyCh: (msg: ApplyMsg) => void | Promise<void>,
   options: RaftOptions = {},
 ): Promise<Raft> {
+  return startPeer(peers, me, persister, applyCh, options, null);
+}
+
+/**
+ * What a service layer built on the driver (`RaftNode`) observes of a running peer. Each call
+ * comes after the step it reports; none may throw.
+ */
+export interface PeerObserver {
+  /** The core handed back `ready`, about to be carried out. */
+  ready(ready: Ready): void;
+  /** A save resolved `ms` after it started. */
+  saved(ms: number): void;
+  /** An RPC request went out (`out`) or came in (`in`); `reply` is undefined when none came. */
+  rpc(direction: "in" | "out", method: string, args: unknown, reply: unknown): void;
+}
+
+/**
+ * {@linkcode make}, for a service layer: the running peer itself, with its core in view, and an
+ * observer of what it does.
+ */
+export async function startPeer(
+  peers: ClientEnd[],
+  me: number,
+  persister: Persister,
+  applyCh: (msg: ApplyMsg) => void | Promise<void>,
+  options: RaftOptions,
+  observer: PeerObserver | null,
+): Promise<RaftPeer> {
   if (!Array.isArray(peers) || peers.length === 0) {
     throw new TypeError(`Peers must be a non-empty array of ClientEnd, got ${String(peers)}`);
   }
@@ -115,6 +143,10 @@ export async function make(
   if (typeof preVote !== "boolean") {
     throw new TypeError(`Option preVote must be a boolean, got ${String(preVote)}`);
   }
+  const noopOnElection = options.noopOnElection ?? false;
+  if (typeof noopOnElection !== "boolean") {
+    throw new TypeError(`Option noopOnElection must be a boolean, got ${String(noopOnElection)}`);
+  }
   const onFatal = options.onFatal ?? null;
   if (onFatal !== null && typeof onFatal !== "function") {
     throw new TypeError(`Option onFatal must be a function, got ${String(onFatal)}`);
@@ -130,11 +162,50 @@ export async function make(
       random: options.random ?? Math.random,
       trace,
       preVote,
+      noopOnElection,
     },
     state,
     clock.now(),
   );
-  return new RaftPeer(core, peers, me, persister, applyCh, clock, trace, onFatal);
+  return new RaftPeer(core, peers, me, persister, applyCh, clock, trace, onFatal, observer);
+}
+
+/**
+ * Checks that `command` is a JSON value within the persister's `limit` (bytes of its JSON text),
+ * and returns the copy the log keeps (the caller may reuse its object; a string cannot change)
+ * and the length of its JSON text, which sizes messages.
+ *
+ * @throws {TypeError} If `command` is not a JSON value.
+ * @throws {RangeError} If its JSON text is larger than `limit` bytes.
+ */
+export function prepareCommand(
+  command: unknown,
+  limit: number | undefined,
+): { copy: unknown; length: number } {
+  if (typeof command === "string" && (limit === undefined || command.length * 6 + 2 <= limit)) {
+    // A string needs no copy, and its JSON text has at most 6 bytes per code unit (a \uXXXX
+    // escape) plus the quotes: only a long one must be encoded to check the limit. The length
+    // only sizes messages, so escapes may be left out of it.
+    return { copy: command, length: command.length + 2 };
+  }
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(command);
+  } catch (error) {
+    throw new TypeError(`Command must be a JSON value: ${(error as Error).message}`);
+  }
+  if (text === undefined) {
+    throw new TypeError(`Command must be a JSON value, got ${String(command)}`);
+  }
+  if (limit !== undefined && text.length > limit / 3) {
+    const bytes = new TextEncoder().encode(text).length;
+    if (bytes > limit) {
+      throw new RangeError(
+        `Command is ${bytes} bytes of JSON, more than the persister's limit of ${limit} bytes`,
+      );
+    }
+  }
+  return { copy: typeof command === "string" ? command : JSON.parse(text), length: text.length };
 }
 
 /** Rejects what a persister returned unless it is a well-formed {@linkcode PersistentState}. */
@@ -161,17 +232,19 @@ function checkLoadedState(state: unknown, peerCount: number): PersistentState {
     ) {
       return fail(`entry at index ${i + 1} has term ${String(entryTerm)}`);
     }
-    if ((entry as LogEntry).command === undefined) {
-      return fail(`entry at index ${i + 1} has no command`);
+    const { command, type } = entry as LogEntry;
+    if (command === undefined) return fail(`entry at index ${i + 1} has no command`);
+    if (type !== undefined && (type !== "noop" || command !== null)) {
+      return fail(`entry at index ${i + 1} has type ${JSON.stringify(type)}`);
     }
     previousTerm = entryTerm!;
-    return { term: entryTerm!, command: (entry as LogEntry).command };
+    return type === "noop" ? { term: entryTerm!, command, type } : { term: entryTerm!, command };
   });
   return { term: term as number, votedFor: votedFor as number | null, log: entries };
 }
 
 /** One running peer: the core plus its timer, its save queue and its apply queue. */
-class RaftPeer implements Raft {
+export class RaftPeer implements Raft {
   readonly #core: RaftCore;
   readonly #peers: ClientEnd[];
   readonly #me: number;
@@ -180,6 +253,7 @@ class RaftPeer implements Raft {
   readonly #clock: Clock;
   readonly #trace: TraceSink | null;
   readonly #onFatal: ((error: FatalError) => void) | null;
+  readonly #observer: PeerObserver | null;
 
   #dead = false;
   /** Settles once every save asked for so far is durable and handled, in order; never rejects. */
@@ -190,6 +264,8 @@ class RaftPeer implements Raft {
   #applyQueue: ApplyMsg[] = [];
   #applyHead = 0;
   #applying = false;
+  /** Settles when the applier's current run ends; never rejects. */
+  #applierDone: Promise<void> = Promise.resolve();
   #lastApplied = 0;
 
   constructor(
@@ -201,6 +277,7 @@ class RaftPeer implements Raft {
     clock: Clock,
     trace: TraceSink | null,
     onFatal: ((error: FatalError) => void) | null,
+    observer: PeerObserver | null,
   ) {
     this.#core = core;
     this.#peers = peers;
@@ -210,45 +287,41 @@ class RaftPeer implements Raft {
     this.#clock = clock;
     this.#trace = trace;
     this.#onFatal = onFatal;
+    this.#observer = observer;
     this.#armTimer();
   }
 
   start(command: unknown): { index: number; term: number; isLeader: boolean } {
-    const limit = this.#persister.maxCommandBytes;
-    let copy: unknown;
-    let length: number;
-    if (typeof command === "string" && (limit === undefined || command.length * 6 + 2 <= limit)) {
-      // A string needs no copy, and its JSON text has at most 6 bytes per code unit (a \uXXXX
-      // escape) plus the quotes: only a long one must be encoded to check the limit. The length
-      // only sizes messages, so escapes may be left out of it.
-      copy = command;
-      length = command.length + 2;
-    } else {
-      let text: string | undefined;
-      try {
-        text = JSON.stringify(command);
-      } catch (error) {
-        throw new TypeError(`Command must be a JSON value: ${(error as Error).message}`);
-      }
-      if (text === undefined) {
-        throw new TypeError(`Command must be a JSON value, got ${String(command)}`);
-      }
-      if (limit !== undefined && text.length > limit / 3) {
-        const bytes = new TextEncoder().encode(text).length;
-        if (bytes > limit) {
-          throw new RangeError(
-            `Command is ${bytes} bytes of JSON, more than the persister's limit of ${limit} bytes`,
-          );
-        }
-      }
-      // The log keeps its own copy, so the caller may reuse its object; a string cannot change.
-      copy = typeof command === "string" ? command : JSON.parse(text);
-      length = text.length;
-    }
+    const { copy, length } = prepareCommand(command, this.#persister.maxCommandBytes);
+    return this.proposePrepared(copy, length);
+  }
+
+  /**
+   * Proposes a command already checked and copied by {@linkcode prepareCommand}; `length` is
+   * its JSON text's length.
+   */
+  proposePrepared(
+    copy: unknown,
+    length: number,
+  ): { index: number; term: number; isLeader: boolean } {
     if (this.#dead) return { index: -1, term: this.#core.currentTerm, isLeader: false };
     const result = this.#core.propose(copy, length);
     if (result.isLeader) this.#scheduleDrive();
     return result;
+  }
+
+  /** The protocol core, for a service layer's status and metrics (read only). */
+  get core(): RaftCore {
+    return this.#core;
+  }
+
+  /**
+   * Resolves once nothing of this peer runs any more: it was killed, and the apply in progress
+   * and every save it started have settled.
+   */
+  async settled(): Promise<void> {
+    await this.#saveChain;
+    await this.#applierDone;
   }
 
   getState(): { term: number; isLeader: boolean } {
@@ -304,7 +377,9 @@ class RaftPeer implements Raft {
     this.#drive();
     // Figure 2: respond only after the state the reply depends on is on stable storage.
     await this.#saveChain;
-    return this.#dead ? undefined : reply;
+    if (this.#dead) return undefined;
+    this.#observer?.rpc("in", method, args, reply);
+    return reply;
   }
 
   #refuse(error: string): RpcErrorReply {
@@ -331,6 +406,7 @@ class RaftPeer implements Raft {
       this.#coreFailed(error);
       return;
     }
+    this.#observer?.ready(ready);
     const saved = this.#save(ready);
     for (const request of ready.send) this.#send(request);
     if (ready.sendAfterSave.length > 0) {
@@ -360,8 +436,12 @@ class RaftPeer implements Raft {
     // next would let saves pile up faster than one disk round trip each can clear them, and
     // every reply waits for the whole pile. Only their completions are handled in order.
     let written: Promise<{ error: unknown } | null>;
+    const startedAt = this.#clock.now();
     try {
-      written = this.#persister.save(change).then(() => null, (error: unknown) => ({ error }));
+      written = this.#persister.save(change).then(() => {
+        this.#observer?.saved(this.#clock.now() - startedAt);
+        return null;
+      }, (error: unknown) => ({ error }));
     } catch (error) {
       written = Promise.resolve({ error });
     }
@@ -395,6 +475,7 @@ class RaftPeer implements Raft {
     }
     call.catch(() => undefined).then((reply) => {
       if (this.#dead) return;
+      this.#observer?.rpc("out", request.method, request.args, reply);
       const now = this.#clock.now();
       try {
         if (request.method === RequestVote) {
@@ -421,8 +502,12 @@ class RaftPeer implements Raft {
   }
 
   /** Hands committed entries to the service one at a time, awaiting each returned promise. */
-  async #runApplier(): Promise<void> {
+  #runApplier(): void {
     if (this.#applying) return;
+    this.#applierDone = this.#applyAll();
+  }
+
+  async #applyAll(): Promise<void> {
     this.#applying = true;
     while (!this.#dead && this.#applyHead < this.#applyQueue.length) {
       const msg = this.#applyQueue[this.#applyHead++]!;

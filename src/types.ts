@@ -30,6 +30,11 @@ export interface Persister {
   /** Applies `change` atomically; the change is durable once the promise resolves. */
   save(change: PersistChange): Promise<void>;
   /**
+   * Optional: releases what the persister holds (files, locks). `RaftNode.close()` calls it
+   * last, once no save is in progress.
+   */
+  close?(): Promise<void>;
+  /**
    * Optional: the largest command, in bytes of its JSON text (UTF-8), that one save can hold.
    * `start()` refuses a larger command with a `RangeError` before appending anything.
    */
@@ -160,6 +165,14 @@ export interface RaftOptions {
    * `RAFT_DEBUG` is set (and readable), otherwise no trace.
    */
   trace?: TraceSink | null;
+  /**
+   * When elected, append a no-op entry at once (thesis §6.4). A new leader may commit entries of
+   * earlier terms only together with one of its own term (§5.4.2), so without it a restarted
+   * cluster applies nothing that was committed before until a client proposes something. The
+   * no-op reaches `applyCh` as a message with `commandValid: false` and `command: null`, at its own
+   * index. Default false, because the lab's tests count log indexes; `RaftNode` always sets it.
+   */
+  noopOnElection?: boolean;
   /**
    * Called once if the peer stops for good because going on could lose or corrupt data: a save
    * failed, `applyCh` threw, or a protocol invariant broke. The peer is already killed when this

@@ -72,6 +72,18 @@ export interface CoreConfig {
   trace: ((line: string) => void) | null;
   /** Run a pre-vote before each election (thesis §9.6). Default false here; `make()` turns it on. */
   preVote?: boolean;
+  /** Append a no-op entry when elected (thesis §6.4). Default false. */
+  noopOnElection?: boolean;
+}
+
+/** Counts of protocol events since the core was made, for metrics. */
+export interface CoreCounters {
+  /** Pre-votes started (thesis §9.6). */
+  preVotesStarted: number;
+  /** Elections started: this peer became a candidate. */
+  electionsStarted: number;
+  /** Elections won: this peer became leader. */
+  electionsWon: number;
 }
 
 /** A save asked for and not yet reported durable. */
@@ -117,6 +129,9 @@ export class RaftCore {
    */
   #stableIndex: number;
   readonly #pendingSaves: PendingSave[] = [];
+  readonly #counters: CoreCounters = { preVotesStarted: 0, electionsStarted: 0, electionsWon: 0 };
+  /** While leading: bytes of the entries after the commit index (see uncommittedBytes). */
+  #uncommittedBytes = 0;
 
   constructor(config: CoreConfig, state: PersistentState, now: number) {
     this.#config = config;
@@ -156,6 +171,36 @@ export class RaftCore {
     return this.#log.lastIndex;
   }
 
+  /** Index of the last entry durable on this peer's disk, as far as it matches the log. */
+  get stableIndex(): number {
+    return this.#stableIndex;
+  }
+
+  /** Counts of elections and pre-votes since the core was made. */
+  get counters(): Readonly<CoreCounters> {
+    return this.#counters;
+  }
+
+  /** The followers of this leader, by id (empty unless leading). */
+  followers(): number[] {
+    const ids: number[] = [];
+    this.#tracker.forEachFollower((id) => ids.push(id));
+    return ids;
+  }
+
+  /** The term of the entry at `index`, if the log holds it (0 for index 0). */
+  termAt(index: number): number | undefined {
+    return this.#log.termAt(index);
+  }
+
+  /**
+   * While leading, the bytes of the entries after the commit index, as messages size them: what
+   * the leader holds for followers that have not acknowledged them yet. 0 otherwise.
+   */
+  get uncommittedBytes(): number {
+    return this.#role === "leader" ? this.#uncommittedBytes : 0;
+  }
+
   /** While leading, follower `peer`'s progress (read-only use: status pages and tests). */
   progress(peer: number): Readonly<Progress> | undefined {
     return this.#tracker.progress(peer);
@@ -172,6 +217,7 @@ export class RaftCore {
   ): { index: number; term: number; isLeader: boolean } {
     if (this.#role !== "leader") return { index: -1, term: this.#currentTerm, isLeader: false };
     const index = this.#log.append({ term: this.#currentTerm, command }, commandBytes);
+    this.#uncommittedBytes += this.#log.bytesAt(index);
     this.#logChangedFrom(index);
     this.#replicationWanted = true;
     return { index, term: this.#currentTerm, isLeader: true };
@@ -528,7 +574,7 @@ export class RaftCore {
       this.#lastApplied++;
       const entry = this.#log.entryAt(this.#lastApplied)!;
       apply.push({
-        commandValid: true,
+        commandValid: entry.type === undefined,
         command: entry.command,
         commandIndex: this.#lastApplied,
         commandTerm: entry.term,
@@ -608,8 +654,10 @@ export class RaftCore {
     this.#tracker.resetVotes();
     if (kind === "preVote") {
       this.#role = "precandidate";
+      this.#counters.preVotesStarted++;
       this.#trace(`starts pre-vote for term ${this.#currentTerm + 1}`);
     } else {
+      this.#counters.electionsStarted++;
       this.#currentTerm++;
       this.#votedFor = me;
       this.#hardStateChanged = true;
@@ -639,12 +687,23 @@ export class RaftCore {
     this.#leaderId = this.#config.me;
     this.#tracker.resetProgress(this.#log.lastIndex, this.#config.maxInflightAppends, now);
     this.#quorumCheckAt = now + this.#config.electionTimeoutMaxMs;
+    this.#counters.electionsWon++;
+    this.#uncommittedBytes = this.#log.bytesBetween(this.#commitIndex + 1, this.#log.lastIndex + 1);
     this.#trace(`becomes leader with log up to ${this.#log.lastIndex}`);
     // Figure 2: send initial empty AppendEntries to each server at once, to claim leadership.
     // Each is the first probe of where that follower's log matches.
     this.#tracker.forEachFollower((peer, progress) => {
       this.#sendAppend(peer, progress, now, progress.nextIndex);
     });
+    if (this.#config.noopOnElection === true) {
+      // Thesis §6.4: entries of earlier terms commit only with one of this term (§5.4.2), so a
+      // leader appends an empty one at once, and what was committed before applies without
+      // waiting for a client.
+      const index = this.#log.append({ term: this.#currentTerm, command: null, type: "noop" }, 4);
+      this.#uncommittedBytes += this.#log.bytesAt(index);
+      this.#logChangedFrom(index);
+      this.#replicationWanted = true;
+    }
   }
 
   /**
@@ -762,6 +821,7 @@ export class RaftCore {
     if (quorumIndex <= this.#commitIndex || this.#log.termAt(quorumIndex) !== this.#currentTerm) {
       return;
     }
+    this.#uncommittedBytes -= this.#log.bytesBetween(this.#commitIndex + 1, quorumIndex + 1);
     this.#commitIndex = quorumIndex;
     this.#trace(`commits up to ${quorumIndex}`);
     // Followers learn the new commit index with the next AppendEntries: soon, so that they

@@ -79,6 +79,15 @@ export class RaftLog {
     return bytes;
   }
 
+  /** The estimated bytes of the entries with index in [from, to) (see {@linkcode RaftLog.bytesAt}). */
+  bytesBetween(from: number, to: number): number {
+    let bytes = 0;
+    for (let index = Math.max(from, 1); index < Math.min(to, this.lastIndex + 1); index++) {
+      bytes += this.bytesAt(index);
+    }
+    return bytes;
+  }
+
   /** The first index whose entry has a term >= `term` (lastIndex + 1 if none): terms never decrease. */
   #firstIndexWithTermAtLeast(term: number): number {
     let low = 0;

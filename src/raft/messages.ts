@@ -196,20 +196,27 @@ export function parseAppendEntriesArgs(
     // A leader's log never has terms above its own or decreasing terms (§5.3, Log Matching).
     if (
       !isObject(entry) || !isCount(entry.term) || entry.term < 1 || entry.term > term ||
-      entry.term < previousTerm || !("command" in entry) || entry.command === undefined
+      entry.term < previousTerm || !("command" in entry) || entry.command === undefined ||
+      (entry.type !== undefined && (entry.type !== "noop" || entry.command !== null))
     ) {
       return {
         ok: false,
         error: badField(
           AppendEntries,
           `entries[${i}]`,
-          `{ term, command } with term in ${previousTerm || 1}..${term}`,
+          `{ term, command } or { term, command: null, type: "noop" } with term in ${
+            previousTerm || 1
+          }..${term}`,
           entry,
         ),
       };
     }
     previousTerm = entry.term;
-    entries.push({ term: entry.term, command: entry.command });
+    entries.push(
+      entry.type === "noop"
+        ? { term: entry.term, command: null, type: "noop" }
+        : { term: entry.term, command: entry.command },
+    );
   }
   return {
     ok: true,

@@ -10,8 +10,14 @@
 export interface LogEntry {
   /** The leader's term when the entry was created (Figure 2: "term when entry was received"). */
   term: number;
-  /** The service's command: any JSON value. */
+  /** The service's command: any JSON value (`null` in a no-op entry). */
   command: unknown;
+  /**
+   * What the entry is when it is not a service's command: `"noop"` for the empty entry a new
+   * leader appends at the start of its term (thesis §6.4), so that it learns what is committed
+   * without waiting for a client. Absent for commands.
+   */
+  type?: "noop";
 }
 
 /** Figure 2's persistent state, as a persister loads it. `log[0]` is the entry at index 1. */
@@ -42,7 +48,11 @@ export interface PersistChange {
  * replaces the service's state up to an index.
  */
 export interface ApplyMsg {
-  /** True when `command` is a committed log entry. */
+  /**
+   * True when `command` is a committed command of the service. False on snapshot messages, and
+   * on the no-op entries a new leader appends when `noopOnElection` is set (their `command` is
+   * `null`; `commandIndex` and `commandTerm` still say where they are).
+   */
   commandValid: boolean;
   /** The committed command, as given to `start()` on the leader. */
   command: unknown;

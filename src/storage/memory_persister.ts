@@ -106,19 +106,22 @@ interface StoredEntry {
   readonly term: number;
   readonly command: string;
   readonly isJson: boolean;
+  readonly noop: boolean;
 }
 
 function storeEntry(entry: LogEntry): StoredEntry {
+  const noop = entry.type === "noop";
   if (typeof entry.command === "string") {
-    return { term: entry.term, command: entry.command, isJson: false };
+    return { term: entry.term, command: entry.command, isJson: false, noop };
   }
   const command = JSON.stringify(entry.command);
   if (command === undefined) {
     throw new TypeError(`Log entry command must be a JSON value, got ${String(entry.command)}`);
   }
-  return { term: entry.term, command, isJson: true };
+  return { term: entry.term, command, isJson: true, noop };
 }
 
 function loadEntry(entry: StoredEntry): LogEntry {
-  return { term: entry.term, command: entry.isJson ? JSON.parse(entry.command) : entry.command };
+  const command = entry.isJson ? JSON.parse(entry.command) : entry.command;
+  return entry.noop ? { term: entry.term, command, type: "noop" } : { term: entry.term, command };
 }

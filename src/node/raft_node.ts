@@ -1,0 +1,759 @@
+/**
+ * {@linkcode RaftNode}: the service API on top of the same core and driver as the lab interface.
+ * Proposals resolve with the state machine's result once committed and applied here, and reject
+ * with typed errors; leader and role changes are events; status and Prometheus metrics are one
+ * call away; `close()` shuts everything down in order.
+ *
+ * @module
+ */
+
+import { type Clock, realClock } from "../clock.ts";
+import { type PeerObserver, prepareCommand, type RaftPeer, startPeer } from "../driver.ts";
+import type { FatalError } from "../errors.ts";
+import type { Ready } from "../raft/core.ts";
+import type { ApplyMsg, Role } from "../raft/types.ts";
+import type { ClientEnd, Persister, RaftOptions, RpcHandler } from "../types.ts";
+import {
+  NodeClosedError,
+  NotLeaderError,
+  OverloadedError,
+  ProposalDroppedError,
+} from "./errors.ts";
+import { checkJsonData } from "./json_data.ts";
+import { Histogram, SeriesFamily } from "./metrics.ts";
+
+/**
+ * The service's state machine: what a committed command does.
+ *
+ * @typeParam C The commands it takes (JSON data).
+ * @typeParam R What applying one returns to the proposer.
+ */
+export interface StateMachine<C, R> {
+  /**
+   * Applies a committed command, at log index `index`. Called once per committed command, in
+   * index order, one at a time: a returned promise is awaited before the next. A throw (or a
+   * rejection) stops the node with a fatal error, since applying later commands without this one
+   * would corrupt the state.
+   */
+  apply(command: C, index: number): R | Promise<R>;
+}
+
+/**
+ * Something that carries RPCs between peers and owns their connections, such as the
+ * `WebSocketTransport`: a node given one registers itself as its handler and closes it on close.
+ */
+export interface Transport {
+  /** `clientEnds()[i]` reaches peer i. */
+  clientEnds(): ClientEnd[];
+  /** Where incoming requests go. */
+  setHandler(handler: RpcHandler): void;
+  /** Closes every connection and the server. */
+  close(): Promise<void>;
+}
+
+/** Options for {@linkcode RaftNode.create}: the node's place in the cluster, and Raft's tuning. */
+export interface RaftNodeOptions<C, R> extends Omit<RaftOptions, "noopOnElection"> {
+  /** This peer's id: its index in `peers`. */
+  id: number;
+  /**
+   * How to reach the other peers: one `ClientEnd` per peer (`peers[id]` is never called), or a
+   * {@linkcode Transport}, which the node then owns: it registers as the transport's handler and
+   * closes it on close. With `ClientEnd`s, route incoming requests to the node's `handleRpc`.
+   */
+  peers: readonly ClientEnd[] | Transport;
+  /** Where term, vote and log are kept. The node owns it and closes it on close, if it can. */
+  persister: Persister;
+  /** What committed commands do. */
+  stateMachine: StateMachine<C, R>;
+  /**
+   * Each peer's address as clients should see it (say, its HTTP URL), for
+   * {@linkcode NotLeaderError.leaderAddress}. Default: none.
+   */
+  addresses?: readonly string[];
+  /**
+   * Most bytes of uncommitted entries (as messages size them) a leader holds before
+   * {@linkcode RaftNode.propose} rejects with {@linkcode OverloadedError}. Default 64 MiB: far
+   * above what a healthy cluster holds (a few round trips of traffic), low enough that a leader
+   * whose followers stopped answering cannot exhaust its memory.
+   */
+  maxUncommittedBytes?: number;
+  /** Aborting it closes the node. */
+  signal?: AbortSignal;
+}
+
+/** Options for one {@linkcode RaftNode.propose}. */
+export interface ProposeOptions {
+  /**
+   * Stops waiting when aborted: the proposal rejects with the signal's reason (an `AbortError`
+   * by default). The command may still commit: the outcome is unknown.
+   */
+  signal?: AbortSignal;
+  /**
+   * Stops waiting after this many milliseconds: the proposal rejects with a `TimeoutError`. The
+   * command may still commit: the outcome is unknown. Default: no limit.
+   */
+  timeoutMs?: number;
+}
+
+/** One follower's replication state, as its leader sees it. */
+export interface FollowerStatus {
+  /** The follower's id. */
+  id: number;
+  /** Figure 2's `matchIndex`: the highest index known replicated there. */
+  matchIndex: number;
+  /** Figure 2's `nextIndex`: the next index to send. */
+  nextIndex: number;
+  /** `probe` (finding where the logs match) or `replicate` (pipelining). */
+  state: "probe" | "replicate";
+  /** AppendEntries awaiting replies. */
+  inflight: number;
+}
+
+/** A node's state, as {@linkcode RaftNode.status} reports it. */
+export interface NodeStatus {
+  /** This peer's id. */
+  id: number;
+  /** Latest term seen. */
+  term: number;
+  /** Follower, pre-candidate, candidate or leader. */
+  role: Role;
+  /** The leader of the current term, if known. */
+  leaderId: number | null;
+  /** Highest index known committed. */
+  commitIndex: number;
+  /** Highest index applied to the state machine. */
+  lastApplied: number;
+  /** Index of the last log entry. */
+  lastLogIndex: number;
+  /** While this peer leads, each follower's progress; empty otherwise. */
+  followers: FollowerStatus[];
+  /** Whether the node was closed (or stopped by a fatal error). */
+  closed: boolean;
+}
+
+/** The detail of a `leaderchange` event. */
+export interface LeaderChange {
+  /** The new leader, or null when this peer knows of none. */
+  leaderId: number | null;
+  /** The term it leads. */
+  term: number;
+}
+
+/** The detail of a `rolechange` event. */
+export interface RoleChange {
+  /** The new role. */
+  role: Role;
+  /** The role before. */
+  previous: Role;
+  /** The current term. */
+  term: number;
+}
+
+/** The events a {@linkcode RaftNode} dispatches. */
+export interface RaftNodeEventMap {
+  /** The leader this peer knows of changed (including to none). */
+  leaderchange: CustomEvent<LeaderChange>;
+  /** This peer's role changed. */
+  rolechange: CustomEvent<RoleChange>;
+  /** The node stopped for good: a save or an apply failed, or an invariant broke. */
+  fatal: CustomEvent<FatalError>;
+}
+
+interface Pending {
+  term: number;
+  resolve(result: unknown): void;
+  reject(error: unknown): void;
+}
+
+const defaultMaxUncommittedBytes = 64 * 1024 * 1024;
+
+/** Buckets of the save latency histogram, in seconds: 50 us to 2.5 s. */
+const saveBuckets = [
+  0.00005,
+  0.0001,
+  0.00025,
+  0.0005,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+];
+
+function isTransport(peers: unknown): peers is Transport {
+  return typeof (peers as Transport | null)?.clientEnds === "function" &&
+    typeof (peers as Transport).setHandler === "function" &&
+    typeof (peers as Transport).close === "function";
+}
+
+/**
+ * A Raft peer for services: {@linkcode RaftNode.propose} resolves with the state machine's
+ * result once the command is committed and applied on this peer, or rejects with
+ * {@linkcode NotLeaderError}, {@linkcode ProposalDroppedError}, {@linkcode OverloadedError},
+ * {@linkcode NodeClosedError}, or the standard `AbortError` and `TimeoutError`. A proposal never
+ * resolves for an entry that another leader overwrote. A new leader appends a no-op entry at the
+ * start of its term (thesis §6.4), so a restarted cluster applies what was committed without
+ * waiting for a client.
+ *
+ * Events (`leaderchange`, `rolechange`, `fatal`) are dispatched after the step that caused them,
+ * never inside it: the peer never waits for a listener, and a listener that throws is reported
+ * on the console without harming the node.
+ *
+ * @typeParam C The commands (JSON data; anything JSON would change is refused with a `TypeError`).
+ * @typeParam R What the state machine returns for a command.
+ *
+ * @example A counter on a single-peer cluster
+ * ```ts
+ * import { MemoryPersister, RaftNode } from "../../mod.ts";
+ *
+ * let total = 0;
+ * await using node = await RaftNode.create<number, number>({
+ *   id: 0,
+ *   peers: [{ call: () => Promise.resolve(undefined) }],
+ *   persister: new MemoryPersister(),
+ *   stateMachine: { apply: (amount) => (total += amount) },
+ *   electionTimeoutMinMs: 50,
+ *   electionTimeoutMaxMs: 100,
+ *   heartbeatIntervalMs: 20,
+ * });
+ * await new Promise((resolve) => node.addEventListener("leaderchange", resolve, { once: true }));
+ * console.log(await node.propose(5)); // 5
+ * ```
+ */
+export class RaftNode<C = unknown, R = unknown> extends EventTarget implements RpcHandler {
+  readonly #id: number;
+  readonly #peer: RaftPeer;
+  readonly #persister: Persister;
+  readonly #transport: Transport | null;
+  readonly #stateMachine: StateMachine<C, R>;
+  readonly #addresses: readonly string[] | null;
+  readonly #maxUncommittedBytes: number;
+  readonly #clock: Clock;
+  readonly #userOnFatal: ((error: FatalError) => void) | null;
+  readonly #pending = new Map<number, Pending>();
+  readonly #listeners = new WeakMap<object, EventListener>();
+  #lastApplied = 0;
+  #role: Role;
+  #leaderId: number | null;
+  #closing: Promise<void> | null = null;
+  #closedSettle!: { resolve(): void; reject(error: unknown): void };
+  /** Settles when the node has closed: resolves on close(), rejects with a fatal error. */
+  readonly closed: Promise<void>;
+
+  // Metrics.
+  readonly #metrics = {
+    leaderChanges: new SeriesFamily(
+      "raft_leader_changes_total",
+      "counter",
+      "Times the leader this peer knows of changed.",
+    ),
+    proposalsCommitted: new SeriesFamily(
+      "raft_proposals_committed_total",
+      "counter",
+      "Proposals made here that committed and were applied.",
+    ),
+    proposalsRejected: new SeriesFamily(
+      "raft_proposals_rejected_total",
+      "counter",
+      "Proposals made here that were rejected, by reason.",
+    ),
+    rpcs: new SeriesFamily(
+      "raft_rpcs_total",
+      "counter",
+      "RPC requests sent (out) and answered (in), by method.",
+    ),
+    rpcBytes: new SeriesFamily(
+      "raft_rpc_bytes_total",
+      "counter",
+      "Bytes of JSON of RPC requests and their replies, sent (out) or answered (in), by method.",
+    ),
+    saveSeconds: new Histogram(
+      "raft_save_duration_seconds",
+      "Time from asking the persister to save until it resolved.",
+      saveBuckets,
+    ),
+  };
+
+  private constructor(
+    id: number,
+    peer: RaftPeer,
+    options: RaftNodeOptions<C, R>,
+    transport: Transport | null,
+    hooks: NodeHooks,
+  ) {
+    super();
+    this.#id = id;
+    this.#peer = peer;
+    this.#persister = options.persister;
+    this.#transport = transport;
+    this.#stateMachine = options.stateMachine;
+    this.#addresses = options.addresses ?? null;
+    this.#maxUncommittedBytes = options.maxUncommittedBytes ?? defaultMaxUncommittedBytes;
+    this.#clock = options.clock ?? realClock;
+    this.#userOnFatal = options.onFatal ?? null;
+    this.#role = peer.core.role;
+    this.#leaderId = peer.core.leaderId;
+    this.closed = new Promise((resolve, reject) => {
+      this.#closedSettle = { resolve, reject };
+    });
+    // A rejection nobody awaits must not end the process: the fatal event reports it too.
+    this.closed.catch(() => {});
+    hooks.ready = (ready) => this.#observeReady(ready);
+    hooks.saved = (ms) => this.#metrics.saveSeconds.observe(ms / 1000);
+    hooks.rpc = (direction, method, args, reply) =>
+      this.#observeRpc(direction, method, args, reply);
+    hooks.apply = (msg) => this.#apply(msg);
+    hooks.fatal = (error) => this.#fatal(error);
+    transport?.setHandler(this);
+    options.signal?.addEventListener("abort", () => this.close(), { once: true });
+  }
+
+  /**
+   * Loads the persister's state and starts the node; its timers run from then on.
+   *
+   * @throws {TypeError} or {RangeError} for bad options (each error names the option and the
+   * value), and the signal's reason if `options.signal` is already aborted.
+   */
+  static async create<C = unknown, R = unknown>(
+    options: RaftNodeOptions<C, R>,
+  ): Promise<RaftNode<C, R>> {
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError(`Options must be an object, got ${String(options)}`);
+    }
+    options.signal?.throwIfAborted();
+    const { id, peers, stateMachine } = options;
+    if (typeof stateMachine?.apply !== "function") {
+      throw new TypeError(
+        `Option stateMachine must have an apply(command, index) method, got ${
+          String(stateMachine)
+        }`,
+      );
+    }
+    const transport = isTransport(peers) ? peers : null;
+    const ends = transport !== null ? transport.clientEnds() : peers;
+    if (!Array.isArray(ends)) {
+      throw new TypeError(
+        `Option peers must be an array of ClientEnd or a transport, got ${String(peers)}`,
+      );
+    }
+    if (!Number.isInteger(id) || id < 0 || id >= ends.length) {
+      throw new RangeError(
+        `Option id must be an index into peers (0..${ends.length - 1}), got ${String(id)}`,
+      );
+    }
+    const limit = options.maxUncommittedBytes;
+    if (limit !== undefined && (!Number.isSafeInteger(limit) || limit <= 0)) {
+      throw new RangeError(
+        `Option maxUncommittedBytes must be a positive integer, got ${String(limit)}`,
+      );
+    }
+    const addresses = options.addresses;
+    if (
+      addresses !== undefined &&
+      (!Array.isArray(addresses) || addresses.length !== ends.length ||
+        !addresses.every((address) => typeof address === "string"))
+    ) {
+      throw new TypeError(
+        `Option addresses must be ${ends.length} strings, one per peer, got ${String(addresses)}`,
+      );
+    }
+    const hooks = new NodeHooks();
+    const peer = await startPeer(
+      [...ends],
+      id,
+      options.persister,
+      (msg) => hooks.apply(msg),
+      {
+        ...options,
+        noopOnElection: true,
+        onFatal: (error) => hooks.fatal(error),
+      },
+      hooks,
+    );
+    return new RaftNode(id, peer, options, transport, hooks);
+  }
+
+  /** This peer's id. */
+  get id(): number {
+    return this.#id;
+  }
+
+  /**
+   * Proposes `command` and resolves with what the state machine returned for it, once it is
+   * committed and applied on this peer.
+   *
+   * @throws {TypeError} If `command` is not JSON data (the message names the part that is not).
+   * @throws {RangeError} If its JSON is larger than the persister's `maxCommandBytes`, or
+   * `timeoutMs` is not a positive number.
+   * @throws {NotLeaderError} If this peer does not lead.
+   * @throws {OverloadedError} If the leader holds too many uncommitted entries.
+   * @throws {ProposalDroppedError} If another leader's entry took this one's place.
+   * @throws {NodeClosedError} If the node is closed, or closes while waiting.
+   * @throws {DOMException} `AbortError` (or the signal's reason) and `TimeoutError`.
+   */
+  propose(command: C, options: ProposeOptions = {}): Promise<R> {
+    try {
+      return this.#propose(command, options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  #propose(command: C, options: ProposeOptions): Promise<R> {
+    const { signal, timeoutMs } = options;
+    if (this.#closing !== null) {
+      this.#rejected("closed");
+      throw new NodeClosedError(`Node ${this.#id} is closed`);
+    }
+    if (timeoutMs !== undefined && !(typeof timeoutMs === "number" && timeoutMs > 0)) {
+      throw new RangeError(`Option timeoutMs must be a positive number, got ${String(timeoutMs)}`);
+    }
+    if (signal?.aborted) {
+      this.#rejected("aborted");
+      throw signal.reason;
+    }
+    try {
+      checkJsonData(command);
+    } catch (error) {
+      this.#rejected("invalid");
+      throw error;
+    }
+    const { copy, length } = prepareCommand(command, this.#persister.maxCommandBytes);
+    const core = this.#peer.core;
+    if (core.role !== "leader") {
+      this.#rejected("not_leader");
+      throw this.#notLeader();
+    }
+    if (core.uncommittedBytes + length > this.#maxUncommittedBytes) {
+      this.#rejected("overloaded");
+      throw new OverloadedError(core.uncommittedBytes, this.#maxUncommittedBytes);
+    }
+    const { index, term, isLeader } = this.#peer.proposePrepared(copy, length);
+    if (!isLeader) {
+      this.#rejected("not_leader");
+      throw this.#notLeader();
+    }
+    return new Promise<R>((resolve, reject) => {
+      let cancelTimer: (() => void) | null = null;
+      const onAbort = () => {
+        finish();
+        this.#rejected("aborted");
+        reject(signal!.reason);
+      };
+      const finish = () => {
+        this.#pending.delete(index);
+        cancelTimer?.();
+        signal?.removeEventListener("abort", onAbort);
+      };
+      this.#pending.set(index, {
+        term,
+        resolve: (result) => {
+          finish();
+          this.#metrics.proposalsCommitted.add(1);
+          resolve(result as R);
+        },
+        reject: (error) => {
+          finish();
+          reject(error);
+        },
+      });
+      signal?.addEventListener("abort", onAbort, { once: true });
+      if (timeoutMs !== undefined) {
+        cancelTimer = this.#clock.schedule(timeoutMs, () => {
+          finish();
+          this.#rejected("timeout");
+          reject(
+            new DOMException(
+              `The proposal at index ${index} did not commit within ${timeoutMs} ms; it may still commit`,
+              "TimeoutError",
+            ),
+          );
+        });
+      }
+    });
+  }
+
+  #notLeader(): NotLeaderError {
+    const leaderId = this.#peer.core.leaderId;
+    const address = leaderId === null ? null : (this.#addresses?.[leaderId] ?? null);
+    return new NotLeaderError(leaderId === this.#id ? null : leaderId, address);
+  }
+
+  #rejected(reason: string): void {
+    this.#metrics.proposalsRejected.add(1, { reason });
+  }
+
+  /** The applier: a committed entry, in order. */
+  async #apply(msg: ApplyMsg): Promise<void> {
+    const pending = this.#pending.get(msg.commandIndex);
+    if (!msg.commandValid) {
+      this.#lastApplied = msg.commandIndex;
+      pending?.reject(new ProposalDroppedError(msg.commandIndex, pending.term));
+      return;
+    }
+    const result = await this.#stateMachine.apply(msg.command as C, msg.commandIndex);
+    this.#lastApplied = msg.commandIndex;
+    if (pending === undefined) return;
+    if (pending.term === msg.commandTerm) pending.resolve(result);
+    else {
+      this.#rejected("dropped");
+      pending.reject(new ProposalDroppedError(msg.commandIndex, pending.term));
+    }
+  }
+
+  /** After each step: settle proposals whose entries were overwritten, and report changes. */
+  #observeReady(ready: Ready): void {
+    const log = ready.save?.log;
+    if (log !== undefined && this.#pending.size > 0) {
+      for (const [index, pending] of this.#pending) {
+        if (index < log.from) continue;
+        // The save replaces every entry from `log.from` on: this one survives only if the same
+        // term's entry is still at its index.
+        const entry = log.entries[index - log.from];
+        if (entry === undefined || entry.term !== pending.term) {
+          this.#rejected("dropped");
+          pending.reject(
+            new ProposalDroppedError(index, pending.term, "another leader's log replaced it"),
+          );
+        }
+      }
+    }
+    const core = this.#peer.core;
+    if (core.role !== this.#role) {
+      const previous = this.#role;
+      this.#role = core.role;
+      this.#dispatch("rolechange", { role: core.role, previous, term: core.currentTerm });
+    }
+    if (core.leaderId !== this.#leaderId) {
+      this.#leaderId = core.leaderId;
+      this.#metrics.leaderChanges.add(1);
+      this.#dispatch("leaderchange", { leaderId: core.leaderId, term: core.currentTerm });
+    }
+  }
+
+  /** Records an RPC and its size. */
+  #observeRpc(direction: "in" | "out", method: string, args: unknown, reply: unknown): void {
+    const labels = { method, direction };
+    this.#metrics.rpcs.add(1, labels);
+    const bytes = (JSON.stringify(args)?.length ?? 0) + (JSON.stringify(reply)?.length ?? 0);
+    this.#metrics.rpcBytes.add(bytes, labels);
+  }
+
+  #dispatch<K extends keyof RaftNodeEventMap>(type: K, detail: unknown): void {
+    // After the step, never inside it: the peer does not wait for listeners.
+    queueMicrotask(() => this.dispatchEvent(new CustomEvent(type, { detail })));
+  }
+
+  /**
+   * Adds a listener for `leaderchange`, `rolechange` or `fatal` (or any other type). A
+   * listener that throws is reported on the console and does not affect the node.
+   */
+  override addEventListener<K extends keyof RaftNodeEventMap>(
+    type: K,
+    listener: ((this: RaftNode<C, R>, event: RaftNodeEventMap[K]) => unknown) | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  /** Adds a listener for an event of any other type. */
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | ((event: never) => unknown) | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void {
+    if (listener === null) return;
+    let wrapped = this.#listeners.get(listener);
+    if (wrapped === undefined) {
+      wrapped = (event: Event) => {
+        try {
+          const result = typeof listener === "function"
+            ? (listener as (event: Event) => unknown).call(this, event)
+            : listener.handleEvent(event);
+          if (result instanceof Promise) result.catch(reportListenerError);
+        } catch (error) {
+          reportListenerError(error);
+        }
+      };
+      this.#listeners.set(listener, wrapped);
+    }
+    super.addEventListener(type, wrapped, options);
+  }
+
+  /** Removes a listener added with {@linkcode RaftNode.addEventListener}. */
+  override removeEventListener<K extends keyof RaftNodeEventMap>(
+    type: K,
+    listener: ((this: RaftNode<C, R>, event: RaftNodeEventMap[K]) => unknown) | null,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  /** Removes a listener for an event of any other type. */
+  override removeEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  override removeEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | ((event: never) => unknown) | null,
+    options?: boolean | EventListenerOptions,
+  ): void {
+    if (listener === null) return;
+    const wrapped = this.#listeners.get(listener);
+    if (wrapped !== undefined) super.removeEventListener(type, wrapped, options);
+  }
+
+  /** Term, role, leader, indexes, and while leading, each follower's progress. */
+  status(): NodeStatus {
+    const core = this.#peer.core;
+    const followers: FollowerStatus[] = core.followers().map((id) => {
+      const progress = core.progress(id)!;
+      return {
+        id,
+        matchIndex: progress.matchIndex,
+        nextIndex: progress.nextIndex,
+        state: progress.state,
+        inflight: progress.inflights.count,
+      };
+    });
+    return {
+      id: this.#id,
+      term: core.currentTerm,
+      role: core.role,
+      leaderId: core.leaderId,
+      commitIndex: core.commitIndex,
+      lastApplied: this.#lastApplied,
+      lastLogIndex: core.lastIndex,
+      followers,
+      closed: this.#closing !== null,
+    };
+  }
+
+  /**
+   * The node's metrics in the Prometheus text exposition format (version 0.0.4): term, role,
+   * leader, leader changes, elections started and won, proposals committed and rejected by
+   * reason, commit and applied indexes and the lag between them, RPCs and their bytes by method
+   * and direction, and a histogram of save latency.
+   */
+  metrics(): string {
+    const core = this.#peer.core;
+    const gauge = (name: string, help: string, value: number) => {
+      const family = new SeriesFamily(name, "gauge", help);
+      family.set(value);
+      return family.render();
+    };
+    const role = new SeriesFamily("raft_role", "gauge", "1 for this peer's current role.");
+    for (const name of ["follower", "precandidate", "candidate", "leader"] as const) {
+      role.set(core.role === name ? 1 : 0, { role: name });
+    }
+    const counter = (name: string, help: string, value: number) => {
+      const family = new SeriesFamily(name, "counter", help);
+      family.set(value);
+      return family.render();
+    };
+    return [
+      gauge("raft_term", "Latest term this peer has seen.", core.currentTerm),
+      role.render(),
+      gauge("raft_leader", "The leader this peer knows of (-1: none).", core.leaderId ?? -1),
+      this.#metrics.leaderChanges.render(),
+      counter(
+        "raft_prevotes_started_total",
+        "Pre-votes this peer started.",
+        core.counters.preVotesStarted,
+      ),
+      counter(
+        "raft_elections_started_total",
+        "Elections this peer started as a candidate.",
+        core.counters.electionsStarted,
+      ),
+      counter("raft_elections_won_total", "Elections this peer won.", core.counters.electionsWon),
+      this.#metrics.proposalsCommitted.render(),
+      this.#metrics.proposalsRejected.render(),
+      gauge("raft_commit_index", "Highest log index known committed.", core.commitIndex),
+      gauge("raft_applied_index", "Highest log index applied here.", this.#lastApplied),
+      gauge(
+        "raft_apply_lag",
+        "Committed entries not yet applied here.",
+        core.commitIndex - this.#lastApplied,
+      ),
+      gauge("raft_last_log_index", "Index of the last log entry.", core.lastIndex),
+      this.#metrics.rpcs.render(),
+      this.#metrics.rpcBytes.render(),
+      this.#metrics.saveSeconds.render(),
+    ].join("\n") + "\n";
+  }
+
+  /** Where a transport delivers incoming requests (a closed node answers none). */
+  handleRpc(method: string, args: unknown): Promise<unknown> {
+    return this.#peer.handleRpc(method, args);
+  }
+
+  /**
+   * Stops the node: no more RPCs, timers or applies; proposals still waiting reject with
+   * {@linkcode NodeClosedError} (their outcome is unknown); then, once the apply and the saves in
+   * progress have settled, the transport (if the node was given one) and the persister (if it
+   * has `close()`) are closed, in that order. Resolves when nothing is left running; calling it
+   * again returns the same promise.
+   */
+  close(): Promise<void> {
+    if (this.#closing === null) this.#closing = this.#shutDown(null);
+    return this.#closing;
+  }
+
+  /** `await using node = await RaftNode.create(...)` closes the node at the end of the scope. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #shutDown(fatal: FatalError | null): Promise<void> {
+    this.#peer.kill();
+    const error = fatal ?? new NodeClosedError(
+      `Node ${this.#id} closed before the proposal committed; its outcome is unknown`,
+    );
+    for (const pending of [...this.#pending.values()]) {
+      this.#rejected(fatal === null ? "closed" : "fatal");
+      pending.reject(error);
+    }
+    await this.#peer.settled();
+    await this.#transport?.close();
+    await (this.#persister as { close?: () => Promise<void> }).close?.();
+    if (fatal === null) this.#closedSettle.resolve();
+    else this.#closedSettle.reject(fatal);
+  }
+
+  #fatal(error: FatalError): void {
+    this.#dispatch("fatal", error);
+    try {
+      this.#userOnFatal?.(error);
+    } catch (callbackError) {
+      reportListenerError(callbackError);
+    }
+    this.#closing ??= this.#shutDown(error);
+  }
+}
+
+function reportListenerError(error: unknown): void {
+  console.error("A RaftNode event listener threw:", error);
+}
+
+/**
+ * Connects the peer to the node. The peer starts before the node exists, but it cannot step,
+ * apply or fail before the node's constructor, which runs right after, assigns these: nothing
+ * reaches a peer that is not registered with a transport yet, and its first timer is a macrotask
+ * away.
+ */
+class NodeHooks implements PeerObserver {
+  ready: (ready: Ready) => void = () => {};
+  saved: (ms: number) => void = () => {};
+  rpc: (direction: "in" | "out", method: string, args: unknown, reply: unknown) => void = () => {};
+  apply: (msg: ApplyMsg) => Promise<void> = () =>
+    Promise.reject(new Error("An entry was applied before its node was constructed"));
+  fatal: (error: FatalError) => void = () => {};
+}

@@ -1,0 +1,466 @@
+/**
+ * The service API: proposals that resolve on commit, each typed error, events, metrics, the
+ * no-op at each term, fatal stops and close(). Most run in a simulator's virtual time.
+ */
+
+import assert from "node:assert/strict";
+import {
+  FatalError,
+  type LeaderChange,
+  MemoryPersister,
+  NodeClosedError,
+  NotLeaderError,
+  OverloadedError,
+  ProposalDroppedError,
+  RaftNode,
+  type RoleChange,
+} from "../mod.ts";
+import { sleep } from "../src/clock.ts";
+import { Simulator } from "../src/sim/mod.ts";
+import { NodeCluster } from "./helpers/node_cluster.ts";
+import { sanitized } from "./helpers/sanitized.ts";
+
+/** Runs `body` on a 3-node cluster in virtual time; closes everything afterwards. */
+async function inSimulation(
+  seed: number,
+  body: (cluster: NodeCluster, sim: Simulator) => Promise<void>,
+  n = 3,
+): Promise<void> {
+  const sim = new Simulator({ seed });
+  await sim.run(async () => {
+    const cluster = await NodeCluster.start(n, { clock: sim.clock, random: sim.random });
+    try {
+      await body(cluster, sim);
+    } finally {
+      await cluster.close();
+    }
+  }, { timeLimitMs: 600_000 });
+}
+
+async function waitForLeader(
+  cluster: NodeCluster,
+  sim: Simulator,
+): Promise<RaftNode<string, string>> {
+  for (let waited = 0; waited < 30_000; waited += 50) {
+    const leader = cluster.leader();
+    if (leader !== null) return leader;
+    await sleep(sim.clock, 50);
+  }
+  throw new Error("no leader within 30 s");
+}
+
+Deno.test(
+  "propose() resolves with the state machine's result once committed and applied",
+  sanitized,
+  async () => {
+    await inSimulation(1, async (cluster, sim) => {
+      const leader = await waitForLeader(cluster, sim);
+      const result = await leader.propose("x");
+      const index = [...cluster.machines[leader.id]!.applied].find(([, command]) =>
+        command === "x"
+      )![0];
+      assert.equal(result, `applied x at ${index}`);
+      assert.equal(index, 2, "index 1 is the leader's no-op");
+      const results = await Promise.all(["a", "b", "c"].map((command) => leader.propose(command)));
+      assert.deepEqual(results, ["applied a at 3", "applied b at 4", "applied c at 5"]);
+    });
+  },
+);
+
+Deno.test(
+  "propose() on a follower rejects with NotLeaderError naming the leader and its address",
+  sanitized,
+  async () => {
+    await inSimulation(2, async (cluster, sim) => {
+      const leader = await waitForLeader(cluster, sim);
+      await leader.propose("x"); // every follower has heard from the leader by now
+      const follower = cluster.nodes.find((node) => node !== leader)!;
+      const error = await follower.propose("y").then(() => null, (error) => error);
+      assert.ok(error instanceof NotLeaderError, `expected NotLeaderError, got ${error}`);
+      assert.equal(error.leaderId, leader.id);
+      assert.equal(error.leaderAddress, `node-${leader.id}.example`);
+      assert.match(
+        error.message,
+        new RegExp(`peer ${leader.id} at node-${leader.id}.example leads`),
+      );
+    });
+  },
+);
+
+Deno.test(
+  "a proposal whose entry another leader overwrites rejects with ProposalDroppedError",
+  sanitized,
+  async () => {
+    await inSimulation(3, async (cluster, sim) => {
+      const old = await waitForLeader(cluster, sim);
+      await old.propose("before");
+      cluster.connect(old.id, false);
+      const lost = old.propose("lost in the minority");
+      let settled: unknown = "pending";
+      lost.then((value) => settled = value, (error) => settled = error);
+      // The majority elects another leader, which commits entries of its own.
+      let leader: RaftNode<string, string> | undefined;
+      while (leader === undefined) {
+        await sleep(sim.clock, 100);
+        leader = cluster.nodes.find((node) => node !== old && node!.status().role === "leader")!;
+      }
+      await leader.propose("in the majority");
+      assert.equal(settled, "pending", "the isolated leader cannot know yet");
+      cluster.connect(old.id, true);
+      const error = await lost.then(() => null, (error) => error);
+      assert.ok(
+        error instanceof ProposalDroppedError,
+        `expected ProposalDroppedError, got ${error}`,
+      );
+      for (const machine of cluster.machines) {
+        assert.ok(![...machine.applied.values()].includes("lost in the minority"));
+      }
+    });
+  },
+);
+
+Deno.test(
+  "a leader whose followers do not answer rejects with OverloadedError past maxUncommittedBytes",
+  sanitized,
+  async () => {
+    const sim = new Simulator({ seed: 4 });
+    await sim.run(async () => {
+      const cluster = await NodeCluster.start(3, {
+        clock: sim.clock,
+        random: sim.random,
+        nodeOptions: { maxUncommittedBytes: 1000 },
+      });
+      try {
+        const leader = await waitForLeader(cluster, sim);
+        await leader.propose("x");
+        for (const node of cluster.nodes) if (node !== leader) cluster.connect(node!.id, false);
+        const pending: Promise<unknown>[] = [];
+        let overloaded: OverloadedError | null = null;
+        for (let i = 0; i < 100 && overloaded === null; i++) {
+          const proposal = leader.propose("c".repeat(50));
+          const outcome = await Promise.race([
+            proposal.then(() => "committed", (error) => error),
+            sleep(sim.clock, 1).then(() => "pending"),
+          ]);
+          if (outcome instanceof OverloadedError) overloaded = outcome;
+          else {
+            assert.equal(outcome, "pending");
+            pending.push(proposal.catch(() => {}));
+          }
+        }
+        assert.ok(overloaded !== null, "expected an OverloadedError");
+        assert.ok(overloaded.uncommittedBytes <= 1000 && overloaded.limit === 1000);
+        assert.ok(pending.length > 5 && pending.length < 25, `${pending.length} proposals fit`);
+      } finally {
+        await cluster.close();
+      }
+    }, { timeLimitMs: 600_000 });
+  },
+);
+
+Deno.test(
+  "a proposal rejects with TimeoutError after timeoutMs and with the signal's reason on abort",
+  sanitized,
+  async () => {
+    await inSimulation(5, async (cluster, sim) => {
+      const leader = await waitForLeader(cluster, sim);
+      for (const node of cluster.nodes) if (node !== leader) cluster.connect(node!.id, false);
+      const timedOut = await leader.propose("t", { timeoutMs: 300 }).then(() => null, (e) => e);
+      assert.ok(
+        timedOut instanceof DOMException && timedOut.name === "TimeoutError",
+        String(timedOut),
+      );
+      const controller = new AbortController();
+      const aborted = leader.propose("a", { signal: controller.signal }).then(() => null, (e) => e);
+      controller.abort();
+      const error = await aborted;
+      assert.ok(error instanceof DOMException && error.name === "AbortError", String(error));
+      const already = await leader.propose("b", { signal: AbortSignal.abort(new Error("mine")) })
+        .then(() => null, (e) => e);
+      assert.equal((already as Error).message, "mine");
+      await assert.rejects(leader.propose("c", { timeoutMs: -1 }), RangeError);
+    });
+  },
+);
+
+Deno.test(
+  "commands that JSON would change are refused with a TypeError naming the value",
+  sanitized,
+  async () => {
+    await inSimulation(6, async (cluster, sim) => {
+      const leader = await waitForLeader(cluster, sim) as unknown as RaftNode<unknown, unknown>;
+      const cases: [unknown, RegExp][] = [
+        [{ when: new Date(0) }, /command\.when is a Date/],
+        [{ a: undefined }, /command\.a is undefined/],
+        [[1, , 3], /command\[1\] is a hole/],
+        [NaN, /command is NaN/],
+        [{ n: 1n }, /command\.n is a bigint/],
+        [new Map(), /command is a Map/],
+        [-0, /command is -0/],
+      ];
+      for (const [command, message] of cases) {
+        await assert.rejects(leader.propose(command), (error: Error) => {
+          assert.ok(error instanceof TypeError, `${error}`);
+          assert.match(error.message, message);
+          return true;
+        });
+      }
+      let deep: unknown = "leaf";
+      for (let i = 0; i < 100; i++) deep = [deep];
+      await assert.rejects(leader.propose(deep), /nested more than 64 levels/);
+      assert.match(
+        String(await leader.propose({ ok: [1, "two", null, { three: true }] })),
+        /applied/,
+      );
+    });
+  },
+);
+
+Deno.test(
+  "a restarted cluster applies what was committed without any new proposal (the no-op)",
+  sanitized,
+  async () => {
+    await inSimulation(7, async (cluster, sim) => {
+      const leader = await waitForLeader(cluster, sim);
+      for (const command of ["a", "b", "c"]) await leader.propose(command);
+      for (let i = 0; i < 3; i++) await cluster.crash(i);
+      for (let i = 0; i < 3; i++) await cluster.restart(i);
+      await waitForLeader(cluster, sim);
+      await sleep(sim.clock, 2000);
+      for (const machine of cluster.machines) {
+        assert.deepEqual(
+          [...machine.applied.values()],
+          ["a", "b", "c"],
+          "every node applies the committed commands again, with no client",
+        );
+      }
+    });
+  },
+);
+
+Deno.test(
+  "leaderchange and rolechange fire after the step; a throwing or slow listener harms nothing",
+  sanitized,
+  async () => {
+    await inSimulation(8, async (cluster, sim) => {
+      const changes: LeaderChange[] = [];
+      const roles: RoleChange[] = [];
+      const errors: unknown[] = [];
+      const consoleError = console.error;
+      console.error = (...args: unknown[]) => errors.push(args);
+      try {
+        for (const node of cluster.nodes) {
+          node!.addEventListener("leaderchange", (event) => changes.push(event.detail));
+          node!.addEventListener("rolechange", (event) => roles.push(event.detail));
+          node!.addEventListener("leaderchange", () => {
+            throw new Error("listener bug");
+          });
+          // A listener that never finishes does not hold anything up either.
+          node!.addEventListener("rolechange", () => new Promise(() => {}));
+        }
+        const leader = await waitForLeader(cluster, sim);
+        await leader.propose("x");
+        await sleep(sim.clock, 100);
+      } finally {
+        console.error = consoleError;
+      }
+      const leader = cluster.leader()!;
+      assert.ok(
+        changes.filter((change) => change.leaderId === leader.id).length === 3,
+        `every node learns the leader: ${JSON.stringify(changes)}`,
+      );
+      assert.ok(
+        roles.some((change) => change.role === "leader" && change.previous === "candidate"),
+      );
+      assert.ok(roles.some((change) => change.role === "candidate"));
+      assert.equal(errors.length, 3, "each throwing listener is reported on the console");
+      assert.equal(leader.status().role, "leader");
+    });
+  },
+);
+
+Deno.test(
+  "a failed save stops the node: fatal fires, closed rejects, waiting proposals reject",
+  sanitized,
+  async () => {
+    const disk = new MemoryPersister();
+    let failing = false;
+    let closedPersister = 0;
+    const persister = {
+      load: () => disk.load(),
+      save: (change: Parameters<MemoryPersister["save"]>[0]) =>
+        failing ? Promise.reject(new Error("disk on fire")) : disk.save(change),
+      close: () => {
+        closedPersister++;
+        return Promise.resolve();
+      },
+    };
+    const node = await RaftNode.create<string, string>({
+      id: 0,
+      peers: [{ call: () => Promise.resolve(undefined) }],
+      persister,
+      stateMachine: { apply: (command) => command },
+      electionTimeoutMinMs: 20,
+      electionTimeoutMaxMs: 40,
+      heartbeatIntervalMs: 10,
+      trace: null,
+    });
+    const fatalEvents: FatalError[] = [];
+    node.addEventListener("fatal", (event) => fatalEvents.push(event.detail));
+    await new Promise((resolve) => node.addEventListener("leaderchange", resolve, { once: true }));
+    assert.equal(await node.propose("ok"), "ok");
+    failing = true;
+    const doomed = node.propose("doomed").then(() => null, (error) => error);
+    const closed = await node.closed.then(() => null, (error) => error);
+    assert.ok(closed instanceof FatalError && closed.reason === "save", String(closed));
+    assert.equal((closed.cause as Error).message, "disk on fire");
+    assert.ok((await doomed) instanceof FatalError);
+    await Promise.resolve();
+    assert.equal(fatalEvents.length, 1);
+    assert.equal(closedPersister, 1, "the persister is closed after a fatal stop too");
+    await assert.rejects(node.propose("after"), NodeClosedError);
+    assert.equal(node.status().closed, true);
+  },
+);
+
+Deno.test("an apply that throws stops the node with reason apply", sanitized, async () => {
+  const node = await RaftNode.create<string, string>({
+    id: 0,
+    peers: [{ call: () => Promise.resolve(undefined) }],
+    persister: new MemoryPersister(),
+    stateMachine: {
+      apply: (command) => {
+        if (command === "bad") throw new Error("state machine bug");
+        return command;
+      },
+    },
+    electionTimeoutMinMs: 20,
+    electionTimeoutMaxMs: 40,
+    heartbeatIntervalMs: 10,
+    trace: null,
+  });
+  await new Promise((resolve) => node.addEventListener("leaderchange", resolve, { once: true }));
+  const proposal = node.propose("bad").then(() => null, (error) => error);
+  const closed = await node.closed.then(() => null, (error) => error);
+  assert.ok(closed instanceof FatalError && closed.reason === "apply", String(closed));
+  assert.ok((await proposal) instanceof FatalError);
+});
+
+Deno.test(
+  "close() stops everything in order and settles waiting proposals; await using closes too",
+  sanitized,
+  async () => {
+    const order: string[] = [];
+    const disk = new MemoryPersister();
+    const transport = {
+      ends: [{ call: () => Promise.resolve(undefined) }, {
+        call: () => Promise.resolve(undefined),
+      }],
+      clientEnds() {
+        return this.ends;
+      },
+      handler: null as unknown,
+      setHandler(handler: unknown) {
+        this.handler = handler;
+      },
+      close() {
+        order.push("transport");
+        return Promise.resolve();
+      },
+    };
+    {
+      await using node = await RaftNode.create<string, string>({
+        id: 0,
+        peers: transport,
+        persister: {
+          load: () => disk.load(),
+          save: (change) => disk.save(change),
+          close: () => {
+            order.push("persister");
+            return Promise.resolve();
+          },
+        },
+        stateMachine: { apply: (command) => command },
+        trace: null,
+      });
+      assert.equal(transport.handler, node, "the node registers with its transport");
+      assert.ok(node.close() === node.close(), "close() twice returns the same promise");
+      await node.closed;
+    }
+    assert.deepEqual(
+      order,
+      ["transport", "persister"],
+      "the transport closes before the persister",
+    );
+  },
+);
+
+Deno.test(
+  "metrics() reports term, role, elections, proposals, RPCs and save latency",
+  sanitized,
+  async () => {
+    await inSimulation(9, async (cluster, sim) => {
+      const leader = await waitForLeader(cluster, sim);
+      await leader.propose("x");
+      await leader.propose("y", { timeoutMs: 1 }).catch(() => {});
+      const follower = cluster.nodes.find((node) => node !== leader)!;
+      await follower.propose("z").catch(() => {});
+      const text = leader.metrics();
+      const value = (series: string) => {
+        const line = text.split("\n").find((line) => line.startsWith(series + " "));
+        assert.ok(
+          line !== undefined,
+          `expected a line for ${series} in:
+${text}`,
+        );
+        return Number(line.slice(series.length + 1));
+      };
+      assert.equal(value("raft_term"), leader.status().term);
+      assert.equal(value('raft_role{role="leader"}'), 1);
+      assert.equal(value('raft_role{role="follower"}'), 0);
+      assert.equal(value("raft_leader"), leader.id);
+      assert.equal(value("raft_elections_won_total"), 1);
+      assert.ok(value("raft_proposals_committed_total") >= 1);
+      assert.ok(value('raft_rpcs_total{method="AppendEntries",direction="out"}') > 0);
+      assert.ok(value('raft_rpc_bytes_total{method="AppendEntries",direction="out"}') > 0);
+      assert.ok(value("raft_save_duration_seconds_count") > 0);
+      assert.equal(
+        value('raft_save_duration_seconds_bucket{le="+Inf"}'),
+        value("raft_save_duration_seconds_count"),
+      );
+      assert.equal(
+        value("raft_apply_lag"),
+        value("raft_commit_index") - value("raft_applied_index"),
+      );
+      const followerText = follower.metrics();
+      assert.match(followerText, /raft_proposals_rejected_total\{reason="not_leader"\} 1/);
+      assert.match(followerText, /raft_rpcs_total\{method="AppendEntries",direction="in"\} \d+/);
+      for (const line of text.trimEnd().split("\n")) {
+        assert.match(
+          line,
+          /^(# (HELP|TYPE) \w+ .+|\w+(\{[^}]*\})? -?[\d.e+-]+|\w+(\{[^}]*\})? [+-]Inf)$/,
+        );
+      }
+    });
+  },
+);
+
+Deno.test("status() lists each follower's progress on the leader", sanitized, async () => {
+  await inSimulation(10, async (cluster, sim) => {
+    const leader = await waitForLeader(cluster, sim);
+    await leader.propose("x");
+    await sleep(sim.clock, 100);
+    const status = leader.status();
+    assert.equal(status.role, "leader");
+    assert.deepEqual(
+      status.followers.map((follower) => follower.id).sort(),
+      [0, 1, 2].filter((id) => id !== leader.id),
+    );
+    for (const follower of status.followers) {
+      assert.equal(follower.matchIndex, status.lastLogIndex);
+      assert.equal(follower.nextIndex, status.lastLogIndex + 1);
+      assert.equal(follower.state, "replicate");
+    }
+    assert.deepEqual(cluster.nodes.find((node) => node !== leader)!.status().followers, []);
+  });
+});
