@@ -183,7 +183,7 @@ Deno.test(
       await assert.rejects(FilePersister.open(directory), PersisterLockedError);
       // Another process is kept out by the same lock.
       assert.equal(
-        await openInChildProcess("file_persister.ts", "FilePersister", directory),
+        await openInChildProcess("storage/file_persister.ts", "FilePersister", directory),
         "PersisterLockedError",
       );
       await persister.close();

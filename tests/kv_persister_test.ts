@@ -236,7 +236,7 @@ Deno.test(
       );
       // Another process is kept out by the same lock: Deno.Kv alone would let it in.
       assert.equal(
-        await openInChildProcess("kv_persister.ts", "KvPersister", path),
+        await openInChildProcess("storage/kv_persister.ts", "KvPersister", path),
         "PersisterLockedError",
       );
       await persister.close();
