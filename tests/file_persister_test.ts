@@ -411,3 +411,57 @@ Deno.test(
     });
   },
 );
+
+Deno.test(
+  "FilePersister: a cleanly closed log whose last bytes are zeroed is damage, not a torn write",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      const { path } = await twoSaves(directory);
+      const whole = await Deno.readFile(path);
+      // Closed cleanly: no tail of zeros, so no write can have been cut short inside one. A save
+      // cut short by a crash leaves a record shorter than its header says, never a complete one.
+      for (const zeroed of [1, 2, 9]) {
+        const damaged = whole.slice();
+        damaged.fill(0, whole.length - zeroed);
+        await Deno.writeFile(path, damaged);
+        await assert.rejects(
+          loadFrom(directory),
+          (error: unknown) =>
+            error instanceof PersisterCorruptError && error.message.includes(path),
+          `last ${zeroed} bytes zeroed`,
+        );
+        assert.deepEqual(await Deno.readFile(path), damaged, "a refused open changes nothing");
+      }
+    });
+  },
+);
+
+Deno.test(
+  "FilePersister: a save that exactly fills the preallocated space still leaves zeros after it",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      const path = join(directory, "raft.log");
+      const persister = await FilePersister.open(directory);
+      await persister.save(first);
+      const allocated = (await Deno.stat(path)).size;
+      const used = (await Deno.readFile(path)).findLastIndex((byte) => byte !== 0) + 1;
+      // A command sized so that the save's records end exactly where the zeros end.
+      const stateRecordBytes = 12 + 1 + 17;
+      const commandBytes = allocated - used - stateRecordBytes - (12 + 1 + 16);
+      const command = "y".repeat(commandBytes - 2);
+      await persister.save({ term: 1, votedFor: 0, log: { from: 3, entries: [entry(command)] } });
+      const after = await Deno.readFile(path);
+      const end = after.findLastIndex((byte) => byte !== 0) + 1;
+      assert.equal(end, allocated, "the save's records end where the old zeros ended");
+      assert.ok(after.length > end, `zeros follow the records: ${after.length} > ${end}`);
+      await persister.close();
+      assert.deepEqual((await loadFrom(directory)).log.at(-1), entry(command));
+    });
+  },
+);
+
+function entry(command: unknown) {
+  return { term: 1, command };
+}

@@ -23,7 +23,11 @@
  * that a growing file needs, about 40 us of each sync on the machine of docs/performance.md.
  * `close()` cuts the tail off. Zeros therefore end the log, and a write cut short by a crash
  * leaves a record followed by zeros only; such a record's last byte is zero, since a complete
- * record ends with a non-zero byte, which tells it apart from damage.
+ * record ends with a non-zero byte, which tells it apart from damage. A save grows the file
+ * before its records would reach the end of the zeros, so zeros always follow a record written
+ * into preallocated space: a record that fails its checksum at the very end of the file (a
+ * cleanly closed one, say) is damage, since a write cut short there leaves a record shorter
+ * than its header says.
  *
  * @module
  */
@@ -195,9 +199,11 @@ export class FilePersister implements Persister {
       file = await Deno.open(path, { read: true, write: true });
       const scan = await scanFile(file, path);
       let allocated = (await file.stat()).size;
-      if (!scan.zeroTail) {
+      if (!scan.zeroTail || !preallocate) {
         // Drop the torn or unacknowledged tail, so that new records follow the last good one and
-        // nothing stale lies after them. A tail of zeros is kept: it is preallocated space.
+        // nothing stale lies after them. A tail of zeros is kept as preallocated space, unless
+        // this persister does not preallocate: its saves then end the file, as a torn write in
+        // them must (see scanFile).
         await file.truncate(scan.end);
         await file.syncData();
         allocated = scan.end;
@@ -285,8 +291,10 @@ export class FilePersister implements Persister {
     this.#file.seekSync(this.#fileSize, Deno.SeekMode.Start);
     writeAllSync(this.#file, bytes);
     const end = this.#fileSize + bytes.length;
-    if (this.#preallocate && end > this.#allocated) {
+    if (this.#preallocate && end >= this.#allocated) {
       // Zeros after the records, synced with them: the next saves overwrite existing blocks.
+      // Records always end before the zeros do (hence >=): a write cut short inside the
+      // preallocated space is then followed by zeros, which a damaged complete record is not.
       const growth = Math.min(Math.max(end, MIN_GROWTH), MAX_GROWTH);
       const allocated = end + growth;
       zeroChunk ??= new Uint8Array(READ_CHUNK);
@@ -468,8 +476,9 @@ interface ScanResult {
  * Reads and checks every record up to `size` (default: the file's size). A torn write ends the
  * scan: a header or record cut short by the end of the file, a header that fails its checksum
  * with only zeros from its record's type byte on, or a record that fails its checksum with only
- * zeros from its last byte on (a complete record ends with a non-zero byte). Any other damage
- * throws a {@linkcode PersisterCorruptError}.
+ * zeros from its last byte on (a complete record ends with a non-zero byte), in both cases with
+ * at least one byte after the header or record (zeros of the preallocated tail: see
+ * {@linkcode ChunkReader.tornAt}). Any other damage throws a {@linkcode PersisterCorruptError}.
  */
 async function scanFile(file: Deno.FsFile, path: string, size?: number): Promise<ScanResult> {
   const fileSize = size ?? (await file.stat()).size;
@@ -499,7 +508,7 @@ async function scanFile(file: Deno.FsFile, path: string, size?: number): Promise
     const length = view.getUint32(0, true);
     if (crc32(header.subarray(0, 8)) !== view.getUint32(8, true)) {
       // A complete header is followed by its record's type byte, which is never zero.
-      if (await reader.zerosFrom(offset + HEADER_BYTES)) break;
+      if (await reader.tornAt(offset + HEADER_BYTES, offset + HEADER_BYTES)) break;
       throw corrupt(offset, "a record header fails its checksum");
     }
     if (length < 1 || length > MAX_RECORD_BYTES) {
@@ -508,7 +517,8 @@ async function scanFile(file: Deno.FsFile, path: string, size?: number): Promise
     const record = await reader.read(offset + HEADER_BYTES, length);
     if (record === null) break;
     if (crc32(record) !== view.getUint32(4, true)) {
-      if (await reader.zerosFrom(offset + HEADER_BYTES + length - 1)) break;
+      const recordEnd = offset + HEADER_BYTES + length;
+      if (await reader.tornAt(recordEnd - 1, recordEnd)) break;
       throw corrupt(offset, "a record fails its checksum");
     }
     const span = { offset, length: HEADER_BYTES + length };
@@ -602,6 +612,17 @@ class ChunkReader {
       return this.#window.subarray(0, length);
     }
     return this.#window.subarray(start, start + length);
+  }
+
+  /**
+   * Whether a record that fails its checksum was cut short by a crash inside the preallocated
+   * tail: its bytes from `firstZero` on are zero, and so is at least one byte after its `end`.
+   * A save always leaves zeros after its records when it writes into preallocated space, and a
+   * torn write in a file without that space ends the file before the record's end; so a record
+   * that ends the file, or that has non-zero bytes after it, was damaged, not torn.
+   */
+  async tornAt(firstZero: number, end: number): Promise<boolean> {
+    return end < this.#size && await this.zerosFrom(firstZero);
   }
 
   /** Whether every byte from `offset` to the end of the file is zero. */
