@@ -247,6 +247,39 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "KvPersister: a symbolic or hard link to an open database is refused, here and elsewhere",
+  sanitized,
+  async () => {
+    await withDatabase(async (path) => {
+      const persister = await KvPersister.open(path);
+      await persister.save({ term: 3, votedFor: 1 });
+      const symbolic = `${path}.symlink`;
+      const hard = `${path}.hardlink`;
+      await Deno.symlink(path, symbolic);
+      await Deno.link(path, hard);
+      for (const link of [symbolic, hard]) {
+        await assert.rejects(
+          KvPersister.open(link),
+          (error: unknown) => error instanceof PersisterLockedError && error.directory === link,
+          `opened ${link} in this process`,
+        );
+        assert.equal(
+          await openInChildProcess("storage/kv_persister.ts", "KvPersister", link),
+          "PersisterLockedError",
+          `opened ${link} from another process`,
+        );
+      }
+      await persister.close();
+      // Once closed, the database opens through a link, and holds what was saved.
+      const reopened = await KvPersister.open(symbolic);
+      assert.deepEqual(await reopened.load(), { term: 3, votedFor: 1, log: [] });
+      await assert.rejects(KvPersister.open(path), PersisterLockedError);
+      await reopened.close();
+    });
+  },
+);
+
 Deno.test('KvPersister: ":memory:" databases take no lock', sanitized, async () => {
   const first = await KvPersister.open(":memory:");
   const second = await KvPersister.open(":memory:");

@@ -13,7 +13,6 @@
  * @module
  */
 
-import { resolve } from "node:path";
 import { GroupCommit } from "./_group_commit.ts";
 import {
   checkChange,
@@ -112,10 +111,12 @@ export class KvPersister implements Persister {
 
   /**
    * Opens (or creates) the database at `path`, finishing any large save that a crash
-   * interrupted after it was acknowledged. Takes a lock on the file `path + ".lock"` (not for
-   * `":memory:"`) and rejects with a `PersisterLockedError` if another process or
-   * persister holds it; rejects with a {@linkcode PersisterCorruptError} if the stored state is
-   * not one this persister wrote.
+   * interrupted after it was acknowledged. Locks the database by its identity, not its name
+   * (not for `":memory:"`): a flock on `<real path>.lock`, symbolic links resolved, and on Linux
+   * one on the database file itself, which hard links share. Rejects with a
+   * `PersisterLockedError` if another process or persister holds it, through any name; rejects
+   * with a {@linkcode PersisterCorruptError} if the stored state is not one this persister
+   * wrote.
    */
   static async open(path: string): Promise<KvPersister> {
     if (typeof path !== "string" || path === "") {
@@ -125,10 +126,11 @@ export class KvPersister implements Persister {
       throw new TypeError("Deno.openKv is missing: run with --unstable-kv");
     }
     // Deno.Kv lets two processes open one database; two peers sharing a log must not.
-    const lock = path === ":memory:" ? null : await StoreLock.take(`${resolve(path)}.lock`, path);
+    const locked = path === ":memory:" ? null : await StoreLock.takeDatabase(path, path);
+    const lock = locked?.lock ?? null;
     let kv: Deno.Kv | null = null;
     try {
-      kv = await Deno.openKv(path);
+      kv = await Deno.openKv(locked?.realPath ?? path);
       const durable = await readState(kv, path);
       const persister = new KvPersister(kv, lock, path, durable);
       if (durable.staged !== null) await persister.#finishStaged();
