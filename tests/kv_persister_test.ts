@@ -339,6 +339,61 @@ Deno.test(
 );
 
 Deno.test(
+  "KvPersister: a file that is not a database, or a damaged one, is reported as damage",
+  sanitized,
+  async () => {
+    await withDatabase(async (path) => {
+      const persister = await KvPersister.open(path);
+      const entries = Array.from(
+        { length: 300 },
+        (_, i) => ({ term: 1, command: `${i}`.repeat(99) }),
+      );
+      await persister.save({ term: 1, votedFor: null, log: { from: 1, entries } });
+      await persister.close();
+      const whole = await Deno.readFile(path);
+      const notADatabase = new TextEncoder().encode("these are not the bytes of a database\n");
+      const { DatabaseSync } = await import("node:sqlite");
+      const damages: [string, () => Promise<void>][] = [
+        ["not a database", () => Deno.writeFile(path, notADatabase.slice())],
+        ["a page overwritten", async () => {
+          const damaged = whole.slice();
+          damaged.fill(0x55, 4096, 4096 + 200);
+          await Deno.writeFile(path, damaged);
+        }],
+        ["a value encoding Deno.Kv does not know", async () => {
+          await Deno.writeFile(path, whole);
+          const database = new DatabaseSync(path);
+          database.exec("UPDATE kv SET v_encoding = 0");
+          database.close();
+        }],
+      ];
+      for (const [damage, apply] of damages) {
+        await apply();
+        const opening = KvPersister.open(path).then(async (opened) => {
+          try {
+            await opened.load();
+          } finally {
+            await opened.close();
+          }
+        });
+        await assert.rejects(
+          opening,
+          (error: unknown) => {
+            assert.ok(
+              error instanceof PersisterCorruptError,
+              `${damage}: expected PersisterCorruptError, saw ${error}`,
+            );
+            assert.ok(error.message.includes(path), `${damage}: names the file: ${error.message}`);
+            assert.ok(error.cause instanceof Error, `${damage}: keeps Deno.Kv's error as cause`);
+            return true;
+          },
+        );
+      }
+    });
+  },
+);
+
+Deno.test(
   "KvPersister: a second close() waits for the first, and load() during close is refused",
   sanitized,
   async () => {

@@ -106,7 +106,14 @@ export class KvPersister implements Persister {
     this.#path = path;
     this.#durable = durable;
     this.#queuedLastIndex = durable.lastIndex;
-    this.#commit = new GroupCommit((changes) => this.#flush(changes), () => this.#sweep());
+    // A write that finds the database damaged says so, as a read would.
+    const damage = (what: string) => (error: unknown) => {
+      throw asDamage(path, what, error, false);
+    };
+    this.#commit = new GroupCommit(
+      (changes) => this.#flush(changes).catch(damage("a save cannot be written")),
+      () => this.#sweep().catch(damage("stale keys cannot be deleted")),
+    );
   }
 
   /**
@@ -130,7 +137,10 @@ export class KvPersister implements Persister {
     const lock = locked?.lock ?? null;
     let kv: Deno.Kv | null = null;
     try {
-      kv = await Deno.openKv(locked?.realPath ?? path);
+      const opening = Deno.openKv(locked?.realPath ?? path);
+      kv = await opening.catch((error) => {
+        throw asDamage(path, "the database cannot be opened", error, true);
+      });
       const durable = await readState(kv, path);
       const persister = new KvPersister(kv, lock, path, durable);
       if (durable.staged !== null) await persister.#finishStaged();
@@ -453,15 +463,36 @@ async function readEntryParts(
 }
 
 /**
- * Runs `read`, reporting a value that Deno.Kv cannot decode (it throws a `RangeError`) as a
+ * What Deno.Kv and SQLite say when the database file is damaged: SQLite's SQLITE_NOTADB and
+ * SQLITE_CORRUPT ("database disk image is malformed", "malformed database schema"), and Deno.Kv's
+ * own error for a value with an encoding byte it does not know.
+ */
+const DAMAGE_MESSAGE = /file is not a database|malformed|value encoding \S+ is unknown/i;
+
+/**
+ * `error` as a {@linkcode PersisterCorruptError} about `what` in the database at `path` if it
+ * reports damage, else `error` itself. While reading, a `RangeError` is damage too: V8 throws it
+ * for a value it cannot deserialize.
+ */
+function asDamage(path: string, what: string, error: unknown, reading: boolean): unknown {
+  if (!(error instanceof Error) || error instanceof PersisterCorruptError) return error;
+  if (!(reading && error instanceof RangeError) && !DAMAGE_MESSAGE.test(error.message)) {
+    return error;
+  }
+  return new PersisterCorruptError(path, -1, `${what} (Deno.Kv: ${error.message})`, {
+    cause: error,
+  });
+}
+
+/**
+ * Runs `read`, reporting damage (a value Deno.Kv cannot decode, a malformed database) as a
  * {@linkcode PersisterCorruptError} about `what`; other errors pass through.
  */
 async function undecodable<T>(path: string, what: string, read: () => Promise<T>): Promise<T> {
   try {
     return await read();
   } catch (error) {
-    if (!(error instanceof RangeError)) throw error;
-    throw new PersisterCorruptError(path, -1, `${what} cannot be decoded`, { cause: error });
+    throw asDamage(path, `${what} cannot be decoded`, error, true);
   }
 }
 
