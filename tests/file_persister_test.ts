@@ -32,11 +32,13 @@ const second: PersistChange = {
 const afterFirst: PersistentState = {
   term: 1,
   votedFor: 0,
+  snapshot: null,
   log: [{ term: 1, command: "one" }, { term: 1, command: "two" }],
 };
 const afterSecond: PersistentState = {
   term: 2,
   votedFor: 1,
+  snapshot: null,
   log: [{ term: 1, command: "one" }, { term: 2, command: { three: 3 } }],
 };
 
@@ -220,6 +222,7 @@ async function compactionRun(preallocate: boolean): Promise<void> {
     const expected = {
       term: 2,
       votedFor: 399 % 3,
+      snapshot: null,
       log: [...entries.slice(0, 49), { term: 2, command: "round 399" }],
     };
     assert.deepEqual(await persister.load(), expected);
@@ -258,7 +261,12 @@ Deno.test(
   async () => {
     await withDirectory(async (directory) => {
       const persister = await FilePersister.open(directory);
-      assert.deepEqual(await persister.load(), { term: 0, votedFor: null, log: [] });
+      assert.deepEqual(await persister.load(), {
+        term: 0,
+        votedFor: null,
+        snapshot: null,
+        log: [],
+      });
       await persister.save(first);
       const pending = persister.save(second);
       assert.deepEqual(await persister.load(), afterSecond);
@@ -407,7 +415,12 @@ Deno.test(
           ...record(1, float64s(2, -1)), // term 2, no vote
         ]),
       );
-      assert.deepEqual(await loadFrom(directory), { term: 2, votedFor: null, log: [] });
+      assert.deepEqual(await loadFrom(directory), {
+        term: 2,
+        votedFor: null,
+        snapshot: null,
+        log: [],
+      });
     });
   },
 );

@@ -53,7 +53,7 @@ Deno.test(
       const parts = await rawKeys(path, ["raft", "log", 1]);
       assert.equal(parts.length, 4, `expected 200 KB in 4 parts of 64 KiB, saw ${parts.length}`);
       const reopened = await KvPersister.open(path);
-      assert.deepEqual(await reopened.load(), { term: 1, votedFor: null, log });
+      assert.deepEqual(await reopened.load(), { term: 1, votedFor: null, snapshot: null, log });
       await reopened.close();
     });
   },
@@ -107,6 +107,7 @@ Deno.test(
       const expected = {
         term: 2,
         votedFor: 1,
+        snapshot: null,
         log: [{ term: 1, command: "a" }, ...many.slice(0, 998), ...heavy],
       };
       assert.deepEqual(await persister.load(), expected);
@@ -147,6 +148,7 @@ Deno.test(
       const expected = {
         term: 2,
         votedFor: 0,
+        snapshot: null,
         log: [{ term: 1, command: "one" }, { term: 2, command: "two" }, {
           term: 2,
           command: "three",
@@ -216,6 +218,7 @@ Deno.test(
       assert.deepEqual(await reopened.load(), {
         term: 2,
         votedFor: null,
+        snapshot: null,
         log: [{ term: 2, command: "short" }],
       });
       await reopened.close();
@@ -241,7 +244,7 @@ Deno.test(
       );
       await persister.close();
       const reopened = await KvPersister.open(path);
-      assert.deepEqual(await reopened.load(), { term: 3, votedFor: 1, log: [] });
+      assert.deepEqual(await reopened.load(), { term: 3, votedFor: 1, snapshot: null, log: [] });
       await reopened.close();
     });
   },
@@ -273,7 +276,7 @@ Deno.test(
       await persister.close();
       // Once closed, the database opens through a link, and holds what was saved.
       const reopened = await KvPersister.open(symbolic);
-      assert.deepEqual(await reopened.load(), { term: 3, votedFor: 1, log: [] });
+      assert.deepEqual(await reopened.load(), { term: 3, votedFor: 1, snapshot: null, log: [] });
       await assert.rejects(KvPersister.open(path), PersisterLockedError);
       await reopened.close();
     });
@@ -284,7 +287,7 @@ Deno.test('KvPersister: ":memory:" databases take no lock', sanitized, async () 
   const first = await KvPersister.open(":memory:");
   const second = await KvPersister.open(":memory:");
   await first.save({ term: 1, votedFor: null });
-  assert.deepEqual(await second.load(), { term: 0, votedFor: null, log: [] });
+  assert.deepEqual(await second.load(), { term: 0, votedFor: null, snapshot: null, log: [] });
   await first.close();
   await second.close();
 });
@@ -443,8 +446,8 @@ Deno.test(
         const reopened = await KvPersister.open(path);
         const state = await reopened.load();
         await reopened.close();
-        const before = { term: 1, votedFor: null, log: old };
-        const after = { term: 2, votedFor: 0, log: large };
+        const before = { term: 1, votedFor: null, snapshot: null, log: old };
+        const after = { term: 2, votedFor: 0, snapshot: null, log: large };
         assert.ok(
           failed
             ? [before, after].some((s) => isDeepStrictEqual(s, state))

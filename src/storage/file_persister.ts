@@ -244,7 +244,10 @@ export class FilePersister implements Persister {
     if (refusal !== null) return Promise.reject(refusal);
     let records: EncodedRecord[];
     try {
-      checkChange(change, this.#queuedLastIndex);
+      if (change?.snapshot !== undefined) {
+        throw new TypeError("FilePersister cannot store snapshots yet");
+      }
+      checkChange(change, { lastIndex: this.#queuedLastIndex, snapshotIndex: 0 });
       records = encodeChange(change, this.#queuedLastIndex, this.maxCommandBytes);
     } catch (error) {
       return Promise.reject(error);
@@ -574,7 +577,7 @@ async function scanFile(file: Deno.FsFile, path: string, size?: number): Promise
     offset += span.length;
   }
   const zeroTail = await reader.zerosFrom(end);
-  return { state: { term, votedFor, log }, entries, stateRecord, end, zeroTail };
+  return { state: { term, votedFor, snapshot: null, log }, entries, stateRecord, end, zeroTail };
 
   /** Cuts the log as the pending save sees it to `lastIndex` entries. */
   function truncate(lastIndex: number): void {

@@ -158,7 +158,7 @@ export class KvPersister implements Persister {
     return this.#commit.exclusive(async () => {
       const { term, votedFor, lastIndex } = this.#durable;
       const log = await readEntries(this.#kv, this.#path, LOG_PREFIX, 1, lastIndex);
-      return { term, votedFor, log };
+      return { term, votedFor, snapshot: null, log };
     });
   }
 
@@ -171,7 +171,10 @@ export class KvPersister implements Persister {
     if (refusal !== null) return Promise.reject(refusal);
     let encoded: EncodedChange<EntryParts>;
     try {
-      checkChange(change, this.#queuedLastIndex);
+      if (change?.snapshot !== undefined) {
+        throw new TypeError("KvPersister cannot store snapshots yet");
+      }
+      checkChange(change, { lastIndex: this.#queuedLastIndex, snapshotIndex: 0 });
       encoded = { term: change.term, votedFor: change.votedFor };
       if (change.log !== undefined) {
         encoded.log = { from: change.log.from, entries: change.log.entries.map(encodeEntry) };

@@ -29,7 +29,7 @@ export function crashChange(step: number, lastIndex: number): PersistChange {
     const from = randomInt(random, 1, 50);
     return { term: step, votedFor: 0, log: { from, entries: [{ term: step, command: step }] } };
   }
-  return randomChange(random, step, lastIndex);
+  return randomChange(random, step, { lastIndex, snapshotIndex: 0 });
 }
 
 /** The log's last index after `change`. */
