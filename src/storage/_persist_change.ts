@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { LogEntry, PersistChange, Snapshot } from "../types.ts";
+import type { PersistChange, Snapshot } from "../types.ts";
 
 /** Where a log stands: the index of its last entry and that of its snapshot (0 without one). */
 export interface LogBounds {
@@ -14,9 +14,6 @@ export interface LogBounds {
   /** The snapshot's index, 0 when there is none. */
   snapshotIndex: number;
 }
-
-/** The bounds of an empty store. */
-export const EMPTY_BOUNDS: LogBounds = { lastIndex: 0, snapshotIndex: 0 };
 
 /**
  * Throws a `TypeError` or `RangeError` unless `change` is well formed and fits a log with
@@ -64,7 +61,7 @@ export function checkChange(change: PersistChange, bounds: LogBounds): void {
  * Throws a `TypeError` or `RangeError` unless `snapshot` is well formed and its index is at least
  * `storedIndex`, the index of the snapshot it replaces.
  */
-export function checkSnapshot(snapshot: Snapshot, storedIndex: number): void {
+function checkSnapshot(snapshot: Snapshot, storedIndex: number): void {
   if (typeof snapshot !== "object" || snapshot === null) {
     throw new TypeError(`Snapshot must be an object, got ${describe(snapshot)}`);
   }
@@ -154,11 +151,6 @@ export function boundsAfter<E>(change: EncodedChange<E>, bounds: LogBounds): Log
   return { lastIndex, snapshotIndex };
 }
 
-/** The log's last index after `change` is applied to a log ending at `lastIndex`. */
-export function lastIndexAfter<E>(change: EncodedChange<E>, lastIndex: number): number {
-  return boundsAfter(change, { lastIndex, snapshotIndex: 0 }).lastIndex;
-}
-
 /** A copy of `snapshot`, with data of its own (the caller may change theirs afterwards). */
 export function copySnapshot(snapshot: Snapshot): Snapshot {
   return { index: snapshot.index, term: snapshot.term, data: snapshot.data.slice() };
@@ -177,11 +169,6 @@ export function isTerm(value: unknown): value is number {
 /** Whether `value` can be a vote: a peer number or `null`. */
 export function isVotedFor(value: unknown): value is number | null {
   return value === null || isTerm(value);
-}
-
-/** A fresh copy of `entry` (the caller may change its own afterwards). */
-export function copyEntry(entry: LogEntry): LogEntry {
-  return { term: entry.term, command: entry.command };
 }
 
 /** `value` as an error message quotes it: strings quoted, objects by their kind. */
