@@ -749,3 +749,25 @@ Deno.test(
     });
   },
 );
+
+Deno.test(
+  "FilePersister: open with preallocate false cuts a tail of zeros a crash left",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      const path = join(directory, "raft.log");
+      const persister = await FilePersister.open(directory);
+      await persister.save(first);
+      const crashed = await Deno.readFile(path); // preallocated, as a kill -9 leaves it
+      await persister.close();
+      const records = (await Deno.stat(path)).size;
+      await Deno.writeFile(path, crashed);
+      // Its saves must end the file, so that a write cut short leaves a short record.
+      const plain = await FilePersister.open(directory, { preallocate: false });
+      assert.equal((await Deno.stat(path)).size, records);
+      await plain.save(second);
+      await plain.close();
+      assert.deepEqual(await loadFrom(directory), afterSecond);
+    });
+  },
+);
