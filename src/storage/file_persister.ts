@@ -41,6 +41,7 @@
 
 import { join, resolve } from "node:path";
 import { crc32 } from "./_crc32.ts";
+import { float64s } from "./_bytes.ts";
 import { GroupCommit } from "./_group_commit.ts";
 import {
   boundsAfter,
@@ -688,13 +689,6 @@ async function removeUnnamedSnapshots(
     }
   }
   return highest;
-}
-
-function float64s(...values: number[]): Uint8Array {
-  const bytes = new Uint8Array(8 * values.length);
-  const view = new DataView(bytes.buffer);
-  values.forEach((value, i) => view.setFloat64(8 * i, value, true));
-  return bytes;
 }
 
 /** `body` and then {@linkcode BODY_END}. */

@@ -21,6 +21,7 @@
  */
 
 import { crc32 } from "./_crc32.ts";
+import { float64s } from "./_bytes.ts";
 import { GroupCommit } from "./_group_commit.ts";
 import {
   boundsAfter,
@@ -393,14 +394,6 @@ export class KvPersister implements Persister {
 
 function boundsOf(state: StoredState): LogBounds {
   return { lastIndex: state.lastIndex, snapshotIndex: state.snapshot?.index ?? 0 };
-}
-
-/** The 8 bytes of `values` as little-endian float64s, to seed a checksum with them. */
-function float64s(...values: number[]): Uint8Array {
-  const bytes = new Uint8Array(8 * values.length);
-  const view = new DataView(bytes.buffer);
-  values.forEach((value, i) => view.setFloat64(8 * i, value, true));
-  return bytes;
 }
 
 function encodeState(state: StoredState): Uint8Array {
