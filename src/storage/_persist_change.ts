@@ -146,9 +146,17 @@ export function mergeChanges<E>(
 /** The log's bounds after `change` is applied to a log with `bounds`. */
 export function boundsAfter<E>(change: EncodedChange<E>, bounds: LogBounds): LogBounds {
   const snapshotIndex = change.snapshot?.index ?? bounds.snapshotIndex;
-  let lastIndex = Math.max(bounds.lastIndex, snapshotIndex);
-  if (change.log !== undefined) lastIndex = change.log.from - 1 + change.log.entries.length;
-  return { lastIndex, snapshotIndex };
+  return { lastIndex: lastIndexAfter(change, bounds.lastIndex), snapshotIndex };
+}
+
+/**
+ * The log's last index after `change` is applied to a log ending at `lastIndex`: the end of its
+ * log change, else the later of `lastIndex` and its snapshot's index (a snapshot past the end of
+ * the log empties it, and the log goes on after the snapshot).
+ */
+export function lastIndexAfter<E>(change: EncodedChange<E>, lastIndex: number): number {
+  if (change.log !== undefined) return change.log.from - 1 + change.log.entries.length;
+  return Math.max(lastIndex, change.snapshot?.index ?? 0);
 }
 
 /** A copy of `snapshot`, with data of its own (the caller may change theirs afterwards). */
