@@ -19,6 +19,7 @@ export type {
   RaftStatus,
   Role,
   RpcHandler,
+  Snapshot,
   TraceSink,
 } from "./src/types.ts";
 export { type CancelTimer, type Clock, type RandomSource, realClock } from "./src/clock.ts";

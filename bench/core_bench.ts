@@ -41,7 +41,7 @@ function config(me: number): CoreConfig {
 
 /** A leader of term 1 whose followers have answered its first heartbeat. */
 function newLeader(): { core: RaftCore; now: number } {
-  const core = new RaftCore(config(0), { term: 0, votedFor: null, log: [] }, 0);
+  const core = new RaftCore(config(0), { term: 0, votedFor: null, snapshot: null, log: [] }, 0);
   let now = core.nextDeadline();
   core.tick(now);
   const election = core.takeReady(now);
@@ -85,7 +85,7 @@ Deno.bench(`leader: propose ${BATCH}, replicate to 2, save, commit, apply`, () =
   if (core.takeReady(now).apply.length !== BATCH) throw new Error("Expected a batch to apply");
 });
 
-const follower = new RaftCore(config(1), { term: 1, votedFor: 0, log: [] }, 0);
+const follower = new RaftCore(config(1), { term: 1, votedFor: 0, snapshot: null, log: [] }, 0);
 let followerNow = 0;
 Deno.bench(`follower: accept ${BATCH} entries, save, apply`, () => {
   const prevLogIndex = follower.lastIndex;

@@ -8,6 +8,11 @@
  * entry (what a leader writes per command) and a save of 64 entries (what a follower writes per
  * AppendEntries). The "raw" baselines write the same number of bytes to a plain file and call
  * fdatasync: the floor any durable persister pays.
+ *
+ * The "snapshots" group saves a snapshot of 64 KiB or 1 MiB with one new entry, on a log that
+ * keeps 1,000 entries after the snapshot: the snapshot's index advances by one each time, so each
+ * save also discards one entry (and FilePersister rewrites its log without it). Its baseline
+ * writes the snapshot's bytes to a plain file and calls fdatasync.
  */
 
 import { FilePersister } from "../src/storage/file_persister.ts";
@@ -94,4 +99,59 @@ for (const { name, length, store } of stores) {
       await store.save({ term, votedFor: 0, log: { from, entries } });
     },
   );
+}
+
+const SNAPSHOT_LOG = 1_000;
+const snapshotSizes = [64 * 1024, 1024 * 1024];
+const rawSnapshot = await Deno.open(`${directory}/raw.snapshot`, { write: true, create: true });
+closers.push(() => rawSnapshot.close());
+for (const size of snapshotSizes) {
+  const data = new Uint8Array(size).map((_, i) => i & 0xff);
+  const label = size < 1024 * 1024 ? `${size / 1024} KiB` : `${size / 1024 / 1024} MiB`;
+  Deno.bench(
+    `raw snapshot write + fdatasync, ${label}`,
+    { group: `snapshots of ${label}`, baseline: true },
+    async () => {
+      await rawSnapshot.seek(0, Deno.SeekMode.Start);
+      let at = 0;
+      while (at < data.length) at += await rawSnapshot.write(data.subarray(at));
+      await rawSnapshot.syncData();
+    },
+  );
+  const stores: [string, Store][] = [
+    [
+      "KvPersister",
+      await filled(
+        await KvPersister.open(`${directory}/kv-snapshot-${size}.kv`),
+        SNAPSHOT_LOG,
+        500,
+      ),
+    ],
+    [
+      "FilePersister",
+      await filled(
+        await FilePersister.open(`${directory}/file-snapshot-${size}`),
+        SNAPSHOT_LOG,
+        1000,
+      ),
+    ],
+  ];
+  for (const [name, store] of stores) {
+    closers.push(() => void (store as KvPersister | FilePersister).close());
+    let index = 0;
+    Deno.bench(
+      `${name}, snapshot of ${label}, log of ${SNAPSHOT_LOG.toLocaleString("en")} after it`,
+      { group: `snapshots of ${label}` },
+      async () => {
+        index++;
+        const from = SNAPSHOT_LOG + index;
+        await store.save({
+          term: 1,
+          votedFor: 0,
+          snapshot: { index, term: 1, data },
+          log: { from, entries: [entry(1, from)] },
+        });
+      },
+    );
+  }
 }

@@ -28,6 +28,7 @@ import type {
   Raft,
   RaftOptions,
   RaftStatus,
+  Snapshot,
   TraceSink,
 } from "./types.ts";
 
@@ -208,13 +209,18 @@ export function prepareCommand(
   return { copy: typeof command === "string" ? command : JSON.parse(text), length: text.length };
 }
 
-/** Rejects what a persister returned unless it is a well-formed {@linkcode PersistentState}. */
+/**
+ * Rejects what a persister returned unless it is a well-formed {@linkcode PersistentState}: a
+ * snapshot (or `null`; a persister written before snapshots, which returns none, counts as
+ * `null`) whose term is at most the current term, then log entries whose terms never decrease,
+ * starting at the snapshot's term or later, and never pass the current term.
+ */
 function checkLoadedState(state: unknown, peerCount: number): PersistentState {
   const fail = (what: string): never => {
     throw new TypeError(`Persister.load() returned a malformed state: ${what}`);
   };
   if (typeof state !== "object" || state === null) return fail(`not an object (${String(state)})`);
-  const { term, votedFor, log } = state as Record<string, unknown>;
+  const { term, votedFor, snapshot, log } = state as Record<string, unknown>;
   if (!Number.isSafeInteger(term) || (term as number) < 0) return fail(`term ${String(term)}`);
   if (
     votedFor !== null &&
@@ -222,25 +228,49 @@ function checkLoadedState(state: unknown, peerCount: number): PersistentState {
   ) {
     return fail(`votedFor ${String(votedFor)}`);
   }
+  let checkedSnapshot: Snapshot | null = null;
+  if (snapshot !== null && snapshot !== undefined) {
+    if (typeof snapshot !== "object") {
+      return fail(`snapshot is not an object (${String(snapshot)})`);
+    }
+    const { index, term: snapshotTerm, data } = snapshot as Record<string, unknown>;
+    if (!Number.isSafeInteger(index) || (index as number) < 0) {
+      return fail(`snapshot index ${String(index)}`);
+    }
+    if (
+      !Number.isSafeInteger(snapshotTerm) || (snapshotTerm as number) < 0 ||
+      (snapshotTerm as number) > (term as number)
+    ) {
+      return fail(`snapshot term ${String(snapshotTerm)} (current term ${term})`);
+    }
+    if (!(data instanceof Uint8Array)) return fail(`snapshot data is not a Uint8Array`);
+    checkedSnapshot = { index: index as number, term: snapshotTerm as number, data };
+  }
   if (!Array.isArray(log)) return fail(`log is not an array`);
-  let previousTerm = 0;
+  const firstIndex = (checkedSnapshot?.index ?? 0) + 1;
+  let previousTerm = checkedSnapshot?.term ?? 0;
   const entries: LogEntry[] = log.map((entry: unknown, i) => {
     const entryTerm = (entry as LogEntry | null)?.term;
     if (
       !Number.isSafeInteger(entryTerm) || entryTerm! < Math.max(1, previousTerm) ||
       entryTerm! > (term as number)
     ) {
-      return fail(`entry at index ${i + 1} has term ${String(entryTerm)}`);
+      return fail(`entry at index ${firstIndex + i} has term ${String(entryTerm)}`);
     }
     const { command, type } = entry as LogEntry;
-    if (command === undefined) return fail(`entry at index ${i + 1} has no command`);
+    if (command === undefined) return fail(`entry at index ${firstIndex + i} has no command`);
     if (type !== undefined && (type !== "noop" || command !== null)) {
-      return fail(`entry at index ${i + 1} has type ${JSON.stringify(type)}`);
+      return fail(`entry at index ${firstIndex + i} has type ${JSON.stringify(type)}`);
     }
     previousTerm = entryTerm!;
     return type === "noop" ? { term: entryTerm!, command, type } : { term: entryTerm!, command };
   });
-  return { term: term as number, votedFor: votedFor as number | null, log: entries };
+  return {
+    term: term as number,
+    votedFor: votedFor as number | null,
+    snapshot: checkedSnapshot,
+    log: entries,
+  };
 }
 
 /** One running peer: the core plus its timer, its save queue and its apply queue. */

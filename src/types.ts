@@ -10,7 +10,14 @@ import type { Clock, RandomSource } from "./clock.ts";
 import type { FatalError } from "./errors.ts";
 import type { PersistChange, PersistentState, Role } from "./raft/types.ts";
 
-export type { ApplyMsg, LogEntry, PersistChange, PersistentState, Role } from "./raft/types.ts";
+export type {
+  ApplyMsg,
+  LogEntry,
+  PersistChange,
+  PersistentState,
+  Role,
+  Snapshot,
+} from "./raft/types.ts";
 
 /**
  * Stable storage for one peer. Implementations must apply saves atomically and in call order.
@@ -19,13 +26,16 @@ export type { ApplyMsg, LogEntry, PersistChange, PersistentState, Role } from ".
  * ```ts
  * import type { Persister } from "./types.ts";
  * const forgetful: Persister = {
- *   load: () => Promise.resolve({ term: 0, votedFor: null, log: [] }),
+ *   load: () => Promise.resolve({ term: 0, votedFor: null, snapshot: null, log: [] }),
  *   save: () => Promise.resolve(),
  * };
  * ```
  */
 export interface Persister {
-  /** Reads the saved state; a fresh persister gives `{ term: 0, votedFor: null, log: [] }`. */
+  /**
+   * Reads the saved state; a fresh persister gives
+   * `{ term: 0, votedFor: null, snapshot: null, log: [] }`.
+   */
   load(): Promise<PersistentState>;
   /** Applies `change` atomically; the change is durable once the promise resolves. */
   save(change: PersistChange): Promise<void>;

@@ -59,7 +59,12 @@ function newCore(setup: CoreSetup = {}): RaftCore {
   };
   return new RaftCore(
     config,
-    { term: setup.term ?? 0, votedFor: setup.votedFor ?? null, log: logOf(setup.logTerms ?? []) },
+    {
+      term: setup.term ?? 0,
+      votedFor: setup.votedFor ?? null,
+      snapshot: null,
+      log: logOf(setup.logTerms ?? []),
+    },
     setup.now ?? 0,
   );
 }

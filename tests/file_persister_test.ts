@@ -1,14 +1,18 @@
 import assert from "node:assert/strict";
+import { isDeepStrictEqual } from "node:util";
 import { join } from "node:path";
 import { crc32 } from "../src/storage/_crc32.ts";
 import { FilePersister } from "../src/storage/file_persister.ts";
 import { PersisterCorruptError, PersisterLockedError } from "../src/storage/errors.ts";
 import type { PersistChange, PersistentState } from "../src/types.ts";
-import { persisterContract } from "./helpers/persister_contract.ts";
+import { persisterContract, snapshotContract } from "./helpers/persister_contract.ts";
 import { openInChildProcess } from "./helpers/open_elsewhere.ts";
+import { FORMAT_1_STATE, unzipFixture } from "./helpers/fixtures.ts";
+import { ReferenceModel, snapshotData } from "./helpers/persister_contract.ts";
 import { sanitized } from "./helpers/sanitized.ts";
 
 persisterContract("FilePersister", (place) => FilePersister.open(place));
+snapshotContract("FilePersister", (place) => FilePersister.open(place));
 
 async function withDirectory(body: (directory: string) => Promise<void>): Promise<void> {
   const directory = await Deno.makeTempDir({ prefix: "raft-file-" });
@@ -32,11 +36,13 @@ const second: PersistChange = {
 const afterFirst: PersistentState = {
   term: 1,
   votedFor: 0,
+  snapshot: null,
   log: [{ term: 1, command: "one" }, { term: 1, command: "two" }],
 };
 const afterSecond: PersistentState = {
   term: 2,
   votedFor: 1,
+  snapshot: null,
   log: [{ term: 1, command: "one" }, { term: 2, command: { three: 3 } }],
 };
 
@@ -183,7 +189,7 @@ Deno.test(
       await assert.rejects(FilePersister.open(directory), PersisterLockedError);
       // Another process is kept out by the same lock.
       assert.equal(
-        await openInChildProcess("file_persister.ts", "FilePersister", directory),
+        await openInChildProcess("storage/file_persister.ts", "FilePersister", directory),
         "PersisterLockedError",
       );
       await persister.close();
@@ -220,6 +226,7 @@ async function compactionRun(preallocate: boolean): Promise<void> {
     const expected = {
       term: 2,
       votedFor: 399 % 3,
+      snapshot: null,
       log: [...entries.slice(0, 49), { term: 2, command: "round 399" }],
     };
     assert.deepEqual(await persister.load(), expected);
@@ -258,7 +265,12 @@ Deno.test(
   async () => {
     await withDirectory(async (directory) => {
       const persister = await FilePersister.open(directory);
-      assert.deepEqual(await persister.load(), { term: 0, votedFor: null, log: [] });
+      assert.deepEqual(await persister.load(), {
+        term: 0,
+        votedFor: null,
+        snapshot: null,
+        log: [],
+      });
       await persister.save(first);
       const pending = persister.save(second);
       assert.deepEqual(await persister.load(), afterSecond);
@@ -407,7 +419,355 @@ Deno.test(
           ...record(1, float64s(2, -1)), // term 2, no vote
         ]),
       );
-      assert.deepEqual(await loadFrom(directory), { term: 2, votedFor: null, log: [] });
+      assert.deepEqual(await loadFrom(directory), {
+        term: 2,
+        votedFor: null,
+        snapshot: null,
+        log: [],
+      });
+    });
+  },
+);
+
+Deno.test(
+  "FilePersister: a cleanly closed log whose last bytes are zeroed is damage, not a torn write",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      const { path } = await twoSaves(directory);
+      const whole = await Deno.readFile(path);
+      // Closed cleanly: no tail of zeros, so no write can have been cut short inside one. A save
+      // cut short by a crash leaves a record shorter than its header says, never a complete one.
+      for (const zeroed of [1, 2, 9]) {
+        const damaged = whole.slice();
+        damaged.fill(0, whole.length - zeroed);
+        await Deno.writeFile(path, damaged);
+        await assert.rejects(
+          loadFrom(directory),
+          (error: unknown) =>
+            error instanceof PersisterCorruptError && error.message.includes(path),
+          `last ${zeroed} bytes zeroed`,
+        );
+        assert.deepEqual(await Deno.readFile(path), damaged, "a refused open changes nothing");
+      }
+    });
+  },
+);
+
+Deno.test(
+  "FilePersister: a save that exactly fills the preallocated space still leaves zeros after it",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      const path = join(directory, "raft.log");
+      const persister = await FilePersister.open(directory);
+      await persister.save(first);
+      const allocated = (await Deno.stat(path)).size;
+      const used = (await Deno.readFile(path)).findLastIndex((byte) => byte !== 0) + 1;
+      // A command sized so that the save's records end exactly where the zeros end.
+      const stateRecordBytes = 12 + 1 + 17;
+      const commandBytes = allocated - used - stateRecordBytes - (12 + 1 + 16);
+      const command = "y".repeat(commandBytes - 2);
+      await persister.save({ term: 1, votedFor: 0, log: { from: 3, entries: [entry(command)] } });
+      const after = await Deno.readFile(path);
+      const end = after.findLastIndex((byte) => byte !== 0) + 1;
+      assert.equal(end, allocated, "the save's records end where the old zeros ended");
+      assert.ok(after.length > end, `zeros follow the records: ${after.length} > ${end}`);
+      await persister.close();
+      assert.deepEqual((await loadFrom(directory)).log.at(-1), entry(command));
+    });
+  },
+);
+
+function entry(command: unknown) {
+  return { term: 1, command };
+}
+
+/** The names in `directory`, sorted. */
+function namesIn(directory: string): string[] {
+  return [...Deno.readDirSync(directory)].map((entry) => entry.name).sort();
+}
+
+Deno.test(
+  "FilePersister: after a snapshot save the disk holds only the entries after the snapshot",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      const persister = await FilePersister.open(directory);
+      const entries = Array.from({ length: 50 }, (_, i) => entry(`entry-${i + 1}-marker`));
+      await persister.save({ term: 1, votedFor: 0, log: { from: 1, entries } });
+      const snapshot = { index: 40, term: 1, data: snapshotData(1, 5000) };
+      await persister.save({ term: 1, votedFor: 0, snapshot });
+      const expected = { term: 1, votedFor: 0, snapshot, log: entries.slice(40) };
+      assert.deepEqual(await persister.load(), expected);
+      await persister.close();
+      const log = new TextDecoder().decode(await Deno.readFile(join(directory, "raft.log")));
+      for (let i = 1; i <= 50; i++) {
+        assert.equal(log.includes(`"entry-${i}-marker"`), i > 40, `entry ${i} on disk`);
+      }
+      assert.deepEqual(namesIn(directory), ["LOCK", "raft.log", "snapshot.1"]);
+      // A second snapshot replaces the first file, and the log starts after it.
+      const second = { index: 45, term: 1, data: snapshotData(2, 100) };
+      const reopened = await FilePersister.open(directory);
+      await reopened.save({ term: 2, votedFor: null, snapshot: second });
+      await reopened.close();
+      assert.deepEqual(namesIn(directory), ["LOCK", "raft.log", "snapshot.2"]);
+      assert.deepEqual(await loadFrom(directory), {
+        term: 2,
+        votedFor: null,
+        snapshot: second,
+        log: entries.slice(45),
+      });
+    });
+  },
+);
+
+/**
+ * Runs `action` with the file system calls a save makes wrapped, and returns what the directory
+ * held before each of them and at the end: what a kill at that moment would leave.
+ */
+async function imagesDuring(
+  directory: string,
+  action: () => Promise<void>,
+): Promise<Map<string, Uint8Array>[]> {
+  const images: Map<string, Uint8Array>[] = [];
+  const capture = () => {
+    const image = new Map<string, Uint8Array>();
+    for (const name of namesIn(directory)) {
+      if (name !== "LOCK") image.set(name, Deno.readFileSync(join(directory, name)));
+    }
+    images.push(image);
+  };
+  const file = Deno.FsFile.prototype;
+  const originals = {
+    rename: Deno.rename,
+    remove: Deno.remove,
+    write: file.write,
+    writeSync: file.writeSync,
+    syncData: file.syncData,
+    sync: file.sync,
+    truncate: file.truncate,
+  };
+  Deno.rename = (...args) => (capture(), originals.rename(...args));
+  Deno.remove = (...args) => (capture(), originals.remove(...args));
+  file.write = function (this: Deno.FsFile, bytes) {
+    capture();
+    return originals.write.call(this, bytes);
+  };
+  file.writeSync = function (this: Deno.FsFile, bytes) {
+    capture();
+    return originals.writeSync.call(this, bytes);
+  };
+  file.syncData = function (this: Deno.FsFile) {
+    capture();
+    return originals.syncData.call(this);
+  };
+  file.sync = function (this: Deno.FsFile) {
+    capture();
+    return originals.sync.call(this);
+  };
+  file.truncate = function (this: Deno.FsFile, length) {
+    capture();
+    return originals.truncate.call(this, length);
+  };
+  try {
+    await action();
+  } finally {
+    Object.assign(Deno, { rename: originals.rename, remove: originals.remove });
+    Object.assign(file, {
+      write: originals.write,
+      writeSync: originals.writeSync,
+      syncData: originals.syncData,
+      sync: originals.sync,
+      truncate: originals.truncate,
+    });
+  }
+  capture();
+  return images;
+}
+
+Deno.test(
+  "FilePersister: a kill at any step of a snapshot save leaves the old state or the new, whole",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      const place = join(directory, "peer");
+      const model = new ReferenceModel();
+      const changes: PersistChange[] = [
+        { term: 1, votedFor: 0, log: { from: 1, entries: [1, 2, 3, 4, 5].map(entry) } },
+        { term: 2, votedFor: 0, snapshot: { index: 2, term: 1, data: snapshotData(1, 3000) } },
+        { term: 2, votedFor: 1, log: { from: 6, entries: [entry(6)] } },
+      ];
+      const persister = await FilePersister.open(place);
+      for (const change of changes) {
+        await persister.save(change);
+        model.apply(change);
+      }
+      const before = model.state();
+      const change: PersistChange = {
+        term: 3,
+        votedFor: 2,
+        snapshot: { index: 4, term: 1, data: snapshotData(2, 70_000) },
+        log: { from: 6, entries: [entry("six"), entry("seven")] },
+      };
+      model.apply(change);
+      const after = model.state();
+      // The save, its cleanup and compaction (which load() waits for), and a later save.
+      const images = await imagesDuring(place, async () => {
+        await persister.save(change);
+        await persister.load();
+      });
+      await persister.close();
+      assert.ok(images.length > 10, `a snapshot save takes many steps, saw ${images.length}`);
+      const outcomes = new Set<string>();
+      for (const [step, image] of images.entries()) {
+        const copy = join(directory, `image-${step}`);
+        await Deno.mkdir(copy);
+        for (const [name, bytes] of image) await Deno.writeFile(join(copy, name), bytes);
+        const reopened = await FilePersister.open(copy);
+        const state = await reopened.load();
+        await reopened.save({ term: 4, votedFor: null });
+        await reopened.close();
+        const which = isDeepStrictEqual(state, before)
+          ? "before"
+          : isDeepStrictEqual(state, after)
+          ? "after"
+          : null;
+        assert.ok(which !== null, `killed at step ${step} of ${images.length}: ${state.term}`);
+        outcomes.add(which);
+        // Whatever the kill left, one snapshot file remains, the one the log names.
+        const snapshots = namesIn(copy).filter((name) => name.startsWith("snapshot"));
+        assert.equal(snapshots.length, 1, `step ${step}: ${snapshots}`);
+        assert.deepEqual(
+          (await loadFrom(copy)).snapshot,
+          state.snapshot,
+          `step ${step}: reopened after a later save`,
+        );
+      }
+      assert.deepEqual([...outcomes].sort(), ["after", "before"]);
+    });
+  },
+);
+
+Deno.test(
+  "FilePersister: a missing or damaged snapshot file is damage, named in the error",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      const persister = await FilePersister.open(directory);
+      await persister.save({ term: 1, votedFor: null, log: { from: 1, entries: [entry("a")] } });
+      await persister.save({
+        term: 1,
+        votedFor: null,
+        snapshot: { index: 1, term: 1, data: snapshotData(1, 1000) },
+      });
+      await persister.close();
+      const path = join(directory, "snapshot.1");
+      const whole = await Deno.readFile(path);
+      const damages: [string, Uint8Array | null][] = [
+        ["a flipped bit in the data", whole.map((byte, i) => i === 500 ? byte ^ 0x10 : byte)],
+        ["a flipped bit in the header", whole.map((byte, i) => i === 10 ? byte ^ 0x01 : byte)],
+        ["a cut", whole.subarray(0, whole.length - 1)],
+        ["an empty file", new Uint8Array(0)],
+        ["no file", null],
+      ];
+      for (const [what, bytes] of damages) {
+        if (bytes === null) await Deno.remove(path);
+        else await Deno.writeFile(path, bytes);
+        await assert.rejects(
+          loadFrom(directory),
+          (error: unknown) =>
+            error instanceof PersisterCorruptError && error.file === path &&
+            error.message.includes(path),
+          what,
+        );
+      }
+    });
+  },
+);
+
+Deno.test(
+  "FilePersister: loads a log of format 1, then takes snapshots and new entries in it",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      await unzipFixture("file_format1_raft.log.gz", join(directory, "raft.log"));
+      assert.deepEqual(await loadFrom(directory), FORMAT_1_STATE);
+      const persister = await FilePersister.open(directory);
+      const snapshot = { index: 2, term: 1, data: snapshotData(1, 100_000) };
+      await persister.save({ term: 4, votedFor: 0, snapshot });
+      await persister.save({ term: 4, votedFor: 0, log: { from: 5, entries: [entry("five")] } });
+      await persister.close();
+      assert.deepEqual(await loadFrom(directory), {
+        term: 4,
+        votedFor: 0,
+        snapshot,
+        log: [...FORMAT_1_STATE.log.slice(2, 4), entry("five")],
+      });
+    });
+  },
+);
+
+Deno.test(
+  "FilePersister: a snapshot save cut short anywhere in its records leaves the state before it",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      const path = join(directory, "raft.log");
+      const opened = await FilePersister.open(directory, { preallocate: false });
+      await opened.save(first);
+      await opened.close();
+      const before = await Deno.readFile(path);
+      const again = await FilePersister.open(directory, { preallocate: false });
+      const snapshot = { index: 1, term: 1, data: snapshotData(1, 100) };
+      // A log change too, so that the snapshot save's records are several. Compaction then
+      // rewrites the file; before that, the file is at its longest: what the save appended.
+      const images = await imagesDuring(directory, async () => {
+        await again.save({
+          term: 2,
+          votedFor: 1,
+          snapshot,
+          log: { from: 3, entries: [entry(3)] },
+        });
+        await again.load();
+      });
+      await again.close();
+      const appended = images.map((image) => image.get("raft.log")!).reduce((a, b) =>
+        b.length > a.length ? b : a
+      );
+      assert.deepEqual(appended.subarray(0, before.length), before);
+      for (let cut = before.length; cut < appended.length; cut++) {
+        await Deno.writeFile(path, appended.subarray(0, cut));
+        await Deno.writeFile(join(directory, "snapshot.1"), new Uint8Array(0)); // named by nothing
+        assert.deepEqual(
+          await loadFrom(directory),
+          { ...afterFirst },
+          `cut at ${cut} of ${appended.length}`,
+        );
+        assert.deepEqual(namesIn(directory), ["LOCK", "raft.log"], `cut at ${cut}`);
+      }
+    });
+  },
+);
+
+Deno.test(
+  "FilePersister: open with preallocate false cuts a tail of zeros a crash left",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      const path = join(directory, "raft.log");
+      const persister = await FilePersister.open(directory);
+      await persister.save(first);
+      const crashed = await Deno.readFile(path); // preallocated, as a kill -9 leaves it
+      await persister.close();
+      const records = (await Deno.stat(path)).size;
+      await Deno.writeFile(path, crashed);
+      // Its saves must end the file, so that a write cut short leaves a short record.
+      const plain = await FilePersister.open(directory, { preallocate: false });
+      assert.equal((await Deno.stat(path)).size, records);
+      await plain.save(second);
+      await plain.close();
+      assert.deepEqual(await loadFrom(directory), afterSecond);
     });
   },
 );

@@ -7,11 +7,15 @@ import {
   PersisterLockedError,
 } from "../src/storage/errors.ts";
 import type { LogEntry } from "../src/types.ts";
-import { persisterContract } from "./helpers/persister_contract.ts";
+import { persisterContract, snapshotContract } from "./helpers/persister_contract.ts";
+import { crc32 } from "../src/storage/_crc32.ts";
 import { openInChildProcess } from "./helpers/open_elsewhere.ts";
+import { FORMAT_1_STATE, unzipFixture } from "./helpers/fixtures.ts";
+import { snapshotData } from "./helpers/persister_contract.ts";
 import { sanitized } from "./helpers/sanitized.ts";
 
 persisterContract("KvPersister", (place) => KvPersister.open(place));
+snapshotContract("KvPersister", (place) => KvPersister.open(place));
 
 async function withDatabase(body: (path: string) => Promise<void>): Promise<void> {
   const directory = await Deno.makeTempDir({ prefix: "raft-kv-" });
@@ -28,6 +32,20 @@ async function rawKeys(path: string, prefix: Deno.KvKey): Promise<Deno.KvKey[]> 
     const keys: Deno.KvKey[] = [];
     for await (const row of kv.list({ prefix })) keys.push(row.key);
     return keys;
+  } finally {
+    kv.close();
+  }
+}
+
+/** The state key of the database at `path`, its checksum checked (format 2). */
+async function storedState(path: string): Promise<unknown> {
+  const kv = await Deno.openKv(path);
+  try {
+    const { value } = await kv.get<Uint8Array>(["raft", "state"]);
+    assert.ok(value instanceof Uint8Array, `the state key holds bytes: ${value}`);
+    const json = value.subarray(4);
+    assert.equal(new DataView(value.buffer, value.byteOffset).getUint32(0, true), crc32(json));
+    return JSON.parse(new TextDecoder().decode(json));
   } finally {
     kv.close();
   }
@@ -53,7 +71,7 @@ Deno.test(
       const parts = await rawKeys(path, ["raft", "log", 1]);
       assert.equal(parts.length, 4, `expected 200 KB in 4 parts of 64 KiB, saw ${parts.length}`);
       const reopened = await KvPersister.open(path);
-      assert.deepEqual(await reopened.load(), { term: 1, votedFor: null, log });
+      assert.deepEqual(await reopened.load(), { term: 1, votedFor: null, snapshot: null, log });
       await reopened.close();
     });
   },
@@ -107,6 +125,7 @@ Deno.test(
       const expected = {
         term: 2,
         votedFor: 1,
+        snapshot: null,
         log: [{ term: 1, command: "a" }, ...many.slice(0, 998), ...heavy],
       };
       assert.deepEqual(await persister.load(), expected);
@@ -147,6 +166,7 @@ Deno.test(
       const expected = {
         term: 2,
         votedFor: 0,
+        snapshot: null,
         log: [{ term: 1, command: "one" }, { term: 2, command: "two" }, {
           term: 2,
           command: "three",
@@ -154,10 +174,14 @@ Deno.test(
       };
       assert.deepEqual(await persister.load(), expected);
       await persister.close();
-      const check = await Deno.openKv(path);
-      const state = await check.get(["raft", "state"]);
-      check.close();
-      assert.deepEqual(state.value, { term: 2, votedFor: 0, lastIndex: 3, staged: null });
+      assert.deepEqual(await storedState(path), {
+        version: 2,
+        term: 2,
+        votedFor: 0,
+        lastIndex: 3,
+        staged: null,
+        snapshot: null,
+      });
     });
   },
 );
@@ -216,6 +240,7 @@ Deno.test(
       assert.deepEqual(await reopened.load(), {
         term: 2,
         votedFor: null,
+        snapshot: null,
         log: [{ term: 2, command: "short" }],
       });
       await reopened.close();
@@ -236,12 +261,45 @@ Deno.test(
       );
       // Another process is kept out by the same lock: Deno.Kv alone would let it in.
       assert.equal(
-        await openInChildProcess("kv_persister.ts", "KvPersister", path),
+        await openInChildProcess("storage/kv_persister.ts", "KvPersister", path),
         "PersisterLockedError",
       );
       await persister.close();
       const reopened = await KvPersister.open(path);
-      assert.deepEqual(await reopened.load(), { term: 3, votedFor: 1, log: [] });
+      assert.deepEqual(await reopened.load(), { term: 3, votedFor: 1, snapshot: null, log: [] });
+      await reopened.close();
+    });
+  },
+);
+
+Deno.test(
+  "KvPersister: a symbolic or hard link to an open database is refused, here and elsewhere",
+  sanitized,
+  async () => {
+    await withDatabase(async (path) => {
+      const persister = await KvPersister.open(path);
+      await persister.save({ term: 3, votedFor: 1 });
+      const symbolic = `${path}.symlink`;
+      const hard = `${path}.hardlink`;
+      await Deno.symlink(path, symbolic);
+      await Deno.link(path, hard);
+      for (const link of [symbolic, hard]) {
+        await assert.rejects(
+          KvPersister.open(link),
+          (error: unknown) => error instanceof PersisterLockedError && error.directory === link,
+          `opened ${link} in this process`,
+        );
+        assert.equal(
+          await openInChildProcess("storage/kv_persister.ts", "KvPersister", link),
+          "PersisterLockedError",
+          `opened ${link} from another process`,
+        );
+      }
+      await persister.close();
+      // Once closed, the database opens through a link, and holds what was saved.
+      const reopened = await KvPersister.open(symbolic);
+      assert.deepEqual(await reopened.load(), { term: 3, votedFor: 1, snapshot: null, log: [] });
+      await assert.rejects(KvPersister.open(path), PersisterLockedError);
       await reopened.close();
     });
   },
@@ -251,7 +309,7 @@ Deno.test('KvPersister: ":memory:" databases take no lock', sanitized, async () 
   const first = await KvPersister.open(":memory:");
   const second = await KvPersister.open(":memory:");
   await first.save({ term: 1, votedFor: null });
-  assert.deepEqual(await second.load(), { term: 0, votedFor: null, log: [] });
+  assert.deepEqual(await second.load(), { term: 0, votedFor: null, snapshot: null, log: [] });
   await first.close();
   await second.close();
 });
@@ -306,6 +364,121 @@ Deno.test(
 );
 
 Deno.test(
+  "KvPersister: a file that is not a database, or a damaged one, is reported as damage",
+  sanitized,
+  async () => {
+    await withDatabase(async (path) => {
+      const persister = await KvPersister.open(path);
+      const entries = Array.from(
+        { length: 300 },
+        (_, i) => ({ term: 1, command: `${i}`.repeat(99) }),
+      );
+      await persister.save({ term: 1, votedFor: null, log: { from: 1, entries } });
+      await persister.close();
+      const whole = await Deno.readFile(path);
+      const notADatabase = new TextEncoder().encode("these are not the bytes of a database\n");
+      const { DatabaseSync } = await import("node:sqlite");
+      const damages: [string, () => Promise<void>][] = [
+        ["not a database", () => Deno.writeFile(path, notADatabase.slice())],
+        ["a page overwritten", async () => {
+          const damaged = whole.slice();
+          damaged.fill(0x55, 4096, 4096 + 200);
+          await Deno.writeFile(path, damaged);
+        }],
+        ["a value encoding Deno.Kv does not know", async () => {
+          await Deno.writeFile(path, whole);
+          const database = new DatabaseSync(path);
+          database.exec("UPDATE kv SET v_encoding = 0");
+          database.close();
+        }],
+      ];
+      for (const [damage, apply] of damages) {
+        await apply();
+        const opening = KvPersister.open(path).then(async (opened) => {
+          try {
+            await opened.load();
+          } finally {
+            await opened.close();
+          }
+        });
+        await assert.rejects(
+          opening,
+          (error: unknown) => {
+            assert.ok(
+              error instanceof PersisterCorruptError,
+              `${damage}: expected PersisterCorruptError, saw ${error}`,
+            );
+            assert.ok(error.message.includes(path), `${damage}: names the file: ${error.message}`);
+            assert.ok(error.cause instanceof Error, `${damage}: keeps Deno.Kv's error as cause`);
+            return true;
+          },
+        );
+      }
+    });
+  },
+);
+
+/**
+ * Flips one bit of the only copy of `marker` in the database's files (the database, or its
+ * write-ahead log if the bytes are still there); fails unless there is exactly one copy.
+ */
+async function flipBitOf(path: string, marker: string, offsetInMarker = 3): Promise<void> {
+  const needle = new TextEncoder().encode(marker);
+  const hits: { file: string; at: number }[] = [];
+  for (const file of [path, `${path}-wal`]) {
+    let bytes: Uint8Array;
+    try {
+      bytes = await Deno.readFile(file);
+    } catch {
+      continue;
+    }
+    for (let at = bytes.indexOf(needle[0]!); at >= 0; at = bytes.indexOf(needle[0]!, at + 1)) {
+      if (needle.every((byte, i) => bytes[at + i] === byte)) hits.push({ file, at });
+    }
+  }
+  assert.equal(hits.length, 1, `expected one copy of ${marker}, found ${JSON.stringify(hits)}`);
+  const { file, at } = hits[0]!;
+  const bytes = await Deno.readFile(file);
+  bytes[at + offsetInMarker]! ^= 0x02;
+  await Deno.writeFile(file, bytes);
+}
+
+Deno.test(
+  "KvPersister: one flipped bit in a stored command is damage, not a different command",
+  sanitized,
+  async () => {
+    for (const [what, size] of [["a one-part entry", 40], ["a later part", 150_000]] as const) {
+      await withDatabase(async (path) => {
+        const persister = await KvPersister.open(path);
+        const marker = `MARKER-${what.replaceAll(" ", "-")}-`;
+        const command = size > 65_536
+          ? `${"x".repeat(size)}${marker}`
+          : `${marker}${"x".repeat(size)}`;
+        await persister.save({
+          term: 1,
+          votedFor: null,
+          log: { from: 1, entries: [{ term: 1, command: "first" }, { term: 1, command }] },
+        });
+        await persister.close();
+        await flipBitOf(path, marker);
+        const reopened = await KvPersister.open(path);
+        try {
+          await assert.rejects(
+            reopened.load(),
+            (error: unknown) =>
+              error instanceof PersisterCorruptError && error.message.includes(path) &&
+              /entry 2/.test(error.message),
+            what,
+          );
+        } finally {
+          await reopened.close();
+        }
+      });
+    }
+  },
+);
+
+Deno.test(
   "KvPersister: a second close() waits for the first, and load() during close is refused",
   sanitized,
   async () => {
@@ -355,13 +528,212 @@ Deno.test(
         const reopened = await KvPersister.open(path);
         const state = await reopened.load();
         await reopened.close();
-        const before = { term: 1, votedFor: null, log: old };
-        const after = { term: 2, votedFor: 0, log: large };
+        const before = { term: 1, votedFor: null, snapshot: null, log: old };
+        const after = { term: 2, votedFor: 0, snapshot: null, log: large };
         assert.ok(
           failed
             ? [before, after].some((s) => isDeepStrictEqual(s, state))
             : isDeepStrictEqual(after, state),
           `commit ${failAt} failed: reopened with term ${state.term}, ${state.log.length} entries`,
+        );
+      });
+    }
+  },
+);
+
+Deno.test(
+  "KvPersister: loads a database of format 1, then takes snapshots and new entries in it",
+  sanitized,
+  async () => {
+    await withDatabase(async (path) => {
+      await unzipFixture("kv_format1.kv.gz", path);
+      const persister = await KvPersister.open(path);
+      assert.deepEqual(await persister.load(), FORMAT_1_STATE);
+      // Entries 3 and 4 stay in format 1 (entry 3 in two parts) after a snapshot through 2.
+      const snapshot = { index: 2, term: 1, data: snapshotData(1, 100_000) };
+      await persister.save({ term: 4, votedFor: 0, snapshot });
+      await persister.save({
+        term: 4,
+        votedFor: 0,
+        log: { from: 5, entries: [{ term: 4, command: "five" }] },
+      });
+      await persister.close();
+      const expected = {
+        term: 4,
+        votedFor: 0,
+        snapshot,
+        log: [...FORMAT_1_STATE.log.slice(2, 4), { term: 4, command: "five" }],
+      };
+      const reopened = await KvPersister.open(path);
+      assert.deepEqual(await reopened.load(), expected);
+      await reopened.close();
+      assert.equal((await storedState(path) as { version: number }).version, 2);
+    });
+  },
+);
+
+Deno.test(
+  "KvPersister: snapshot data lies in chunks of one generation; older ones are deleted",
+  sanitized,
+  async () => {
+    await withDatabase(async (path) => {
+      const persister = await KvPersister.open(path);
+      const entries = Array.from({ length: 6 }, (_, i) => ({ term: 1, command: `e${i + 1}` }));
+      await persister.save({ term: 1, votedFor: null, log: { from: 1, entries } });
+      const first = { index: 3, term: 1, data: snapshotData(1, 200_000) };
+      await persister.save({ term: 1, votedFor: null, snapshot: first });
+      assert.deepEqual(
+        (await rawKeys(path, ["raft", "snapshot"])).map((key) => key.slice(2)),
+        [[1, 0], [1, 1], [1, 2], [1, 3]],
+        "200,000 bytes in 4 chunks of generation 1",
+      );
+      const second = { index: 5, term: 1, data: snapshotData(2, 70_000) };
+      await persister.save({ term: 2, votedFor: null, snapshot: second });
+      // Cleanup runs a bounded batch after each save.
+      for (let i = 0; i < 4; i++) await persister.save({ term: 2, votedFor: null });
+      assert.deepEqual(
+        (await rawKeys(path, ["raft", "snapshot"])).map((key) => key.slice(2)),
+        [[2, 0], [2, 1]],
+        "only generation 2 is left",
+      );
+      assert.deepEqual(
+        (await rawKeys(path, ["raft", "log"])).map((key) => key[2]),
+        [6],
+        "log keys at or before the snapshot are deleted",
+      );
+      const expected = { term: 2, votedFor: null, snapshot: second, log: entries.slice(5) };
+      assert.deepEqual(await persister.load(), expected);
+      await persister.close();
+    });
+  },
+);
+
+Deno.test(
+  "KvPersister: chunks an interrupted snapshot save left are never read, and are deleted",
+  sanitized,
+  async () => {
+    await withDatabase(async (path) => {
+      const persister = await KvPersister.open(path);
+      const first = { index: 1, term: 1, data: snapshotData(1, 100) };
+      await persister.save({ term: 1, votedFor: null, snapshot: first });
+      await persister.close();
+      // What a crash during the chunk commits of a 10-chunk snapshot leaves: generation 2, not
+      // named by the state key.
+      const kv = await Deno.openKv(path);
+      for (let k = 0; k < 10; k++) await kv.set(["raft", "snapshot", 2, k], new Uint8Array(9));
+      kv.close();
+      const reopened = await KvPersister.open(path);
+      assert.deepEqual(await reopened.load(), {
+        term: 1,
+        votedFor: null,
+        snapshot: first,
+        log: [],
+      });
+      // The next snapshot takes generation 2 again, with fewer chunks than the leftovers.
+      const second = { index: 2, term: 1, data: snapshotData(2, 70_000) };
+      await reopened.save({ term: 1, votedFor: null, snapshot: second });
+      for (let i = 0; i < 4; i++) await reopened.save({ term: 1, votedFor: null });
+      assert.deepEqual(await reopened.load(), {
+        term: 1,
+        votedFor: null,
+        snapshot: second,
+        log: [],
+      });
+      await reopened.close();
+      assert.deepEqual(
+        (await rawKeys(path, ["raft", "snapshot"])).map((key) => key.slice(2)),
+        [[2, 0], [2, 1]],
+      );
+    });
+  },
+);
+
+Deno.test(
+  "KvPersister: a snapshot save that fails at any commit leaves the old state or the new, whole",
+  sanitized,
+  async () => {
+    const old = {
+      term: 1,
+      votedFor: null,
+      snapshot: null,
+      log: [1, 2, 3].map((i) => ({ term: 1, command: `old ${i}` })),
+    };
+    // 2 MB of data (about 3 commits of chunks) and entries too large for one commit (staged).
+    const snapshot = { index: 2, term: 1, data: snapshotData(3, 2_000_000) };
+    const large = [3, 4, 5].map((i) => ({ term: 2, command: bigCommand(300_000, `${i}`) }));
+    const change = { term: 2, votedFor: 0, snapshot, log: { from: 3, entries: large } };
+    const after = { term: 2, votedFor: 0, snapshot, log: large };
+    const commit = Deno.AtomicOperation.prototype.commit;
+    let lastFailed = true;
+    for (let failAt = 1; failAt <= 12; failAt++) {
+      await withDatabase(async (path) => {
+        const persister = await KvPersister.open(path);
+        await persister.save({ term: 1, votedFor: null, log: { from: 1, entries: old.log } });
+        let commits = 0;
+        Deno.AtomicOperation.prototype.commit = function (this: Deno.AtomicOperation) {
+          if (++commits === failAt) return Promise.reject(new Error("injected failure"));
+          return commit.call(this);
+        };
+        let failed = false;
+        try {
+          await persister.save(change);
+        } catch {
+          failed = true;
+        } finally {
+          Deno.AtomicOperation.prototype.commit = commit;
+        }
+        await persister.close();
+        const reopened = await KvPersister.open(path);
+        const state = await reopened.load();
+        // Saves after the reopen clear whatever the failed save left.
+        for (let i = 0; i < 4; i++) await reopened.save({ term: 3, votedFor: null });
+        const snapshotKeys = await (async () => {
+          await reopened.close();
+          return (await rawKeys(path, ["raft", "snapshot"])).map((key) => Number(key[2]));
+        })();
+        assert.ok(
+          failed
+            ? [old, after].some((s) => isDeepStrictEqual(s, state))
+            : isDeepStrictEqual(after, state),
+          `commit ${failAt} failed: reopened with term ${state.term}, ${state.log.length} entries`,
+        );
+        const generations = [...new Set(snapshotKeys)];
+        assert.deepEqual(generations, state.snapshot === null ? [] : [1], `commit ${failAt}`);
+        lastFailed = failed;
+      });
+    }
+    assert.ok(!lastFailed, "the save has fewer than 12 commits: the last round failed none");
+  },
+);
+
+Deno.test(
+  "KvPersister: one flipped bit in a snapshot chunk or in the state key is damage",
+  sanitized,
+  async () => {
+    const marker = "SNAPSHOT-MARKER";
+    const data = new Uint8Array([...new TextEncoder().encode(marker), ...snapshotData(4, 90_000)]);
+    const places = [["a snapshot chunk", marker], ["the state key", `"term":12345`]] as const;
+    for (const [what, find] of places) {
+      await withDatabase(async (path) => {
+        const persister = await KvPersister.open(path);
+        await persister.save({
+          term: 12345,
+          votedFor: null,
+          snapshot: { index: 7, term: 3, data },
+        });
+        await persister.close();
+        await flipBitOf(path, find, find.length - 2);
+        await assert.rejects(
+          KvPersister.open(path).then(async (opened) => {
+            try {
+              await opened.load();
+            } finally {
+              await opened.close();
+            }
+          }),
+          (error: unknown) =>
+            error instanceof PersisterCorruptError && /checksum/.test(error.message),
+          what,
         );
       });
     }

@@ -5,8 +5,26 @@
 
 import assert from "node:assert/strict";
 import { MemoryPersister } from "../src/storage/memory_persister.ts";
+import { SimPersister } from "../src/sim/sim_persister.ts";
+import { VirtualClock } from "../src/sim/virtual_clock.ts";
 import type { LogEntry, PersistentState } from "../src/types.ts";
 import { sanitized } from "./helpers/sanitized.ts";
+import { snapshotContract } from "./helpers/persister_contract.ts";
+
+/** What each place's last persister held when closed; a reopen gets a copy, as a restart does. */
+const stores = new Map<string, MemoryPersister>();
+
+snapshotContract("MemoryPersister", (place) => {
+  const persister = stores.get(place)?.copy() ?? new MemoryPersister();
+  return Promise.resolve({
+    load: () => persister.load(),
+    save: (change) => persister.save(change),
+    close() {
+      stores.set(place, persister.copy());
+      return Promise.resolve();
+    },
+  });
+});
 
 function entries(...commands: string[]): LogEntry[] {
   return commands.map((command) => ({ term: 1, command }));
@@ -25,7 +43,7 @@ async function commands(persister: MemoryPersister): Promise<unknown[]> {
 
 Deno.test("a fresh persister loads term 0, no vote and an empty log", sanitized, async () => {
   const persister = new MemoryPersister();
-  assert.deepEqual(await persister.load(), { term: 0, votedFor: null, log: [] });
+  assert.deepEqual(await persister.load(), { term: 0, votedFor: null, snapshot: null, log: [] });
   assert.equal(persister.saveCount, 0);
 });
 
@@ -38,6 +56,7 @@ Deno.test(
     assert.deepEqual(await persister.load(), {
       term: 5,
       votedFor: null,
+      snapshot: null,
       log: entries("a", "b", "c"),
     });
     assert.equal(persister.saveCount, 2);
@@ -53,7 +72,7 @@ Deno.test("a log change drops entries from `from` on, then appends", sanitized, 
   await persister.save({ term: 3, votedFor: 0, log: { from: 3, entries: [] } });
   assert.deepEqual(await commands(persister), ["a", "x"], "no entries: truncate only");
   await persister.save({ term: 4, votedFor: null, log: { from: 1, entries: [] } });
-  assert.deepEqual(await persister.load(), { term: 4, votedFor: null, log: [] });
+  assert.deepEqual(await persister.load(), { term: 4, votedFor: null, snapshot: null, log: [] });
 });
 
 Deno.test(
@@ -61,14 +80,14 @@ Deno.test(
   sanitized,
   async () => {
     const persister = await persisterWithLog();
-    const before = persister.snapshot();
+    const before = persister.state();
     for (const from of [5, 0, -1, 1.5, NaN]) {
       await assert.rejects(
         persister.save({ term: 9, votedFor: 2, log: { from, entries: entries("gap") } }),
         RangeError,
         `from=${from}`,
       );
-      assert.deepEqual(persister.snapshot(), before, `from=${from}: term, vote and log must stay`);
+      assert.deepEqual(persister.state(), before, `from=${from}: term, vote and log must stay`);
     }
     assert.equal(persister.saveCount, 1, "only the first save counts");
   },
@@ -87,6 +106,7 @@ Deno.test(
     assert.deepEqual(await persister.load(), {
       term: 2,
       votedFor: 1,
+      snapshot: null,
       log: entries("a", "b", "c"),
     });
   },
@@ -100,11 +120,11 @@ Deno.test("save() and the constructor copy what they are given", sanitized, asyn
   given.push({ term: 1, command: "extra" });
   assert.deepEqual(await commands(persister), ["a"]);
 
-  const state: PersistentState = { term: 1, votedFor: 0, log: entries("b") };
+  const state: PersistentState = { term: 1, votedFor: 0, snapshot: null, log: entries("b") };
   const built = new MemoryPersister(state);
   state.log[0]!.command = "changed";
   state.log.push({ term: 1, command: "extra" });
-  assert.deepEqual(await built.load(), { term: 1, votedFor: 0, log: entries("b") });
+  assert.deepEqual(await built.load(), { term: 1, votedFor: 0, snapshot: null, log: entries("b") });
 });
 
 Deno.test("copy() is an independent persister holding the same state", sanitized, async () => {
@@ -116,6 +136,7 @@ Deno.test("copy() is an independent persister holding the same state", sanitized
   assert.deepEqual(await copy.load(), {
     term: 2,
     votedFor: 1,
+    snapshot: null,
     log: entries("a", "b", "c"),
   }, "a crashed peer's late write must not reach its restart's copy");
 
@@ -143,16 +164,56 @@ Deno.test({
     command.value = 2;
     ((await persister.load()).log[0]!.command as { value: number }).value = 3;
     assert.deepEqual(
-      persister.snapshot().log[0]!.command,
+      persister.state().log[0]!.command,
       { value: 1 },
       "the persister's own state",
     );
-    assert.deepEqual(copy.snapshot().log[0]!.command, { value: 1 }, "the copy's state");
+    assert.deepEqual(copy.state().log[0]!.command, { value: 1 }, "the copy's state");
   },
 });
 
-Deno.test("stateSize() is the JSON length of the saved state", sanitized, async () => {
-  const persister = await persisterWithLog();
-  assert.equal(persister.stateSize(), JSON.stringify(await persister.load()).length);
-  assert.equal(new MemoryPersister().stateSize(), '{"term":0,"votedFor":null,"log":[]}'.length);
-});
+Deno.test(
+  "stateSize() is the JSON length of term, vote and log, without the snapshot",
+  sanitized,
+  async () => {
+    const persister = await persisterWithLog();
+    const { term, votedFor, log } = await persister.load();
+    assert.equal(persister.stateSize(), JSON.stringify({ term, votedFor, log }).length);
+    assert.equal(new MemoryPersister().stateSize(), '{"term":0,"votedFor":null,"log":[]}'.length);
+    assert.equal(persister.snapshotSize(), 0);
+
+    // A snapshot through index 2 leaves entry 3 in the state, and its data counts apart.
+    await persister.save({
+      term: 2,
+      votedFor: 1,
+      snapshot: { index: 2, term: 1, data: new Uint8Array(1000) },
+    });
+    const afterSnapshot = { term: 2, votedFor: 1, log: entries("c") };
+    assert.equal(persister.stateSize(), JSON.stringify(afterSnapshot).length);
+    assert.equal(persister.snapshotSize(), 1000);
+  },
+);
+
+Deno.test(
+  "snapshot() is a deprecated alias of state(), on MemoryPersister and SimPersister",
+  sanitized,
+  async () => {
+    const persister = await persisterWithLog();
+    await persister.save({
+      term: 3,
+      votedFor: null,
+      snapshot: { index: 1, term: 1, data: new Uint8Array([7]) },
+    });
+    const expected = {
+      term: 3,
+      votedFor: null,
+      snapshot: { index: 1, term: 1, data: new Uint8Array([7]) },
+      log: entries("b", "c"),
+    };
+    assert.deepEqual(persister.state(), expected);
+    assert.deepEqual(persister.snapshot(), expected);
+    const disk = new SimPersister({ clock: new VirtualClock(), random: () => 0, state: expected });
+    assert.deepEqual(disk.state(), expected);
+    assert.deepEqual(disk.snapshot(), expected);
+  },
+);

@@ -1,19 +1,26 @@
 /**
  * Kill -9 at random moments: a child process saves through a durable persister as fast as it
- * can and is killed with SIGKILL; after every kill the store must hold every save the child
- * saw acknowledged, and be exactly the state after some prefix of its saves.
+ * can (log changes, snapshots of up to 900 KB, both in one save) and is killed with SIGKILL;
+ * after every kill the store must hold every save the child saw acknowledged, and be exactly
+ * the state after some prefix of its saves.
  */
 
 import assert from "node:assert/strict";
 import { FilePersister } from "../src/storage/file_persister.ts";
 import { KvPersister } from "../src/storage/kv_persister.ts";
 import { MemoryPersister } from "../src/storage/memory_persister.ts";
-import { crashChange, lastIndexAfterChange, WRITER_WINDOW } from "./helpers/crash_workload.ts";
+import {
+  type Bounds,
+  boundsAfterChange,
+  crashChange,
+  isSnapshotStep,
+  WRITER_WINDOW,
+} from "./helpers/crash_workload.ts";
 import { randomInt } from "../src/clock.ts";
 import { seededRandom } from "../src/sim/seeded_random.ts";
 import { sanitized } from "./helpers/sanitized.ts";
 
-const KILLS = 50;
+const KILLS = 100;
 const WRITER = new URL("./helpers/crash_writer.ts", import.meta.url).pathname;
 
 interface RoundResult {
@@ -78,14 +85,16 @@ for (const kind of ["kv", "file"] as const) {
       const random = seededRandom(kind === "kv" ? 11 : 12);
       const model = new MemoryPersister();
       let modelStep = 0;
-      let modelLastIndex = 0;
+      let modelBounds: Bounds = { lastIndex: 0, snapshotIndex: 0 };
       let acknowledged = 0;
       let roundsWithAcks = 0;
+      let snapshotsAcknowledged = 0;
+      let killsWithSnapshotInFlight = 0;
       try {
         for (let round = 1; round <= KILLS; round++) {
           // One round in five kills the writer while it opens: recovery must survive that too.
           const whileOpening = round % 5 === 0;
-          const delay = whileOpening ? randomInt(random, 0, 150) : randomInt(random, 0, 40);
+          const delay = whileOpening ? randomInt(random, 0, 150) : randomInt(random, 0, 80);
           const run = await killedWriter(kind, place, delay, !whileOpening);
           const persister = kind === "kv"
             ? await KvPersister.open(place)
@@ -101,14 +110,19 @@ for (const kind of ["kv", "file"] as const) {
           assert.ok(state.term <= ceiling, `${context}, beyond any save the writer made`);
           while (modelStep < state.term) {
             modelStep++;
-            const change = crashChange(modelStep, modelLastIndex);
+            const change = crashChange(modelStep, modelBounds);
             await model.save(change);
-            modelLastIndex = lastIndexAfterChange(change, modelLastIndex);
+            modelBounds = boundsAfterChange(change, modelBounds);
           }
-          assert.deepEqual(state, model.snapshot(), `${context}, with a state no prefix gives`);
+          assert.deepEqual(state, model.state(), `${context}, with a state no prefix gives`);
           if (run.lastAcknowledged > run.resumedAt) {
             roundsWithAcks++;
             acknowledged += run.lastAcknowledged - run.resumedAt;
+            for (let step = run.resumedAt + 1; step <= run.lastAcknowledged; step++) {
+              if (isSnapshotStep(step)) snapshotsAcknowledged++;
+            }
+            const inFlight = Array.from({ length: WRITER_WINDOW }, (_, k) => floor + 1 + k);
+            if (inFlight.some(isSnapshotStep)) killsWithSnapshotInFlight++;
           }
         }
         // Guards against a vacuous pass: the kills must have landed among acknowledged saves.
@@ -116,7 +130,17 @@ for (const kind of ["kv", "file"] as const) {
           roundsWithAcks >= KILLS / 2,
           `only ${roundsWithAcks} of ${KILLS} rounds saw a save acknowledged`,
         );
-        console.log(`${kind}: ${acknowledged} saves acknowledged over ${roundsWithAcks} rounds`);
+        // And snapshot saves must have been among them, and among the saves a kill cut short.
+        assert.ok(snapshotsAcknowledged >= 20, `only ${snapshotsAcknowledged} snapshot saves`);
+        assert.ok(
+          killsWithSnapshotInFlight >= 5,
+          `only ${killsWithSnapshotInFlight} kills came with a snapshot save in flight`,
+        );
+        console.log(
+          `${kind}: ${acknowledged} saves acknowledged over ${roundsWithAcks} rounds, ` +
+            `${snapshotsAcknowledged} of them with snapshots; ${killsWithSnapshotInFlight} ` +
+            `kills with a snapshot save possibly in flight`,
+        );
       } finally {
         await Deno.remove(directory, { recursive: true });
       }

@@ -207,8 +207,10 @@ Deno.test("make() rejects a malformed loaded state", sanitized, async () => {
   const good = {
     term: 2,
     votedFor: 1,
+    snapshot: null,
     log: [{ term: 1, command: "a" }, { term: 2, command: "b" }],
   };
+  const snapshot = { index: 4, term: 1, data: new Uint8Array([1, 2]) };
   const cases: [string, unknown][] = [
     ["null", null],
     ["a string", "state"],
@@ -226,6 +228,25 @@ Deno.test("make() rejects a malformed loaded state", sanitized, async () => {
       log: [{ term: 2, command: "a" }, { term: 1, command: "b" }],
     }],
     ["an entry term above the current term", { ...good, log: [{ term: 3, command: "a" }] }],
+    ["a snapshot that is not an object", { ...good, snapshot: "snapshot" }],
+    ["a negative snapshot index", { ...good, snapshot: { ...snapshot, index: -1 } }],
+    ["a fractional snapshot index", { ...good, snapshot: { ...snapshot, index: 4.5 } }],
+    ["a string snapshot index", { ...good, snapshot: { ...snapshot, index: "4" } }],
+    ["a snapshot index past 2^53", { ...good, snapshot: { ...snapshot, index: 2 ** 53 } }],
+    ["a negative snapshot term", { ...good, snapshot: { ...snapshot, term: -1 } }],
+    ["a snapshot term above the current term", { ...good, snapshot: { ...snapshot, term: 3 } }],
+    ["snapshot data that is an array", { ...good, snapshot: { ...snapshot, data: [1, 2] } }],
+    ["snapshot data that is a string", { ...good, snapshot: { ...snapshot, data: "ab" } }],
+    ["snapshot data that is an ArrayBuffer", {
+      ...good,
+      snapshot: { ...snapshot, data: new ArrayBuffer(2) },
+    }],
+    ["no snapshot data", { ...good, snapshot: { index: 4, term: 1 } }],
+    ["an entry term below the snapshot's", {
+      ...good,
+      snapshot: { ...snapshot, term: 2 },
+      log: [{ term: 1, command: "a" }],
+    }],
   ];
   for (const [why, state] of cases) {
     await assert.rejects(
@@ -243,6 +264,23 @@ Deno.test("make() rejects a malformed loaded state", sanitized, async () => {
   assert.deepEqual(raft.getState(), { term: 2, isLeader: false });
   assert.equal(raft.status().lastLogIndex, 2);
   raft.kill();
+  // So are a state with a snapshot, whose log starts at the snapshot's term or later, and one
+  // from a persister written before snapshots existed, which has no snapshot field.
+  for (
+    const state of [
+      { ...good, snapshot },
+      {
+        ...good,
+        snapshot: { ...snapshot, term: 2, data: new Uint8Array() },
+        log: good.log.slice(1),
+      },
+      { term: good.term, votedFor: good.votedFor, log: good.log },
+    ]
+  ) {
+    const accepted = await make([silent, silent, silent], 0, loading(state), ignoreApply, fast);
+    assert.deepEqual(accepted.getState(), { term: 2, isLeader: false });
+    accepted.kill();
+  }
 });
 
 // Regression: checkLoadedState accepted entries an AppendEntries would be refused for: term 0
@@ -518,9 +556,10 @@ Deno.test("a restarted peer re-applies its log from index 1", sanitized, async (
   } finally {
     first.raft.kill();
   }
-  assert.deepEqual(persister.snapshot(), {
+  assert.deepEqual(persister.state(), {
     term: 1,
     votedFor: 0,
+    snapshot: null,
     log: ["a", "b", "c"].map((command) => ({ term: 1, command })),
   });
 
@@ -558,7 +597,7 @@ Deno.test({
       await untilLeader(raft);
       raft.start({ value: 1 });
       await waitFor(() => raft.status().lastApplied === 1, "the apply");
-      assert.deepEqual(persister.snapshot().log[0]!.command, { value: 1 });
+      assert.deepEqual(persister.state().log[0]!.command, { value: 1 });
     } finally {
       raft.kill();
     }
@@ -609,7 +648,7 @@ Deno.test(
       raft.kill();
       return times;
     });
-    assert.equal(disk.snapshot().log.length, 10);
+    assert.equal(disk.state().log.length, 10);
     assert.ok(
       mostInFlight > 1,
       `expected saves to overlap, but at most ${mostInFlight} ran at once`,
@@ -685,7 +724,7 @@ Deno.test(
   sanitized,
   async () => {
     const failing: Persister = {
-      load: () => Promise.resolve({ term: 0, votedFor: null, log: [] }),
+      load: () => Promise.resolve({ term: 0, votedFor: null, snapshot: null, log: [] }),
       save: () => Promise.reject(new Error("disk full")),
     };
     const { raft, clock, fatal } = await watchedPeer(0, [silent], failing);

@@ -12,7 +12,12 @@ import { sanitized } from "./helpers/sanitized.ts";
 
 /** Term 3, no vote, log terms 1 3 at indexes 1-2. */
 function initialState(): PersistentState {
-  return { term: 3, votedFor: null, log: [{ term: 1, command: "a" }, { term: 3, command: "b" }] };
+  return {
+    term: 3,
+    votedFor: null,
+    snapshot: null,
+    log: [{ term: 1, command: "a" }, { term: 3, command: "b" }],
+  };
 }
 
 /**
@@ -240,13 +245,13 @@ Deno.test(
           `${why}: expected the error to name ${names}, got "${error}"`,
         );
         assert.deepEqual(raft.status(), status, `${why}: status changed`);
-        assert.deepEqual(persister.snapshot(), initialState(), `${why}: saved state changed`);
+        assert.deepEqual(persister.state(), initialState(), `${why}: saved state changed`);
         assert.equal(persister.saveCount, 0, `${why}: expected no save`);
       }
 
       // The peer still works.
       assert.deepEqual(await raft.handleRpc(RV, validRequestVote), { term: 4, voteGranted: true });
-      assert.deepEqual(persister.snapshot(), { ...initialState(), term: 4, votedFor: 1 });
+      assert.deepEqual(persister.state(), { ...initialState(), term: 4, votedFor: 1 });
       assert.deepEqual(
         await raft.handleRpc(RV, { ...validRequestVote, candidateId: 2 }),
         { term: 4, voteGranted: false },
@@ -272,7 +277,7 @@ Deno.test("a valid AppendEntries after malformed ones is applied as usual", sani
       conflictTerm: 0,
       conflictIndex: 0,
     });
-    assert.deepEqual(persister.snapshot().log.map((entry) => entry.command), ["a", "b", "c"]);
+    assert.deepEqual(persister.state().log.map((entry) => entry.command), ["a", "b", "c"]);
     assert.equal(raft.status().leaderId, 1);
   } finally {
     raft.kill();
@@ -355,7 +360,7 @@ Deno.test(
       await persister.releaseOne();
       assert.deepEqual(await reply.promise, { term: 4, voteGranted: true });
       assert.deepEqual(await repeated.promise, { term: 4, voteGranted: true });
-      assert.deepEqual(persister.inner.snapshot(), { ...initialState(), term: 4, votedFor: 1 });
+      assert.deepEqual(persister.inner.state(), { ...initialState(), term: 4, votedFor: 1 });
     } finally {
       raft.kill();
     }
@@ -379,7 +384,7 @@ Deno.test(
         conflictTerm: 0,
         conflictIndex: 0,
       });
-      assert.deepEqual(persister.inner.snapshot().log.at(-1), { term: 4, command: "c" });
+      assert.deepEqual(persister.inner.state().log.at(-1), { term: 4, command: "c" });
     } finally {
       raft.kill();
     }

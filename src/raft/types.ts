@@ -20,26 +20,59 @@ export interface LogEntry {
   type?: "noop";
 }
 
-/** Figure 2's persistent state, as a persister loads it. `log[0]` is the entry at index 1. */
+/**
+ * A snapshot of the service's state (§7): it replaces every log entry up to and including
+ * `index`, so the log can be compacted.
+ */
+export interface Snapshot {
+  /** The last log index the snapshot covers (§7: "last included index"). */
+  index: number;
+  /** The term of the entry at `index` (§7: "last included term"). */
+  term: number;
+  /**
+   * The service's state as of `index`, in the service's own encoding. Empty data stands for no
+   * service state: a persister stores and returns it like any other, and the core treats it as
+   * no snapshot.
+   */
+  data: Uint8Array;
+}
+
+/**
+ * Figure 2's persistent state, as a persister loads it: the term, the vote, the latest snapshot
+ * and the log after it. `log[0]` is the entry at index `(snapshot?.index ?? 0) + 1`.
+ */
 export interface PersistentState {
   /** Latest term the server has seen. */
   term: number;
   /** Peer that received this server's vote in `term`, or `null`. */
   votedFor: number | null;
-  /** The log; `log[0]` has index 1. */
+  /** The latest snapshot saved, or `null` when none was ever saved. */
+  snapshot: Snapshot | null;
+  /** The log after the snapshot; `log[0]` has index `(snapshot?.index ?? 0) + 1`. */
   log: LogEntry[];
 }
 
 /**
  * An incremental change to the persistent state. The term and vote are always given in full; the
- * log changes only as a suffix, so a save never rewrites the whole log.
+ * log changes only as a suffix, so a save never rewrites the whole log. A change that holds both
+ * a snapshot and a log change is applied atomically: after a crash, both or neither.
  */
 export interface PersistChange {
   /** The current term after the change. */
   term: number;
   /** The vote after the change. */
   votedFor: number | null;
-  /** Optional log change: drop every entry at index >= from, then append `entries`, the first at `from`. */
+  /**
+   * Optional: the new snapshot. Every log entry at index <= snapshot.index is discarded with it;
+   * entries after it stay, and a snapshot past the end of the log empties the log. Its index is
+   * at least the stored snapshot's index.
+   */
+  snapshot?: Snapshot;
+  /**
+   * Optional log change, applied after `snapshot`: drop every entry at index >= from, then
+   * append `entries`, the first at `from` (from > snapshot index, and at most one past the
+   * log's last index, or past the snapshot's when it is further).
+   */
   log?: { from: number; entries: LogEntry[] };
 }
 

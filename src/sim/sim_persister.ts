@@ -7,6 +7,12 @@
 
 import { type Clock, randomInt, type RandomSource } from "../clock.ts";
 import { MemoryPersister } from "../storage/memory_persister.ts";
+import {
+  boundsAfter,
+  checkChange,
+  type LogBounds,
+  snapshotOf,
+} from "../storage/_persist_change.ts";
 import type { PersistChange, PersistentState, Persister } from "../types.ts";
 
 /** Options for {@linkcode SimPersister}. */
@@ -33,7 +39,11 @@ interface PendingSave {
  * A {@linkcode Persister} whose saves complete after a random virtual delay, in call order.
  * {@linkcode SimPersister.crash} ends this instance of the disk: of the saves not yet resolved, a
  * random prefix (possibly none, possibly all) reaches the disk and the rest is lost; only resolved
- * saves are promised. A restarted peer gets a new `SimPersister` holding the crash's state.
+ * saves are promised. A save is atomic, snapshot and log change together. A restarted peer gets a
+ * new `SimPersister` holding the crash's state.
+ *
+ * A malformed change is refused at once, as {@linkcode MemoryPersister} refuses it, checked
+ * against the state that the saves already queued will leave.
  *
  * @example
  * ```ts
@@ -52,6 +62,8 @@ export class SimPersister implements Persister {
   /** What has reached the disk: every resolved save, and maybe some in flight. */
   readonly #durable: MemoryPersister;
   readonly #pending: PendingSave[] = [];
+  /** The log's bounds once every queued save is applied: checks new saves. */
+  #queued: LogBounds;
   #saveDelayMs: { min: number; max: number };
   /** When the last save in flight completes: saves complete in call order. */
   #lastDoneAt = 0;
@@ -62,6 +74,8 @@ export class SimPersister implements Persister {
     this.#clock = options.clock;
     this.#random = options.random;
     this.#durable = new MemoryPersister(options.state);
+    const snapshotIndex = options.state?.snapshot?.index ?? 0;
+    this.#queued = { lastIndex: snapshotIndex + (options.state?.log.length ?? 0), snapshotIndex };
     this.#saveDelayMs = { min: 0, max: 0 };
     this.setSaveDelay(options.saveDelayMs ?? { min: 0, max: 0 });
   }
@@ -81,17 +95,26 @@ export class SimPersister implements Persister {
 
   /** Reads the saved state. A crashed disk still reads what the crash left. */
   load(): Promise<PersistentState> {
-    return Promise.resolve(this.#durable.snapshot());
+    return Promise.resolve(this.#durable.state());
   }
 
   /**
    * Queues `change`; it reaches the disk and resolves after the save delay, and after every
-   * earlier save. After {@linkcode SimPersister.crash} the promise never resolves.
+   * earlier save. After {@linkcode SimPersister.crash} the promise never resolves. Rejects at once
+   * with a `RangeError` or `TypeError` if the change is malformed; nothing is queued then.
    */
   save(change: PersistChange): Promise<void> {
     if (this.#crashed) return new Promise(() => {});
+    try {
+      checkChange(change, this.#queued);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    this.#queued = boundsAfter(change, this.#queued);
     const { min, max } = this.#saveDelayMs;
     if (max === 0 && this.#pending.length === 0) return this.#durable.save(change);
+    // What a disk would hold of the change: the caller may reuse its snapshot's buffer.
+    change = { ...change, ...snapshotOf(change) };
     return new Promise((resolve) => {
       const pending: PendingSave = { change, resolve };
       this.#pending.push(pending);
@@ -113,8 +136,8 @@ export class SimPersister implements Persister {
   }
 
   /**
-   * Crashes the disk: a random prefix of the saves in flight reaches it, the rest is lost, and
-   * this instance accepts no more. Returns the state a restarted peer will find.
+   * Crashes the disk: a random prefix of the saves in flight reaches it (snapshot saves like any
+   * other), the rest is lost, and this instance accepts no more. Returns the state a restarted peer will find.
    */
   crash(): PersistentState {
     if (!this.#crashed) {
@@ -123,11 +146,21 @@ export class SimPersister implements Persister {
       for (const { change } of this.#pending.slice(0, kept)) this.#durable.save(change);
       this.#pending.length = 0;
     }
-    return this.#durable.snapshot();
+    return this.#durable.state();
   }
 
   /** The state on the disk right now: resolved saves (and, after a crash, the kept ones). */
+  state(): PersistentState {
+    return this.#durable.state();
+  }
+
+  /**
+   * The state on the disk right now: the same as {@linkcode SimPersister.state}.
+   *
+   * @deprecated Use {@linkcode SimPersister.state}: "snapshot" now names Raft's snapshots
+   * (`PersistentState.snapshot`), and this method returns the whole state, not a snapshot.
+   */
   snapshot(): PersistentState {
-    return this.#durable.snapshot();
+    return this.state();
   }
 }

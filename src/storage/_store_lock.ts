@@ -8,17 +8,22 @@
 
 import { PersisterLockedError } from "./errors.ts";
 
-/** Lock files held by this process: flock would also refuse them, this names the cause. */
+/**
+ * Stores locked by this process, by lock file path or by database file identity: flock would
+ * refuse them too, but closing a descriptor of a database that this process has open would
+ * drop the POSIX locks SQLite holds on it, so a second persister must be refused before it
+ * opens one.
+ */
 const lockedHere = new Set<string>();
 
 /** A held lock; {@linkcode StoreLock.release} gives it up. */
 export class StoreLock {
-  readonly #path: string;
-  readonly #file: Deno.FsFile;
+  readonly #key: string;
+  readonly #files: Deno.FsFile[];
 
-  private constructor(path: string, file: Deno.FsFile) {
-    this.#path = path;
-    this.#file = file;
+  private constructor(key: string, files: Deno.FsFile[]) {
+    this.#key = key;
+    this.#files = files;
   }
 
   /**
@@ -28,21 +33,69 @@ export class StoreLock {
    */
   static async take(lockPath: string, store: string): Promise<StoreLock> {
     if (lockedHere.has(lockPath)) throw new PersisterLockedError(store);
-    const file = await Deno.open(lockPath, { write: true, create: true });
-    let locked = false;
-    try {
-      locked = await file.tryLock(true);
-    } finally {
-      if (!locked) file.close();
-    }
-    if (!locked) throw new PersisterLockedError(store);
     lockedHere.add(lockPath);
-    return new StoreLock(lockPath, file);
+    try {
+      return new StoreLock(lockPath, [await flockOrThrow(lockPath, store)]);
+    } catch (error) {
+      lockedHere.delete(lockPath);
+      throw error;
+    }
   }
 
-  /** Gives the lock up (closing the descriptor releases the flock). */
-  release(): void {
-    this.#file.close();
-    lockedHere.delete(this.#path);
+  /**
+   * Locks the database file at `path` (created empty if missing) by its identity rather than by
+   * the name it was given, so that a symbolic or hard link to a database in use is refused like
+   * its own path: resolves symbolic links, takes a `flock` on `<real path>.lock`, and on Linux
+   * one on the database file itself, which every hard link shares (Linux keeps `flock` apart
+   * from the POSIX locks SQLite takes; other systems may not, and there a hard link is not
+   * detected). Resolves to the lock and the database's real path; rejects with a
+   * {@linkcode PersisterLockedError} naming `store` if someone else holds either lock.
+   */
+  static async takeDatabase(
+    path: string,
+    store: string,
+  ): Promise<{ lock: StoreLock; realPath: string }> {
+    // Creates the file only if nothing is there: a descriptor of a database that SQLite may
+    // have open in this process is never opened and closed before the identity check below.
+    await Deno.writeFile(path, new Uint8Array(0), { createNew: true }).catch((error) => {
+      if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+    });
+    const realPath = await Deno.realPath(path);
+    const { dev, ino } = await Deno.stat(realPath);
+    const key = `database ${dev}:${ino}`;
+    if (lockedHere.has(key)) throw new PersisterLockedError(store);
+    lockedHere.add(key);
+    const files: Deno.FsFile[] = [];
+    try {
+      files.push(await flockOrThrow(`${realPath}.lock`, store));
+      if (Deno.build.os === "linux") files.push(await flockOrThrow(realPath, store, false));
+      return { lock: new StoreLock(key, files), realPath };
+    } catch (error) {
+      for (const file of files) file.close();
+      lockedHere.delete(key);
+      throw error;
+    }
   }
+
+  /** Gives the lock up (closing the descriptors releases the flocks). */
+  release(): void {
+    for (const file of this.#files) file.close();
+    lockedHere.delete(this.#key);
+  }
+}
+
+/**
+ * Opens `path` (creating it when `create`) and takes an exclusive `flock` on it, or rejects with
+ * a {@linkcode PersisterLockedError} naming `store`.
+ */
+async function flockOrThrow(path: string, store: string, create = true): Promise<Deno.FsFile> {
+  const file = await Deno.open(path, create ? { write: true, create: true } : { read: true });
+  let locked = false;
+  try {
+    locked = await file.tryLock(true);
+  } finally {
+    if (!locked) file.close();
+  }
+  if (!locked) throw new PersisterLockedError(store);
+  return file;
 }

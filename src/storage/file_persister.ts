@@ -8,33 +8,53 @@
  * | 4     | length of type + body, unsigned little-endian              |
  * | 4     | CRC-32 of type + body                                      |
  * | 4     | CRC-32 of the 8 bytes above, so a damaged length is caught |
- * | 1     | type: 1 hard state, 2 entry, 3 truncation                  |
+ * | 1     | type: 1 hard state, 2 entry, 3 truncation, 4 snapshot, 5 no-op entry |
  * | n     | body                                                       |
  *
  * Bodies: hard state = term (float64), votedFor (float64, -1 for null) and the byte 0xFF; entry =
- * index and term (float64 each) and the command's UTF-8 JSON; truncation = the log's new last
- * index (float64) and the byte 0xFF. Every complete record therefore ends with a non-zero byte
- * (JSON text never ends with a NUL). A save writes its truncation and entry records, then a
- * hard-state record, which is its commit point: records after the last hard-state record belong
- * to a save that was never acknowledged, and loading ignores them.
+ * index and term (float64 each) and the command's UTF-8 JSON; no-op entry (the empty entry a new
+ * leader appends) = index and term (float64 each) and the byte 0xFF; truncation = the log's new last
+ * index (float64) and the byte 0xFF; snapshot = index, term, generation and data length
+ * (float64 each), the data's CRC-32 and the byte 0xFF. Every complete record therefore ends with
+ * a non-zero byte (JSON text never ends with a NUL). A save writes its snapshot, truncation and
+ * entry records, then a hard-state record, which is its commit point: records after the last
+ * hard-state record belong to a save that was never acknowledged, and loading ignores them.
+ *
+ * A snapshot's data lives in `snapshot.<generation>`: the 8 bytes `RAFTSNP1`, index, term and
+ * data length (float64 each), the data's CRC-32, the CRC-32 of those 36 bytes, then the data. A
+ * save writes it as `snapshot.<generation>.tmp`, syncs it, renames it and syncs the directory
+ * before it appends the record that names it; once that record is durable, the previous file is
+ * deleted and the log is rewritten (as in compaction) without the entries the snapshot covers.
  *
  * While a persister is open, the file is kept longer than its records by a tail of zeros (it is
  * preallocated): overwriting blocks that already exist lets `fdatasync` skip the journal commit
  * that a growing file needs, about 40 us of each sync on the machine of docs/performance.md.
  * `close()` cuts the tail off. Zeros therefore end the log, and a write cut short by a crash
  * leaves a record followed by zeros only; such a record's last byte is zero, since a complete
- * record ends with a non-zero byte, which tells it apart from damage.
+ * record ends with a non-zero byte, which tells it apart from damage. A save grows the file
+ * before its records would reach the end of the zeros, so zeros always follow a record written
+ * into preallocated space: a record that fails its checksum at the very end of the file (a
+ * cleanly closed one, say) is damage, since a write cut short there leaves a record shorter
+ * than its header says.
  *
  * @module
  */
 
 import { join, resolve } from "node:path";
 import { crc32 } from "./_crc32.ts";
+import { float64s } from "./_bytes.ts";
 import { GroupCommit } from "./_group_commit.ts";
-import { checkChange, commandJson, isTerm, isVotedFor, lastIndexAfter } from "./_persist_change.ts";
+import {
+  boundsAfter,
+  checkChange,
+  commandJson,
+  isTerm,
+  isVotedFor,
+  type LogBounds,
+} from "./_persist_change.ts";
 import { PersisterCorruptError } from "./errors.ts";
 import { StoreLock } from "./_store_lock.ts";
-import type { LogEntry, PersistChange, PersistentState, Persister } from "../types.ts";
+import type { LogEntry, PersistChange, PersistentState, Persister, Snapshot } from "../types.ts";
 
 const LOG_FILE = "raft.log";
 const COMPACTING_FILE = "raft.log.compacting";
@@ -44,6 +64,16 @@ const HEADER_BYTES = 12;
 const RECORD_STATE = 1;
 const RECORD_ENTRY = 2;
 const RECORD_TRUNCATE = 3;
+const RECORD_SNAPSHOT = 4;
+/** An entry of type "noop": stored apart, since any JSON command could look like a marker. */
+const RECORD_NOOP = 5;
+/** A snapshot record's body: index, term, generation, length (float64s), data CRC-32, 0xFF. */
+const SNAPSHOT_BODY_BYTES = 4 * 8 + 4 + 1;
+/** Snapshot files are `snapshot.<generation>`, written as `snapshot.<generation>.tmp` first. */
+const SNAPSHOT_FILE = /^snapshot\.([1-9][0-9]*)(\.tmp)?$/;
+const SNAPSHOT_MAGIC = new TextEncoder().encode("RAFTSNP1");
+/** Magic, index, term, length (float64s), data CRC-32, CRC-32 of the 36 bytes before it. */
+const SNAPSHOT_HEADER_BYTES = 8 + 3 * 8 + 4 + 4;
 /** Largest type + body; anything larger in a header with a valid checksum is damage. */
 const MAX_RECORD_BYTES = 64 * 1024 * 1024;
 /** Bytes of an entry record around its command. */
@@ -79,6 +109,18 @@ interface Span {
   length: number;
 }
 
+/** What a snapshot record says of its snapshot file. */
+interface SnapshotReference {
+  index: number;
+  term: number;
+  /** The file is `snapshot.<generation>`. */
+  generation: number;
+  /** Bytes of data. */
+  length: number;
+  /** CRC-32 of the data. */
+  check: number;
+}
+
 /** A save's records, already encoded, with what each one is. */
 interface EncodedRecord {
   bytes: Uint8Array;
@@ -87,6 +129,8 @@ interface EncodedRecord {
   type: number;
   /** For a hard-state record, the state it holds. */
   state?: { term: number; votedFor: number | null };
+  /** For a snapshot record, the snapshot and its file's bytes, written before the record. */
+  snapshot?: { reference: SnapshotReference; file: Uint8Array };
 }
 
 const encoder = new TextEncoder();
@@ -126,14 +170,23 @@ export class FilePersister implements Persister {
   #fileSize: number;
   /** The file's length on disk, `#fileSize` plus the tail of zeros. */
   #allocated: number;
-  /** `#entries[i]` is where the entry at index i + 1 sits. */
+  /** `#entries[i]` is where the entry at index snapshot index + i + 1 sits. */
   #entries: Span[];
   #stateRecord: Span | null;
+  #snapshotRecord: Span | null;
+  /** The snapshot the last durable save left, or `null`. */
+  #snapshot: SnapshotReference | null;
   #liveBytes: number;
   #term: number;
   #votedFor: number | null;
-  /** The log's last index once every queued save is applied: checks new saves for gaps. */
-  #queuedLastIndex: number;
+  /** The log's bounds once every queued save is applied: checks new saves. */
+  #queued: LogBounds;
+  /** The generation of the last snapshot file named: the next one takes the one after it. */
+  #lastGeneration: number;
+  /** Generations whose files no durable record names any more: deleted after the flush. */
+  #obsoleteGenerations: number[] = [];
+  /** A snapshot was saved (or found at open) with dead records before it: compact at once. */
+  #compactPending: boolean;
   /** The state read at open, handed out by the first load() unless a save came first. */
   #opened: PersistentState | null;
   /** What `close()` returns, once called. */
@@ -144,6 +197,8 @@ export class FilePersister implements Persister {
     lock: StoreLock,
     file: Deno.FsFile,
     scan: ScanResult,
+    openedSnapshot: Snapshot | null,
+    lastGeneration: number,
     allocated: number,
     options: Required<FilePersisterOptions>,
   ) {
@@ -155,11 +210,16 @@ export class FilePersister implements Persister {
     this.#allocated = allocated;
     this.#entries = scan.entries;
     this.#stateRecord = scan.stateRecord;
-    this.#liveBytes = liveBytesOf(scan.entries, scan.stateRecord);
+    this.#snapshotRecord = scan.snapshotRecord;
+    this.#snapshot = scan.snapshot;
+    this.#liveBytes = liveBytesOf(scan.entries, scan.stateRecord, scan.snapshotRecord);
     this.#term = scan.state.term;
     this.#votedFor = scan.state.votedFor;
-    this.#queuedLastIndex = scan.entries.length;
-    this.#opened = scan.state;
+    const snapshotIndex = scan.snapshot?.index ?? 0;
+    this.#queued = { lastIndex: snapshotIndex + scan.entries.length, snapshotIndex };
+    this.#lastGeneration = lastGeneration;
+    this.#compactPending = scan.deadBeforeSnapshot;
+    this.#opened = { ...scan.state, snapshot: openedSnapshot };
     this.#compactMinBytes = options.compactMinBytes;
     this.#preallocate = options.preallocate;
     this.#commit = new GroupCommit((batch) => this.#flush(batch), () => this.#maybeCompact());
@@ -168,7 +228,9 @@ export class FilePersister implements Persister {
   /**
    * Opens (or creates) the persister in `directory`, taking its lock. Rejects with a
    * {@linkcode PersisterLockedError} if someone else holds it, and with a
-   * {@linkcode PersisterCorruptError} if the file is damaged anywhere but a torn end.
+   * {@linkcode PersisterCorruptError} if the log is damaged anywhere but a torn end, or the
+   * snapshot file it names is missing or damaged. Removes snapshot files that no acknowledged
+   * save names (left by a crash during a snapshot save, or before the old one was deleted).
    */
   static async open(directory: string, options: FilePersisterOptions = {}): Promise<FilePersister> {
     if (typeof directory !== "string" || directory === "") {
@@ -194,16 +256,34 @@ export class FilePersister implements Persister {
       if (!(await exists(path))) await writeFreshFile(absolute, [MAGIC]);
       file = await Deno.open(path, { read: true, write: true });
       const scan = await scanFile(file, path);
+      const reference = scan.snapshot;
+      const snapshot = reference === null ? null : {
+        index: reference.index,
+        term: reference.term,
+        data: await readSnapshotFile(absolute, reference),
+      };
+      const lastGeneration = await removeUnnamedSnapshots(absolute, scan.snapshot);
       let allocated = (await file.stat()).size;
-      if (!scan.zeroTail) {
+      if (!scan.zeroTail || !preallocate) {
         // Drop the torn or unacknowledged tail, so that new records follow the last good one and
-        // nothing stale lies after them. A tail of zeros is kept: it is preallocated space.
+        // nothing stale lies after them. A tail of zeros is kept as preallocated space, unless
+        // this persister does not preallocate: its saves then end the file, as a torn write in
+        // them must (see scanFile).
         await file.truncate(scan.end);
         await file.syncData();
         allocated = scan.end;
       }
       const settings = { compactMinBytes, preallocate };
-      return new FilePersister(absolute, lock, file, scan, allocated, settings);
+      return new FilePersister(
+        absolute,
+        lock,
+        file,
+        scan,
+        snapshot,
+        lastGeneration,
+        allocated,
+        settings,
+      );
     } catch (error) {
       file?.close();
       lock.release();
@@ -221,29 +301,42 @@ export class FilePersister implements Persister {
         return opened;
       }
       const file = await Deno.open(this.#path, { read: true });
+      let scan: ScanResult;
       try {
-        return (await scanFile(file, this.#path, this.#fileSize)).state;
+        scan = await scanFile(file, this.#path, this.#fileSize);
       } finally {
         file.close();
       }
+      const reference = scan.snapshot;
+      const snapshot = reference === null ? null : {
+        index: reference.index,
+        term: reference.term,
+        data: await readSnapshotFile(this.#directory, reference),
+      };
+      return { ...scan.state, snapshot };
     });
   }
 
   /**
-   * Applies `change` after every earlier save; resolves once it is on disk (`fdatasync`).
-   * Rejects with a `RangeError` (and changes nothing) if the log change leaves a gap.
+   * Applies `change` after every earlier save; resolves once it is on disk (`fdatasync`; for a
+   * snapshot, once its file is synced and renamed into place, and the directory synced, before
+   * the log's records). Rejects with a `RangeError` or `TypeError` (and changes nothing) if the
+   * change is malformed: a gap in the log, a log change at or before the snapshot's index, a
+   * snapshot older than the stored one, snapshot data that is not a `Uint8Array`.
    */
   save(change: PersistChange): Promise<void> {
     const refusal = this.#commit.failure;
     if (refusal !== null) return Promise.reject(refusal);
     let records: EncodedRecord[];
     try {
-      checkChange(change, this.#queuedLastIndex);
-      records = encodeChange(change, this.#queuedLastIndex, this.maxCommandBytes);
+      checkChange(change, this.#queued);
+      const generation = this.#lastGeneration + 1;
+      records = encodeChange(change, this.#queued, generation, this.maxCommandBytes);
+      if (change.snapshot !== undefined) this.#lastGeneration = generation;
     } catch (error) {
       return Promise.reject(error);
     }
-    this.#queuedLastIndex = lastIndexAfter(change, this.#queuedLastIndex);
+    this.#queued = boundsAfter(change, this.#queued);
     this.#opened = null;
     return this.#commit.submit(records);
   }
@@ -272,6 +365,17 @@ export class FilePersister implements Persister {
 
   async #flush(batch: EncodedRecord[][]): Promise<void> {
     const records = batch.flat();
+    // Every snapshot file first, each synced and renamed into place, then the directory synced:
+    // a record may name a file only once the file is durable. All of them, not only the last:
+    // should the batch's write be cut short, a prefix of its saves may load, and the last
+    // snapshot in that prefix must be there.
+    let snapshots = 0;
+    for (const { snapshot } of records) {
+      if (snapshot === undefined) continue;
+      await writeSnapshotFile(this.#directory, snapshot.reference.generation, snapshot.file);
+      snapshots++;
+    }
+    if (snapshots > 0) await syncDirectory(this.#directory);
     let length = 0;
     for (const record of records) length += record.bytes.length;
     const bytes = new Uint8Array(length);
@@ -285,8 +389,10 @@ export class FilePersister implements Persister {
     this.#file.seekSync(this.#fileSize, Deno.SeekMode.Start);
     writeAllSync(this.#file, bytes);
     const end = this.#fileSize + bytes.length;
-    if (this.#preallocate && end > this.#allocated) {
+    if (this.#preallocate && end >= this.#allocated) {
       // Zeros after the records, synced with them: the next saves overwrite existing blocks.
+      // Records always end before the zeros do (hence >=): a write cut short inside the
+      // preallocated space is then followed by zeros, which a damaged complete record is not.
       const growth = Math.min(Math.max(end, MIN_GROWTH), MAX_GROWTH);
       const allocated = end + growth;
       zeroChunk ??= new Uint8Array(READ_CHUNK);
@@ -307,6 +413,20 @@ export class FilePersister implements Persister {
 
   /** Updates where live records are after `record` was written at `span`. */
   #account(record: EncodedRecord, span: Span): void {
+    const base = this.#snapshot?.index ?? 0;
+    if (record.type === RECORD_SNAPSHOT && record.snapshot !== undefined) {
+      // Entries up to the snapshot's index are dead from here on.
+      const dropped = Math.min(record.index - base, this.#entries.length);
+      for (let i = 0; i < dropped; i++) this.#liveBytes -= this.#entries[i]!.length;
+      this.#entries.splice(0, dropped);
+      if (this.#snapshotRecord !== null) this.#liveBytes -= this.#snapshotRecord.length;
+      this.#snapshotRecord = span;
+      this.#liveBytes += span.length;
+      if (this.#snapshot !== null) this.#obsoleteGenerations.push(this.#snapshot.generation);
+      this.#snapshot = record.snapshot.reference;
+      this.#compactPending = true;
+      return;
+    }
     if (record.type === RECORD_STATE) {
       if (this.#stateRecord !== null) this.#liveBytes -= this.#stateRecord.length;
       this.#stateRecord = span;
@@ -317,7 +437,7 @@ export class FilePersister implements Persister {
       }
       return;
     }
-    const keep = record.type === RECORD_ENTRY ? record.index - 1 : record.index;
+    const keep = (record.type === RECORD_ENTRY ? record.index - 1 : record.index) - base;
     for (let i = keep; i < this.#entries.length; i++) this.#liveBytes -= this.#entries[i]!.length;
     this.#entries.length = Math.min(keep, this.#entries.length);
     if (record.type === RECORD_ENTRY) {
@@ -326,17 +446,32 @@ export class FilePersister implements Persister {
     }
   }
 
-  /** Rewrites the live records into a fresh file when dead ones dominate. */
+  /**
+   * After a flush: deletes snapshot files no durable record names any more, then rewrites the
+   * live records into a fresh file when dead ones dominate, or when a snapshot made records
+   * dead (so that the disk holds no entry up to the snapshot's index).
+   */
   async #maybeCompact(): Promise<void> {
+    for (const generation of this.#obsoleteGenerations.splice(0)) {
+      await Deno.remove(join(this.#directory, snapshotFileName(generation))).catch(ignoreNotFound);
+    }
     const deadBytes = this.#fileSize - MAGIC.length - this.#liveBytes;
-    if (deadBytes <= this.#compactMinBytes || deadBytes <= this.#liveBytes) return;
+    const due = (this.#compactPending && deadBytes > 0) ||
+      (deadBytes > this.#compactMinBytes && deadBytes > this.#liveBytes);
+    this.#compactPending = false;
+    if (!due) return;
     const entries: Span[] = [];
-    let offset = MAGIC.length;
+    const snapshot = this.#snapshot === null ? null : encodeSnapshotRecord(this.#snapshot);
+    const snapshotRecord = snapshot === null
+      ? null
+      : { offset: MAGIC.length, length: snapshot.length };
+    let offset = MAGIC.length + (snapshot?.length ?? 0);
     const state = encodeRecord(RECORD_STATE, encodeStateBody(this.#term, this.#votedFor));
     const live = this.#entries;
     const file = this.#file;
     async function* records(): AsyncGenerator<Uint8Array> {
       yield MAGIC;
+      if (snapshot !== null) yield snapshot;
       for await (const record of readSpans(file, live)) {
         entries.push({ offset, length: record.length });
         offset += record.length;
@@ -355,22 +490,44 @@ export class FilePersister implements Persister {
     this.#allocated = this.#fileSize;
     this.#entries = entries;
     this.#stateRecord = stateRecord;
-    this.#liveBytes = liveBytesOf(entries, stateRecord);
+    this.#snapshotRecord = snapshotRecord;
+    this.#liveBytes = liveBytesOf(entries, stateRecord, snapshotRecord);
   }
 }
 
-function liveBytesOf(entries: Span[], stateRecord: Span | null): number {
-  let bytes = stateRecord?.length ?? 0;
+function liveBytesOf(
+  entries: Span[],
+  stateRecord: Span | null,
+  snapshotRecord: Span | null,
+): number {
+  let bytes = (stateRecord?.length ?? 0) + (snapshotRecord?.length ?? 0);
   for (const span of entries) bytes += span.length;
   return bytes;
 }
 
+/**
+ * The records of `change` for a log with `bounds`: its snapshot record (naming the file of
+ * `generation`), its truncation or entry records, then its hard-state record, the commit point.
+ */
 function encodeChange(
   change: PersistChange,
-  lastIndex: number,
+  bounds: LogBounds,
+  generation: number,
   maxCommandBytes: number,
 ): EncodedRecord[] {
   const records: EncodedRecord[] = [];
+  let lastIndex = bounds.lastIndex;
+  if (change.snapshot !== undefined) {
+    const { index, term, data } = change.snapshot;
+    const reference = { index, term, generation, length: data.length, check: crc32(data) };
+    records.push({
+      bytes: encodeSnapshotRecord(reference),
+      index,
+      type: RECORD_SNAPSHOT,
+      snapshot: { reference, file: encodeSnapshotFile(reference, data) },
+    });
+    lastIndex = Math.max(lastIndex, index);
+  }
   if (change.log !== undefined) {
     const { from, entries } = change.log;
     if (entries.length === 0 && from <= lastIndex) {
@@ -381,6 +538,14 @@ function encodeChange(
       });
     }
     entries.forEach((entry, offset) => {
+      if (entry.type === "noop") {
+        records.push({
+          bytes: encodeRecord(RECORD_NOOP, withBodyEnd(float64s(from + offset, entry.term))),
+          index: from + offset,
+          type: RECORD_ENTRY,
+        });
+        return;
+      }
       const command = encoder.encode(commandJson(entry.command));
       if (command.length > maxCommandBytes) {
         throw new RangeError(
@@ -406,11 +571,135 @@ function encodeChange(
   return records;
 }
 
-function float64s(...values: number[]): Uint8Array {
-  const bytes = new Uint8Array(8 * values.length);
-  const view = new DataView(bytes.buffer);
-  values.forEach((value, i) => view.setFloat64(8 * i, value, true));
-  return bytes;
+function encodeSnapshotRecord(reference: SnapshotReference): Uint8Array {
+  const body = new Uint8Array(SNAPSHOT_BODY_BYTES);
+  const { index, term, generation, length, check } = reference;
+  body.set(float64s(index, term, generation, length));
+  new DataView(body.buffer).setUint32(32, check, true);
+  body[SNAPSHOT_BODY_BYTES - 1] = BODY_END;
+  return encodeRecord(RECORD_SNAPSHOT, body);
+}
+
+function decodeSnapshotRecord(body: Uint8Array): SnapshotReference | null {
+  if (body.length !== SNAPSHOT_BODY_BYTES || body[SNAPSHOT_BODY_BYTES - 1] !== BODY_END) {
+    return null;
+  }
+  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  const [index, term, generation, length] = [0, 8, 16, 24].map((at) => view.getFloat64(at, true));
+  const check = view.getUint32(32, true);
+  if (!isTerm(index) || !isTerm(term) || !isTerm(generation) || !isTerm(length)) return null;
+  if (generation < 1) return null;
+  return { index, term, generation, length, check };
+}
+
+/** A snapshot file: a header that repeats the record's fields and checks itself, then the data. */
+function encodeSnapshotFile(reference: SnapshotReference, data: Uint8Array): Uint8Array {
+  const file = new Uint8Array(SNAPSHOT_HEADER_BYTES + data.length);
+  file.set(SNAPSHOT_MAGIC);
+  file.set(float64s(reference.index, reference.term, reference.length), 8);
+  const view = new DataView(file.buffer);
+  view.setUint32(32, reference.check, true);
+  view.setUint32(36, crc32(file.subarray(0, 36)), true);
+  file.set(data, SNAPSHOT_HEADER_BYTES);
+  return file;
+}
+
+function snapshotFileName(generation: number): string {
+  return `snapshot.${generation}`;
+}
+
+/**
+ * Writes the snapshot file of `generation` to a temporary file, syncs it and renames it into
+ * place. The caller syncs the directory before any record names the file.
+ */
+async function writeSnapshotFile(
+  directory: string,
+  generation: number,
+  bytes: Uint8Array,
+): Promise<void> {
+  const name = snapshotFileName(generation);
+  const temporaryPath = join(directory, `${name}.tmp`);
+  const file = await Deno.open(temporaryPath, { write: true, create: true, truncate: true });
+  try {
+    await writeAll(file, bytes);
+    await file.syncData();
+  } finally {
+    file.close();
+  }
+  await Deno.rename(temporaryPath, join(directory, name));
+}
+
+/**
+ * Reads the snapshot file that `reference` names and checks it against the record; resolves to
+ * its data, or rejects with a {@linkcode PersisterCorruptError} naming the file.
+ */
+async function readSnapshotFile(
+  directory: string,
+  reference: SnapshotReference,
+): Promise<Uint8Array> {
+  const path = join(directory, snapshotFileName(reference.generation));
+  const corrupt = (offset: number, detail: string) =>
+    new PersisterCorruptError(path, offset, detail);
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    throw corrupt(
+      -1,
+      `the snapshot file is missing, though ${LOG_FILE} names it for the snapshot through ` +
+        `index ${reference.index}`,
+    );
+  }
+  const header = bytes.subarray(0, SNAPSHOT_HEADER_BYTES);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (
+    header.length < SNAPSHOT_HEADER_BYTES ||
+    !SNAPSHOT_MAGIC.every((byte, i) => byte === header[i]) ||
+    crc32(header.subarray(0, 36)) !== view.getUint32(36, true)
+  ) {
+    throw corrupt(0, `the snapshot file's header is damaged`);
+  }
+  const [index, term, length] = [8, 16, 24].map((at) => view.getFloat64(at, true));
+  if (
+    index !== reference.index || term !== reference.term || length !== reference.length ||
+    view.getUint32(32, true) !== reference.check
+  ) {
+    throw corrupt(0, `the snapshot file is not the one ${LOG_FILE} names`);
+  }
+  const data = bytes.subarray(SNAPSHOT_HEADER_BYTES);
+  if (data.length !== reference.length) {
+    throw corrupt(
+      SNAPSHOT_HEADER_BYTES,
+      `the snapshot file holds ${data.length} bytes of data, not ${reference.length}`,
+    );
+  }
+  if (crc32(data) !== reference.check) {
+    throw corrupt(SNAPSHOT_HEADER_BYTES, `the snapshot's data fails its checksum`);
+  }
+  return data;
+}
+
+/**
+ * Removes snapshot files (and temporary ones) other than the one `named` names: a crash left
+ * them, during a snapshot save or before the old file was deleted. Resolves to the highest
+ * generation seen, so that a new file never takes the name of one still on disk.
+ */
+async function removeUnnamedSnapshots(
+  directory: string,
+  named: SnapshotReference | null,
+): Promise<number> {
+  let highest = named?.generation ?? 0;
+  for await (const { name } of Deno.readDir(directory)) {
+    const match = SNAPSHOT_FILE.exec(name);
+    if (match === null) continue;
+    const generation = Number(match[1]);
+    highest = Math.max(highest, generation);
+    if (match[2] !== undefined || generation !== named?.generation) {
+      await Deno.remove(join(directory, name)).catch(ignoreNotFound);
+    }
+  }
+  return highest;
 }
 
 /** `body` and then {@linkcode BODY_END}. */
@@ -455,9 +744,15 @@ function encodeRecord(type: number, body: Uint8Array): Uint8Array {
 }
 
 interface ScanResult {
-  state: PersistentState;
+  /** Term, vote and the log after the snapshot (the snapshot's data is in its own file). */
+  state: Omit<PersistentState, "snapshot">;
+  /** The snapshot the last acknowledged save left, as its record names it, or `null`. */
+  snapshot: SnapshotReference | null;
   entries: Span[];
   stateRecord: Span | null;
+  snapshotRecord: Span | null;
+  /** Whether a snapshot made records dead that the file still holds. */
+  deadBeforeSnapshot: boolean;
   /** End of the last hard-state record: everything after it was never acknowledged. */
   end: number;
   /** Whether every byte after `end` is zero (a preallocated tail, nothing to drop). */
@@ -468,8 +763,9 @@ interface ScanResult {
  * Reads and checks every record up to `size` (default: the file's size). A torn write ends the
  * scan: a header or record cut short by the end of the file, a header that fails its checksum
  * with only zeros from its record's type byte on, or a record that fails its checksum with only
- * zeros from its last byte on (a complete record ends with a non-zero byte). Any other damage
- * throws a {@linkcode PersisterCorruptError}.
+ * zeros from its last byte on (a complete record ends with a non-zero byte), in both cases with
+ * at least one byte after the header or record (zeros of the preallocated tail: see
+ * {@linkcode ChunkReader.tornAt}). Any other damage throws a {@linkcode PersisterCorruptError}.
  */
 async function scanFile(file: Deno.FsFile, path: string, size?: number): Promise<ScanResult> {
   const fileSize = size ?? (await file.stat()).size;
@@ -480,17 +776,25 @@ async function scanFile(file: Deno.FsFile, path: string, size?: number): Promise
   if (magic === null || !magic.every((byte, i) => byte === MAGIC[i])) {
     throw corrupt(0, `the file does not start with "RAFTLOG1"`);
   }
+  // What the acknowledged saves so far left: `log[i]` is the entry at index base + i + 1.
   const log: LogEntry[] = [];
   const entries: Span[] = [];
+  let base = 0;
   let term = 0;
   let votedFor: number | null = null;
+  let snapshot: SnapshotReference | null = null;
   let stateRecord: Span | null = null;
+  let snapshotRecord: Span | null = null;
+  let deadBeforeSnapshot = false;
   let end = MAGIC.length;
-  // A save whose hard-state record has not been read yet keeps the first `keep` entries of the
-  // log and appends `pendingLog`; a torn save changes nothing.
-  let keep = 0;
+  // A save whose hard-state record has not been read yet: its snapshot (if any) moves the base
+  // to `pendingBase`; it keeps the acknowledged entries in pendingBase+1..keepTo and appends
+  // `pendingLog` after them. A torn save changes nothing.
+  let pendingBase = 0;
+  let keepTo = 0;
   let pendingLog: LogEntry[] = [];
   let pendingEntries: Span[] = [];
+  let pendingSnapshot: { reference: SnapshotReference; span: Span } | null = null;
   let offset = MAGIC.length;
   while (offset < fileSize) {
     const header = await reader.read(offset, HEADER_BYTES);
@@ -499,7 +803,7 @@ async function scanFile(file: Deno.FsFile, path: string, size?: number): Promise
     const length = view.getUint32(0, true);
     if (crc32(header.subarray(0, 8)) !== view.getUint32(8, true)) {
       // A complete header is followed by its record's type byte, which is never zero.
-      if (await reader.zerosFrom(offset + HEADER_BYTES)) break;
+      if (await reader.tornAt(offset + HEADER_BYTES, offset + HEADER_BYTES)) break;
       throw corrupt(offset, "a record header fails its checksum");
     }
     if (length < 1 || length > MAX_RECORD_BYTES) {
@@ -508,54 +812,91 @@ async function scanFile(file: Deno.FsFile, path: string, size?: number): Promise
     const record = await reader.read(offset + HEADER_BYTES, length);
     if (record === null) break;
     if (crc32(record) !== view.getUint32(4, true)) {
-      if (await reader.zerosFrom(offset + HEADER_BYTES + length - 1)) break;
+      const recordEnd = offset + HEADER_BYTES + length;
+      if (await reader.tornAt(recordEnd - 1, recordEnd)) break;
       throw corrupt(offset, "a record fails its checksum");
     }
     const span = { offset, length: HEADER_BYTES + length };
     const body = record.subarray(1);
     const type = record[0];
+    const lastIndex = keepTo + pendingLog.length;
     if (type === RECORD_STATE) {
       const state = decodeState(body);
       if (state === null) throw corrupt(offset, "a hard-state record holds no valid state");
       term = state.term;
       votedFor = state.votedFor;
-      log.length = keep;
-      entries.length = keep;
+      if (pendingSnapshot !== null) {
+        const dropped = Math.min(pendingBase - base, log.length);
+        log.splice(0, dropped);
+        entries.splice(0, dropped);
+        base = pendingBase;
+        snapshot = pendingSnapshot.reference;
+        snapshotRecord = pendingSnapshot.span;
+        deadBeforeSnapshot = true;
+      }
+      log.length = keepTo - base;
+      entries.length = keepTo - base;
       log.push(...pendingLog);
       entries.push(...pendingEntries);
-      keep = log.length;
+      keepTo = base + log.length;
       pendingLog = [];
       pendingEntries = [];
+      pendingSnapshot = null;
       stateRecord = span;
       end = offset + span.length;
-    } else if (type === RECORD_ENTRY || type === RECORD_TRUNCATE) {
+    } else if (type === RECORD_SNAPSHOT) {
+      const reference = decodeSnapshotRecord(body);
+      if (reference === null || reference.index < pendingBase) {
+        throw corrupt(
+          offset,
+          `a snapshot record holds an invalid snapshot (the log's snapshot is at ${pendingBase})`,
+        );
+      }
+      // Entries up to the snapshot's index go: those pending from the front, the acknowledged
+      // ones when the save commits (below pendingBase).
+      if (reference.index >= keepTo) {
+        const dropped = Math.min(reference.index - keepTo, pendingLog.length);
+        pendingLog = pendingLog.slice(dropped);
+        pendingEntries = pendingEntries.slice(dropped);
+        keepTo = reference.index;
+      }
+      pendingBase = reference.index;
+      pendingSnapshot = { reference, span };
+    } else if (type === RECORD_ENTRY || type === RECORD_TRUNCATE || type === RECORD_NOOP) {
       const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
       const index = body.length >= 8 ? view.getFloat64(0, true) : NaN;
-      const lastIndex = keep + pendingLog.length;
       if (type === RECORD_TRUNCATE) {
-        if (!hasFields(body, 8) || !isTerm(index) || index > lastIndex) {
+        if (!hasFields(body, 8) || !isTerm(index) || index < pendingBase || index > lastIndex) {
           throw corrupt(
             offset,
-            `a truncation record holds an invalid index (log has ${lastIndex})`,
+            `a truncation record holds an invalid index (log has ${pendingBase + 1}..${lastIndex})`,
           );
         }
         truncate(index);
       } else {
         const entryTerm = body.length >= 16 ? view.getFloat64(8, true) : NaN;
-        if (!isTerm(index) || index < 1 || index > lastIndex + 1 || !isTerm(entryTerm)) {
+        if (
+          !isTerm(index) || index <= pendingBase || index > lastIndex + 1 || !isTerm(entryTerm)
+        ) {
           throw corrupt(
             offset,
-            `an entry record holds an invalid index or term (log has ${lastIndex})`,
+            `an entry record holds an invalid index or term (log has ${pendingBase + 1}..` +
+              `${lastIndex})`,
           );
         }
-        let command: unknown;
-        try {
-          command = JSON.parse(decoder.decode(body.subarray(16)));
-        } catch {
-          throw corrupt(offset, "an entry record's command is not valid JSON");
+        let entry: LogEntry;
+        if (type === RECORD_NOOP) {
+          if (!hasFields(body, 16)) throw corrupt(offset, "a no-op entry record has extra bytes");
+          entry = { term: entryTerm, command: null, type: "noop" };
+        } else {
+          try {
+            entry = { term: entryTerm, command: JSON.parse(decoder.decode(body.subarray(16))) };
+          } catch {
+            throw corrupt(offset, "an entry record's command is not valid JSON");
+          }
         }
         truncate(index - 1);
-        pendingLog.push({ term: entryTerm, command });
+        pendingLog.push(entry);
         pendingEntries.push(span);
       }
     } else {
@@ -564,17 +905,26 @@ async function scanFile(file: Deno.FsFile, path: string, size?: number): Promise
     offset += span.length;
   }
   const zeroTail = await reader.zerosFrom(end);
-  return { state: { term, votedFor, log }, entries, stateRecord, end, zeroTail };
+  return {
+    state: { term, votedFor, log },
+    snapshot,
+    entries,
+    stateRecord,
+    snapshotRecord,
+    deadBeforeSnapshot,
+    end,
+    zeroTail,
+  };
 
-  /** Cuts the log as the pending save sees it to `lastIndex` entries. */
+  /** Cuts the log as the pending save sees it to end at `lastIndex`. */
   function truncate(lastIndex: number): void {
-    if (lastIndex <= keep) {
-      keep = lastIndex;
+    if (lastIndex <= keepTo) {
+      keepTo = lastIndex;
       pendingLog = [];
       pendingEntries = [];
     } else {
-      pendingLog.length = lastIndex - keep;
-      pendingEntries.length = lastIndex - keep;
+      pendingLog.length = Math.min(pendingLog.length, lastIndex - keepTo);
+      pendingEntries.length = pendingLog.length;
     }
   }
 }
@@ -602,6 +952,17 @@ class ChunkReader {
       return this.#window.subarray(0, length);
     }
     return this.#window.subarray(start, start + length);
+  }
+
+  /**
+   * Whether a record that fails its checksum was cut short by a crash inside the preallocated
+   * tail: its bytes from `firstZero` on are zero, and so is at least one byte after its `end`.
+   * A save always leaves zeros after its records when it writes into preallocated space, and a
+   * torn write in a file without that space ends the file before the record's end; so a record
+   * that ends the file, or that has non-zero bytes after it, was damaged, not torn.
+   */
+  async tornAt(firstZero: number, end: number): Promise<boolean> {
+    return end < this.#size && await this.zerosFrom(firstZero);
   }
 
   /** Whether every byte from `offset` to the end of the file is zero. */

@@ -4,10 +4,13 @@
  * @module
  */
 
-import type { LogEntry, PersistChange, PersistentState, Persister } from "../types.ts";
+import type { LogEntry, PersistChange, PersistentState, Persister, Snapshot } from "../types.ts";
+import { checkChange, copySnapshot } from "./_persist_change.ts";
 
 /**
- * Keeps a peer's persistent state in memory. Saves apply at once and in call order.
+ * Keeps a peer's persistent state in memory. Saves apply at once and in call order, and are
+ * checked as the durable persisters check them: a malformed change is refused and changes
+ * nothing.
  *
  * Crash tests use {@linkcode MemoryPersister.copy}: a crashed peer may still be writing to its old
  * persister, so its restart gets a copy of what was saved at the crash.
@@ -24,45 +27,52 @@ import type { LogEntry, PersistChange, PersistentState, Persister } from "../typ
 export class MemoryPersister implements Persister {
   #term = 0;
   #votedFor: number | null = null;
-  /** Each entry as a disk would hold it (see `StoredEntry` below). */
+  /** A copy of the latest snapshot saved, never handed out (load returns copies). */
+  #snapshot: Snapshot | null = null;
+  /** The entries after the snapshot, each as a disk would hold it (see `StoredEntry` below). */
   #log: StoredEntry[] = [];
   #saves = 0;
 
-  /** Creates an empty persister, or one holding `state`. */
+  /** Creates an empty persister, or one holding a copy of `state`. */
   constructor(state?: PersistentState) {
     if (state !== undefined) {
       this.#term = state.term;
       this.#votedFor = state.votedFor;
+      this.#snapshot = state.snapshot ? copySnapshot(state.snapshot) : null;
       this.#log = state.log.map(storeEntry);
     }
   }
 
   /** Reads the saved state; the caller gets its own copy. */
   load(): Promise<PersistentState> {
-    return Promise.resolve(this.snapshot());
+    return Promise.resolve(this.state());
   }
 
   /**
-   * Applies `change` at once. Rejects with a `RangeError` if the log change leaves a gap, or a
-   * `TypeError` if a command is not JSON; either way nothing changes.
+   * Applies `change` at once: first its snapshot, which discards every entry up to its index,
+   * then its log change. Rejects with a `RangeError` or `TypeError` if the change is malformed
+   * (a gap in the log, a log change at or before the snapshot's index, a snapshot older than the
+   * stored one, snapshot data that is not a `Uint8Array`, a command that is not JSON); either
+   * way nothing changes.
    */
   save(change: PersistChange): Promise<void> {
+    const snapshotIndex = this.#snapshot?.index ?? 0;
     let stored: StoredEntry[] | null = null;
-    if (change.log !== undefined) {
-      const { from, entries } = change.log;
-      if (!Number.isInteger(from) || from < 1 || from > this.#log.length + 1) {
-        return Promise.reject(
-          new RangeError(
-            `Log change must start within 1..${this.#log.length + 1}, got from=${from}`,
-          ),
-        );
-      }
-      try {
-        stored = entries.map(storeEntry); // before any change, so that a bad entry changes nothing
-      } catch (error) {
-        return Promise.reject(error);
-      }
-      this.#log.length = from - 1;
+    try {
+      checkChange(change, { lastIndex: snapshotIndex + this.#log.length, snapshotIndex });
+      // Before any change, so that a bad entry changes nothing.
+      if (change.log !== undefined) stored = change.log.entries.map(storeEntry);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (change.snapshot !== undefined) {
+      const { index } = change.snapshot;
+      // Entries after the snapshot stay; a snapshot past the end of the log empties it.
+      this.#log = this.#log.slice(Math.min(index - snapshotIndex, this.#log.length));
+      this.#snapshot = copySnapshot(change.snapshot);
+    }
+    if (change.log !== undefined && stored !== null) {
+      this.#log.length = change.log.from - 1 - (this.#snapshot?.index ?? 0);
       for (const entry of stored) this.#log.push(entry);
     }
     this.#term = change.term;
@@ -72,8 +82,23 @@ export class MemoryPersister implements Persister {
   }
 
   /** The saved state right now, as a fresh copy. */
+  state(): PersistentState {
+    return {
+      term: this.#term,
+      votedFor: this.#votedFor,
+      snapshot: this.#snapshot === null ? null : copySnapshot(this.#snapshot),
+      log: this.#log.map(loadEntry),
+    };
+  }
+
+  /**
+   * The saved state right now, as a fresh copy: the same as {@linkcode MemoryPersister.state}.
+   *
+   * @deprecated Use {@linkcode MemoryPersister.state}: "snapshot" now names Raft's snapshots
+   * (`PersistentState.snapshot`), and this method returns the whole state, not a snapshot.
+   */
   snapshot(): PersistentState {
-    return { term: this.#term, votedFor: this.#votedFor, log: this.#log.map(loadEntry) };
+    return this.state();
   }
 
   /** A new, independent persister holding what this one holds now. */
@@ -81,6 +106,7 @@ export class MemoryPersister implements Persister {
     const copy = new MemoryPersister();
     copy.#term = this.#term;
     copy.#votedFor = this.#votedFor;
+    copy.#snapshot = this.#snapshot; // never changed in place, so it can be shared
     copy.#log = this.#log.slice(); // stored entries are immutable, so they can be shared
     return copy;
   }
@@ -90,9 +116,19 @@ export class MemoryPersister implements Persister {
     return this.#saves;
   }
 
-  /** Rough size of the saved state in bytes (its JSON length), like the lab's `RaftStateSize`. */
+  /**
+   * Rough size of the saved Raft state in bytes, like the lab's `RaftStateSize`: the JSON length
+   * of `{ term, votedFor, log }`, without the snapshot (see
+   * {@linkcode MemoryPersister.snapshotSize}). A peer that compacts its log keeps it small.
+   */
   stateSize(): number {
-    return JSON.stringify(this.snapshot()).length;
+    const log = this.#log.map(loadEntry);
+    return JSON.stringify({ term: this.#term, votedFor: this.#votedFor, log }).length;
+  }
+
+  /** Bytes of the saved snapshot's data, like the lab's `SnapshotSize`; 0 without a snapshot. */
+  snapshotSize(): number {
+    return this.#snapshot?.data.length ?? 0;
   }
 }
 

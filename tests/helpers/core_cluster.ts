@@ -120,6 +120,7 @@ export class CoreCluster {
         node.disk = new MemoryPersister({
           term,
           votedFor: null,
+          snapshot: null,
           log: terms.map((entryTerm, i) => ({
             term: Number(entryTerm),
             command: `n${node.id}.${i + 1}`,
@@ -213,7 +214,7 @@ export class CoreCluster {
     const log: LogEntry[] = terms.map((term, i) => ({ term: Number(term), command: `e${i + 1}` }));
     const term = option("term", Number(terms.at(-1) ?? 0));
     for (let i = 0; i < count; i++) {
-      const disk = new MemoryPersister({ term, votedFor: null, log: structuredClone(log) });
+      const disk = new MemoryPersister({ term, votedFor: null, snapshot: null, log: structuredClone(log) });
       this.#nodes.push({
         id: i,
         core: null as unknown as RaftCore,
@@ -232,7 +233,7 @@ export class CoreCluster {
   }
 
   #restart(node: Node, announce = true): void {
-    const state = node.disk.snapshot();
+    const state = node.disk.state();
     node.core = new RaftCore(
       {
         ...this.#config!,
@@ -412,7 +413,7 @@ export class CoreCluster {
   }
 
   #printLog(node: Node): void {
-    const { log } = node.disk.snapshot();
+    const { log } = node.disk.state();
     this.#out.push(
       log.length === 0
         ? `${node.id}: empty`

@@ -9,7 +9,7 @@
 import { FilePersister } from "../../src/storage/file_persister.ts";
 import { KvPersister } from "../../src/storage/kv_persister.ts";
 import type { Persister } from "../../src/types.ts";
-import { crashChange, lastIndexAfterChange, WRITER_WINDOW } from "./crash_workload.ts";
+import { boundsAfterChange, crashChange, WRITER_WINDOW } from "./crash_workload.ts";
 
 const [kind, place] = Deno.args;
 if ((kind !== "kv" && kind !== "file") || place === undefined) {
@@ -28,14 +28,15 @@ const persister: Persister = kind === "kv"
   : await FilePersister.open(place, { compactMinBytes: 32 * 1024 });
 const state = await persister.load();
 let step = state.term;
-let lastIndex = state.log.length;
+const snapshotIndex = state.snapshot?.index ?? 0;
+let bounds = { lastIndex: snapshotIndex + state.log.length, snapshotIndex };
 say(`ready ${step}`);
 
 const inFlight = new Set<Promise<void>>();
 while (true) {
   step++;
-  const change = crashChange(step, lastIndex);
-  lastIndex = lastIndexAfterChange(change, lastIndex);
+  const change = crashChange(step, bounds);
+  bounds = boundsAfterChange(change, bounds);
   const acknowledged = step;
   const save = persister.save(change).then(() => {
     say(`ack ${acknowledged}`);

@@ -246,7 +246,7 @@ class ExplorerRun {
   async #startPeer(i: number): Promise<void> {
     this.#crashPeer(i, false);
     const instance = ++this.#instances[i]!;
-    const state = this.#diskStates[i] ?? { term: 0, votedFor: null, log: [] };
+    const state = this.#diskStates[i] ?? { term: 0, votedFor: null, snapshot: null, log: [] };
     const disk = new SimPersister({
       clock: this.#sim.clock,
       random: this.#sim.random,

@@ -1,0 +1,29 @@
+/**
+ * Stores written by earlier versions of the persisters, kept gzipped in `tests/fixtures/` (see
+ * its README for how they were made).
+ *
+ * @module
+ */
+
+import type { PersistentState } from "../../src/types.ts";
+
+/** Writes the fixture `name` (a `.gz` file in `tests/fixtures/`), unzipped, to `path`. */
+export async function unzipFixture(name: string, path: string): Promise<void> {
+  const zipped = await Deno.readFile(new URL(`../fixtures/${name}`, import.meta.url));
+  const stream = new Blob([zipped]).stream().pipeThrough(new DecompressionStream("gzip"));
+  await Deno.writeFile(path, new Uint8Array(await new Response(stream).arrayBuffer()));
+}
+
+/** What both format 1 fixtures hold. */
+export const FORMAT_1_STATE: PersistentState = {
+  term: 3,
+  votedFor: 2,
+  snapshot: null,
+  log: [
+    { term: 1, command: "one" },
+    { term: 1, command: { two: 2 } },
+    { term: 2, command: "b".repeat(70_000) },
+    { term: 2, command: [4] },
+    { term: 3, command: null },
+  ],
+};
