@@ -849,3 +849,50 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "noopOnElection: a new leader appends a no-op, delivered as commandValid false",
+  sanitized,
+  async () => {
+    const persister = new MemoryPersister();
+    const first = await singlePeer(persister);
+    try {
+      await untilLeader(first.raft);
+      first.raft.start("a");
+      await waitFor(() => first.applied.length === 1, "the first apply");
+    } finally {
+      first.raft.kill();
+    }
+    // Restarted without the option, a leader applies nothing until a client proposes.
+    const quiet = await singlePeer(persister.copy());
+    try {
+      await untilLeader(quiet.raft);
+      await sleep(50);
+      assert.deepEqual(quiet.applied, [], "without a no-op, the old entry waits for a new one");
+    } finally {
+      quiet.raft.kill();
+    }
+    const applied: ApplyMsg[] = [];
+    const raft = await make([silent], 0, persister.copy(), (msg) => {
+      applied.push(msg);
+    }, { ...fast, noopOnElection: true });
+    try {
+      await untilLeader(raft);
+      await waitFor(() => applied.length === 2, "the old entry and the no-op");
+      assert.deepEqual(applied[0], commandMessage("a", 1, 1));
+      assert.deepEqual(applied[1], {
+        ...commandMessage(null, 2, raft.getState().term),
+        commandValid: false,
+      });
+      assert.deepEqual(raft.start("b"), { index: 3, term: raft.getState().term, isLeader: true });
+    } finally {
+      raft.kill();
+    }
+    await assert.rejects(
+      make([silent], 0, new MemoryPersister(), ignoreApply, {
+        noopOnElection: "yes" as never,
+      }),
+      TypeError,
+    );
+  },
+);

@@ -214,7 +214,12 @@ export class CoreCluster {
     const log: LogEntry[] = terms.map((term, i) => ({ term: Number(term), command: `e${i + 1}` }));
     const term = option("term", Number(terms.at(-1) ?? 0));
     for (let i = 0; i < count; i++) {
-      const disk = new MemoryPersister({ term, votedFor: null, snapshot: null, log: structuredClone(log) });
+      const disk = new MemoryPersister({
+        term,
+        votedFor: null,
+        snapshot: null,
+        log: structuredClone(log),
+      });
       this.#nodes.push({
         id: i,
         core: null as unknown as RaftCore,
