@@ -11,8 +11,11 @@ import { type Outgoing, RaftCore, type Ready } from "./raft/core.ts";
 import { InvariantError } from "./raft/invariants.ts";
 import {
   AppendEntries,
+  InstallSnapshot,
   parseAppendEntriesArgs,
   parseAppendEntriesReply,
+  parseInstallSnapshotArgs,
+  parseInstallSnapshotReply,
   parseRequestVoteArgs,
   parseRequestVoteReply,
   RequestVote,
@@ -168,7 +171,18 @@ export async function startPeer(
     state,
     clock.now(),
   );
-  return new RaftPeer(core, peers, me, persister, applyCh, clock, trace, onFatal, observer);
+  return new RaftPeer(
+    core,
+    peers,
+    me,
+    persister,
+    applyCh,
+    clock,
+    trace,
+    onFatal,
+    observer,
+    settings.maxAppendBytes,
+  );
 }
 
 /**
@@ -207,6 +221,12 @@ export function prepareCommand(
     }
   }
   return { copy: typeof command === "string" ? command : JSON.parse(text), length: text.length };
+}
+
+/** A short description of a value for an error message. */
+function describeValue(value: unknown): string {
+  if (value === null || typeof value !== "object") return String(value);
+  return Object.getPrototypeOf(value)?.constructor?.name ?? "an object";
 }
 
 /**
@@ -297,6 +317,10 @@ export class RaftPeer implements Raft {
   /** Settles when the applier's current run ends; never rejects. */
   #applierDone: Promise<void> = Promise.resolve();
   #lastApplied = 0;
+  /** The index of the message applyCh was last handed (it may still be working on it). */
+  #delivering = 0;
+  /** Most bytes of a snapshot chunk accepted from the wire. */
+  readonly #maxChunkBytes: number;
 
   constructor(
     core: RaftCore,
@@ -308,6 +332,7 @@ export class RaftPeer implements Raft {
     trace: TraceSink | null,
     onFatal: ((error: FatalError) => void) | null,
     observer: PeerObserver | null,
+    maxChunkBytes: number,
   ) {
     this.#core = core;
     this.#peers = peers;
@@ -318,7 +343,10 @@ export class RaftPeer implements Raft {
     this.#trace = trace;
     this.#onFatal = onFatal;
     this.#observer = observer;
+    this.#maxChunkBytes = maxChunkBytes;
     this.#armTimer();
+    // A snapshot loaded from disk goes to the service right away, before any command.
+    this.#scheduleDrive();
   }
 
   start(command: unknown): { index: number; term: number; isLeader: boolean } {
@@ -352,6 +380,24 @@ export class RaftPeer implements Raft {
   async settled(): Promise<void> {
     await this.#saveChain;
     await this.#applierDone;
+  }
+
+  snapshot(index: number, data: Uint8Array): void {
+    if (!Number.isSafeInteger(index) || index < 0) {
+      throw new RangeError(`Snapshot index must be a non-negative integer, got ${String(index)}`);
+    }
+    if (!(data instanceof Uint8Array)) {
+      throw new TypeError(`Snapshot data must be a Uint8Array, got ${describeValue(data)}`);
+    }
+    if (this.#dead || index <= this.#core.snapshotIndex) return;
+    const delivered = Math.max(this.#lastApplied, this.#delivering);
+    if (index > delivered) {
+      throw new RangeError(
+        `Snapshot index ${index} has not been applied yet: the last index handed to applyCh is ${delivered}`,
+      );
+    }
+    // The core keeps its own copy: the service may reuse its buffer.
+    if (this.#core.compact(index, data.slice())) this.#scheduleDrive();
   }
 
   getState(): { term: number; isLeader: boolean } {
@@ -397,6 +443,10 @@ export class RaftPeer implements Raft {
         const parsed = parseAppendEntriesArgs(args, peerCount);
         if (!parsed.ok) return this.#refuse(parsed.error);
         reply = this.#core.step({ type: AppendEntries, args: parsed.value }, now);
+      } else if (method === InstallSnapshot) {
+        const parsed = parseInstallSnapshotArgs(args, peerCount, this.#maxChunkBytes);
+        if (!parsed.ok) return this.#refuse(parsed.error);
+        reply = this.#core.step({ type: InstallSnapshot, ...parsed.value }, now);
       } else {
         return this.#refuse(`Unknown RPC method ${JSON.stringify(method) ?? String(method)}`);
       }
@@ -515,12 +565,19 @@ export class RaftPeer implements Raft {
             args: request.args,
             reply: parseRequestVoteReply(reply),
           }, now);
-        } else {
+        } else if (request.method === AppendEntries) {
           this.#core.step({
             type: "AppendEntriesReply",
             from: request.to,
             args: request.args,
             reply: parseAppendEntriesReply(reply),
+          }, now);
+        } else {
+          this.#core.step({
+            type: "InstallSnapshotReply",
+            from: request.to,
+            args: request.args,
+            reply: parseInstallSnapshotReply(reply),
           }, now);
         }
       } catch (error) {
@@ -541,21 +598,25 @@ export class RaftPeer implements Raft {
     this.#applying = true;
     while (!this.#dead && this.#applyHead < this.#applyQueue.length) {
       const msg = this.#applyQueue[this.#applyHead++]!;
+      const index = msg.snapshotValid ? msg.snapshotIndex : msg.commandIndex;
       try {
-        // The log keeps its own command: a service that changes what it was handed must not
-        // change what this peer replicates.
+        // The log keeps its own command and snapshot: a service that changes what it was
+        // handed must not change what this peer replicates.
         if (typeof msg.command === "object" && msg.command !== null) {
           msg.command = structuredClone(msg.command);
         }
+        if (msg.snapshot !== null) msg.snapshot = msg.snapshot.slice();
+        this.#delivering = index;
         const result = this.#applyCh(msg);
         if (result instanceof Promise) await result;
       } catch (error) {
         // Applying later entries without this one would corrupt the service's state.
-        this.#fail("apply", `applyCh failed at index ${msg.commandIndex}`, error);
+        const what = msg.snapshotValid ? `the snapshot through ${index}` : `index ${index}`;
+        this.#fail("apply", `applyCh failed at ${what}`, error);
         break;
       }
       if (this.#dead) break;
-      this.#lastApplied = msg.commandIndex;
+      this.#lastApplied = index;
     }
     if (this.#applyHead === this.#applyQueue.length) {
       this.#applyQueue = [];

@@ -100,6 +100,17 @@ export interface Raft extends RpcHandler {
   kill(): void;
   /** Whether `kill()` has been called. */
   killed(): boolean;
+  /**
+   * The service has saved a snapshot of its state through `index` (an index already delivered
+   * through applyCh); Raft keeps it, may discard its log through `index`, and sends it to
+   * followers that need entries it discarded. Returns at once. It may be called from inside the
+   * applyCh callback, before that call returns; a call at or below the current snapshot index
+   * is ignored.
+   *
+   * @throws {RangeError} If `index` is not an integer, or was not delivered through applyCh yet.
+   * @throws {TypeError} If `data` is not a `Uint8Array`.
+   */
+  snapshot(index: number, data: Uint8Array): void;
   /** Term, role, leader and indexes, for status pages and tests. */
   status(): RaftStatus;
   /** A transport delivers an incoming request here; resolves to the reply. */

@@ -103,8 +103,11 @@ export interface FollowerStatus {
   matchIndex: number;
   /** Figure 2's `nextIndex`: the next index to send. */
   nextIndex: number;
-  /** `probe` (finding where the logs match) or `replicate` (pipelining). */
-  state: "probe" | "replicate";
+  /**
+   * `probe` (finding where the logs match), `replicate` (pipelining) or `snapshot` (sending the
+   * snapshot, since the follower needs entries compacted away).
+   */
+  state: "probe" | "replicate" | "snapshot";
   /** AppendEntries awaiting replies. */
   inflight: number;
 }

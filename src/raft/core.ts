@@ -10,6 +10,7 @@
  * @module
  */
 
+import { encodeBase64 } from "./_base64.ts";
 import { randomInt, type RandomSource } from "./_random.ts";
 import { invariant } from "./invariants.ts";
 import { RaftLog } from "./log.ts";
@@ -17,6 +18,9 @@ import {
   AppendEntries,
   type AppendEntriesArgs,
   type AppendEntriesReply,
+  InstallSnapshot,
+  type InstallSnapshotArgs,
+  type InstallSnapshotReply,
   type Message,
   type ReplyMessage,
   RequestVote,
@@ -26,12 +30,13 @@ import {
 } from "./messages.ts";
 import type { Progress } from "./progress.ts";
 import { ProgressTracker } from "./tracker.ts";
-import type { ApplyMsg, PersistChange, PersistentState, Role } from "./types.ts";
+import type { ApplyMsg, PersistChange, PersistentState, Role, Snapshot } from "./types.ts";
 
 /** A request the core wants sent to peer `to`. */
 export type Outgoing =
   | { to: number; method: typeof RequestVote; args: RequestVoteArgs }
-  | { to: number; method: typeof AppendEntries; args: AppendEntriesArgs };
+  | { to: number; method: typeof AppendEntries; args: AppendEntriesArgs }
+  | { to: number; method: typeof InstallSnapshot; args: InstallSnapshotArgs };
 
 /** Identifies a save: the term and last log index the core had when it asked for it. */
 export interface SaveMark {
@@ -52,7 +57,10 @@ export interface Ready {
    * RequestVote reports a vote for itself, which must be durable before it counts.
    */
   sendAfterSave: Outgoing[];
-  /** Newly committed entries that are durable on this peer, in index order. */
+  /**
+   * Newly committed entries that are durable on this peer, in index order, and snapshots
+   * received from the leader, in order with them.
+   */
   apply: ApplyMsg[];
 }
 
@@ -74,6 +82,21 @@ export interface CoreConfig {
   preVote?: boolean;
   /** Append a no-op entry when elected (thesis §6.4). Default false. */
   noopOnElection?: boolean;
+  /**
+   * Most bytes of a snapshot a follower assembles from a leader's chunks; a longer one is
+   * refused. Default 1 GiB.
+   */
+  maxSnapshotBytes?: number;
+}
+
+/** A snapshot being received from the leader, chunk by chunk (Figure 13). */
+interface IncomingSnapshot {
+  index: number;
+  term: number;
+  /** The leader's term: a new leader's transfer starts over. */
+  leaderTerm: number;
+  chunks: Uint8Array[];
+  length: number;
 }
 
 /** Counts of protocol events since the core was made, for metrics. */
@@ -132,12 +155,29 @@ export class RaftCore {
   readonly #counters: CoreCounters = { preVotesStarted: 0, electionsStarted: 0, electionsWon: 0 };
   /** While leading: bytes of the entries after the commit index (see uncommittedBytes). */
   #uncommittedBytes = 0;
+  /** The latest snapshot (§7), kept to send to followers that need entries it covers. */
+  #snapshot: Snapshot | null;
+  /** A snapshot the next save must carry. */
+  #unsavedSnapshot: Snapshot | null = null;
+  /** A snapshot from the leader, to hand to the service before any later entry. */
+  #snapshotToApply: Snapshot | null = null;
+  /** A follower's snapshot in transfer. */
+  #incoming: IncomingSnapshot | null = null;
 
   constructor(config: CoreConfig, state: PersistentState, now: number) {
     this.#config = config;
     this.#currentTerm = state.term;
     this.#votedFor = state.votedFor;
-    this.#log = new RaftLog(state.log);
+    const snapshot = state.snapshot ?? null;
+    this.#log = new RaftLog(state.log, snapshot?.index ?? 0, snapshot?.term ?? 0);
+    this.#snapshot = snapshot;
+    if (snapshot !== null) {
+      // A snapshot covers committed entries only. One with data goes to the service first; an
+      // empty one counts as none (the service starts empty), but still numbers the log.
+      this.#commitIndex = snapshot.index;
+      if (snapshot.data.length > 0) this.#snapshotToApply = snapshot;
+      else this.#lastApplied = snapshot.index;
+    }
     this.#stableIndex = this.#log.lastIndex;
     this.#tracker = new ProgressTracker(
       config.me,
@@ -174,6 +214,11 @@ export class RaftCore {
   /** Index of the last entry durable on this peer's disk, as far as it matches the log. */
   get stableIndex(): number {
     return this.#stableIndex;
+  }
+
+  /** The last index the latest snapshot covers (0 without one). */
+  get snapshotIndex(): number {
+    return this.#log.snapshotIndex;
   }
 
   /** Counts of elections and pre-votes since the core was made. */
@@ -223,6 +268,22 @@ export class RaftCore {
     return { index, term: this.#currentTerm, isLeader: true };
   }
 
+  /**
+   * The service saved a snapshot of its state through `index` (§7): the log up to there is
+   * compacted, the snapshot saved with the next Ready and sent to followers that need entries it
+   * covers. Returns false, changing nothing, unless `index` is past the current snapshot and no
+   * later than the last index handed out for applying.
+   */
+  compact(index: number, data: Uint8Array): boolean {
+    if (index <= this.#log.snapshotIndex || index > this.#lastApplied) return false;
+    const term = this.#log.termAt(index)!;
+    this.#log.compact(index, term);
+    this.#snapshot = { index, term, data };
+    this.#unsavedSnapshot = this.#snapshot;
+    this.#trace(`compacts its log through ${index} into a snapshot of ${data.length} bytes`);
+    return true;
+  }
+
   /** The time at which {@linkcode tick} next has something to do. */
   nextDeadline(): number {
     if (this.#role !== "leader") return this.#electionDeadline;
@@ -258,14 +319,17 @@ export class RaftCore {
    * reply). Pre-votes (thesis §9.6) are the exception: they ask about a term nobody is in yet.
    */
   step<M extends Message>(message: M, now: number): ResponseTo<M>;
-  step(message: Message, now: number): RequestVoteReply | AppendEntriesReply | null {
+  step(
+    message: Message,
+    now: number,
+  ): RequestVoteReply | AppendEntriesReply | InstallSnapshotReply | null {
     const term = termOf(message);
     if (term !== null && term > this.#currentTerm) {
       this.#becomeFollower(term, now);
     } else if (term !== null && term < this.#currentTerm) {
       return this.#refuseStale(message);
     }
-    let response: RequestVoteReply | AppendEntriesReply | null;
+    let response: RequestVoteReply | AppendEntriesReply | InstallSnapshotReply | null;
     if (message.type === RequestVote) {
       // Every role answers votes alike: one vote per term, for an up-to-date log.
       response = message.args.preVote === true
@@ -283,18 +347,24 @@ export class RaftCore {
   }
 
   /** §5.1: a request of an older term is refused with this peer's term; a reply is stale. */
-  #refuseStale(message: Message): RequestVoteReply | AppendEntriesReply | null {
+  #refuseStale(
+    message: Message,
+  ): RequestVoteReply | AppendEntriesReply | InstallSnapshotReply | null {
     if (message.type === RequestVote) return { term: this.#currentTerm, voteGranted: false };
     if (message.type === AppendEntries) return this.#rejectAppend(0, 0);
+    if (message.type === InstallSnapshot) {
+      return { term: this.#currentTerm, offset: 0, installed: false };
+    }
     return null;
   }
 
   #stepLeader(
     message: Exclude<Message, { type: typeof RequestVote }>,
     now: number,
-  ): AppendEntriesReply | null {
+  ): AppendEntriesReply | InstallSnapshotReply | null {
     switch (message.type) {
       case AppendEntries:
+      case InstallSnapshot:
         // Election Safety (§5.2): one leader per term. Another leader of this term means a peer
         // broke the protocol, and going on could lose committed entries.
         invariant(
@@ -306,6 +376,9 @@ export class RaftCore {
       case "AppendEntriesReply":
         this.#handleAppendEntriesReply(message.from, message.args, message.reply, now);
         break;
+      case "InstallSnapshotReply":
+        this.#handleInstallSnapshotReply(message.from, message.args, message.reply, now);
+        break;
       case "RequestVoteReply":
         break; // A late answer to this peer's election.
     }
@@ -315,16 +388,17 @@ export class RaftCore {
   #stepCandidate(
     message: Exclude<Message, { type: typeof RequestVote }>,
     now: number,
-  ): AppendEntriesReply | null {
+  ): AppendEntriesReply | InstallSnapshotReply | null {
     switch (message.type) {
       case AppendEntries:
+      case InstallSnapshot:
         // §5.2: a leader of this term exists, so this election is lost.
         this.#becomeFollower(this.#currentTerm, now);
-        return this.#handleAppendEntries(message.args, now);
+        return this.#stepFollower(message, now);
       case "RequestVoteReply":
         this.#handleVoteReply(message, now);
         break;
-      case "AppendEntriesReply":
+      default:
         break; // A late answer from when this peer led.
     }
     return null;
@@ -333,8 +407,11 @@ export class RaftCore {
   #stepFollower(
     message: Exclude<Message, { type: typeof RequestVote }>,
     now: number,
-  ): AppendEntriesReply | null {
+  ): AppendEntriesReply | InstallSnapshotReply | null {
     if (message.type === AppendEntries) return this.#handleAppendEntries(message.args, now);
+    if (message.type === InstallSnapshot) {
+      return this.#handleInstallSnapshot(message.args, message.data, now);
+    }
     return null; // Late answers from when this peer campaigned or led.
   }
 
@@ -395,11 +472,36 @@ export class RaftCore {
     this.#leaderContactAt = now;
     this.#resetElectionDeadline(now);
 
-    const { prevLogIndex, prevLogTerm, entries } = args;
+    let { prevLogIndex, prevLogTerm, entries } = args;
+    const lastNewIndex = prevLogIndex + entries.length;
+    const snapshotIndex = this.#log.snapshotIndex;
+    if (prevLogIndex < snapshotIndex) {
+      // The entries up to the snapshot's last index are committed and compacted here: they
+      // match the leader's (§5.4). Only what follows them needs checking.
+      const covered = snapshotIndex - prevLogIndex;
+      if (covered <= entries.length) {
+        invariant(
+          covered === 0 || entries[covered - 1]!.term === this.#log.snapshotTerm,
+          () =>
+            `leader ${args.leaderId} sent term ${
+              entries[covered - 1]!.term
+            } at index ${snapshotIndex}, which this peer's snapshot holds in term ${this.#log.snapshotTerm}`,
+        );
+      }
+      entries = entries.slice(Math.min(covered, entries.length));
+      prevLogIndex = Math.max(prevLogIndex, Math.min(snapshotIndex, lastNewIndex));
+      prevLogTerm = this.#log.termAt(prevLogIndex) ?? prevLogTerm;
+      if (prevLogIndex < snapshotIndex) {
+        // Everything the request carries is in the snapshot already.
+        this.#maybeFollowCommit(args.leaderCommit, lastNewIndex);
+        return { term: this.#currentTerm, success: true, conflictTerm: 0, conflictIndex: 0 };
+      }
+    }
     if (prevLogIndex > this.#log.lastIndex) return this.#rejectAppend(0, this.#log.lastIndex + 1);
     const termThere = this.#log.termAt(prevLogIndex)!;
     if (termThere !== prevLogTerm) {
-      return this.#rejectAppend(termThere, this.#log.firstIndexOfTerm(termThere));
+      const firstOfTerm = this.#log.firstIndexOfTerm(termThere);
+      return this.#rejectAppend(termThere, firstOfTerm === 0 ? this.#log.firstIndex : firstOfTerm);
     }
     // §5.3: delete an existing entry only if it conflicts; a stale or duplicate request whose
     // entries all match must leave later entries alone.
@@ -412,11 +514,95 @@ export class RaftCore {
       this.#logChangedFrom(index);
       break;
     }
-    const lastNewIndex = prevLogIndex + entries.length;
-    if (args.leaderCommit > this.#commitIndex) {
-      this.#commitIndex = Math.max(this.#commitIndex, Math.min(args.leaderCommit, lastNewIndex));
-    }
+    this.#maybeFollowCommit(args.leaderCommit, lastNewIndex);
     return { term: this.#currentTerm, success: true, conflictTerm: 0, conflictIndex: 0 };
+  }
+
+  /** Figure 2: commitIndex = min(leaderCommit, index of last new entry), never backwards. */
+  #maybeFollowCommit(leaderCommit: number, lastNewIndex: number): void {
+    if (leaderCommit > this.#commitIndex) {
+      this.#commitIndex = Math.max(this.#commitIndex, Math.min(leaderCommit, lastNewIndex));
+    }
+  }
+
+  /**
+   * Figure 13, InstallSnapshot RPC, receiver implementation. Chunks arrive in order; one snapshot
+   * is assembled at a time, and a chunk of another one (a newer snapshot, or a new leader's)
+   * at offset 0 starts over. The reply says how many bytes this peer holds, so that the leader
+   * resumes there, and whether this peer now holds the log through the snapshot.
+   */
+  #handleInstallSnapshot(
+    args: InstallSnapshotArgs,
+    data: Uint8Array,
+    now: number,
+  ): InstallSnapshotReply {
+    this.#leaderId = args.leaderId;
+    this.#leaderContactAt = now;
+    this.#resetElectionDeadline(now);
+    const { lastIncludedIndex: index, lastIncludedTerm: term, offset } = args;
+    const reply = (held: number, installed: boolean): InstallSnapshotReply => ({
+      term: this.#currentTerm,
+      offset: held,
+      installed,
+    });
+    // Committed entries match the leader's (§5.4): through the commit index, nothing is missing.
+    if (index <= this.#commitIndex) return reply(offset + data.length, true);
+    let incoming = this.#incoming;
+    if (
+      incoming === null || incoming.index !== index || incoming.term !== term ||
+      incoming.leaderTerm !== this.#currentTerm
+    ) {
+      if (offset !== 0) return reply(0, false);
+      incoming = { index, term, leaderTerm: this.#currentTerm, chunks: [], length: 0 };
+      this.#incoming = incoming;
+    }
+    if (offset === incoming.length) {
+      const maxBytes = this.#config.maxSnapshotBytes ?? 1024 * 1024 * 1024;
+      if (incoming.length + data.length > maxBytes) {
+        this.#trace(`refuses a snapshot through ${index}: more than ${maxBytes} bytes`);
+        this.#incoming = null;
+        return reply(0, false);
+      }
+      incoming.chunks.push(data);
+      incoming.length += data.length;
+    }
+    if (!args.done || offset + data.length !== incoming.length) {
+      return reply(incoming.length, false);
+    }
+    const assembled = new Uint8Array(incoming.length);
+    let at = 0;
+    for (const chunk of incoming.chunks) {
+      assembled.set(chunk, at);
+      at += chunk.length;
+    }
+    this.#incoming = null;
+    this.#installSnapshot({ index, term, data: assembled });
+    return reply(assembled.length, true);
+  }
+
+  /**
+   * Figure 13, steps 6 to 8: a snapshot past the commit index replaces the log through its last
+   * index. If the log holds that entry (same index and term), the entries after it stay;
+   * otherwise the whole log goes. The service gets the snapshot before any later entry, once it
+   * is durable here.
+   */
+  #installSnapshot(snapshot: Snapshot): void {
+    const { index, term } = snapshot;
+    if (this.#log.termAt(index) === term) {
+      this.#log.compact(index, term);
+    } else {
+      // Entries up to the commit index are in the snapshot too; the rest conflict or are missing.
+      if (this.#log.lastIndex >= this.#log.firstIndex) this.#log.truncateFrom(this.#log.firstIndex);
+      this.#log.compact(index, term);
+      this.#logChangedFrom(index);
+    }
+    this.#snapshot = snapshot;
+    this.#unsavedSnapshot = snapshot;
+    this.#snapshotToApply = snapshot;
+    this.#commitIndex = index;
+    this.#trace(
+      `installs a snapshot through ${index} (term ${term}), ${snapshot.data.length} bytes`,
+    );
   }
 
   /** Drops the entries from `index` on, which conflict with what leader `leaderId` sent. */
@@ -519,8 +705,10 @@ export class RaftCore {
    * none behind it): the leader probes from the known match at once, which carries what waits.
    */
   #appendLost(peer: number, progress: Progress, args: AppendEntriesArgs, now: number): void {
-    if (progress.state === "probe") {
-      if (args.prevLogIndex === progress.nextIndex - 1) progress.probeSent = false;
+    if (progress.state !== "replicate") {
+      if (progress.state === "probe" && args.prevLogIndex === progress.nextIndex - 1) {
+        progress.probeSent = false;
+      }
       return;
     }
     if (args.entries.length === 0) return; // A heartbeat held no slot.
@@ -529,6 +717,43 @@ export class RaftCore {
     if (lastIndex <= progress.matchIndex) return;
     progress.becomeProbe();
     this.#replicate(peer, progress, now);
+  }
+
+  /**
+   * A follower answered a chunk of the snapshot (or did not). Once it holds the log through the
+   * snapshot, the leader probes from just after it; otherwise the next chunk starts where the
+   * follower says its copy ends. A chunk that brought no progress, or got no answer, is retried
+   * by the heartbeat, not at once.
+   */
+  #handleInstallSnapshotReply(
+    peer: number,
+    args: InstallSnapshotArgs,
+    reply: InstallSnapshotReply | null,
+    now: number,
+  ): void {
+    const progress = this.#tracker.progress(peer);
+    if (progress === undefined || args.term !== this.#currentTerm) return;
+    if (progress.state !== "snapshot" || args.lastIncludedIndex !== progress.pendingSnapshot) {
+      return;
+    }
+    if (reply === null) {
+      if (args.offset === progress.snapshotOffset) progress.probeSent = false;
+      return;
+    }
+    progress.recentActive = true;
+    if (reply.installed) {
+      if (progress.maybeUpdate(args.lastIncludedIndex)) this.#maybeCommit(now);
+      progress.becomeProbe(args.lastIncludedIndex + 1);
+      this.#trace(`follower ${peer} holds the snapshot through ${args.lastIncludedIndex}`);
+      this.#replicate(peer, progress, now);
+      return;
+    }
+    if (args.offset !== progress.snapshotOffset) return; // an answer to an earlier chunk
+    const size = this.#snapshot?.data.length ?? 0;
+    const advanced = reply.offset > progress.snapshotOffset;
+    progress.snapshotOffset = Math.min(reply.offset, size);
+    progress.probeSent = false;
+    if (advanced) this.#replicate(peer, progress, now);
   }
 
   /** Tells the core that the save made with `mark` (and every earlier one) is durable. */
@@ -558,18 +783,42 @@ export class RaftCore {
     }
     let save: PersistChange | null = null;
     let saveMark: SaveMark | null = null;
-    if (this.#hardStateChanged || this.#unsavedFrom !== Infinity) {
+    if (
+      this.#hardStateChanged || this.#unsavedFrom !== Infinity || this.#unsavedSnapshot !== null
+    ) {
       save = { term: this.#currentTerm, votedFor: this.#votedFor };
+      if (this.#unsavedSnapshot !== null) save.snapshot = this.#unsavedSnapshot;
       if (this.#unsavedFrom !== Infinity) {
-        save.log = { from: this.#unsavedFrom, entries: this.#log.slice(this.#unsavedFrom) };
+        // A persisted log change starts after the snapshot: what it covers is gone.
+        const from = Math.max(this.#unsavedFrom, this.#log.firstIndex);
+        save.log = { from, entries: this.#log.slice(from) };
       }
       saveMark = { term: this.#currentTerm, lastIndex: this.#log.lastIndex };
       this.#pendingSaves.push({ mark: saveMark, from: this.#unsavedFrom });
       this.#hardStateChanged = false;
       this.#unsavedFrom = Infinity;
+      this.#unsavedSnapshot = null;
     }
     const apply: ApplyMsg[] = [];
-    const applyUpTo = Math.min(this.#commitIndex, this.#stableIndex);
+    const snapshot = this.#snapshotToApply;
+    if (snapshot !== null && this.#stableIndex >= snapshot.index) {
+      // The service gets the snapshot once it is durable here, before any entry after it.
+      this.#snapshotToApply = null;
+      this.#lastApplied = snapshot.index;
+      apply.push({
+        commandValid: false,
+        command: null,
+        commandIndex: 0,
+        commandTerm: 0,
+        snapshotValid: true,
+        snapshot: snapshot.data,
+        snapshotIndex: snapshot.index,
+        snapshotTerm: snapshot.term,
+      });
+    }
+    const applyUpTo = this.#snapshotToApply === null
+      ? Math.min(this.#commitIndex, this.#stableIndex)
+      : 0;
     while (this.#lastApplied < applyUpTo) {
       this.#lastApplied++;
       const entry = this.#log.entryAt(this.#lastApplied)!;
@@ -727,11 +976,17 @@ export class RaftCore {
    * known match, which the follower accepts whatever is in flight and which holds no slot.
    */
   #heartbeat(peer: number, progress: Progress, now: number): void {
+    if (progress.state === "snapshot" || progress.nextIndex <= this.#log.snapshotIndex) {
+      this.#sendSnapshotChunk(peer, progress, now);
+      return;
+    }
     if (progress.state === "probe" || (!progress.inflights.full && this.#hasEntriesFor(progress))) {
       this.#sendAppend(peer, progress, now, this.#batchEnd(progress.nextIndex));
       return;
     }
-    const prevLogIndex = progress.matchIndex;
+    // At the known match, or at the snapshot's last index if the match was compacted away (a
+    // follower that lacks it refuses, and gets the snapshot).
+    const prevLogIndex = Math.max(progress.matchIndex, this.#log.snapshotIndex);
     progress.sendAt = now + this.#config.heartbeatIntervalMs;
     this.#send.push({
       to: peer,
@@ -761,6 +1016,12 @@ export class RaftCore {
    */
   #replicate(peer: number, progress: Progress, now: number): void {
     const lastIndex = this.#log.lastIndex;
+    if (progress.state === "snapshot" || progress.nextIndex <= this.#log.snapshotIndex) {
+      if (progress.state !== "snapshot" || !progress.probeSent) {
+        this.#sendSnapshotChunk(peer, progress, now);
+      }
+      return;
+    }
     if (progress.state === "probe") {
       if (!progress.probeSent && this.#hasEntriesFor(progress)) {
         this.#sendAppend(peer, progress, now, this.#batchEnd(progress.nextIndex));
@@ -776,9 +1037,39 @@ export class RaftCore {
     }
   }
 
+  /**
+   * Sends `peer` the next chunk of the latest snapshot (Figure 13): at most `maxAppendBytes` of
+   * it, in base64. A follower that was sent an older snapshot starts over with this one.
+   */
+  #sendSnapshotChunk(peer: number, progress: Progress, now: number): void {
+    const snapshot = this.#snapshot!;
+    if (progress.state !== "snapshot" || progress.pendingSnapshot !== snapshot.index) {
+      progress.becomeSnapshot(snapshot.index);
+      this.#trace(`sends follower ${peer} the snapshot through ${snapshot.index}`);
+    }
+    const offset = progress.snapshotOffset;
+    const end = Math.min(snapshot.data.length, offset + this.#config.maxAppendBytes);
+    const args: InstallSnapshotArgs = {
+      term: this.#currentTerm,
+      leaderId: this.#config.me,
+      lastIncludedIndex: snapshot.index,
+      lastIncludedTerm: snapshot.term,
+      offset,
+      data: encodeBase64(snapshot.data.subarray(offset, end)),
+      done: end === snapshot.data.length,
+    };
+    progress.probeSent = true;
+    progress.sendAt = now + this.#config.heartbeatIntervalMs;
+    this.#send.push({ to: peer, method: InstallSnapshot, args });
+  }
+
   /** Sends `peer` an AppendEntries with the entries from its `nextIndex` up to `end` (excluded). */
   #sendAppend(peer: number, progress: Progress, now: number, end: number): void {
     const prevLogIndex = progress.nextIndex - 1;
+    if (prevLogIndex < this.#log.snapshotIndex) {
+      this.#sendSnapshotChunk(peer, progress, now);
+      return;
+    }
     const args: AppendEntriesArgs = {
       term: this.#currentTerm,
       leaderId: this.#config.me,
@@ -851,7 +1142,10 @@ function termOf(message: Message): number | null {
     case "RequestVoteReply":
       if (message.reply === null) return null;
       return message.args.preVote === true && message.reply.voteGranted ? null : message.reply.term;
+    case InstallSnapshot:
+      return message.args.term;
     case "AppendEntriesReply":
+    case "InstallSnapshotReply":
       return message.reply?.term ?? null;
   }
 }

@@ -5,12 +5,15 @@
  * @module
  */
 
+import { decodeBase64 } from "./_base64.ts";
 import type { LogEntry } from "./types.ts";
 
 /** RPC method names, as transports carry them. */
 export const RequestVote = "RequestVote";
 /** RPC method names, as transports carry them. */
 export const AppendEntries = "AppendEntries";
+/** RPC method names, as transports carry them. */
+export const InstallSnapshot = "InstallSnapshot";
 
 /** Figure 2: RequestVote RPC arguments. */
 export interface RequestVoteArgs {
@@ -83,16 +86,67 @@ export interface AppendEntriesReplyMessage {
 }
 
 /** A request this peer answers. */
-export type RequestMessage = RequestVoteMessage | AppendEntriesMessage;
+export type RequestMessage = RequestVoteMessage | AppendEntriesMessage | InstallSnapshotMessage;
 /** A reply (or the lack of one) to a request this peer sent. */
-export type ReplyMessage = RequestVoteReplyMessage | AppendEntriesReplyMessage;
+export type ReplyMessage =
+  | RequestVoteReplyMessage
+  | AppendEntriesReplyMessage
+  | InstallSnapshotReplyMessage;
 /** Everything the core steps: requests to answer and replies to its own requests. */
 export type Message = RequestMessage | ReplyMessage;
 
 /** What the core answers to a request: the RPC's reply. */
 export type ResponseTo<M extends Message> = M extends RequestVoteMessage ? RequestVoteReply
   : M extends AppendEntriesMessage ? AppendEntriesReply
+  : M extends InstallSnapshotMessage ? InstallSnapshotReply
   : null;
+
+/**
+ * Figure 13: InstallSnapshot RPC arguments, one chunk of the snapshot at a time. `data` is the
+ * chunk's bytes in standard base64, since RPC arguments are JSON.
+ */
+export interface InstallSnapshotArgs {
+  term: number;
+  leaderId: number;
+  /** The snapshot replaces all entries up through and including this index. */
+  lastIncludedIndex: number;
+  /** The term of `lastIncludedIndex`. */
+  lastIncludedTerm: number;
+  /** Byte offset where this chunk is positioned in the snapshot. */
+  offset: number;
+  /** The chunk's bytes, in base64. */
+  data: string;
+  /** True if this is the last chunk. */
+  done: boolean;
+}
+
+/**
+ * Figure 13: InstallSnapshot RPC results, plus what lets the leader resume a transfer: `offset`,
+ * how many bytes of this snapshot the follower holds (where the next chunk starts), and
+ * `installed`, whether the follower now holds the log through `lastIncludedIndex` (the snapshot
+ * is installed, or it had those entries committed already).
+ */
+export interface InstallSnapshotReply {
+  term: number;
+  offset: number;
+  installed: boolean;
+}
+
+/** An incoming InstallSnapshot chunk, its data decoded, as the core steps it. */
+export interface InstallSnapshotMessage {
+  type: typeof InstallSnapshot;
+  args: InstallSnapshotArgs;
+  /** `args.data`, decoded. */
+  data: Uint8Array;
+}
+
+/** The reply to an InstallSnapshot this peer sent to `from`; `reply` is null when none came. */
+export interface InstallSnapshotReplyMessage {
+  type: "InstallSnapshotReply";
+  from: number;
+  args: InstallSnapshotArgs;
+  reply: InstallSnapshotReply | null;
+}
 
 /** The reply a peer gives to a request it cannot parse. */
 export interface RpcErrorReply {
@@ -253,4 +307,83 @@ export function parseAppendEntriesReply(reply: unknown): AppendEntriesReply | nu
     conflictTerm: reply.conflictTerm,
     conflictIndex: reply.conflictIndex,
   };
+}
+
+/**
+ * Checks incoming InstallSnapshot arguments from a cluster of `peerCount` peers, and decodes the
+ * chunk, which may hold at most `maxChunkBytes` bytes.
+ */
+export function parseInstallSnapshotArgs(
+  args: unknown,
+  peerCount: number,
+  maxChunkBytes: number,
+): Parsed<{ args: InstallSnapshotArgs; data: Uint8Array }> {
+  if (!isObject(args)) {
+    return { ok: false, error: badField(InstallSnapshot, "args", "an object", args) };
+  }
+  const error = checkCounts(InstallSnapshot, args, [
+    "term",
+    "lastIncludedIndex",
+    "lastIncludedTerm",
+    "offset",
+  ]) ?? checkPeer(InstallSnapshot, args, "leaderId", peerCount);
+  if (error !== null) return { ok: false, error };
+  const term = args.term as number;
+  const lastIncludedTerm = args.lastIncludedTerm as number;
+  if (lastIncludedTerm > term || lastIncludedTerm < 1 || (args.lastIncludedIndex as number) < 1) {
+    return {
+      ok: false,
+      error: badField(
+        InstallSnapshot,
+        "lastIncludedIndex/lastIncludedTerm",
+        `an index >= 1 and a term in 1..${term}`,
+        [args.lastIncludedIndex, lastIncludedTerm],
+      ),
+    };
+  }
+  if (typeof args.done !== "boolean") {
+    return { ok: false, error: badField(InstallSnapshot, "done", "a boolean", args.done) };
+  }
+  // Base64 takes 4 characters for 3 bytes: refuse a long string before decoding it.
+  if (typeof args.data !== "string" || args.data.length > Math.ceil(maxChunkBytes / 3) * 4) {
+    return {
+      ok: false,
+      error: badField(
+        InstallSnapshot,
+        "data",
+        `base64 of at most ${maxChunkBytes} bytes`,
+        typeof args.data === "string" ? `${args.data.length} characters` : args.data,
+      ),
+    };
+  }
+  const data = decodeBase64(args.data);
+  if (data === undefined) {
+    return { ok: false, error: badField(InstallSnapshot, "data", "valid base64", args.data) };
+  }
+  return {
+    ok: true,
+    value: {
+      args: {
+        term,
+        leaderId: args.leaderId as number,
+        lastIncludedIndex: args.lastIncludedIndex as number,
+        lastIncludedTerm,
+        offset: args.offset as number,
+        data: args.data,
+        done: args.done,
+      },
+      data,
+    },
+  };
+}
+
+/** Checks an InstallSnapshot reply; `null` when it is not one (a lost or garbled reply). */
+export function parseInstallSnapshotReply(reply: unknown): InstallSnapshotReply | null {
+  if (
+    !isObject(reply) || !isCount(reply.term) || !isCount(reply.offset) ||
+    typeof reply.installed !== "boolean"
+  ) {
+    return null;
+  }
+  return { term: reply.term, offset: reply.offset, installed: reply.installed };
 }

@@ -16,8 +16,10 @@ import { invariant } from "./invariants.ts";
  *   `nextIndex` only on replies; the heartbeat retries a probe whose reply never came.
  * - `replicate`: the logs are known to match up to `matchIndex`. The leader pipelines: it
  *   advances `nextIndex` as it sends, with up to a window of requests awaiting replies.
+ * - `snapshot`: the follower needs entries the leader has compacted away, so the leader sends
+ *   its snapshot (Figure 13), one chunk at a time, then probes from just after it.
  */
-export type ProgressState = "probe" | "replicate";
+export type ProgressState = "probe" | "replicate" | "snapshot";
 
 /** One follower's progress, as its leader tracks it. */
 export class Progress {
@@ -27,8 +29,15 @@ export class Progress {
   nextIndex: number;
   /** How the leader sends to this follower; change it only through the transitions below. */
   state: ProgressState = "probe";
-  /** Probe state: a probe awaits its reply, so no other is sent until a reply, a loss or a heartbeat. */
+  /**
+   * Probe state: a probe awaits its reply; snapshot state: a chunk does. No other is sent until
+   * a reply, a loss or a heartbeat.
+   */
   probeSent = false;
+  /** Snapshot state: the last index of the snapshot being sent. */
+  pendingSnapshot = 0;
+  /** Snapshot state: how many bytes of it the follower holds. */
+  snapshotOffset = 0;
   /** Replicate state: the AppendEntries in flight. */
   readonly inflights: Inflights;
   /** When the leader next sends to this follower: a heartbeat interval after the last send, or sooner to announce a commit. */
@@ -47,6 +56,20 @@ export class Progress {
   becomeProbe(nextIndex: number = this.matchIndex + 1): void {
     this.state = "probe";
     this.nextIndex = Math.max(nextIndex, this.matchIndex + 1);
+    this.probeSent = false;
+    this.inflights.reset();
+    this.#check();
+  }
+
+  /**
+   * Starts sending the snapshot through `index`, from its first byte: the follower needs
+   * entries before `index`, which the leader compacted away.
+   */
+  becomeSnapshot(index: number): void {
+    this.state = "snapshot";
+    this.pendingSnapshot = index;
+    this.snapshotOffset = 0;
+    this.nextIndex = Math.max(this.nextIndex, index + 1, this.matchIndex + 1);
     this.probeSent = false;
     this.inflights.reset();
     this.#check();
@@ -80,12 +103,13 @@ export class Progress {
    * or below it was overtaken by one the follower accepted, as etcd's `MaybeDecrTo` says).
    */
   isStaleRejection(rejected: number): boolean {
+    if (this.state === "snapshot") return true; // the snapshot will tell
     return this.state === "probe" ? rejected !== this.nextIndex - 1 : rejected <= this.matchIndex;
   }
 
   /** Whether the leader must wait before sending entries: a probe is out, or the window is full. */
   get paused(): boolean {
-    return this.state === "probe" ? this.probeSent : this.inflights.full;
+    return this.state === "replicate" ? this.inflights.full : this.probeSent;
   }
 
   /**
@@ -93,7 +117,7 @@ export class Progress {
    * now awaits its reply; a pipelined request takes a slot and moves `nextIndex` past it.
    */
   sentEntries(lastIndex: number, count: number): void {
-    if (this.state === "probe") {
+    if (this.state !== "replicate") {
       this.probeSent = true;
       return;
     }

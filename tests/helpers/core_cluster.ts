@@ -3,7 +3,7 @@
  * a queue of numbered messages between them that a test delivers, drops or reorders, disks whose
  * saves complete at once or are held, crashes and restarts, all in one virtual time. Commands:
  *
- * - `add-nodes N [pre-vote] [max-inflight=K] [max-entries=K] [log=T,T,...] [term=T]`: N voters,
+ * - `add-nodes N [pre-vote] [max-inflight=K] [max-entries=K] [max-bytes=B] [log=T,T,...] [term=T]`: N voters,
  *   ids 0..N-1, each with the given log (entry terms) and term.
  * - `campaign ID`: ID's election timer fires (virtual time moves to its deadline).
  * - `tick ID [count=N] [stabilize]`: ID's next timer fires (heartbeat, check-quorum or election),
@@ -15,6 +15,7 @@
  * - `deliver [#N ...] [from=ID] [to=ID]`: delivers the queued messages that match, in queue order.
  * - `drop [#N ...] [from=ID] [to=ID]`: loses them: each requester learns that no reply came.
  * - `stabilize`: delivers until the queue is empty.
+ * - `compact ID INDEX [DATA]`: ID's service snapshots its state through INDEX (DATA names it).
  * - `hold-saves ID` / `release-saves ID`: ID's saves stay in flight until released.
  * - `crash ID` / `restart ID`: ID loses what is not on its disk, and comes back from its disk.
  * - `status ID`, `log ID` (the entries on ID's disk), `queue`.
@@ -25,8 +26,10 @@
  */
 
 import { type CoreConfig, type Outgoing, RaftCore, type SaveMark } from "../../src/raft/core.ts";
+import { decodeBase64 } from "../../src/raft/_base64.ts";
 import type {
   AppendEntriesReply,
+  InstallSnapshotReply,
   RequestVoteArgs,
   RequestVoteReply,
 } from "../../src/raft/messages.ts";
@@ -49,7 +52,7 @@ type Queued =
     from: number;
     /** The peer that sent the request. */
     to: number;
-    reply: RequestVoteReply | AppendEntriesReply;
+    reply: RequestVoteReply | AppendEntriesReply | InstallSnapshotReply;
   };
 
 interface Node {
@@ -150,6 +153,14 @@ export class CoreCluster {
       case "stabilize":
         this.#stabilize();
         break;
+      case "compact": {
+        // The service of node ID snapshots its state through INDEX (a string naming it).
+        const node = id();
+        const index = Number(command.args[1]);
+        const data = new TextEncoder().encode(command.args[2] ?? `state through ${index}`);
+        this.#out.push(node.core.compact(index, data) ? "ok" : "ignored");
+        break;
+      }
       case "hold-saves":
         id().holdSaves = true;
         break;
@@ -204,7 +215,7 @@ export class CoreCluster {
       electionTimeoutMinMs: ELECTION_MIN,
       electionTimeoutMaxMs: ELECTION_MAX,
       maxEntriesPerAppend: option("max-entries", 64),
-      maxAppendBytes: 64 * 1024,
+      maxAppendBytes: option("max-bytes", 64 * 1024),
       maxInflightAppends: option("max-inflight", 4),
       random: () => 0,
       preVote: command.args.includes("pre-vote"),
@@ -254,10 +265,13 @@ export class CoreCluster {
     node.waitingSends = [];
     node.savesAsked = node.savesDone = 0;
     if (announce) {
+      const snapshot = state.snapshot === null
+        ? ""
+        : `, snapshot through ${state.snapshot.index}@${state.snapshot.term}`;
       this.#out.push(
-        `${node.id} restarts: term ${state.term}, vote ${state.votedFor ?? "none"}, log ${
-          state.log.map((entry) => entry.term).join(",") || "empty"
-        }`,
+        `${node.id} restarts: term ${state.term}, vote ${
+          state.votedFor ?? "none"
+        }${snapshot}, log ${state.log.map((entry) => entry.term).join(",") || "empty"}`,
       );
     }
   }
@@ -287,7 +301,13 @@ export class CoreCluster {
       node.waitingSends.push({ savesBefore: node.savesAsked + 1, request });
     }
     for (const msg of ready.apply) {
-      this.#out.push(`${node.id} applies ${msg.commandIndex}@${msg.commandTerm}:${msg.command}`);
+      this.#out.push(
+        msg.snapshotValid
+          ? `${node.id} applies the snapshot through ${msg.snapshotIndex}@${msg.snapshotTerm}: ${
+            new TextDecoder().decode(msg.snapshot!)
+          }`
+          : `${node.id} applies ${msg.commandIndex}@${msg.commandTerm}:${msg.command}`,
+      );
     }
     if (ready.save !== null && ready.saveMark !== null) {
       node.savesAsked++;
@@ -371,12 +391,19 @@ export class CoreCluster {
             args: request.args,
             reply: reply as RequestVoteReply | null,
           }, this.#now);
-        } else {
+        } else if (request.method === "AppendEntries") {
           requester.core.step({
             type: "AppendEntriesReply",
             from,
             args: request.args,
             reply: reply as AppendEntriesReply | null,
+          }, this.#now);
+        } else {
+          requester.core.step({
+            type: "InstallSnapshotReply",
+            from,
+            args: request.args,
+            reply: reply as InstallSnapshotReply | null,
           }, this.#now);
         }
       }
@@ -388,7 +415,13 @@ export class CoreCluster {
   #answer(node: Node, request: Outgoing, from: number): void {
     const reply = request.method === "RequestVote"
       ? node.core.step({ type: "RequestVote", args: request.args }, this.#now)
-      : node.core.step({ type: "AppendEntries", args: request.args }, this.#now);
+      : request.method === "AppendEntries"
+      ? node.core.step({ type: "AppendEntries", args: request.args }, this.#now)
+      : node.core.step({
+        type: "InstallSnapshot",
+        args: request.args,
+        data: decodeBase64(request.args.data)!,
+      }, this.#now);
     this.#process(node);
     const queued = { kind: "reply" as const, request, from: node.id, to: from, reply };
     if (node.savesDone >= node.savesAsked) this.#enqueue(queued);
@@ -418,13 +451,12 @@ export class CoreCluster {
   }
 
   #printLog(node: Node): void {
-    const { log } = node.disk.state();
+    const { log, snapshot } = node.disk.state();
+    const first = (snapshot?.index ?? 0) + 1;
+    const prefix = snapshot === null ? "" : `snapshot through ${snapshot.index}@${snapshot.term}, `;
+    const entries = log.map((entry, i) => `${first + i}@${entry.term}:${entry.command}`);
     this.#out.push(
-      log.length === 0
-        ? `${node.id}: empty`
-        : `${node.id}: ${
-          log.map((entry, i) => `${i + 1}@${entry.term}:${entry.command}`).join(" ")
-        }`,
+      `${node.id}: ${prefix}${entries.length === 0 ? "no entries" : entries.join(" ")}`,
     );
   }
 
@@ -451,10 +483,20 @@ function describeChange(change: PersistChange): string {
     : change.log.entries.length === 0
     ? ` log from ${change.log.from}: none`
     : ` log from ${change.log.from}: ${describeEntries(change.log.from, change.log.entries)}`;
-  return `term ${change.term} vote ${change.votedFor ?? "none"}${log}`;
+  const snapshot = change.snapshot === undefined
+    ? ""
+    : ` snapshot through ${change.snapshot.index}@${change.snapshot.term}`;
+  return `term ${change.term} vote ${change.votedFor ?? "none"}${snapshot}${log}`;
 }
 
 function describeRequest(request: Outgoing): string {
+  if (request.method === "InstallSnapshot") {
+    const args = request.args;
+    const bytes = decodeBase64(args.data)!.length;
+    return `InstallSnapshot term ${args.term} through ${args.lastIncludedIndex}@${args.lastIncludedTerm} offset ${args.offset} bytes ${bytes}${
+      args.done ? " done" : ""
+    }`;
+  }
   if (request.method === "RequestVote") {
     const args: RequestVoteArgs = request.args;
     return `${
@@ -468,7 +510,16 @@ function describeRequest(request: Outgoing): string {
   return `AppendEntries term ${args.term} prev ${args.prevLogIndex}@${args.prevLogTerm} commit ${args.leaderCommit}${entries}`;
 }
 
-function describeReply(request: Outgoing, reply: RequestVoteReply | AppendEntriesReply): string {
+function describeReply(
+  request: Outgoing,
+  reply: RequestVoteReply | AppendEntriesReply | InstallSnapshotReply,
+): string {
+  if (request.method === "InstallSnapshot") {
+    const snapshot = reply as InstallSnapshotReply;
+    return `InstallSnapshot reply term ${snapshot.term} holds ${snapshot.offset}${
+      snapshot.installed ? " installed" : ""
+    }`;
+  }
   if (request.method === "RequestVote") {
     const vote = reply as RequestVoteReply;
     const kind = request.args.preVote === true ? "PreVote" : "RequestVote";

@@ -33,9 +33,8 @@ export const mutants: Mutant[] = [
     name: "vote not persisted before replying",
     description: "the driver answers RequestVote without waiting for the save of the vote",
     file: "driver.ts",
-    find: "    await this.#saveChain;\n    return this.#dead ? undefined : reply;",
-    replace:
-      "    if (method !== RequestVote) await this.#saveChain;\n    return this.#dead ? undefined : reply;",
+    find: "    await this.#saveChain;\n    if (this.#dead) return undefined;",
+    replace: "    if (method !== RequestVote) await this.#saveChain;\n    if (this.#dead) return undefined;",
     huntable: true,
   },
   {
@@ -43,9 +42,9 @@ export const mutants: Mutant[] = [
     description:
       "the driver answers AppendEntries without waiting for the save of the entries it appended, so a crash can lose entries the leader counted toward a commit",
     file: "driver.ts",
-    find: "    await this.#saveChain;\n    return this.#dead ? undefined : reply;",
+    find: "    await this.#saveChain;\n    if (this.#dead) return undefined;",
     replace:
-      "    if (method !== AppendEntries) await this.#saveChain;\n    return this.#dead ? undefined : reply;",
+      "    if (method !== AppendEntries) await this.#saveChain;\n    if (this.#dead) return undefined;",
     huntable: true,
   },
   {
