@@ -62,7 +62,7 @@ function summary(result: ExploreResult): string {
     result.core.join(",")
   }, ${
     (result.virtualMs / 1000).toFixed(1)
-  } virtual s, ${result.events} events, ${result.commits} commits, ${result.leaderTerms} leader terms, ${result.crashes} crashes, digest ${result.digest}: ${
+  } virtual s, ${result.events} events, ${result.commits} commits, ${result.leaderTerms} leader terms, ${result.crashes} crashes, ${result.snapshots.taken} snapshots taken and ${result.snapshots.applied} handed over, digest ${result.digest}: ${
     result.violation === null ? "ok" : "VIOLATION"
   }`;
 }
@@ -86,12 +86,14 @@ async function main(argv: string[]): Promise<number> {
   let virtualMs = 0;
   let events = 0;
   let commits = 0;
+  let snapshotsApplied = 0;
   const failed: number[] = [];
   for (let seed = from; seed < from + seeds; seed++) {
     const result = await exploreSeed(seed, options);
     virtualMs += result.virtualMs;
     events += result.events;
     commits += result.commits;
+    snapshotsApplied += result.snapshots.applied;
     if (result.violation !== null) {
       failed.push(seed);
       printViolation(result, console.log);
@@ -112,9 +114,9 @@ async function main(argv: string[]): Promise<number> {
       (virtualMs / 3_600_000).toFixed(2)
     } hours of virtual time (${
       Math.round(virtualMs / 1000)
-    } s), ${events} events, ${commits} commits, in ${wall.toFixed(1)} s of wall time. Violations: ${
-      failed.length === 0 ? "none" : failed.join(", ")
-    }.`,
+    } s), ${events} events, ${commits} commits, ${snapshotsApplied} snapshots handed to services, in ${
+      wall.toFixed(1)
+    } s of wall time. Violations: ${failed.length === 0 ? "none" : failed.join(", ")}.`,
   );
   return failed.length === 0 ? 0 : 1;
 }

@@ -52,6 +52,11 @@ export interface ExploreOptions {
   onTrace?: (line: string) => void;
   /** Extra Raft options for every peer. */
   raftOptions?: RaftOptions;
+  /**
+   * Whether services take snapshots (every 3, 7, 20 or 50 commands, or never, as the seed
+   * draws). Default true.
+   */
+  snapshots?: boolean;
 }
 
 /** What one seed's run did. */
@@ -71,6 +76,8 @@ export interface ExploreResult {
   commits: number;
   leaderTerms: number;
   crashes: number;
+  /** Snapshots services took, and snapshots services were handed (installs and restarts). */
+  snapshots: { taken: number; applied: number };
   /** The first violation, with the trace leading to it; null if the run was clean. */
   violation: (Violation & { trace: string[] }) | null;
 }
@@ -122,6 +129,10 @@ class ExplorerRun {
   /** Current instance's outgoing end names: #ends[i][j] reaches j. */
   readonly #ends: string[][];
   readonly #instances: number[];
+  /** How often services snapshot (every N applied commands; 0: never), drawn per seed. */
+  readonly #snapshotEvery: number;
+  #snapshotsTaken = 0;
+  #snapshotsApplied = 0;
   /** #directions[from][to]: how messages from `from` to `to` fare. */
   readonly #directions: DirectionFault[][];
   readonly #trace: string[] = [];
@@ -160,6 +171,11 @@ class ExplorerRun {
     this.#saveDelayMaxMs = new Array(this.#n).fill(0);
     this.#ends = Array.from({ length: this.#n }, () => []);
     this.#instances = new Array(this.#n).fill(0);
+    // From a stream of its own, so that the fault plan reads the same with or without snapshots.
+    const snapshotRandom = seededRandom(seed, 2);
+    this.#snapshotEvery = options.snapshots === false
+      ? 0
+      : [0, 3, 7, 20, 50][randomInt(snapshotRandom, 0, 4)]!;
     this.#directions = Array.from(
       { length: this.#n },
       () => Array.from({ length: this.#n }, () => ({ ...healthy })),
@@ -200,6 +216,7 @@ class ExplorerRun {
       commits: this.#checker.committedCount,
       leaderTerms: this.#checker.leaderTerms,
       crashes: this.#crashes,
+      snapshots: { taken: this.#snapshotsTaken, applied: this.#snapshotsApplied },
       violation,
     };
   }
@@ -287,10 +304,29 @@ class ExplorerRun {
     }
     for (const name of this.#ends[i]!) this.#net.deleteEnd(name);
     this.#ends[i] = names;
+    // The service: the JSON text of every command applied, index i at i - 1. It snapshots
+    // itself every `snapshotEvery` commands, from inside the apply callback.
+    let service: string[] = [];
     const raft = await this.#make(ends, i, persister, (msg) => {
+      if (msg.snapshotValid) {
+        const commands = JSON.parse(new TextDecoder().decode(msg.snapshot!)) as string[];
+        this.#log(`peer ${i} applies the snapshot through ${msg.snapshotIndex}`);
+        checker.onSnapshotApplied(i, msg.snapshotIndex, msg.snapshotTerm, commands);
+        service = commands;
+        this.#snapshotsApplied++;
+        for (const command of commands) this.#onApply(i, JSON.parse(command));
+        return;
+      }
       this.#log(`peer ${i} applies ${msg.commandIndex} = ${JSON.stringify(msg.command)}`);
       checker.onApply(i, msg, this.#rafts[i]?.getState().term ?? 0);
       this.#onApply(i, msg.command);
+      service.push(JSON.stringify(msg.command));
+      if (this.#snapshotEvery > 0 && msg.commandIndex % this.#snapshotEvery === 0) {
+        const data = new TextEncoder().encode(JSON.stringify(service));
+        this.#log(`peer ${i} snapshots through ${msg.commandIndex} (${data.length} bytes)`);
+        this.#rafts[i]?.snapshot(msg.commandIndex, data);
+        this.#snapshotsTaken++;
+      }
     }, {
       clock: this.#sim.clock,
       random: this.#sim.random,

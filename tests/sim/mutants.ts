@@ -34,7 +34,8 @@ export const mutants: Mutant[] = [
     description: "the driver answers RequestVote without waiting for the save of the vote",
     file: "driver.ts",
     find: "    await this.#saveChain;\n    if (this.#dead) return undefined;",
-    replace: "    if (method !== RequestVote) await this.#saveChain;\n    if (this.#dead) return undefined;",
+    replace:
+      "    if (method !== RequestVote) await this.#saveChain;\n    if (this.#dead) return undefined;",
     huntable: true,
   },
   {
@@ -90,6 +91,24 @@ export const mutants: Mutant[] = [
     file: "raft/core.ts",
     find: "if (!this.#tracker.quorumActive()) {",
     replace: "if (false) {",
+    huntable: true,
+  },
+  {
+    name: "a snapshot at or below the commit index is installed",
+    description:
+      "a follower installs a snapshot older than what it committed, so its service goes back in time (Figure 13 installs only what is new)",
+    file: "raft/core.ts",
+    find: "    if (index <= this.#commitIndex) return reply(offset + data.length, true);",
+    replace: "",
+    huntable: true,
+  },
+  {
+    name: "a snapshot records the wrong term",
+    description:
+      "the service's snapshot is saved with the term of the entry before its last index, so followers that install it disagree with the log about that entry",
+    file: "raft/core.ts",
+    find: "    const term = this.#log.termAt(index)!;\n    this.#log.compact(index, term);",
+    replace: "    const term = this.#log.termAt(index - 1)!;\n    this.#log.compact(index, term);",
     huntable: true,
   },
   {

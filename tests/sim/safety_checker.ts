@@ -11,6 +11,9 @@
  *   peer already told anyone about.
  * - Votes are never forgotten: a peer that restarts in the term of a vote it granted still holds
  *   that vote (Election Safety rests on it).
+ * - Snapshots hold the committed history: a snapshot saved or handed to a service covers exactly
+ *   the committed entries up to its index (and their term there), and a peer never goes back
+ *   below what it applied.
  * - Committed entries are electable only with them: once an entry is committed, no peer whose log
  *   lacks it may be at least as up-to-date (§5.4.1) as a majority, or it could win an election
  *   without it. This sees a Figure 8 history the moment the wrong entry commits, not only when a
@@ -57,6 +60,10 @@ export class SafetyChecker {
    * than the term of anyone who learned of the commit.
    */
   readonly #committedTerm = new Map<number, number>();
+  /** The committed entries in order, as [term, command text]: index i is at i - 1. */
+  readonly #committedEntries: [number, string][] = [];
+  /** The hash of the committed prefix through each index (at index - 1). */
+  readonly #committedHashes: string[] = [];
   /** Per peer, the last index its current instance applied. */
   readonly #lastApplied: number[];
   /** Per peer, the log its current instance has asked to save: entries as [term, command text]. */
@@ -128,7 +135,42 @@ export class SafetyChecker {
     this.#lastApplied[peer] = 0;
     this.#logs[peer] = [];
     this.#prefixHashes[peer] = [];
-    this.#appendToLog(peer, 1, state.log);
+    const snapshotIndex = state.snapshot?.index ?? 0;
+    if (state.snapshot !== null) this.#takeSnapshot(peer, state.snapshot);
+    this.#appendToLog(peer, snapshotIndex + 1, state.log);
+  }
+
+  /**
+   * `peer`'s disk now holds `snapshot` in place of its log through `snapshot.index`: that must be
+   * the committed history through there. The peer's log (as this checker follows it) starts with
+   * the committed entries.
+   */
+  #takeSnapshot(peer: number, snapshot: { index: number; term: number }): void {
+    const { index, term } = snapshot;
+    if (index > this.#committedEntries.length) {
+      this.#fail(
+        "Snapshots hold the committed history",
+        `peer ${peer} saved a snapshot through ${index}, but only ${this.#committedEntries.length} entries are known committed`,
+      );
+      return;
+    }
+    if (index > 0 && this.#committedEntries[index - 1]![0] !== term) {
+      this.#fail(
+        "Snapshots hold the committed history",
+        `peer ${peer} saved a snapshot through ${index} in term ${term}, but the committed entry there has term ${
+          this.#committedEntries[index - 1]![0]
+        }`,
+      );
+    }
+    const log = this.#logs[peer]!;
+    const hashes = this.#prefixHashes[peer]!;
+    if (
+      log.length >= index && (index === 0 || hashes[index - 1] === this.#committedHashes[index - 1])
+    ) {
+      return; // the log already holds the committed entries there
+    }
+    this.#logs[peer] = this.#committedEntries.slice(0, index).map(([t, c]) => [t, c]);
+    this.#prefixHashes[peer] = this.#committedHashes.slice(0, index);
   }
 
   /** A peer sent a request or a reply carrying `term`. */
@@ -149,6 +191,7 @@ export class SafetyChecker {
 
   /** A peer asked its disk to save `change`: its log now reads so. */
   onSave(peer: number, change: PersistChange): void {
+    if (change.snapshot !== undefined) this.#takeSnapshot(peer, change.snapshot);
     if (change.log === undefined) return;
     const { from, entries } = change.log;
     const log = this.#logs[peer]!;
@@ -247,6 +290,49 @@ export class SafetyChecker {
     }
   }
 
+  /**
+   * `peer`'s service was handed a snapshot through `index` in `term`, holding `commands` (the
+   * JSON text of each command, index i at i - 1): exactly the committed history through there,
+   * and no step back from what the peer applied.
+   */
+  onSnapshotApplied(peer: number, index: number, term: number, commands: string[]): void {
+    if (index < this.#lastApplied[peer]!) {
+      this.#fail(
+        "State Machine Safety",
+        `peer ${peer} was handed a snapshot through ${index} after applying up to ${
+          this.#lastApplied[peer]
+        }`,
+      );
+    }
+    if (commands.length !== index) {
+      this.#fail(
+        "Snapshots hold the committed history",
+        `peer ${peer} was handed a snapshot through ${index} holding ${commands.length} commands`,
+      );
+    }
+    for (let i = 0; i < commands.length; i++) {
+      const committed = this.#committedEntries[i];
+      if (committed === undefined || committed[1] !== commands[i]) {
+        this.#fail(
+          "Snapshots hold the committed history",
+          `peer ${peer} was handed a snapshot through ${index} with ${commands[i]} at index ${
+            i + 1
+          }, where ${committed?.[1] ?? "nothing"} was committed`,
+        );
+        break;
+      }
+    }
+    if (index > 0 && this.#committedEntries[index - 1]?.[0] !== term) {
+      this.#fail(
+        "Snapshots hold the committed history",
+        `peer ${peer} was handed a snapshot through ${index} in term ${term}, but the committed entry there has term ${
+          this.#committedEntries[index - 1]?.[0]
+        }`,
+      );
+    }
+    this.#lastApplied[peer] = index;
+  }
+
   /** `peer`'s service was handed `msg`; `term` is the peer's current term. */
   onApply(peer: number, msg: ApplyMsg, term: number): void {
     const text = JSON.stringify(msg.command);
@@ -270,6 +356,12 @@ export class SafetyChecker {
     }
     this.#committed.set(msg.commandIndex, text);
     this.#committedTerm.set(msg.commandIndex, term);
+    if (msg.commandIndex === this.#committedEntries.length + 1) {
+      this.#committedEntries.push([msg.commandTerm, text]);
+      this.#committedHashes.push(
+        hashPrefix(this.#committedHashes.at(-1) ?? "", msg.commandTerm, text),
+      );
+    }
     this.#checkElectableOnlyWith(msg.commandIndex, text);
     const started = this.#started.get(text);
     if (started !== undefined && started.index !== msg.commandIndex) {
