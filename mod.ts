@@ -41,6 +41,7 @@ export {
   NotLeaderError,
   OverloadedError,
   ProposalDroppedError,
+  ProposalOutcomeUnknownError,
 } from "./src/node/errors.ts";
 export { MemoryPersister } from "./src/storage/memory_persister.ts";
 export { make } from "./src/driver.ts";

@@ -464,3 +464,83 @@ Deno.test("status() lists each follower's progress on the leader", sanitized, as
     assert.deepEqual(cluster.nodes.find((node) => node !== leader)!.status().followers, []);
   });
 });
+
+Deno.test(
+  "snapshots: the policy compacts the log, a lagging node is caught up by snapshot, a restart restores",
+  sanitized,
+  async () => {
+    const sim = new Simulator({ seed: 11 });
+    await sim.run(async () => {
+      const cluster = await NodeCluster.start(3, {
+        clock: sim.clock,
+        random: sim.random,
+        nodeOptions: { snapshotEveryEntries: 5 },
+      });
+      try {
+        const leader = await waitForLeader(cluster, sim);
+        const lagging = cluster.nodes.find((node) => node !== leader)!.id;
+        cluster.connect(lagging, false);
+        for (let i = 0; i < 23; i++) await leader.propose(`c${i}`);
+        const disk = cluster.disks[leader.id]!.state();
+        assert.ok(
+          disk.snapshot !== null && disk.snapshot.index >= 20,
+          `snapshot ${disk.snapshot?.index}`,
+        );
+        assert.ok(disk.log.length <= 5, `the log on disk holds ${disk.log.length} entries`);
+        assert.match(leader.metrics(), /raft_snapshots_total\{origin="taken"\} [1-9]/);
+
+        cluster.connect(lagging, true);
+        await leader.propose("after");
+        await sleep(sim.clock, 1000);
+        const machine = cluster.machines[lagging]!;
+        assert.ok(machine.restoredFrom.length > 0, "the lagging node got a snapshot");
+        assert.deepEqual(
+          [...machine.applied.values()],
+          [...cluster.machines[leader.id]!.applied.values()],
+          "it holds the same state as the leader",
+        );
+        assert.equal(cluster.nodes[lagging]!.status().lastApplied, leader.status().lastApplied);
+
+        await cluster.restart(leader.id);
+        await waitForLeader(cluster, sim);
+        await sleep(sim.clock, 500);
+        const restarted = cluster.machines[leader.id]!;
+        assert.deepEqual(
+          restarted.restoredFrom.length,
+          1,
+          "a restart restores the saved snapshot first",
+        );
+        assert.ok([...restarted.applied.values()].includes("after"), "and applies what follows it");
+      } finally {
+        await cluster.close();
+      }
+    }, { timeLimitMs: 600_000 });
+  },
+);
+
+Deno.test(
+  "snapshots: a state machine whose snapshot() returns no bytes stops the node",
+  sanitized,
+  async () => {
+    const node = await RaftNode.create<string, string>({
+      id: 0,
+      peers: [{ call: () => Promise.resolve(undefined) }],
+      persister: new MemoryPersister(),
+      stateMachine: {
+        apply: (command) => command,
+        snapshot: () => "not bytes" as unknown as Uint8Array,
+        restore: () => {},
+      },
+      snapshotEveryEntries: 1,
+      electionTimeoutMinMs: 20,
+      electionTimeoutMaxMs: 40,
+      heartbeatIntervalMs: 10,
+      trace: null,
+    });
+    await new Promise((resolve) => node.addEventListener("leaderchange", resolve, { once: true }));
+    await node.propose("x").catch(() => {});
+    const closed = await node.closed.then(() => null, (error) => error);
+    assert.ok(closed instanceof FatalError && closed.reason === "apply", String(closed));
+    assert.match((closed.cause as Error).message, /must return a Uint8Array/);
+  },
+);

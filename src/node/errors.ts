@@ -90,3 +90,13 @@ export class NodeClosedError extends Error {
   /** The class name, for stack traces. */
   override name = "NodeClosedError";
 }
+
+/**
+ * The node's state machine was replaced by a snapshot from the leader that covers this
+ * proposal's index: whether the command was applied is unknown. Read the state to find out, or
+ * propose again if the command is safe to apply twice.
+ */
+export class ProposalOutcomeUnknownError extends Error {
+  /** The class name, for stack traces. */
+  override name = "ProposalOutcomeUnknownError";
+}

@@ -18,6 +18,7 @@ import {
   NotLeaderError,
   OverloadedError,
   ProposalDroppedError,
+  ProposalOutcomeUnknownError,
 } from "./errors.ts";
 import { checkJsonData } from "./json_data.ts";
 import { Histogram, SeriesFamily } from "./metrics.ts";
@@ -36,6 +37,18 @@ export interface StateMachine<C, R> {
    * would corrupt the state.
    */
   apply(command: C, index: number): R | Promise<R>;
+  /**
+   * Optional: the whole state as bytes, for a snapshot (§7). The node calls it between two
+   * applies, when its snapshot policy says so, and then compacts its log through the last index
+   * applied. Without it (or without `restore`), the log grows for ever.
+   */
+  snapshot?(): Uint8Array | Promise<Uint8Array>;
+  /**
+   * Optional: replaces the whole state with a snapshot's, through log index `index`: one this
+   * node saved before a restart, or one the leader sent because this node lagged behind what it
+   * compacted. The next command applied has index `index + 1`.
+   */
+  restore?(data: Uint8Array, index: number): void | Promise<void>;
 }
 
 /**
@@ -77,6 +90,18 @@ export interface RaftNodeOptions<C, R> extends Omit<RaftOptions, "noopOnElection
    * whose followers stopped answering cannot exhaust its memory.
    */
   maxUncommittedBytes?: number;
+  /**
+   * Take a snapshot (with the state machine's `snapshot()`) once this many entries were applied
+   * since the last one. Default 10 000: restarts replay at most that many commands, and a
+   * snapshot every 10 000 commands costs little next to them.
+   */
+  snapshotEveryEntries?: number;
+  /**
+   * Take a snapshot once the commands applied since the last one add up to this many bytes of
+   * JSON. Default 16 MiB: with large commands, the log on disk and in memory stays bounded by
+   * about this much.
+   */
+  snapshotEveryBytes?: number;
   /** Aborting it closes the node. */
   signal?: AbortSignal;
 }
@@ -169,6 +194,8 @@ interface Pending {
 }
 
 const defaultMaxUncommittedBytes = 64 * 1024 * 1024;
+const defaultSnapshotEveryEntries = 10_000;
+const defaultSnapshotEveryBytes = 16 * 1024 * 1024;
 
 /** Buckets of the save latency histogram, in seconds: 50 us to 2.5 s. */
 const saveBuckets = [
@@ -239,6 +266,10 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
   readonly #maxUncommittedBytes: number;
   readonly #clock: Clock;
   readonly #userOnFatal: ((error: FatalError) => void) | null;
+  readonly #snapshotEveryEntries: number;
+  readonly #snapshotEveryBytes: number;
+  /** Entries and bytes of commands applied since the last snapshot. */
+  #sinceSnapshot = { entries: 0, bytes: 0 };
   readonly #pending = new Map<number, Pending>();
   readonly #listeners = new WeakMap<object, EventListener>();
   #lastApplied = 0;
@@ -276,6 +307,11 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
       "counter",
       "Bytes of JSON of RPC requests and their replies, sent (out) or answered (in), by method.",
     ),
+    snapshots: new SeriesFamily(
+      "raft_snapshots_total",
+      "counter",
+      "Snapshots the state machine took here, and snapshots it was restored from.",
+    ),
     saveSeconds: new Histogram(
       "raft_save_duration_seconds",
       "Time from asking the persister to save until it resolved.",
@@ -300,6 +336,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
     this.#maxUncommittedBytes = options.maxUncommittedBytes ?? defaultMaxUncommittedBytes;
     this.#clock = options.clock ?? realClock;
     this.#userOnFatal = options.onFatal ?? null;
+    this.#snapshotEveryEntries = options.snapshotEveryEntries ?? defaultSnapshotEveryEntries;
+    this.#snapshotEveryBytes = options.snapshotEveryBytes ?? defaultSnapshotEveryBytes;
     this.#role = peer.core.role;
     this.#leaderId = peer.core.leaderId;
     this.closed = new Promise((resolve, reject) => {
@@ -311,7 +349,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
     hooks.saved = (ms) => this.#metrics.saveSeconds.observe(ms / 1000);
     hooks.rpc = (direction, method, args, reply) =>
       this.#observeRpc(direction, method, args, reply);
-    hooks.apply = (msg) => this.#apply(msg);
+    hooks.attach((msg) => this.#apply(msg));
     hooks.fatal = (error) => this.#fatal(error);
     transport?.setHandler(this);
     options.signal?.addEventListener("abort", () => this.close(), { once: true });
@@ -350,11 +388,20 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
         `Option id must be an index into peers (0..${ends.length - 1}), got ${String(id)}`,
       );
     }
-    const limit = options.maxUncommittedBytes;
-    if (limit !== undefined && (!Number.isSafeInteger(limit) || limit <= 0)) {
-      throw new RangeError(
-        `Option maxUncommittedBytes must be a positive integer, got ${String(limit)}`,
-      );
+    for (
+      const key of ["maxUncommittedBytes", "snapshotEveryEntries", "snapshotEveryBytes"] as const
+    ) {
+      const value = options[key];
+      if (value !== undefined && (!Number.isSafeInteger(value) || value <= 0)) {
+        throw new RangeError(`Option ${key} must be a positive integer, got ${String(value)}`);
+      }
+    }
+    const { snapshot, restore } = stateMachine;
+    if (
+      (snapshot !== undefined && typeof snapshot !== "function") ||
+      (restore !== undefined && typeof restore !== "function")
+    ) {
+      throw new TypeError(`Option stateMachine's snapshot and restore must be methods`);
     }
     const addresses = options.addresses;
     if (
@@ -494,6 +541,10 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
 
   /** The applier: a committed entry, in order. */
   async #apply(msg: ApplyMsg): Promise<void> {
+    if (msg.snapshotValid) {
+      await this.#restore(msg.snapshot!, msg.snapshotIndex);
+      return;
+    }
     const pending = this.#pending.get(msg.commandIndex);
     if (!msg.commandValid) {
       this.#lastApplied = msg.commandIndex;
@@ -502,11 +553,64 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
     }
     const result = await this.#stateMachine.apply(msg.command as C, msg.commandIndex);
     this.#lastApplied = msg.commandIndex;
-    if (pending === undefined) return;
-    if (pending.term === msg.commandTerm) pending.resolve(result);
-    else {
-      this.#rejected("dropped");
-      pending.reject(new ProposalDroppedError(msg.commandIndex, pending.term));
+    if (pending !== undefined) {
+      if (pending.term === msg.commandTerm) pending.resolve(result);
+      else {
+        this.#rejected("dropped");
+        pending.reject(new ProposalDroppedError(msg.commandIndex, pending.term));
+      }
+    }
+    const command = msg.command;
+    this.#sinceSnapshot.entries++;
+    this.#sinceSnapshot.bytes += typeof command === "string"
+      ? command.length + 2
+      : JSON.stringify(command).length;
+    if (
+      this.#sinceSnapshot.entries >= this.#snapshotEveryEntries ||
+      this.#sinceSnapshot.bytes >= this.#snapshotEveryBytes
+    ) {
+      await this.#takeSnapshot(msg.commandIndex);
+    }
+  }
+
+  /** The snapshot policy fired after applying `index`: snapshot the state, compact the log. */
+  async #takeSnapshot(index: number): Promise<void> {
+    const { snapshot, restore } = this.#stateMachine;
+    if (snapshot === undefined || restore === undefined) return;
+    const data = await snapshot.call(this.#stateMachine);
+    if (!(data instanceof Uint8Array)) {
+      throw new TypeError(
+        `StateMachine.snapshot() must return a Uint8Array, got ${
+          Object.prototype.toString.call(data)
+        }`,
+      );
+    }
+    this.#sinceSnapshot = { entries: 0, bytes: 0 };
+    this.#metrics.snapshots.add(1, { origin: "taken" });
+    this.#peer.snapshot(index, data);
+  }
+
+  /** A snapshot replaces the state: saved before a restart, or sent by the leader. */
+  async #restore(data: Uint8Array, index: number): Promise<void> {
+    const restore = this.#stateMachine.restore;
+    if (restore === undefined) {
+      throw new TypeError(
+        `Received a snapshot through ${index}, but the state machine has no restore() method`,
+      );
+    }
+    await restore.call(this.#stateMachine, data, index);
+    this.#lastApplied = index;
+    this.#sinceSnapshot = { entries: 0, bytes: 0 };
+    this.#metrics.snapshots.add(1, { origin: "restored" });
+    // Proposals the snapshot covers may or may not be in it: their outcome is unknown here.
+    for (const [at, pending] of this.#pending) {
+      if (at > index) continue;
+      this.#rejected("unknown");
+      pending.reject(
+        new ProposalOutcomeUnknownError(
+          `The proposal at index ${at} is covered by a snapshot from the leader; whether it was applied is unknown`,
+        ),
+      );
     }
   }
 
@@ -689,6 +793,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
       gauge("raft_last_log_index", "Index of the last log entry.", core.lastIndex),
       this.#metrics.rpcs.render(),
       this.#metrics.rpcBytes.render(),
+      this.#metrics.snapshots.render(),
+      gauge("raft_snapshot_index", "The last index of the latest snapshot.", core.snapshotIndex),
       this.#metrics.saveSeconds.render(),
     ].join("\n") + "\n";
   }
@@ -747,16 +853,28 @@ function reportListenerError(error: unknown): void {
 }
 
 /**
- * Connects the peer to the node. The peer starts before the node exists, but it cannot step,
- * apply or fail before the node's constructor, which runs right after, assigns these: nothing
- * reaches a peer that is not registered with a transport yet, and its first timer is a macrotask
- * away.
+ * Connects the peer to the node. The peer starts before the node exists, and may hand it a
+ * snapshot loaded from disk at once: applies wait here until the node's constructor attaches.
+ * Nothing else can happen before: nothing reaches a peer that no transport knows of yet, and its
+ * first timer is a macrotask away.
  */
 class NodeHooks implements PeerObserver {
   ready: (ready: Ready) => void = () => {};
   saved: (ms: number) => void = () => {};
   rpc: (direction: "in" | "out", method: string, args: unknown, reply: unknown) => void = () => {};
-  apply: (msg: ApplyMsg) => Promise<void> = () =>
-    Promise.reject(new Error("An entry was applied before its node was constructed"));
   fatal: (error: FatalError) => void = () => {};
+  #applyTo: ((msg: ApplyMsg) => Promise<void>) | null = null;
+  #attach!: () => void;
+  readonly #attached = new Promise<void>((resolve) => this.#attach = resolve);
+
+  /** From now on, applies go to `apply`. */
+  attach(apply: (msg: ApplyMsg) => Promise<void>): void {
+    this.#applyTo = apply;
+    this.#attach();
+  }
+
+  async apply(msg: ApplyMsg): Promise<void> {
+    if (this.#applyTo === null) await this.#attached;
+    return this.#applyTo!(msg);
+  }
 }

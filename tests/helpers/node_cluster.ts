@@ -23,11 +23,28 @@ export class RecordingStateMachine implements StateMachine<string, string> {
   /** Optional hook, called before each apply returns. */
   onApply: ((command: string, index: number) => void) | null = null;
 
+  /** The indexes of the snapshots this machine was restored from. */
+  readonly restoredFrom: number[] = [];
+
   apply(command: string, index: number): string {
     if (this.applied.has(index)) throw new Error(`Index ${index} applied twice`);
     this.applied.set(index, command);
     this.onApply?.(command, index);
     return `applied ${command} at ${index}`;
+  }
+
+  snapshot(): Uint8Array {
+    return new TextEncoder().encode(JSON.stringify([...this.applied]));
+  }
+
+  restore(data: Uint8Array, index: number): void {
+    const entries = JSON.parse(new TextDecoder().decode(data)) as [number, string][];
+    if (entries.some(([at]) => at > index)) {
+      throw new Error(`A snapshot through ${index} holds later entries`);
+    }
+    this.applied.clear();
+    for (const [at, command] of entries) this.applied.set(at, command);
+    this.restoredFrom.push(index);
   }
 }
 
