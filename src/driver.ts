@@ -16,6 +16,14 @@ import {
   RequestVote,
   type RpcErrorReply,
 } from "./raft/messages.ts";
+import {
+  checkCommand,
+  type CommandLimits,
+  DEFAULT_MAX_COMMAND_BYTES,
+  DEFAULT_MAX_COMMAND_DEPTH,
+  MAX_TERM,
+  precheckCommand,
+} from "./raft/limits.ts";
 import { traceFromEnvironment } from "./trace.ts";
 import type {
   ApplyMsg,
@@ -109,11 +117,12 @@ export async function make(
       throw new RangeError(`Option ${key} must be a positive integer, got ${settings[key]}`);
     }
   }
+  const limits = commandLimits(options, persister);
   const preVote = options.preVote ?? true;
   if (typeof preVote !== "boolean") {
     throw new TypeError(`Option preVote must be a boolean, got ${String(preVote)}`);
   }
-  const state = checkLoadedState(await persister.load(), peers.length);
+  const state = checkLoadedState(await persister.load(), peers.length, limits);
   const clock = options.clock ?? realClock;
   const trace = options.trace === undefined ? traceFromEnvironment() : options.trace;
   const core = new RaftCore(
@@ -128,17 +137,51 @@ export async function make(
     state,
     clock.now(),
   );
-  return new RaftPeer(core, peers, me, persister, applyCh, clock, trace);
+  return new RaftPeer(core, peers, me, persister, applyCh, clock, trace, limits);
+}
+
+/**
+ * The command bounds from the options, checked: the persister's `maxCommandBytes` caps the
+ * option, since a command it cannot save would stop the peer.
+ */
+function commandLimits(options: RaftOptions, persister: Persister): CommandLimits {
+  const limits: CommandLimits = {
+    maxCommandDepth: options.maxCommandDepth ?? DEFAULT_MAX_COMMAND_DEPTH,
+    maxCommandBytes: options.maxCommandBytes ?? DEFAULT_MAX_COMMAND_BYTES,
+  };
+  for (const key of ["maxCommandDepth", "maxCommandBytes"] as const) {
+    const value = limits[key];
+    if (!Number.isSafeInteger(value) || value < 1) {
+      throw new RangeError(`Option ${key} must be a positive integer, got ${String(value)}`);
+    }
+  }
+  const persisterLimit = persister.maxCommandBytes;
+  if (persisterLimit !== undefined) {
+    if (!Number.isSafeInteger(persisterLimit) || persisterLimit < 1) {
+      throw new RangeError(
+        `Persister.maxCommandBytes must be a positive integer, got ${String(persisterLimit)}`,
+      );
+    }
+    limits.maxCommandBytes = Math.min(limits.maxCommandBytes, persisterLimit);
+  }
+  return limits;
 }
 
 /** Rejects what a persister returned unless it is a well-formed {@linkcode PersistentState}. */
-function checkLoadedState(state: unknown, peerCount: number): PersistentState {
+function checkLoadedState(
+  state: unknown,
+  peerCount: number,
+  limits: CommandLimits,
+): PersistentState {
   const fail = (what: string): never => {
     throw new TypeError(`Persister.load() returned a malformed state: ${what}`);
   };
   if (typeof state !== "object" || state === null) return fail(`not an object (${String(state)})`);
   const { term, votedFor, log } = state as Record<string, unknown>;
   if (!Number.isSafeInteger(term) || (term as number) < 0) return fail(`term ${String(term)}`);
+  if ((term as number) > MAX_TERM) {
+    return fail(`term ${term} is above ${MAX_TERM}, which leaves too little room for elections`);
+  }
   if (
     votedFor !== null &&
     (!Number.isInteger(votedFor) || (votedFor as number) < 0 || (votedFor as number) >= peerCount)
@@ -158,6 +201,8 @@ function checkLoadedState(state: unknown, peerCount: number): PersistentState {
     if ((entry as LogEntry).command === undefined) {
       return fail(`entry at index ${i + 1} has no command`);
     }
+    const refused = checkCommand((entry as LogEntry).command, limits);
+    if (refused !== null) return fail(`entry at index ${i + 1}: ${refused}`);
     previousTerm = entryTerm!;
     return { term: entryTerm!, command: (entry as LogEntry).command };
   });
@@ -173,6 +218,7 @@ class RaftPeer implements Raft {
   readonly #applyCh: (msg: ApplyMsg) => void | Promise<void>;
   readonly #clock: Clock;
   readonly #trace: TraceSink | null;
+  readonly #limits: CommandLimits;
 
   #dead = false;
   /** Settles once every save asked for so far is durable and handled, in order; never rejects. */
@@ -193,8 +239,10 @@ class RaftPeer implements Raft {
     applyCh: (msg: ApplyMsg) => void | Promise<void>,
     clock: Clock,
     trace: TraceSink | null,
+    limits: CommandLimits,
   ) {
     this.#core = core;
+    this.#limits = limits;
     this.#peers = peers;
     this.#me = me;
     this.#persister = persister;
@@ -205,35 +253,45 @@ class RaftPeer implements Raft {
   }
 
   start(command: unknown): { index: number; term: number; isLeader: boolean } {
-    const limit = this.#persister.maxCommandBytes;
+    const limit = this.#limits.maxCommandBytes;
     let copy: unknown;
     let length: number;
-    if (typeof command === "string" && (limit === undefined || command.length * 6 + 2 <= limit)) {
+    if (typeof command === "string" && command.length * 6 + 2 <= limit) {
       // A string needs no copy, and its JSON text has at most 6 bytes per code unit (a \uXXXX
       // escape) plus the quotes: only a long one must be encoded to check the limit. The length
       // only sizes messages, so escapes may be left out of it.
       copy = command;
       length = command.length + 2;
     } else {
+      // Before serializing: a command nested a million deep costs JSON.stringify most of a second.
+      const tooLarge = precheckCommand(command, this.#limits);
+      if (tooLarge !== null) throw new RangeError(tooLarge);
       let text: string | undefined;
       try {
         text = JSON.stringify(command);
       } catch (error) {
+        // E.g. a string too long for V8 ("Invalid string length").
+        if (error instanceof RangeError) {
+          throw new RangeError(`Command is too large to serialize: ${error.message}`);
+        }
         throw new TypeError(`Command must be a JSON value: ${(error as Error).message}`);
       }
       if (text === undefined) {
         throw new TypeError(`Command must be a JSON value, got ${String(command)}`);
       }
-      if (limit !== undefined && text.length > limit / 3) {
+      if (text.length > limit / 3) {
         const bytes = new TextEncoder().encode(text).length;
         if (bytes > limit) {
           throw new RangeError(
-            `Command is ${bytes} bytes of JSON, more than the persister's limit of ${limit} bytes`,
+            `Command is ${bytes} bytes of JSON, more than the limit of ${limit} bytes`,
           );
         }
       }
       // The log keeps its own copy, so the caller may reuse its object; a string cannot change.
       copy = typeof command === "string" ? command : JSON.parse(text);
+      // The copy is plain JSON: its depth is what every peer will see.
+      const refused = checkCommand(copy, this.#limits);
+      if (refused !== null) throw new RangeError(refused);
       length = text.length;
     }
     if (this.#dead) return { index: -1, term: this.#core.currentTerm, isLeader: false };
@@ -273,15 +331,19 @@ class RaftPeer implements Raft {
 
   async handleRpc(method: string, args: unknown): Promise<unknown> {
     if (this.#dead) return undefined;
-    const peerCount = this.#peers.length;
+    const limits = {
+      ...this.#limits,
+      peerCount: this.#peers.length,
+      currentTerm: this.#core.currentTerm,
+    };
     const now = this.#clock.now();
     let reply: unknown;
     if (method === RequestVote) {
-      const parsed = parseRequestVoteArgs(args, peerCount);
+      const parsed = parseRequestVoteArgs(args, limits);
       if (!parsed.ok) return this.#refuse(parsed.error);
       reply = this.#core.handleRequestVote(parsed.value, now);
     } else if (method === AppendEntries) {
-      const parsed = parseAppendEntriesArgs(args, peerCount);
+      const parsed = parseAppendEntriesArgs(args, limits);
       if (!parsed.ok) return this.#refuse(parsed.error);
       reply = this.#core.handleAppendEntries(parsed.value, now);
     } else {
@@ -375,14 +437,14 @@ class RaftPeer implements Raft {
         this.#core.handleRequestVoteReply(
           request.to,
           request.args,
-          parseRequestVoteReply(reply),
+          parseRequestVoteReply(reply, this.#core.currentTerm),
           now,
         );
       } else {
         this.#core.handleAppendEntriesReply(
           request.to,
           request.args,
-          parseAppendEntriesReply(reply),
+          parseAppendEntriesReply(reply, this.#core.currentTerm),
           now,
         );
       }

@@ -1,0 +1,152 @@
+/**
+ * Attacks on running peers: an insider who holds the secret and sends values no honest peer
+ * sends, and outsiders who do not and try to exhaust a peer instead. Each test names the issue
+ * item it covers; peers are `examples/kv/server.ts` processes (so a crash or a lowered open-file
+ * limit stays theirs), except where a lone `make()` peer in this process shows the point.
+ */
+
+import assert from "node:assert/strict";
+import { make } from "../src/driver.ts";
+import { MemoryPersister } from "../src/storage/memory_persister.ts";
+import type { ApplyMsg } from "../src/types.ts";
+import { FREELY_ACCEPTED_TERM, MAX_TERM_STEP } from "../src/raft/limits.ts";
+import {
+  assertCommits,
+  type InsiderCluster,
+  isErrorReply,
+  nestedArray,
+  startInsiderCluster,
+} from "./helpers/hostile.ts";
+import { sanitized } from "./helpers/sanitized.ts";
+import { waitFor } from "./helpers/websocket.ts";
+
+/** A heartbeat from the insider (peer 2) in `term`, which matches any log. */
+function heartbeat(term: number): Record<string, unknown> {
+  return { term, leaderId: 2, prevLogIndex: 0, prevLogTerm: 0, entries: [], leaderCommit: 0 };
+}
+
+async function terms(insider: InsiderCluster): Promise<number[]> {
+  const statuses = await Promise.all([0, 1].map((peer) => insider.cluster.status(peer)));
+  return statuses.map((status) => status?.term ?? -1);
+}
+
+Deno.test("hostile insider: terms that leave no room to elect", sanitized, async (t) => {
+  const insider = await startInsiderCluster();
+  try {
+    await assertCommits(insider.cluster, "before");
+
+    await t.step("(2) a term of 2^53 - 1 is refused, and the cluster still commits", async () => {
+      const before = await terms(insider);
+      for (const peer of [0, 1]) {
+        const reply = await insider.call(peer, "AppendEntries", heartbeat(Number.MAX_SAFE_INTEGER));
+        assert.ok(isErrorReply(reply, "'term'"), `peer ${peer} answered ${JSON.stringify(reply)}`);
+        const vote = await insider.call(peer, "RequestVote", {
+          term: Number.MAX_SAFE_INTEGER,
+          candidateId: 2,
+          lastLogIndex: 1e6,
+          lastLogTerm: 1,
+        });
+        assert.ok(isErrorReply(vote, "'term'"), `peer ${peer} answered ${JSON.stringify(vote)}`);
+      }
+      assert.deepEqual(await terms(insider), before, "the peers' terms");
+      await assertCommits(insider.cluster, "after-max-term");
+    });
+
+    await t.step(
+      "(2) a term of 2^52, the highest taken from afar, still leaves room to elect",
+      async () => {
+        for (const peer of [0, 1]) {
+          const reply = await insider.call(peer, "AppendEntries", heartbeat(FREELY_ACCEPTED_TERM));
+          assert.ok(!isErrorReply(reply, ""), `peer ${peer} refused: ${JSON.stringify(reply)}`);
+        }
+        // Both follow the insider, who never sends again: they must elect in term 2^52 + 1.
+        await assertCommits(insider.cluster, "after-2^52");
+        const now = await terms(insider);
+        assert.ok(now.every((term) => term > FREELY_ACCEPTED_TERM), `terms ${now}`);
+        // Above 2^52, a term may be at most 2^20 above the receiver's own.
+        const far = Math.max(...now) + MAX_TERM_STEP + 1;
+        for (const peer of [0, 1]) {
+          const reply = await insider.call(peer, "AppendEntries", heartbeat(far));
+          assert.ok(
+            isErrorReply(reply, "'term'"),
+            `peer ${peer} answered ${JSON.stringify(reply)}`,
+          );
+        }
+        assert.deepEqual(await terms(insider), now, "the peers' terms");
+      },
+    );
+  } finally {
+    await insider.close();
+  }
+});
+
+Deno.test(
+  "hostile insider: (1) an AppendEntries carrying a command nested 5,000 deep is refused",
+  sanitized,
+  async () => {
+    const insider = await startInsiderCluster();
+    try {
+      await assertCommits(insider.cluster, "settled");
+      const leader = await insider.cluster.waitForLeader();
+      const follower = 1 - leader;
+      // Wait until the follower holds the leader's whole log, whose last entry is of this term.
+      await waitFor("the follower to catch up", async () => {
+        const [a, b] = await Promise.all([0, 1].map((peer) => insider.cluster.status(peer)));
+        return a !== undefined && b !== undefined && a.lastLogIndex === b.lastLogIndex &&
+          a.commitIndex === a.lastLogIndex && b.commitIndex === b.lastLogIndex;
+      });
+      const status = (await insider.cluster.status(follower))!;
+      const deep = { term: status.term, command: nestedArray(5000) };
+      const reply = await insider.call(follower, "AppendEntries", {
+        term: status.term,
+        leaderId: 2,
+        prevLogIndex: status.lastLogIndex,
+        prevLogTerm: status.term,
+        entries: [deep],
+        leaderCommit: status.lastLogIndex + 1,
+      });
+      assert.ok(
+        isErrorReply(reply, "nested more than 64 levels deep"),
+        `the follower answered ${JSON.stringify(reply)}`,
+      );
+      await assertCommits(insider.cluster, "after-deep-command");
+      // Both peers apply what commits, the follower included.
+      const leaderStatus = (await insider.cluster.status(leader))!;
+      await waitFor("the follower to apply the latest write", async () => {
+        const now = await insider.cluster.status(follower);
+        return now !== undefined && now.appliedIndex >= leaderStatus.commitIndex;
+      });
+    } finally {
+      await insider.close();
+    }
+  },
+);
+
+Deno.test(
+  "hostile service: start() refuses a command nested 5,000 deep with a RangeError",
+  sanitized,
+  async () => {
+    const applied: ApplyMsg[] = [];
+    const raft = await make(
+      [{ call: () => Promise.resolve(undefined) }],
+      0,
+      new MemoryPersister(),
+      (msg) => void applied.push(msg),
+      { electionTimeoutMinMs: 50, electionTimeoutMaxMs: 60, heartbeatIntervalMs: 20 },
+    );
+    try {
+      await waitFor("a leader", () => raft.getState().isLeader);
+      assert.throws(
+        () => raft.start({ op: "put", value: nestedArray(5000) }),
+        (error: unknown) =>
+          error instanceof RangeError && error.message.includes("more than 64 levels deep"),
+      );
+      assert.deepEqual(raft.status().lastLogIndex, 0, "nothing was appended");
+      const { index } = raft.start({ op: "put", value: nestedArray(63) });
+      await waitFor("the command at depth 64 to apply", () => applied.length === 1);
+      assert.deepEqual(applied[0]!.commandIndex, index);
+    } finally {
+      raft.kill();
+    }
+  },
+);
