@@ -17,6 +17,7 @@ import {
   nestedArray,
   startInsiderCluster,
 } from "./helpers/hostile.ts";
+import { SocketFlood } from "./helpers/attacks.ts";
 import { sanitized } from "./helpers/sanitized.ts";
 import { waitFor } from "./helpers/websocket.ts";
 
@@ -147,6 +148,54 @@ Deno.test(
       assert.deepEqual(applied[0]!.commandIndex, index);
     } finally {
       raft.kill();
+    }
+  },
+);
+
+Deno.test(
+  "hostile outsider: (3) the accept loop survives running out of file descriptors",
+  sanitized,
+  async () => {
+    // A server whose caps are too high to help: only `ulimit -n 128` bounds its descriptors.
+    const script = new URL("./helpers/bounded_server.ts", import.meta.url).pathname;
+    const child = new Deno.Command("bash", {
+      args: ["-c", `ulimit -n 128 && exec "$@"`, "bash", Deno.execPath(), "run", "-A", script],
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    const http = Deno.createHttpClient({});
+    try {
+      const port = Number((await lines.read()).value);
+      const flood = new SocketFlood({
+        port,
+        sockets: 300,
+        addresses: 1,
+        mode: "silent",
+        durationMs: 3000,
+        maxOpened: 300,
+      });
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      await flood.stop();
+      let stats: { acceptErrors?: number } | undefined;
+      await waitFor("the server to answer after the flood", async () => {
+        try {
+          const response = await fetch(`http://127.0.0.1:${port}/stats`, {
+            client: http,
+            signal: AbortSignal.timeout(500),
+          });
+          stats = await response.json();
+          return true;
+        } catch {
+          return false;
+        }
+      }, 5000);
+      assert.ok((stats?.acceptErrors ?? 0) > 0, `accept never failed: ${JSON.stringify(stats)}`);
+    } finally {
+      http.close();
+      await lines.cancel();
+      child.kill("SIGKILL");
+      await child.status;
     }
   },
 );
