@@ -12,6 +12,7 @@
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
+import type { TransportStats } from "../mod.ts";
 
 /** Options for {@linkcode LocalCluster.start}. */
 export interface LocalClusterOptions {
@@ -53,6 +54,10 @@ export interface PeerStatus {
   appliedIndex: number;
   /** Index of the peer's last log entry. */
   lastLogIndex: number;
+  /** The peers this one has a working link with (both connections up). */
+  links: number[];
+  /** The peer's WebSocket transport counters. */
+  transport: TransportStats;
 }
 
 const SERVER = new URL("./kv/server.ts", import.meta.url).pathname;

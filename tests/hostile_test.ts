@@ -10,14 +10,16 @@ import { make } from "../src/driver.ts";
 import { MemoryPersister } from "../src/storage/memory_persister.ts";
 import type { ApplyMsg } from "../src/types.ts";
 import { FREELY_ACCEPTED_TERM, MAX_TERM_STEP } from "../src/raft/limits.ts";
+import { LocalCluster } from "../examples/cluster.ts";
 import {
   assertCommits,
   type InsiderCluster,
   isErrorReply,
   nestedArray,
   startInsiderCluster,
+  stopCluster,
 } from "./helpers/hostile.ts";
-import { SocketFlood } from "./helpers/attacks.ts";
+import { peakRss, putLargeBody, rssBytes, SocketFlood } from "./helpers/attacks.ts";
 import { sanitized } from "./helpers/sanitized.ts";
 import { waitFor } from "./helpers/websocket.ts";
 
@@ -148,6 +150,62 @@ Deno.test(
       assert.deepEqual(applied[0]!.commandIndex, index);
     } finally {
       raft.kill();
+    }
+  },
+);
+
+// ---- Outsiders: clients without the secret. ----
+
+function portOf(url: string): number {
+  return Number(new URL(url).port);
+}
+
+Deno.test(
+  "hostile outsider: (7) the key/value API refuses bad escapes, oversized and non-UTF-8 bodies",
+  sanitized,
+  async () => {
+    const cluster = await LocalCluster.start({ peers: 1 });
+    const http = Deno.createHttpClient({});
+    const base = cluster.httpUrls[0]!;
+    try {
+      await cluster.waitForLeader();
+      const { pid } = (await cluster.status(0))!;
+      const port = portOf(base);
+
+      const escape = await fetch(`${base}/kv/%ZZ`, { client: http });
+      assert.deepEqual(escape.status, 400, await escape.text());
+
+      const before = await rssBytes(pid);
+      for (const chunked of [false, true]) {
+        const { result, peak } = await peakRss(
+          pid,
+          putLargeBody(port, "/kv/big", { bodyBytes: 50 << 20, chunked, timeLimitMs: 5000 }),
+        );
+        assert.deepEqual(result.status, 413, `a 50 MB body${chunked ? ", chunked" : ""}`);
+        const grown = (peak - before) / 2 ** 20;
+        assert.ok(grown < 32, `RSS grew by ${grown.toFixed(1)} MiB for a 50 MB body`);
+      }
+
+      const invalid = await fetch(`${base}/kv/bytes`, {
+        method: "PUT",
+        body: new Uint8Array([0x61, 0xff, 0xfe, 0x62]),
+        client: http,
+      });
+      assert.deepEqual(invalid.status, 400, await invalid.text());
+      const absent = await fetch(`${base}/kv/bytes`, { client: http });
+      assert.deepEqual(absent.status, 404, "nothing was stored");
+      await absent.body?.cancel();
+      const valid = await fetch(`${base}/kv/bytes`, {
+        method: "PUT",
+        body: "é ok",
+        client: http,
+      });
+      assert.deepEqual(valid.status, 200, await valid.text());
+      const read = await fetch(`${base}/kv/bytes`, { client: http });
+      assert.deepEqual((await read.json()).value, "é ok");
+    } finally {
+      http.close();
+      await stopCluster(cluster);
     }
   },
 );
