@@ -84,7 +84,7 @@ Deno.test("hostile insider: terms that leave no room to elect", sanitized, async
 });
 
 Deno.test(
-  "hostile insider: (1) an AppendEntries carrying a command nested 5,000 deep is refused",
+  "hostile insider: (1) an AppendEntries carrying a command nested too deep is refused",
   sanitized,
   async () => {
     const insider = await startInsiderCluster();
@@ -99,19 +99,29 @@ Deno.test(
           a.commitIndex === a.lastLogIndex && b.commitIndex === b.lastLogIndex;
       });
       const status = (await insider.cluster.status(follower))!;
-      const deep = { term: status.term, command: nestedArray(5000) };
-      const reply = await insider.call(follower, "AppendEntries", {
-        term: status.term,
-        leaderId: 2,
-        prevLogIndex: status.lastLogIndex,
-        prevLogTerm: status.term,
-        entries: [deep],
-        leaderCommit: status.lastLogIndex + 1,
-      });
+      const append = (command: unknown) =>
+        insider.call(follower, "AppendEntries", {
+          term: status.term,
+          leaderId: 2,
+          prevLogIndex: status.lastLogIndex,
+          prevLogTerm: status.term,
+          entries: [{ term: status.term, command }],
+          leaderCommit: status.lastLogIndex + 1,
+        });
+      // One level too deep for Raft: refused with an error reply.
+      const reply = await append(nestedArray(65));
       assert.ok(
         isErrorReply(reply, "nested more than 64 levels deep"),
         `the follower answered ${JSON.stringify(reply)}`,
       );
+      // 5,000 deep is past the frame limit (128 levels): the transport refuses the frame before
+      // parsing it, and closes that connection (the insider redials).
+      const refusedBefore = (await insider.cluster.status(follower))!.transport.refusedFrames;
+      await append(nestedArray(5000));
+      await waitFor("the follower to refuse the frame", async () => {
+        const now = await insider.cluster.status(follower);
+        return now !== undefined && now.transport.refusedFrames > refusedBefore;
+      });
       await assertCommits(insider.cluster, "after-deep-command");
       // Both peers apply what commits, the follower included.
       const leaderStatus = (await insider.cluster.status(leader))!;

@@ -700,3 +700,18 @@ Deno.test(
     }
   },
 );
+
+Deno.test("a frame nested deeper than 128 levels is refused before it is parsed", () => {
+  const nested = (depth: number) => "[".repeat(depth) + "]".repeat(depth);
+  const frame = (args: string) => `{"v":1,"type":"request","id":1,"method":"M","args":${args}}`;
+  assert.ok(!isRefusal(parseFrame(frame(nested(127)), 1 << 20)), "127 levels in args, 128 in all");
+  const deep = parseFrame(frame(nested(128)), 1 << 20);
+  assert.ok(isRefusal(deep) && deep.refused.includes("more than 128 levels"));
+  // Brackets inside strings do not count.
+  assert.ok(!isRefusal(parseFrame(frame(JSON.stringify(nested(500))), 1 << 20)));
+  const escaped = JSON.stringify(`\\"${nested(500)}`);
+  assert.ok(!isRefusal(parseFrame(frame(escaped), 1 << 20)), "escapes before a quote");
+  // 4 MiB of "[" is refused without building anything (JSON.parse took 0.5 s and 145 MB).
+  const flood = parseFrame(nested(2 << 20), 4 << 20);
+  assert.ok(isRefusal(flood) && flood.refused.includes("more than 128 levels"));
+});
