@@ -227,8 +227,8 @@ export class LocalCluster {
     return reply?.data;
   }
 
-  /** Sends a fault-injection command (`cut-off` or `heal`) to `peer`. */
-  async inject(peer: number, fault: "cut-off" | "heal"): Promise<void> {
+  /** Sends a fault-injection command (`cut-off`, `heal` or `disconnect`) to `peer`. */
+  async inject(peer: number, fault: "cut-off" | "heal" | "disconnect"): Promise<void> {
     const response = await fetch(`${this.httpUrls[peer]}/admin/${fault}`, {
       method: "POST",
       client: this.#http,

@@ -11,17 +11,34 @@ import { MemoryPersister } from "../src/storage/memory_persister.ts";
 import type { ApplyMsg } from "../src/types.ts";
 import { FREELY_ACCEPTED_TERM, MAX_TERM_STEP } from "../src/raft/limits.ts";
 import { LocalCluster } from "../examples/cluster.ts";
+import { closeQuietly } from "../src/net/_close_quietly.ts";
 import {
   assertCommits,
+  HOSTILE_SECRET,
   type InsiderCluster,
   isErrorReply,
   nestedArray,
   startInsiderCluster,
   stopCluster,
 } from "./helpers/hostile.ts";
-import { peakRss, putLargeBody, rssBytes, SocketFlood } from "./helpers/attacks.ts";
+import {
+  floodLargeFrames,
+  floodRefusals,
+  peakRss,
+  putLargeBody,
+  rssBytes,
+  SocketFlood,
+} from "./helpers/attacks.ts";
 import { sanitized } from "./helpers/sanitized.ts";
-import { waitFor } from "./helpers/websocket.ts";
+import {
+  FakeHandler,
+  RawClient,
+  SECRET,
+  startTransports,
+  tokenUrl,
+  waitFor,
+} from "./helpers/websocket.ts";
+import { WebSocketTransport } from "../src/transport/websocket_transport.ts";
 
 /** A heartbeat from the insider (peer 2) in `term`, which matches any log. */
 function heartbeat(term: number): Record<string, unknown> {
@@ -166,9 +183,205 @@ Deno.test(
 
 // ---- Outsiders: clients without the secret. ----
 
+/** Whether the server has closed `conn` within `withinMs` (a read sees the end or fails). */
+async function closedWithin(conn: Deno.Conn, withinMs: number): Promise<boolean> {
+  const timer = setTimeout(() => closeQuietly(conn), withinMs);
+  try {
+    return await conn.read(new Uint8Array(256)) === null;
+  } catch {
+    return false; // our own timer closed it: the server did not
+  } finally {
+    clearTimeout(timer);
+    closeQuietly(conn);
+  }
+}
+
 function portOf(url: string): number {
   return Number(new URL(url).port);
 }
+
+Deno.test(
+  "hostile outsider: (3) silent sockets under a low open-file limit time out, and both listeners recover",
+  sanitized,
+  async () => {
+    // Each peer may hold 256 descriptors; the flood opens 300 to each of peer 0's two ports.
+    const cluster = await LocalCluster.start({
+      peers: 3,
+      secret: HOSTILE_SECRET,
+      maxOpenFiles: 256,
+    });
+    try {
+      await cluster.waitForLeader();
+      const raftPort = portOf(cluster.peerUrls[0]!);
+      const httpPort = portOf(cluster.httpUrls[0]!);
+      const floods = [raftPort, httpPort].map((port) =>
+        new SocketFlood({
+          port,
+          sockets: 300,
+          addresses: 1,
+          mode: "silent",
+          durationMs: 3000,
+          maxOpened: 300,
+        })
+      );
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      await Promise.all(floods.map((flood) => flood.stop()));
+      // After the flood: both listeners accept again.
+      await waitFor("peer 0's HTTP API to answer", async () => {
+        return (await cluster.status(0)) !== undefined;
+      }, 3000);
+      const raft = new RawClient(await tokenUrl(cluster.peerUrls[0]!, 1, 0, HOSTILE_SECRET));
+      try {
+        await raft.challenge(); // the Raft port upgraded a new connection
+      } finally {
+        await raft.close();
+      }
+      // Silent sockets are closed: the Raft port's after its 2 s handshake deadline, the HTTP
+      // API's after its 5 s read timeout.
+      const silent = await Promise.all(
+        [raftPort, raftPort, httpPort, httpPort].map((port) =>
+          Deno.connect({ hostname: "127.0.0.1", port })
+        ),
+      );
+      const closed = await Promise.all(
+        silent.map((conn, i) => closedWithin(conn, i < 2 ? 3000 : 7000)),
+      );
+      assert.deepEqual(closed, [true, true, true, true], "silent sockets closed by the server");
+      await assertCommits(cluster, "after-silent-flood");
+    } finally {
+      await stopCluster(cluster);
+    }
+  },
+);
+
+Deno.test(
+  "hostile outsider: (4) silent and unauthenticated sockets from 200 addresses do not lock a peer out",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(2, { reconnectMaxDelayMs: 200 });
+    const port = portOf(cluster.urls[0]!);
+    const floods = (["silent", "upgrade"] as const).map((mode) =>
+      new SocketFlood({
+        port,
+        sockets: 200,
+        addresses: 200,
+        mode,
+        durationMs: 8000,
+        maxOpened: 20_000,
+      })
+    );
+    let restarted: WebSocketTransport | undefined;
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 1000)); // the slots fill
+      // Peer 1 restarts, so its link to peer 0 must be rebuilt through the flood.
+      await cluster.transports[1]!.close();
+      restarted = await WebSocketTransport.create({
+        me: 1,
+        peers: cluster.urls,
+        secret: SECRET,
+        reconnectMaxDelayMs: 200,
+        log: () => {},
+      });
+      const transport = restarted;
+      await waitFor(
+        "the link between peers 0 and 1 to come back while the flood goes on",
+        () =>
+          transport.connectedPeers().includes(0) &&
+          cluster.transports[0]!.connectedPeers().includes(1),
+        4000,
+      );
+      assert.ok(floods.every((flood) => flood.running), "the flood was still on");
+      const { pendingHandshakes, evictedConnections } = cluster.transports[0]!.stats;
+      assert.ok(pendingHandshakes <= 2 * 256, `${pendingHandshakes} pending handshakes`);
+      assert.ok(evictedConnections > 0, "the flood filled the slots");
+      transport.setHandler(new FakeHandler());
+      assert.deepEqual(await cluster.transports[0]!.clientEnds()[1]!.call("Echo", 1), { echo: 1 });
+    } finally {
+      await Promise.all(floods.map((flood) => flood.stop()));
+      await restarted?.close();
+      await cluster.close();
+    }
+  },
+);
+
+Deno.test(
+  "hostile outsider: (5) 60 MiB frames cost the peer no memory, before or after authentication",
+  sanitized,
+  async () => {
+    const cluster = await LocalCluster.start({ peers: 3, secret: HOSTILE_SECRET });
+    try {
+      await cluster.waitForLeader();
+      const { pid } = (await cluster.status(0))!;
+      const port = portOf(cluster.peerUrls[0]!);
+      const before = await rssBytes(pid);
+      // Eight clients without the secret, each announcing a 60 MiB frame.
+      const { peak: unauthenticated } = await peakRss(
+        pid,
+        floodLargeFrames(port, {
+          connections: 8,
+          frameBytes: 60 << 20,
+          target: "/",
+          timeLimitMs: 5000,
+        }),
+      );
+      // An insider, authenticated as peer 1, sends one 60 MiB frame on its dialed connection.
+      const insider = new RawClient(await tokenUrl(cluster.peerUrls[0]!, 1, 0, HOSTILE_SECRET));
+      const { peak: authenticated } = await peakRss(
+        pid,
+        (async () => {
+          await insider.authenticate(1, 0, HOSTILE_SECRET);
+          await waitFor("the welcome", () => insider.received.length === 2);
+          insider.socket.send("x".repeat(60 << 20));
+          return await insider.closed;
+        })(),
+      );
+      const growth = (peak: number) => ((peak - before) / 2 ** 20).toFixed(1);
+      assert.ok(
+        unauthenticated - before < 32 << 20,
+        `RSS grew by ${growth(unauthenticated)} MiB under unauthenticated frames`,
+      );
+      assert.ok(
+        authenticated - before < 32 << 20,
+        `RSS grew by ${growth(authenticated)} MiB under an authenticated 60 MiB frame`,
+      );
+      await assertCommits(cluster, "after-large-frames");
+    } finally {
+      await stopCluster(cluster);
+    }
+  },
+);
+
+Deno.test(
+  "hostile outsider: (6) refusals are logged at a bounded rate and counted",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(2);
+    try {
+      const started = performance.now();
+      const made = await floodRefusals(portOf(cluster.urls[0]!), {
+        count: 600,
+        parallel: 10,
+        timeLimitMs: 15_000,
+      });
+      const seconds = (performance.now() - started) / 1000;
+      const lines = cluster.logs[0]!.length;
+      // A burst of 20, then 2 a second, plus one line per pause saying how many were left out.
+      const allowed = 20 + 2 * (2 * Math.ceil(seconds) + 1);
+      assert.ok(lines <= allowed, `${lines} log lines for ${made} refusals in ${seconds} s`);
+      const stats = cluster.transports[0]!.stats;
+      const refusals = stats.refusedUpgrades + stats.refusedHandshakes + stats.refusedFrames +
+        stats.evictedConnections;
+      assert.ok(refusals >= made, `${refusals} refusals counted for ${made} made`);
+      assert.ok(
+        stats.suppressedLogLines >= made - lines,
+        `${stats.suppressedLogLines} log lines counted as left out`,
+      );
+      assert.deepEqual(await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
+    } finally {
+      await cluster.close();
+    }
+  },
+);
 
 Deno.test(
   "hostile outsider: (7) the key/value API refuses bad escapes, oversized and non-UTF-8 bodies",

@@ -225,6 +225,9 @@ async function serveHttp(request: Request): Promise<Response> {
   if (flags["fault-injection"] && request.method === "POST") {
     if (url.pathname === "/admin/cut-off") return (transport.cutOff(), json({ cutOff: true }));
     if (url.pathname === "/admin/heal") return (transport.heal(), json({ cutOff: false }));
+    if (url.pathname === "/admin/disconnect") {
+      return (transport.disconnect(), json({ disconnected: true }));
+    }
   }
   const match = url.pathname.match(/^\/kv\/(.+)$/);
   if (match === null) return json({ error: "not found" }, 404);
