@@ -867,8 +867,10 @@ export class WebSocketTransport {
   ): Promise<void> {
     this.#stats.refusedUpgrades++;
     this.#refusalLog.log(`Refused an upgrade from ${connection.address} (${status}): ${text}`);
-    connection.admit(); // answered: no longer waiting for anything
-    return respondAndClose(connection.conn, status, reason, `${text}\n`);
+    // Still pending meanwhile: if its slot is needed, the answer is not worth keeping it for.
+    return respondAndClose(connection.conn, status, reason, `${text}\n`).then(() =>
+      connection.close()
+    );
   }
 
   async #accept(connection: PendingConnection): Promise<void> {
