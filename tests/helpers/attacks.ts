@@ -20,6 +20,15 @@ export async function rssBytes(pid: number): Promise<number> {
   return kilobytes * 1024;
 }
 
+/** CPU time used so far by process `pid`, user and system, in seconds (Linux `/proc`). */
+export async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  // Fields after the command name (which may hold spaces) start at "state"; utime and stime are
+  // the 14th and 15th fields of the line, in clock ticks (100 a second on Linux).
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 /** Samples `pid`'s RSS every 20 ms while `during` runs; resolves to its result and the peak. */
 export async function peakRss<T>(
   pid: number,
