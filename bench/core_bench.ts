@@ -16,6 +16,7 @@ import {
   parseAppendEntriesArgs,
   type RequestVoteArgs,
 } from "../src/raft/messages.ts";
+import { DEFAULT_MAX_COMMAND_BYTES, DEFAULT_MAX_COMMAND_DEPTH } from "../src/raft/limits.ts";
 import { MemoryPersister } from "../src/storage/memory_persister.ts";
 import { stepAppendEntries, stepAppendReply, stepVoteReply } from "../tests/helpers/core_steps.ts";
 import type { LogEntry } from "../src/types.ts";
@@ -111,8 +112,14 @@ const wireArgs: unknown = JSON.parse(JSON.stringify({
   entries: commands.map((text) => ({ term: 1, command: text })),
   leaderCommit: 10,
 }));
+const wireLimits = {
+  peerCount: 3,
+  currentTerm: 1,
+  maxCommandDepth: DEFAULT_MAX_COMMAND_DEPTH,
+  maxCommandBytes: DEFAULT_MAX_COMMAND_BYTES,
+};
 Deno.bench(`parseAppendEntriesArgs: ${BATCH} entries from the wire`, () => {
-  if (!parseAppendEntriesArgs(wireArgs, 3).ok) throw new Error("Expected valid arguments");
+  if (!parseAppendEntriesArgs(wireArgs, wireLimits).ok) throw new Error("Expected valid arguments");
 });
 
 Deno.bench(

@@ -12,6 +12,7 @@
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
+import type { TransportStats } from "../mod.ts";
 
 /** Options for {@linkcode LocalCluster.start}. */
 export interface LocalClusterOptions {
@@ -21,6 +22,18 @@ export interface LocalClusterOptions {
   dataDir?: string;
   /** Let `POST /admin/cut-off` and `/admin/heal` isolate a peer (tests only). Default false. */
   faultInjection?: boolean;
+  /** The cluster's shared secret. Default: 24 random bytes, in hex. */
+  secret?: string;
+  /**
+   * Peers not started, whose slots a test fills with processes of its own (e.g. a hostile peer
+   * that holds the secret). Default: none.
+   */
+  absent?: number[];
+  /**
+   * Open-file limit (`ulimit -n`) for each peer process, to see how a peer behaves when it runs
+   * out of file descriptors. Default: the launcher's own limit.
+   */
+  maxOpenFiles?: number;
 }
 
 /** A peer's `GET /status` answer. */
@@ -41,6 +54,10 @@ export interface PeerStatus {
   appliedIndex: number;
   /** Index of the peer's last log entry. */
   lastLogIndex: number;
+  /** The peers this one has a working link with (both connections up). */
+  links: number[];
+  /** The peer's WebSocket transport counters. */
+  transport: TransportStats;
 }
 
 const SERVER = new URL("./kv/server.ts", import.meta.url).pathname;
@@ -55,16 +72,19 @@ export class LocalCluster {
   readonly dataDir: string;
   readonly #secret: string;
   readonly #faultInjection: boolean;
+  readonly #maxOpenFiles: number | undefined;
   readonly #processes: ({ child: Deno.ChildProcess; logged: Promise<void> } | undefined)[];
   readonly #http = Deno.createHttpClient({});
 
-  private constructor(dataDir: string, count: number, faultInjection: boolean) {
+  private constructor(dataDir: string, count: number, options: LocalClusterOptions) {
     this.dataDir = dataDir;
     const ports = freePorts(2 * count);
     this.peerUrls = ports.slice(0, count).map((port) => `ws://127.0.0.1:${port}`);
     this.httpUrls = ports.slice(count).map((port) => `http://127.0.0.1:${port}`);
-    this.#secret = Array.from(crypto.getRandomValues(new Uint8Array(24)), hex).join("");
-    this.#faultInjection = faultInjection;
+    this.#secret = options.secret ??
+      Array.from(crypto.getRandomValues(new Uint8Array(24)), hex).join("");
+    this.#faultInjection = options.faultInjection ?? false;
+    this.#maxOpenFiles = options.maxOpenFiles;
     this.#processes = this.peerUrls.map(() => undefined);
   }
 
@@ -75,9 +95,18 @@ export class LocalCluster {
       throw new RangeError(`Peer count must be a positive integer, got ${count}`);
     }
     const dataDir = options.dataDir ?? await Deno.makeTempDir({ prefix: "denoraft-" });
-    const cluster = new LocalCluster(dataDir, count, options.faultInjection ?? false);
+    const maxOpenFiles = options.maxOpenFiles;
+    if (maxOpenFiles !== undefined && !(Number.isInteger(maxOpenFiles) && maxOpenFiles > 0)) {
+      throw new RangeError(`Open-file limit must be a positive integer, got ${maxOpenFiles}`);
+    }
+    const cluster = new LocalCluster(dataDir, count, options);
+    const absent = options.absent ?? [];
     try {
-      await Promise.all(cluster.peerUrls.map((_, peer) => cluster.startPeer(peer)));
+      await Promise.all(
+        cluster.peerUrls.map((_, peer) =>
+          absent.includes(peer) ? undefined : cluster.startPeer(peer)
+        ),
+      );
     } catch (error) {
       await cluster.stop();
       throw error;
@@ -122,8 +151,19 @@ export class LocalCluster {
       ...(this.#faultInjection ? ["--fault-injection"] : []),
       ...(options.cutOff ? ["--start-cut-off"] : []),
     ];
-    const child = new Deno.Command(Deno.execPath(), {
-      args,
+    // `ulimit -n` in a shell that then becomes the peer, so the limit is the peer's alone.
+    const limited = this.#maxOpenFiles === undefined ? { command: Deno.execPath(), args } : {
+      command: "bash",
+      args: [
+        "-c",
+        `ulimit -n ${this.#maxOpenFiles} && exec "$@"`,
+        "bash",
+        Deno.execPath(),
+        ...args,
+      ],
+    };
+    const child = new Deno.Command(limited.command, {
+      args: limited.args,
       env: { RAFT_SECRET: this.#secret },
       stdin: "null",
       stdout: "null",
@@ -187,8 +227,8 @@ export class LocalCluster {
     return reply?.data;
   }
 
-  /** Sends a fault-injection command (`cut-off` or `heal`) to `peer`. */
-  async inject(peer: number, fault: "cut-off" | "heal"): Promise<void> {
+  /** Sends a fault-injection command (`cut-off`, `heal` or `disconnect`) to `peer`. */
+  async inject(peer: number, fault: "cut-off" | "heal" | "disconnect"): Promise<void> {
     const response = await fetch(`${this.httpUrls[peer]}/admin/${fault}`, {
       method: "POST",
       client: this.#http,

@@ -21,6 +21,14 @@ import {
   RequestVote,
   type RpcErrorReply,
 } from "./raft/messages.ts";
+import {
+  checkCommand,
+  type CommandLimits,
+  DEFAULT_MAX_COMMAND_BYTES,
+  DEFAULT_MAX_COMMAND_DEPTH,
+  MAX_TERM,
+  precheckCommand,
+} from "./raft/limits.ts";
 import { traceFromEnvironment } from "./trace.ts";
 import type {
   ApplyMsg,
@@ -147,6 +155,7 @@ export async function startPeer(
   if (typeof preVote !== "boolean") {
     throw new TypeError(`Option preVote must be a boolean, got ${String(preVote)}`);
   }
+  const limits = commandLimits(options, persister);
   const noopOnElection = options.noopOnElection ?? false;
   if (typeof noopOnElection !== "boolean") {
     throw new TypeError(`Option noopOnElection must be a boolean, got ${String(noopOnElection)}`);
@@ -155,7 +164,7 @@ export async function startPeer(
   if (onFatal !== null && typeof onFatal !== "function") {
     throw new TypeError(`Option onFatal must be a function, got ${String(onFatal)}`);
   }
-  const state = checkLoadedState(await persister.load(), peers.length);
+  const state = checkLoadedState(await persister.load(), peers.length, limits);
   const clock = options.clock ?? realClock;
   const trace = options.trace === undefined ? traceFromEnvironment() : options.trace;
   const core = new RaftCore(
@@ -182,45 +191,83 @@ export async function startPeer(
     onFatal,
     observer,
     settings.maxAppendBytes,
+    limits,
   );
 }
 
 /**
- * Checks that `command` is a JSON value within the persister's `limit` (bytes of its JSON text),
- * and returns the copy the log keeps (the caller may reuse its object; a string cannot change)
- * and the length of its JSON text, which sizes messages.
+ * The command bounds from the options, checked: the persister's `maxCommandBytes` caps the
+ * option, since a command it cannot save would stop the peer.
+ */
+function commandLimits(options: RaftOptions, persister: Persister): CommandLimits {
+  const limits: CommandLimits = {
+    maxCommandDepth: options.maxCommandDepth ?? DEFAULT_MAX_COMMAND_DEPTH,
+    maxCommandBytes: options.maxCommandBytes ?? DEFAULT_MAX_COMMAND_BYTES,
+  };
+  for (const key of ["maxCommandDepth", "maxCommandBytes"] as const) {
+    const value = limits[key];
+    if (!Number.isSafeInteger(value) || value < 1) {
+      throw new RangeError(`Option ${key} must be a positive integer, got ${String(value)}`);
+    }
+  }
+  const persisterLimit = persister.maxCommandBytes;
+  if (persisterLimit !== undefined) {
+    if (!Number.isSafeInteger(persisterLimit) || persisterLimit < 1) {
+      throw new RangeError(
+        `Persister.maxCommandBytes must be a positive integer, got ${String(persisterLimit)}`,
+      );
+    }
+    limits.maxCommandBytes = Math.min(limits.maxCommandBytes, persisterLimit);
+  }
+  return limits;
+}
+
+/**
+ * Checks that `command` is a JSON value within `limits` (depth, and bytes of its JSON text), and
+ * returns the copy the log keeps (the caller may reuse its object; a string cannot change) and
+ * the length of its JSON text, which sizes messages.
  *
  * @throws {TypeError} If `command` is not a JSON value.
- * @throws {RangeError} If its JSON text is larger than `limit` bytes.
+ * @throws {RangeError} If it is nested deeper or its JSON text is larger than `limits` allow.
  */
 export function prepareCommand(
   command: unknown,
-  limit: number | undefined,
+  limits: CommandLimits,
 ): { copy: unknown; length: number } {
-  if (typeof command === "string" && (limit === undefined || command.length * 6 + 2 <= limit)) {
+  const limit = limits.maxCommandBytes;
+  if (typeof command === "string" && command.length * 6 + 2 <= limit) {
     // A string needs no copy, and its JSON text has at most 6 bytes per code unit (a \uXXXX
     // escape) plus the quotes: only a long one must be encoded to check the limit. The length
     // only sizes messages, so escapes may be left out of it.
     return { copy: command, length: command.length + 2 };
   }
+  // Before serializing: a command nested a million deep costs JSON.stringify most of a second.
+  const tooLarge = precheckCommand(command, limits);
+  if (tooLarge !== null) throw new RangeError(tooLarge);
   let text: string | undefined;
   try {
     text = JSON.stringify(command);
   } catch (error) {
+    // E.g. a string too long for V8 ("Invalid string length").
+    if (error instanceof RangeError) {
+      throw new RangeError(`Command is too large to serialize: ${error.message}`);
+    }
     throw new TypeError(`Command must be a JSON value: ${(error as Error).message}`);
   }
   if (text === undefined) {
     throw new TypeError(`Command must be a JSON value, got ${String(command)}`);
   }
-  if (limit !== undefined && text.length > limit / 3) {
+  if (text.length > limit / 3) {
     const bytes = new TextEncoder().encode(text).length;
     if (bytes > limit) {
-      throw new RangeError(
-        `Command is ${bytes} bytes of JSON, more than the persister's limit of ${limit} bytes`,
-      );
+      throw new RangeError(`Command is ${bytes} bytes of JSON, more than the limit of ${limit} bytes`);
     }
   }
-  return { copy: typeof command === "string" ? command : JSON.parse(text), length: text.length };
+  const copy = typeof command === "string" ? command : JSON.parse(text);
+  // The copy is plain JSON: its depth is what every peer will see.
+  const refused = checkCommand(copy, limits);
+  if (refused !== null) throw new RangeError(refused);
+  return { copy, length: text.length };
 }
 
 /** A short description of a value for an error message. */
@@ -235,13 +282,20 @@ function describeValue(value: unknown): string {
  * `null`) whose term is at most the current term, then log entries whose terms never decrease,
  * starting at the snapshot's term or later, and never pass the current term.
  */
-function checkLoadedState(state: unknown, peerCount: number): PersistentState {
+function checkLoadedState(
+  state: unknown,
+  peerCount: number,
+  limits: CommandLimits,
+): PersistentState {
   const fail = (what: string): never => {
     throw new TypeError(`Persister.load() returned a malformed state: ${what}`);
   };
   if (typeof state !== "object" || state === null) return fail(`not an object (${String(state)})`);
   const { term, votedFor, snapshot, log } = state as Record<string, unknown>;
   if (!Number.isSafeInteger(term) || (term as number) < 0) return fail(`term ${String(term)}`);
+  if ((term as number) > MAX_TERM) {
+    return fail(`term ${term} is above ${MAX_TERM}, which leaves too little room for elections`);
+  }
   if (
     votedFor !== null &&
     (!Number.isInteger(votedFor) || (votedFor as number) < 0 || (votedFor as number) >= peerCount)
@@ -282,6 +336,8 @@ function checkLoadedState(state: unknown, peerCount: number): PersistentState {
     if (type !== undefined && (type !== "noop" || command !== null)) {
       return fail(`entry at index ${firstIndex + i} has type ${JSON.stringify(type)}`);
     }
+    const refused = checkCommand(command, limits);
+    if (refused !== null) return fail(`entry at index ${firstIndex + i}: ${refused}`);
     previousTerm = entryTerm!;
     return type === "noop" ? { term: entryTerm!, command, type } : { term: entryTerm!, command };
   });
@@ -321,6 +377,8 @@ export class RaftPeer implements Raft {
   #delivering = 0;
   /** Most bytes of a snapshot chunk accepted from the wire. */
   readonly #maxChunkBytes: number;
+  /** How deep and large commands may be, from `start()`, the wire or the disk. */
+  readonly #limits: CommandLimits;
 
   constructor(
     core: RaftCore,
@@ -333,6 +391,7 @@ export class RaftPeer implements Raft {
     onFatal: ((error: FatalError) => void) | null,
     observer: PeerObserver | null,
     maxChunkBytes: number,
+    limits: CommandLimits,
   ) {
     this.#core = core;
     this.#peers = peers;
@@ -344,13 +403,14 @@ export class RaftPeer implements Raft {
     this.#onFatal = onFatal;
     this.#observer = observer;
     this.#maxChunkBytes = maxChunkBytes;
+    this.#limits = limits;
     this.#armTimer();
     // A snapshot loaded from disk goes to the service right away, before any command.
     this.#scheduleDrive();
   }
 
   start(command: unknown): { index: number; term: number; isLeader: boolean } {
-    const { copy, length } = prepareCommand(command, this.#persister.maxCommandBytes);
+    const { copy, length } = prepareCommand(command, this.#limits);
     return this.proposePrepared(copy, length);
   }
 
@@ -366,6 +426,11 @@ export class RaftPeer implements Raft {
     const result = this.#core.propose(copy, length);
     if (result.isLeader) this.#scheduleDrive();
     return result;
+  }
+
+  /** How deep and large commands may be, for a service layer's own checks. */
+  get limits(): CommandLimits {
+    return this.#limits;
   }
 
   /** The protocol core, for a service layer's status and metrics (read only). */
@@ -431,20 +496,24 @@ export class RaftPeer implements Raft {
 
   async handleRpc(method: string, args: unknown): Promise<unknown> {
     if (this.#dead) return undefined;
-    const peerCount = this.#peers.length;
+    const limits = {
+      ...this.#limits,
+      peerCount: this.#peers.length,
+      currentTerm: this.#core.currentTerm,
+    };
     const now = this.#clock.now();
     let reply: unknown;
     try {
       if (method === RequestVote) {
-        const parsed = parseRequestVoteArgs(args, peerCount);
+        const parsed = parseRequestVoteArgs(args, limits);
         if (!parsed.ok) return this.#refuse(parsed.error);
         reply = this.#core.step({ type: RequestVote, args: parsed.value }, now);
       } else if (method === AppendEntries) {
-        const parsed = parseAppendEntriesArgs(args, peerCount);
+        const parsed = parseAppendEntriesArgs(args, limits);
         if (!parsed.ok) return this.#refuse(parsed.error);
         reply = this.#core.step({ type: AppendEntries, args: parsed.value }, now);
       } else if (method === InstallSnapshot) {
-        const parsed = parseInstallSnapshotArgs(args, peerCount, this.#maxChunkBytes);
+        const parsed = parseInstallSnapshotArgs(args, limits, this.#maxChunkBytes);
         if (!parsed.ok) return this.#refuse(parsed.error);
         reply = this.#core.step({ type: InstallSnapshot, ...parsed.value }, now);
       } else {
@@ -563,21 +632,21 @@ export class RaftPeer implements Raft {
             type: "RequestVoteReply",
             from: request.to,
             args: request.args,
-            reply: parseRequestVoteReply(reply),
+            reply: parseRequestVoteReply(reply, this.#core.currentTerm),
           }, now);
         } else if (request.method === AppendEntries) {
           this.#core.step({
             type: "AppendEntriesReply",
             from: request.to,
             args: request.args,
-            reply: parseAppendEntriesReply(reply),
+            reply: parseAppendEntriesReply(reply, this.#core.currentTerm),
           }, now);
         } else {
           this.#core.step({
             type: "InstallSnapshotReply",
             from: request.to,
             args: request.args,
-            reply: parseInstallSnapshotReply(reply),
+            reply: parseInstallSnapshotReply(reply, this.#core.currentTerm),
           }, now);
         }
       } catch (error) {

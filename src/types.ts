@@ -168,6 +168,21 @@ export interface RaftOptions {
    * match.
    */
   maxInflightAppends?: number;
+  /**
+   * Most levels of nested arrays and objects in a command (`"a"` has depth 0, `{"a": [1]}` depth
+   * 2). `start()` throws a `RangeError` for a deeper command, and an AppendEntries carrying one is
+   * refused with an `{ error }` reply, so that no peer ever has to apply it. Give every peer the
+   * same value. Default 64: services build commands a few levels deep, while handing a command
+   * to the service (`structuredClone`) fails somewhere between 1,000 and 5,000 levels.
+   */
+  maxCommandDepth?: number;
+  /**
+   * Most bytes of a command's JSON text (UTF-8), enforced like `maxCommandDepth`; the persister's
+   * own `maxCommandBytes`, if lower, wins. Give every peer the same value. Default 1 MiB: a
+   * quarter of the WebSocket transport's default `maxMessageBytes`, so the largest command still
+   * fits one AppendEntries.
+   */
+  maxCommandBytes?: number;
   /** Time source and timers. Default: the real clock. A simulator passes a virtual one. */
   clock?: Clock;
   /** Uniform random numbers in [0, 1). Default: `Math.random`. A simulator passes a seeded one. */

@@ -71,6 +71,13 @@ function commandMessage(command: unknown, index: number, term: number): ApplyMsg
   };
 }
 
+/** An array nested `depth` levels deep. */
+function nested(depth: number): unknown {
+  let value: unknown = 0;
+  for (let i = 0; i < depth; i++) value = [value];
+  return value;
+}
+
 async function untilLeader(raft: Raft): Promise<void> {
   await waitFor(() => raft.getState().isLeader, "the single peer to elect itself");
 }
@@ -247,6 +254,9 @@ Deno.test("make() rejects a malformed loaded state", sanitized, async () => {
       snapshot: { ...snapshot, term: 2 },
       log: [{ term: 1, command: "a" }],
     }],
+    // Saved by a peer that adopted a hostile term: no election could follow it.
+    ["a term of 2^53 - 1", { ...good, term: Number.MAX_SAFE_INTEGER }],
+    ["a command nested 65 deep", { ...good, log: [{ term: 1, command: nested(65) }] }],
   ];
   for (const [why, state] of cases) {
     await assert.rejects(
@@ -366,6 +376,44 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "start() throws RangeError for a command deeper than maxCommandDepth or over maxCommandBytes",
+  sanitized,
+  async () => {
+    const applied: ApplyMsg[] = [];
+    const raft = await make([silent], 0, new MemoryPersister(), (msg) => {
+      applied.push(msg);
+    }, { ...fast, maxCommandDepth: 3, maxCommandBytes: 100 });
+    try {
+      await untilLeader(raft);
+      assert.throws(() => raft.start(nested(4)), RangeError, "4 levels, over 3");
+      assert.throws(
+        () => raft.start({ a: { b: [[1]] } }),
+        RangeError,
+        "objects and arrays, 4 deep",
+      );
+      // Refused before it is serialized (which would take most of a second).
+      assert.throws(() => raft.start(nested(1_000_000)), RangeError, "a million levels");
+      assert.throws(() => raft.start("x".repeat(99)), RangeError, "101 bytes of JSON");
+      assert.equal(raft.status().lastLogIndex, 0, "nothing may be appended");
+      assert.deepEqual(raft.start(nested(3)), { index: 1, term: 1, isLeader: true });
+      await waitFor(() => applied.length === 1, "the command at the limit to apply");
+    } finally {
+      raft.kill();
+    }
+  },
+);
+
+Deno.test("make() rejects bad command limits", sanitized, async () => {
+  for (const options of [{ maxCommandDepth: 0 }, { maxCommandBytes: 1.5 }]) {
+    await assert.rejects(
+      () => make([silent], 0, new MemoryPersister(), ignoreApply, { ...fast, ...options }),
+      RangeError,
+      JSON.stringify(options),
+    );
+  }
+});
 
 Deno.test("start() on a peer that is not leader appends nothing", sanitized, async () => {
   const raft = await make([silent, silent, silent], 0, new MemoryPersister(), ignoreApply, {

@@ -60,6 +60,13 @@ function without(object: Record<string, unknown>, field: string): Record<string,
   return copy;
 }
 
+/** An array nested `depth` levels deep. */
+function nested(depth: number): unknown {
+  let value: unknown = 0;
+  for (let i = 0; i < depth; i++) value = [value];
+  return value;
+}
+
 const RV = "RequestVote";
 const AE = "AppendEntries";
 
@@ -101,7 +108,37 @@ const badRequests: BadRequest[] = [
     args: { ...validRequestVote, candidateId },
     names: "'candidateId'",
   })),
+  // Terms that would leave no room to elect (the peer is at term 3).
+  ...[2 ** 53 - 1, 2 ** 52 + 2 ** 20 + 1].map((term) => ({
+    why: `RequestVote term ${term}`,
+    method: RV,
+    args: { ...validRequestVote, term },
+    names: "'term'",
+  })),
+  {
+    why: "lastLogTerm above the candidate's term",
+    method: RV,
+    args: { ...validRequestVote, lastLogTerm: 5 },
+    names: "'lastLogTerm'",
+  },
   // AppendEntries
+  ...[2 ** 53 - 1, 2 ** 52 + 2 ** 20 + 1].map((term) => ({
+    why: `AppendEntries term ${term}`,
+    method: AE,
+    args: { ...validAppendEntries, term, entries: [] },
+    names: "'term'",
+  })),
+  ...[
+    ["nested 65 deep", nested(65)],
+    ["of 2 MiB", "x".repeat(2 << 20)],
+    ["holding Infinity", [Infinity]],
+    ["holding a Map", new Map()],
+  ].map(([what, command]) => ({
+    why: `a command ${what}`,
+    method: AE,
+    args: { ...validAppendEntries, entries: [{ term: 4, command }] },
+    names: "'entries[0].command'",
+  })),
   ...[null, 7, "text", [validAppendEntries]].map((args) => ({
     why: `AppendEntries args ${JSON.stringify(args)}`,
     method: AE,

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { LocalCluster } from "../examples/cluster.ts";
 import { KvClient } from "../examples/kv/client.ts";
-import { RawClient, waitFor } from "./helpers/websocket.ts";
+import { RawClient, tokenUrl, waitFor } from "./helpers/websocket.ts";
 import { sanitized } from "./helpers/sanitized.ts";
 
 /** Writes `count` keys named `prefix`N; returns what was acknowledged. */
@@ -47,7 +47,9 @@ async function waitForSameData(
 }
 
 Deno.test("3 peer processes over WebSockets", sanitized, async (t) => {
-  const cluster = await LocalCluster.start({ peers: 3, faultInjection: true });
+  // A known secret, so that the malformed-frames step can get past the upgrade.
+  const secret = "cluster-test-secret-0123456789";
+  const cluster = await LocalCluster.start({ peers: 3, faultInjection: true, secret });
   const client = new KvClient(cluster.httpUrls, { deadlineMs: 15000 });
   const acknowledged = new Map<string, string>();
   try {
@@ -62,9 +64,18 @@ Deno.test("3 peer processes over WebSockets", sanitized, async (t) => {
     });
 
     await t.step("a client without the secret is refused", async () => {
-      const forger = new RawClient(cluster.peerUrls[leader]!);
-      await forger.authenticate((leader + 1) % 3, leader, "not-the-cluster-secret-at-all");
-      assert.deepEqual((await forger.closed).code, 4008);
+      const forged = await tokenUrl(
+        cluster.peerUrls[leader]!,
+        (leader + 1) % 3,
+        leader,
+        "not-the-cluster-secret-at-all",
+      );
+      // Refused at the upgrade request, before any WebSocket exists.
+      for (const url of [forged, cluster.peerUrls[leader]!]) {
+        const forger = new RawClient(url);
+        await forger.closed;
+        assert.deepEqual(forger.wasOpened, false, url);
+      }
       assert.deepEqual(await client.get("a0"), "value-a0", "the cluster still serves");
     });
 
@@ -94,7 +105,9 @@ Deno.test("3 peer processes over WebSockets", sanitized, async (t) => {
           JSON.stringify([1, 2, 3]),
         ];
         for (const frame of frames) {
-          const client = new RawClient(cluster.peerUrls[target]!);
+          // With a valid token (the secret), the frames before the hello reach the parser.
+          const url = await tokenUrl(cluster.peerUrls[target]!, (target + 1) % 3, target, secret);
+          const client = new RawClient(url);
           await client.challenge();
           client.socket.send(frame);
           assert.deepEqual((await client.closed).code, 4008, `frame ${String(frame).slice(0, 40)}`);

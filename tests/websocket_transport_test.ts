@@ -7,13 +7,20 @@ import {
   SECRET,
   spawnEchoPeer,
   startTransports,
+  tokenUrl,
   waitFor,
 } from "./helpers/websocket.ts";
 import { sanitized } from "./helpers/sanitized.ts";
 import { FreezableProxy } from "./helpers/freezable_proxy.ts";
 import { ManualClock } from "./helpers/manual_clock.ts";
 import { encodeFrame, isRefusal, parseFrame } from "../src/transport/_websocket_envelope.ts";
-import { importSecret, newNonce, signTranscript } from "../src/transport/_websocket_handshake.ts";
+import {
+  importSecret,
+  newNonce,
+  signTranscript,
+  signUpgrade,
+  UpgradeReplayGuard,
+} from "../src/transport/_websocket_handshake.ts";
 
 Deno.test("calls reach the peer's handler and return its reply", sanitized, async () => {
   const cluster = await startTransports(3);
@@ -143,9 +150,10 @@ Deno.test(
       log: (line) => intruderLog.push(line),
     });
     try {
+      // Refused at the upgrade request: its token's proof is wrong.
       await waitFor(
         "peer 0 to refuse the intruder",
-        () => cluster.transports[0]!.stats.refusedHandshakes > 0,
+        () => cluster.transports[0]!.stats.refusedUpgrades > 0,
       );
       assert.ok(
         cluster.logs[0]!.some((line) => line.includes("failed to prove the cluster secret")),
@@ -165,24 +173,40 @@ Deno.test(
 Deno.test("a client without the secret is refused", sanitized, async () => {
   const cluster = await startTransports(2, { handshakeTimeoutMs: 300 });
   try {
-    const forger = new RawClient(cluster.urls[0]!);
-    await forger.authenticate(1, 0, "a-guess-at-the-secret-000");
-    assert.deepEqual((await forger.closed).code, 4008);
+    const url = cluster.urls[0]!;
+    // Refused at the upgrade request: it never gets a WebSocket, so never a frame.
+    const refused = [
+      ["a forged token", await tokenUrl(url, 1, 0, "a-guess-at-the-secret-000")],
+      ["no token", url],
+      ["a token signed an hour ago", await tokenUrl(url, 1, 0, SECRET, Date.now() - 3_600_000)],
+    ];
+    for (const [what, target] of refused) {
+      const client = new RawClient(target!);
+      await client.closed;
+      assert.deepEqual(client.wasOpened, false, `${what}: the upgrade succeeded`);
+    }
 
-    const silent = new RawClient(cluster.urls[0]!);
+    // A valid token (which takes the secret) gets the challenge; one that never answers is
+    // closed at the deadline.
+    const silent = new RawClient(await tokenUrl(url, 1, 0, SECRET));
     await silent.challenge();
     assert.deepEqual((await silent.closed).code, 4008, "a client that never answers the challenge");
 
-    const plain = await fetch(cluster.urls[0]!.replace("ws:", "http:"));
+    const plain = await fetch(url.replace("ws:", "http:"));
     assert.deepEqual(plain.status, 426);
     await plain.body?.cancel();
-    const broken = await fetch(cluster.urls[0]!.replace("ws:", "http:"), {
+    const broken = await fetch(url.replace("ws:", "http:"), {
       headers: { upgrade: "websocket" }, // no key, no version
     });
     assert.deepEqual(broken.status, 400);
     await broken.body?.cancel();
 
-    assert.deepEqual(cluster.transports[0]!.stats.refusedHandshakes, 2);
+    assert.deepEqual(cluster.transports[0]!.stats.refusedUpgrades, 5);
+    assert.deepEqual(cluster.transports[0]!.stats.refusedHandshakes, 1);
+    assert.ok(
+      cluster.logs[0]!.some((line) => line.includes("failed to prove the cluster secret")),
+      cluster.logs[0]!.join("\n"),
+    );
     assert.deepEqual(cluster.handlers[0]!.served.length, 0);
     assert.deepEqual(await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
   } finally {
@@ -207,13 +231,13 @@ Deno.test(
         ["hello with a bad peer index", JSON.stringify({ v: 1, type: "hello", from: -1, to: 0 })],
       ];
       for (const [what, frame] of bad) {
-        const client = new RawClient(cluster.urls[0]!);
+        const client = new RawClient(await tokenUrl(cluster.urls[0]!, 1, 0, SECRET));
         await client.challenge();
         client.socket.send(frame);
         assert.deepEqual((await client.closed).code, 4008, `${what} should close the connection`);
       }
       // After a valid handshake, a dialer may not write at all: it only reads.
-      const insider = new RawClient(cluster.urls[0]!);
+      const insider = new RawClient(await tokenUrl(cluster.urls[0]!, 1, 0, SECRET));
       await insider.authenticate(1, 0, SECRET);
       await waitFor("the welcome", () => insider.received.length === 2);
       insider.socket.send(JSON.stringify(request));
@@ -222,7 +246,9 @@ Deno.test(
       const stats = cluster.transports[0]!.stats;
       assert.deepEqual(stats.refusedHandshakes + stats.refusedFrames, bad.length + 1);
       assert.deepEqual(cluster.handlers[0]!.served.length, 0, "no bad frame reached the handler");
-      assert.ok(cluster.logs[0]!.some((line) => line.includes("over the limit of 4096")));
+      // A dialer may send only its handshake, so its frames are limited to 1 KiB, whatever
+      // maxMessageBytes says (that limit is for the frames a dialer receives).
+      assert.ok(cluster.logs[0]!.some((line) => line.includes("over the limit of 1024")));
       // The insider displaced peer 1's link; peer 1 redials and the cluster serves on.
       await waitFor(
         "calls from peer 1 to succeed again",
@@ -430,7 +456,7 @@ Deno.test(
     });
     transport.setHandler(new FakeHandler());
     // Peer 1's dialed connection into peer 0, on which peer 0 writes its reply.
-    const insider = new RawClient(urls[0]!);
+    const insider = new RawClient(await tokenUrl(urls[0]!, 1, 0, SECRET));
     let fake: Deno.HttpServer | undefined;
     try {
       await insider.authenticate(1, 0, SECRET);
@@ -515,11 +541,14 @@ Deno.test(
 );
 
 /** Opens a raw TCP connection, sends a WebSocket upgrade request and returns the status. */
-async function rawUpgrade(port: number): Promise<{ conn: Deno.Conn; status: number }> {
+async function rawUpgrade(
+  port: number,
+  target = "/",
+): Promise<{ conn: Deno.Conn; status: number }> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   await conn.write(
     new TextEncoder().encode(
-      "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+      `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     ),
   );
@@ -529,8 +558,17 @@ async function rawUpgrade(port: number): Promise<{ conn: Deno.Conn; status: numb
   return { conn, status: Number(head.split(" ")[1]) };
 }
 
+/** Whether the server has closed `conn` (a read sees the end). */
+async function closedByServer(conn: Deno.Conn): Promise<boolean> {
+  try {
+    return await conn.read(new Uint8Array(64)) === null;
+  } catch {
+    return true;
+  }
+}
+
 Deno.test(
-  "silent unauthenticated clients hold a bounded number of connections",
+  "silent unauthenticated clients hold a bounded number of connections, oldest evicted first",
   sanitized,
   async () => {
     const cluster = await startTransports(2);
@@ -538,16 +576,18 @@ Deno.test(
     const silent: Deno.Conn[] = [];
     try {
       // Every client comes from 127.0.0.1, so the per-address cap (16 by default) applies.
-      for (let i = 0; i < 16; i++) {
-        const { conn, status } = await rawUpgrade(port);
-        silent.push(conn);
-        assert.deepEqual(status, 101, `upgrade ${i} within the cap`);
-      }
-      const over = await rawUpgrade(port);
-      silent.push(over.conn);
-      assert.deepEqual(over.status, 503, "an upgrade past the cap");
+      for (let i = 0; i < 16; i++) silent.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+      await waitFor("16 pending", () => cluster.transports[0]!.stats.pendingHandshakes === 16);
+      // The 17th takes the place of the oldest, which is closed.
+      silent.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+      assert.ok(await closedByServer(silent[0]!), "the oldest silent connection was closed");
       assert.deepEqual(cluster.transports[0]!.stats.pendingHandshakes, 16);
-      assert.deepEqual(cluster.transports[0]!.stats.refusedUpgrades, 1);
+      assert.deepEqual(cluster.transports[0]!.stats.evictedConnections, 1);
+      // An upgrade without a token is answered at once, and takes no slot.
+      const anonymous = await rawUpgrade(port);
+      silent.push(anonymous.conn);
+      assert.deepEqual(anonymous.status, 401);
+      assert.ok(await closedByServer(anonymous.conn));
       // Authenticated links do not count: the cluster keeps serving meanwhile.
       assert.deepEqual(await cluster.transports[1]!.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
 
@@ -556,7 +596,7 @@ Deno.test(
         "the slots to free",
         () => cluster.transports[0]!.stats.pendingHandshakes === 0,
       );
-      const honest = new RawClient(cluster.urls[0]!);
+      const honest = new RawClient(await tokenUrl(cluster.urls[0]!, 1, 0, SECRET));
       await honest.authenticate(1, 0, SECRET);
       await waitFor("the welcome", () => honest.received.length === 2);
       await honest.close();
@@ -567,24 +607,37 @@ Deno.test(
   },
 );
 
-Deno.test("a dial that throws at once backs off like any failed dial", sanitized, async () => {
+Deno.test("a failed dial backs off", sanitized, async () => {
   const clock = new ManualClock();
-  const log: string[] = [];
-  // A fragment makes `new WebSocket()` throw synchronously, as a denied permission would.
+  // Peer 1 accepts connections and closes them at once, so every dial fails.
+  const refuser = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let dials = 0;
+  const refusing = (async () => {
+    for await (const conn of refuser) {
+      dials++;
+      conn.close();
+    }
+  })();
   const transport = await WebSocketTransport.create({
     me: 0,
-    peers: [`ws://127.0.0.1:${freePorts(1)[0]}`, "ws://127.0.0.1:1/#fragment"],
+    peers: [`ws://127.0.0.1:${freePorts(1)[0]}`, `ws://127.0.0.1:${refuser.addr.port}`],
     secret: SECRET,
     clock,
     random: () => 0, // each redial waits half its ceiling: 50, 100, 200, 400, then 500 ms
-    log: (line) => log.push(line),
+    log: () => {},
   });
   try {
-    clock.advance(1000);
-    const dials = log.filter((line) => line.includes("Cannot dial peer 1")).length;
-    assert.deepEqual(dials, 5, "dials in the first second, at 0, 50, 150, 350 and 750 ms");
+    // Virtual time moves in 10 ms steps, with real time for each dial's I/O in between.
+    for (let elapsed = 0; elapsed < 1000; elapsed += 10) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      clock.advance(10);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.deepEqual(dials, 5, "dials in the first second, at about 0, 50, 150, 350 and 750 ms");
   } finally {
     await transport.close();
+    refuser.close();
+    await refusing.catch(() => undefined);
   }
 });
 
@@ -700,3 +753,72 @@ Deno.test(
     }
   },
 );
+
+Deno.test("a frame nested deeper than 128 levels is refused before it is parsed", () => {
+  const nested = (depth: number) => "[".repeat(depth) + "]".repeat(depth);
+  const frame = (args: string) => `{"v":1,"type":"request","id":1,"method":"M","args":${args}}`;
+  assert.ok(!isRefusal(parseFrame(frame(nested(127)), 1 << 20)), "127 levels in args, 128 in all");
+  const deep = parseFrame(frame(nested(128)), 1 << 20);
+  assert.ok(isRefusal(deep) && deep.refused.includes("more than 128 levels"));
+  // Brackets inside strings do not count.
+  assert.ok(!isRefusal(parseFrame(frame(JSON.stringify(nested(500))), 1 << 20)));
+  const escaped = JSON.stringify(`\\"${nested(500)}`);
+  assert.ok(!isRefusal(parseFrame(frame(escaped), 1 << 20)), "escapes before a quote");
+  // 4 MiB of "[" is refused without building anything (JSON.parse took 0.5 s and 145 MB).
+  const flood = parseFrame(nested(2 << 20), 4 << 20);
+  assert.ok(isRefusal(flood) && flood.refused.includes("more than 128 levels"));
+});
+
+Deno.test("an upgrade token is good once, and only near this peer's clock", async () => {
+  const key = await importSecret(SECRET);
+  const now = Date.now();
+  const guard = new UpgradeReplayGuard(60_000, 2);
+  const [a, b, c] = [
+    await signUpgrade(key, 1, 0, now - 3),
+    await signUpgrade(key, 1, 0, now - 2),
+    await signUpgrade(key, 1, 0, now - 1),
+  ];
+  assert.deepEqual(guard.admit(a!, now), null);
+  assert.match(guard.admit(a!, now) ?? "", /used before/);
+  assert.match(guard.admit(await signUpgrade(key, 1, 0, now - 61_000), now) ?? "", /61 s away/);
+  assert.match(guard.admit(await signUpgrade(key, 1, 0, now + 61_000), now) ?? "", /61 s away/);
+  assert.deepEqual(guard.admit(b!, now), null);
+  // Past 2 remembered tokens the oldest (a) is forgotten, and nothing as old is taken any more.
+  assert.deepEqual(guard.admit(c!, now), null);
+  assert.match(guard.admit(a!, now) ?? "", /used before/);
+  assert.deepEqual(guard.admit(await signUpgrade(key, 1, 0, now), now), null);
+  assert.deepEqual(guard.admit(await signUpgrade(key, 2, 0, now - 3), now), null, "another peer");
+});
+
+Deno.test("a recorded upgrade request cannot be replayed", sanitized, async () => {
+  const cluster = await startTransports(2);
+  try {
+    const url = await tokenUrl(cluster.urls[0]!, 1, 0, SECRET);
+    const first = new RawClient(url);
+    await first.challenge();
+    const replay = new RawClient(url);
+    await replay.closed;
+    assert.deepEqual(replay.wasOpened, false, "the replayed token was accepted");
+    assert.ok(cluster.logs[0]!.some((line) => line.includes("used before")));
+    await first.close();
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("disconnect() drops a link, and both sides redial", sanitized, async () => {
+  const cluster = await startTransports(2);
+  try {
+    const [a, b] = cluster.transports;
+    a!.disconnect(1);
+    assert.deepEqual(a!.connectedPeers(), [], "the link is down at once");
+    await waitFor(
+      "the link to come back",
+      () => a!.connectedPeers().length === 1 && b!.connectedPeers().length === 1,
+    );
+    assert.deepEqual(await a!.clientEnds()[1]!.call("Echo", 1), { echo: 1 });
+    assert.deepEqual(await b!.clientEnds()[0]!.call("Echo", 2), { echo: 2 });
+  } finally {
+    await cluster.close();
+  }
+});

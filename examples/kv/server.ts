@@ -14,12 +14,18 @@
  * request with neither is applied each time it commits, and one with only one of them, or an
  * invalid one, gets 400.
  *
+ * Against hostile clients: the HTTP server is the library's bounded one (`src/net/_http_server.ts`:
+ * connections that send no request are capped and closed after 5 s, the accept loop survives
+ * running out of file descriptors); a key with a malformed percent-escape gets 400; a body is read
+ * only up to 64 KiB (413 past it, the rest is never read) and must be UTF-8 (400 otherwise).
+ *
  * @module
  */
 
 import { parseArgs } from "node:util";
 import type { ApplyMsg, Raft } from "../../mod.ts";
 import { make, WebSocketTransport } from "../../mod.ts";
+import { HttpServer } from "../../src/net/_http_server.ts";
 import { openPersister } from "./persister.ts";
 import {
   type KvCommand,
@@ -158,6 +164,42 @@ function requestIdentity(headers: Headers): { clientId: string; seq: number } | 
   return { clientId, seq };
 }
 
+/**
+ * The request's body as text, or the response refusing it: 413 as soon as it passes
+ * {@linkcode MAX_VALUE_BYTES} (the rest is never read), 400 if it is not UTF-8. Nothing is ever
+ * stored altered.
+ */
+async function readValue(request: Request): Promise<string | Response> {
+  const tooLarge = () => json({ error: `value over ${MAX_VALUE_BYTES} bytes` }, 413);
+  if (Number(request.headers.get("content-length") ?? 0) > MAX_VALUE_BYTES) return tooLarge();
+  const chunks: Uint8Array[] = [];
+  let length = 0;
+  if (request.body !== null) {
+    const reader = request.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      length += value.length;
+      if (length > MAX_VALUE_BYTES) {
+        await reader.cancel();
+        return tooLarge();
+      }
+      chunks.push(value);
+    }
+  }
+  const bytes = new Uint8Array(length);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.length;
+  }
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    return json({ error: "value is not valid UTF-8" }, 400);
+  }
+}
+
 async function serveHttp(request: Request): Promise<Response> {
   const url = new URL(request.url);
   if (url.pathname === "/status" && request.method === "GET") {
@@ -171,6 +213,10 @@ async function serveHttp(request: Request): Promise<Response> {
       commitIndex: status.commitIndex,
       appliedIndex: state.appliedIndex,
       lastLogIndex: status.lastLogIndex,
+      links: transport.connectedPeers(),
+      memory: Deno.memoryUsage(),
+      transport: transport.stats,
+      http: server.stats,
     });
   }
   if (url.pathname === "/debug/data" && request.method === "GET") {
@@ -179,10 +225,21 @@ async function serveHttp(request: Request): Promise<Response> {
   if (flags["fault-injection"] && request.method === "POST") {
     if (url.pathname === "/admin/cut-off") return (transport.cutOff(), json({ cutOff: true }));
     if (url.pathname === "/admin/heal") return (transport.heal(), json({ cutOff: false }));
+    if (url.pathname === "/admin/disconnect") {
+      return (transport.disconnect(), json({ disconnected: true }));
+    }
   }
   const match = url.pathname.match(/^\/kv\/(.+)$/);
   if (match === null) return json({ error: "not found" }, 404);
-  const key = decodeURIComponent(match[1]!);
+  let key: string;
+  try {
+    key = decodeURIComponent(match[1]!);
+  } catch {
+    return json(
+      { error: `key ${JSON.stringify(match[1]!.slice(0, 80))} has a malformed %-escape` },
+      400,
+    );
+  }
   if (key.length > MAX_KEY_LENGTH) return json({ error: "key too long" }, 400);
   const identity = requestIdentity(request.headers);
   if (typeof identity === "string") return json({ error: identity }, 400);
@@ -193,10 +250,8 @@ async function serveHttp(request: Request): Promise<Response> {
     case "DELETE":
       return await propose({ op: "delete", key, clientId, seq });
     case "PUT": {
-      const value = await request.text();
-      if (new TextEncoder().encode(value).length > MAX_VALUE_BYTES) {
-        return json({ error: `value over ${MAX_VALUE_BYTES} bytes` }, 413);
-      }
+      const value = await readValue(request);
+      if (typeof value !== "string") return value;
       return await propose({ op: "put", key, value, clientId, seq });
     }
     default:
@@ -205,8 +260,8 @@ async function serveHttp(request: Request): Promise<Response> {
 }
 
 const ownHttp = new URL(httpUrls[me]!);
-const server = Deno.serve(
-  { hostname: ownHttp.hostname, port: Number(ownHttp.port), onListen: () => {} },
+const server = HttpServer.listen(
+  { hostname: ownHttp.hostname.replace(/^\[|\]$/g, ""), port: Number(ownHttp.port) },
   serveHttp,
 );
 console.log(`peer ${me} ready: raft ${peerUrls[me]}, http ${httpUrls[me]}, pid ${Deno.pid}`);

@@ -474,7 +474,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
       this.#rejected("invalid");
       throw error;
     }
-    const { copy, length } = prepareCommand(command, this.#persister.maxCommandBytes);
+    const { copy, length } = prepareCommand(command, this.#peer.limits);
     const core = this.#peer.core;
     if (core.role !== "leader") {
       this.#rejected("not_leader");

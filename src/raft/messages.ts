@@ -7,6 +7,12 @@
 
 import { decodeBase64 } from "./_base64.ts";
 import type { LogEntry } from "./types.ts";
+import {
+  checkCommand,
+  type CommandLimits,
+  highestAcceptableTerm,
+  isAcceptableTerm,
+} from "./limits.ts";
 
 /** RPC method names, as transports carry them. */
 export const RequestVote = "RequestVote";
@@ -153,6 +159,14 @@ export interface RpcErrorReply {
   error: string;
 }
 
+/** What a receiver checks incoming requests against. */
+export interface WireLimits extends CommandLimits {
+  /** Peers in the cluster: peer numbers are 0..peerCount-1. */
+  peerCount: number;
+  /** The receiver's current term, which bounds the terms it accepts (see `isAcceptableTerm`). */
+  currentTerm: number;
+}
+
 /** A parse result: the value, or a sentence saying what is wrong with the input. */
 export type Parsed<T> = { ok: true; value: T } | { ok: false; error: string };
 
@@ -190,6 +204,19 @@ function checkCounts(rpc: string, object: Fields, fields: readonly string[]): st
   return null;
 }
 
+function checkTerm(rpc: string, object: Fields, currentTerm: number): string | null {
+  if (!isAcceptableTerm(object.term, currentTerm)) {
+    const highest = highestAcceptableTerm(currentTerm);
+    return badField(
+      rpc,
+      "term",
+      `an integer in 0..${highest} (this peer's term is ${currentTerm})`,
+      object.term,
+    );
+  }
+  return null;
+}
+
 function checkPeer(rpc: string, object: Fields, field: string, peerCount: number): string | null {
   const value = object[field];
   if (!Number.isSafeInteger(value) || (value as number) < 0 || (value as number) >= peerCount) {
@@ -198,14 +225,25 @@ function checkPeer(rpc: string, object: Fields, field: string, peerCount: number
   return null;
 }
 
-/** Checks incoming RequestVote arguments from a cluster of `peerCount` peers. */
-export function parseRequestVoteArgs(args: unknown, peerCount: number): Parsed<RequestVoteArgs> {
+/** Checks incoming RequestVote arguments against the receiver's `limits`. */
+export function parseRequestVoteArgs(
+  args: unknown,
+  limits: Pick<WireLimits, "peerCount" | "currentTerm">,
+): Parsed<RequestVoteArgs> {
   if (!isObject(args)) {
     return { ok: false, error: badField(RequestVote, "args", "an object", args) };
   }
-  const error = checkCounts(RequestVote, args, ["term", "lastLogIndex", "lastLogTerm"]) ??
-    checkPeer(RequestVote, args, "candidateId", peerCount);
+  const error = checkTerm(RequestVote, args, limits.currentTerm) ??
+    checkCounts(RequestVote, args, ["lastLogIndex", "lastLogTerm"]) ??
+    checkPeer(RequestVote, args, "candidateId", limits.peerCount);
   if (error !== null) return { ok: false, error };
+  // A candidate's log holds no term above its own (§5.3), nor does a pre-candidate's.
+  if ((args.lastLogTerm as number) > (args.term as number)) {
+    return {
+      ok: false,
+      error: badField(RequestVote, "lastLogTerm", `at most term ${args.term}`, args.lastLogTerm),
+    };
+  }
   if (args.preVote !== undefined && typeof args.preVote !== "boolean") {
     return { ok: false, error: badField(RequestVote, "preVote", "a boolean", args.preVote) };
   }
@@ -219,20 +257,20 @@ export function parseRequestVoteArgs(args: unknown, peerCount: number): Parsed<R
   return { ok: true, value };
 }
 
-/** Checks incoming AppendEntries arguments from a cluster of `peerCount` peers. */
+/**
+ * Checks incoming AppendEntries arguments against the receiver's `limits`, commands included: a
+ * command too deep or too large for this peer is refused here, before it reaches the log.
+ */
 export function parseAppendEntriesArgs(
   args: unknown,
-  peerCount: number,
+  limits: WireLimits,
 ): Parsed<AppendEntriesArgs> {
   if (!isObject(args)) {
     return { ok: false, error: badField(AppendEntries, "args", "an object", args) };
   }
-  const error = checkCounts(AppendEntries, args, [
-    "term",
-    "prevLogIndex",
-    "prevLogTerm",
-    "leaderCommit",
-  ]) ?? checkPeer(AppendEntries, args, "leaderId", peerCount);
+  const error = checkTerm(AppendEntries, args, limits.currentTerm) ??
+    checkCounts(AppendEntries, args, ["prevLogIndex", "prevLogTerm", "leaderCommit"]) ??
+    checkPeer(AppendEntries, args, "leaderId", limits.peerCount);
   if (error !== null) return { ok: false, error };
   const term = args.term as number;
   if ((args.prevLogTerm as number) > term) {
@@ -265,6 +303,13 @@ export function parseAppendEntriesArgs(
         ),
       };
     }
+    const refused = checkCommand(entry.command, limits);
+    if (refused !== null) {
+      return {
+        ok: false,
+        error: `${AppendEntries}: 'entries[${i}].command' is refused: ${refused}`,
+      };
+    }
     previousTerm = entry.term;
     entries.push(
       entry.type === "noop"
@@ -285,19 +330,36 @@ export function parseAppendEntriesArgs(
   };
 }
 
-/** Checks a RequestVote reply; `null` when it is not one (a lost or garbled reply). */
-export function parseRequestVoteReply(reply: unknown): RequestVoteReply | null {
-  if (!isObject(reply) || !isCount(reply.term) || typeof reply.voteGranted !== "boolean") {
+/**
+ * Checks a RequestVote reply received by a peer at `currentTerm`; `null` when it is not one (a
+ * lost or garbled reply, or a term this peer does not accept).
+ */
+export function parseRequestVoteReply(
+  reply: unknown,
+  currentTerm: number,
+): RequestVoteReply | null {
+  if (
+    !isObject(reply) || !isAcceptableTerm(reply.term, currentTerm) ||
+    typeof reply.voteGranted !== "boolean"
+  ) {
     return null;
   }
   return { term: reply.term, voteGranted: reply.voteGranted };
 }
 
-/** Checks an AppendEntries reply; `null` when it is not one (a lost or garbled reply). */
-export function parseAppendEntriesReply(reply: unknown): AppendEntriesReply | null {
+/**
+ * Checks an AppendEntries reply received by a peer at `currentTerm`; `null` when it is not one
+ * (a lost or garbled reply, or a term this peer does not accept).
+ */
+export function parseAppendEntriesReply(
+  reply: unknown,
+  currentTerm: number,
+): AppendEntriesReply | null {
   if (
-    !isObject(reply) || !isCount(reply.term) || typeof reply.success !== "boolean" ||
-    !isCount(reply.conflictTerm) || !isCount(reply.conflictIndex)
+    !isObject(reply) || !isAcceptableTerm(reply.term, currentTerm) ||
+    typeof reply.success !== "boolean" || !isCount(reply.conflictTerm) ||
+    // The conflicting entry is in the follower's log, whose terms are at most its own.
+    reply.conflictTerm > reply.term || !isCount(reply.conflictIndex)
   ) {
     return null;
   }
@@ -310,23 +372,20 @@ export function parseAppendEntriesReply(reply: unknown): AppendEntriesReply | nu
 }
 
 /**
- * Checks incoming InstallSnapshot arguments from a cluster of `peerCount` peers, and decodes the
+ * Checks incoming InstallSnapshot arguments against the receiver's `limits`, and decodes the
  * chunk, which may hold at most `maxChunkBytes` bytes.
  */
 export function parseInstallSnapshotArgs(
   args: unknown,
-  peerCount: number,
+  limits: Pick<WireLimits, "peerCount" | "currentTerm">,
   maxChunkBytes: number,
 ): Parsed<{ args: InstallSnapshotArgs; data: Uint8Array }> {
   if (!isObject(args)) {
     return { ok: false, error: badField(InstallSnapshot, "args", "an object", args) };
   }
-  const error = checkCounts(InstallSnapshot, args, [
-    "term",
-    "lastIncludedIndex",
-    "lastIncludedTerm",
-    "offset",
-  ]) ?? checkPeer(InstallSnapshot, args, "leaderId", peerCount);
+  const error = checkTerm(InstallSnapshot, args, limits.currentTerm) ??
+    checkCounts(InstallSnapshot, args, ["lastIncludedIndex", "lastIncludedTerm", "offset"]) ??
+    checkPeer(InstallSnapshot, args, "leaderId", limits.peerCount);
   if (error !== null) return { ok: false, error };
   const term = args.term as number;
   const lastIncludedTerm = args.lastIncludedTerm as number;
@@ -377,10 +436,16 @@ export function parseInstallSnapshotArgs(
   };
 }
 
-/** Checks an InstallSnapshot reply; `null` when it is not one (a lost or garbled reply). */
-export function parseInstallSnapshotReply(reply: unknown): InstallSnapshotReply | null {
+/**
+ * Checks an InstallSnapshot reply received by a peer at `currentTerm`; `null` when it is not one
+ * (a lost or garbled reply, or a term this peer does not accept).
+ */
+export function parseInstallSnapshotReply(
+  reply: unknown,
+  currentTerm: number,
+): InstallSnapshotReply | null {
   if (
-    !isObject(reply) || !isCount(reply.term) || !isCount(reply.offset) ||
+    !isObject(reply) || !isAcceptableTerm(reply.term, currentTerm) || !isCount(reply.offset) ||
     typeof reply.installed !== "boolean"
   ) {
     return null;

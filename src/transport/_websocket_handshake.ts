@@ -1,7 +1,20 @@
 /**
- * The challenge-response that opens every WebSocket link between peers. Both sides prove they
- * hold the cluster's shared secret without sending it: each signs, with HMAC-SHA-256, both sides'
- * fresh nonces and both peer indexes under its own role label.
+ * How a WebSocket link between peers is authenticated, in two steps. Both prove the cluster's
+ * shared secret without sending it, with HMAC-SHA-256.
+ *
+ * First, before any WebSocket exists, the dialer's upgrade request carries a token in its query:
+ *
+ * ```
+ * GET /?from&to&time&nonce&proof   proof = HMAC(secret, "upgrade|from|to|time|nonce")
+ * ```
+ *
+ * The server checks it before it upgrades: a client without the secret gets HTTP 401 and never
+ * holds more than its request head. A token is good within the replay window of the server's
+ * clock, and once: the server remembers its nonce ({@linkcode UpgradeReplayGuard}).
+ *
+ * Then the challenge-response, on the new WebSocket, in which the server proves itself too and
+ * the dialer signs a nonce the server just drew (so even a token seen in transit and used first
+ * by someone else, on `ws://`, gets no further):
  *
  * ```
  * server -> dialer   challenge { nonce: Ns }
@@ -89,4 +102,138 @@ function transcriptBytes(
   return new TextEncoder().encode(
     `denoraft-ws-v1|${role}|${from}|${to}|${serverNonce}|${dialerNonce}`,
   );
+}
+
+// ---- Before the upgrade: the dialer's token, so that no unauthenticated client gets a socket. ----
+
+/**
+ * The dialer's credentials, sent in the query of its upgrade request: who dials whom, when (wall
+ * clock, ms since the epoch), a fresh nonce, and an HMAC over all of them.
+ */
+export interface UpgradeToken {
+  /** Peer index of the dialer. */
+  from: number;
+  /** Peer index of the server it means to reach. */
+  to: number;
+  /** `Date.now()` when the dialer signed it. */
+  time: number;
+  /** 16 random bytes, hex. */
+  nonce: string;
+  /** HMAC-SHA-256 over the fields above, hex. */
+  proof: string;
+}
+
+/** Signs a fresh token for a dial from peer `from` to peer `to` at `time`. */
+export async function signUpgrade(
+  key: CryptoKey,
+  from: number,
+  to: number,
+  time: number = Date.now(),
+): Promise<UpgradeToken> {
+  const nonce = toHex(crypto.getRandomValues(new Uint8Array(16)));
+  const signature = await crypto.subtle.sign("HMAC", key, upgradeBytes(from, to, time, nonce));
+  return { from, to, time, nonce, proof: toHex(new Uint8Array(signature)) };
+}
+
+/** Whether `token`'s proof is valid for its fields; compares in constant time. */
+export async function verifyUpgrade(key: CryptoKey, token: UpgradeToken): Promise<boolean> {
+  const { from, to, time, nonce, proof } = token;
+  const signature = fromHex(proof);
+  return await crypto.subtle.verify("HMAC", key, signature, upgradeBytes(from, to, time, nonce));
+}
+
+/** `url` with `token` in its query (replacing any earlier token). */
+export function withUpgradeToken(url: string, token: UpgradeToken): URL {
+  const withToken = new URL(url);
+  for (const field of ["from", "to", "time", "nonce", "proof"] as const) {
+    withToken.searchParams.set(field, String(token[field]));
+  }
+  return withToken;
+}
+
+/** The token in a request target's query, or a sentence saying why there is none. */
+export function parseUpgradeToken(target: string): UpgradeToken | string {
+  const query = target.indexOf("?");
+  if (query < 0) return "Upgrade request carries no token";
+  const params = new URLSearchParams(target.slice(query + 1));
+  const [from, to, time] = (["from", "to", "time"] as const).map((name) => {
+    const text = params.get(name) ?? "";
+    return /^[0-9]{1,15}$/.test(text) ? Number(text) : -1;
+  });
+  const nonce = params.get("nonce") ?? "";
+  const proof = params.get("proof") ?? "";
+  if (from! < 0 || to! < 0 || time! < 0) return "Upgrade token has malformed numbers";
+  if (!/^[0-9a-f]{32}$/.test(nonce) || !/^[0-9a-f]{64}$/.test(proof)) {
+    return "Upgrade token has a malformed nonce or proof";
+  }
+  return { from: from!, to: to!, time: time!, nonce, proof };
+}
+
+/**
+ * Remembers the nonces of the valid tokens seen within the replay window, per dialer, so that a
+ * recorded token cannot be used again. Memory is bounded: past `capacityPerPeer` nonces, the
+ * oldest is forgotten, and every token no newer than a forgotten one is refused from then on.
+ * An honest dialer signs each token just before it uses it, so its tokens are never that old.
+ */
+export class UpgradeReplayGuard {
+  readonly #windowMs: number;
+  readonly #capacityPerPeer: number;
+  readonly #byPeer = new Map<number, { seen: Map<string, number>; floor: number }>();
+
+  /** Tokens more than `windowMs` from the server's clock are refused. */
+  constructor(windowMs: number, capacityPerPeer: number) {
+    this.#windowMs = windowMs;
+    this.#capacityPerPeer = capacityPerPeer;
+  }
+
+  /**
+   * `null` if `token` (already verified) is fresh, and then remembers it; otherwise a sentence
+   * saying why it is refused. `now` is the server's wall clock.
+   */
+  admit(token: UpgradeToken, now: number): string | null {
+    if (Math.abs(now - token.time) > this.#windowMs) {
+      return `Upgrade token is ${Math.round((now - token.time) / 1000)} s away from this ` +
+        `peer's clock; at most ${this.#windowMs / 1000} s allowed`;
+    }
+    let peer = this.#byPeer.get(token.from);
+    if (peer === undefined) {
+      peer = { seen: new Map(), floor: -Infinity };
+      this.#byPeer.set(token.from, peer);
+    }
+    if (token.time <= peer.floor || peer.seen.has(token.nonce)) {
+      return "Upgrade token was used before";
+    }
+    for (const [nonce, time] of peer.seen) {
+      if (time < now - this.#windowMs) peer.seen.delete(nonce);
+    }
+    if (peer.seen.size >= this.#capacityPerPeer) {
+      let oldest: [string, number] | undefined;
+      for (const entry of peer.seen) {
+        if (oldest === undefined || entry[1] < oldest[1]) oldest = entry;
+      }
+      peer.seen.delete(oldest![0]);
+      peer.floor = Math.max(peer.floor, oldest![1]);
+    }
+    peer.seen.set(token.nonce, token.time);
+    return null;
+  }
+}
+
+function upgradeBytes(
+  from: number,
+  to: number,
+  time: number,
+  nonce: string,
+): Uint8Array<ArrayBuffer> {
+  return new TextEncoder().encode(`denoraft-ws-v1|upgrade|${from}|${to}|${time}|${nonce}`);
+}
+
+function toHex(bytes: Uint8Array): string {
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+function fromHex(text: string): Uint8Array<ArrayBuffer> {
+  const bytes = new Uint8Array(text.length / 2);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = parseInt(text.slice(2 * i, 2 * i + 2), 16);
+  return bytes;
 }

@@ -6,24 +6,44 @@
  *
  * Deno's WebSocket client (`new WebSocket()`) leaves Nagle's algorithm on and writes a frame's
  * header and payload separately, so a lone client frame over about 1 KB waits some 40 ms for the
- * receiver's delayed ACK; the accepting side of a connection (`Deno.upgradeWebSocket`) has no such
- * stall (see `bench/websocket_latency.ts`). So every peer dials every other peer, and each link is
- * a pair of connections: peer A sends its requests and its replies to B only on the connection
- * that B dialed into A's server, where A is the accepting side. A dialing side writes only the
- * small handshake frames; anything else it receives from a dialer is a protocol violation.
+ * receiver's delayed ACK (see `bench/websocket_latency.ts`). This transport frames WebSockets
+ * itself (`_websocket_connection.ts`), but keeps the design that avoided that stall: every peer
+ * dials every other peer, and each link is a pair of connections: peer A sends its requests and
+ * its replies to B only on the connection that B dialed into A's server, where A is the accepting
+ * side. A dialing side writes only the small handshake frames; anything else it receives from a
+ * dialer is a protocol violation.
+ *
+ * ## Hostile clients
+ *
+ * A client must prove the secret in its upgrade request, before any WebSocket exists; until then
+ * it holds at most 8 KiB of request head, in one of `maxPendingHandshakes` slots that are closed
+ * at `handshakeTimeoutMs` and given to newer connections oldest first. The accept loop survives
+ * running out of file descriptors. Frame lengths are checked in their headers. Refusals are
+ * logged at a bounded rate and counted in {@linkcode TransportStats}.
  *
  * @module
  */
 
 import { type Clock, type RandomSource, realClock } from "../clock.ts";
 import type { ClientEnd, RpcHandler } from "../types.ts";
+import { ByteReader } from "../net/_byte_reader.ts";
+import { GuardedListener, type PendingConnection } from "../net/_guarded_listener.ts";
+import { MAX_HEAD_BYTES, parseRequestHead, respondAndClose } from "../net/_http1.ts";
+import { RateLimitedLog } from "../net/_rate_limited_log.ts";
+import { WebSocketConnection } from "./_websocket_connection.ts";
 import { encodeFrame, type Frame, isRefusal, parseFrame } from "./_websocket_envelope.ts";
 import {
   importSecret,
   newNonce,
+  parseUpgradeToken,
   signTranscript,
+  signUpgrade,
+  UpgradeReplayGuard,
   verifyTranscript,
+  verifyUpgrade,
+  withUpgradeToken,
 } from "./_websocket_handshake.ts";
+import { checkUpgradeRequest, dialWebSocket, switchProtocols } from "./_websocket_upgrade.ts";
 
 /** Where a transport's log lines go: refused connections and frames, dropped sends. */
 export type TransportLog = (line: string) => void;
@@ -67,14 +87,16 @@ export interface WebSocketTransportOptions {
   /**
    * Largest frame sent or accepted, in bytes of UTF-8 JSON. Default 4 MiB: room for a full
    * AppendEntries batch of modest commands; a larger frame is dropped when sending, and closes
-   * the connection when received.
+   * the connection when received, as soon as its header announces its length (its payload is
+   * never read). Only the dialing side receives such frames: a dialer may send nothing but its
+   * handshake, so the accepting side refuses any frame over 1 KiB.
    */
   maxMessageBytes?: number;
   /**
-   * High-water mark of a connection's send queue (`WebSocket.bufferedAmount`), in bytes. Past it
-   * a send is dropped and the call resolves `undefined`, as if the peer were unreachable. Default
-   * 8 MiB: two maximal frames, so one large message never trips it, while a stalled peer costs
-   * at most this much memory per connection.
+   * High-water mark of a connection's send queue, in bytes. Past it a send is dropped and the
+   * call resolves `undefined`, as if the peer were unreachable. Default 8 MiB: two maximal
+   * frames, so one large message never trips it, while a stalled peer costs at most this much
+   * memory per connection.
    */
   maxBufferedBytes?: number;
   /**
@@ -89,23 +111,34 @@ export interface WebSocketTransportOptions {
    */
   reconnectMaxDelayMs?: number;
   /**
-   * How long a new connection may take to finish the handshake, in ms. Default 2000: ample on any
-   * network, and short enough that a silent client cannot hold a connection open.
+   * How long a new connection may take to authenticate, in ms, counted from when it was accepted
+   * (or dialed); after it the connection is closed, at the TCP level, whatever the other side
+   * does. Default 2000: ample on any network (the whole exchange is three round trips), and
+   * short enough that a stalled dial is soon retried.
    */
   handshakeTimeoutMs?: number;
   /**
-   * Most connections the server holds that have not finished the handshake; past it, upgrade
-   * requests get HTTP 503. A connection counts until it authenticates or its close event: one
-   * refused for a timeout waits for the client's close frame, which a hostile client never sends.
-   * Default 64: far more than a cluster's honest dials at once, few enough to bound the sockets
-   * and memory unauthenticated clients can hold.
+   * Most server connections that have not yet shown a valid upgrade token, and separately most
+   * that have but not yet finished the challenge-response; past either cap, the oldest such
+   * connection is closed to make room for the newest. Default 256: a peer's connection is closed
+   * only if 256 newer ones arrive before its request is read, which at the 2,500 connections a
+   * second one attacking process opened on the development machine leaves it 100 ms, far more
+   * than it needs; yet the sockets and memory clients without the secret can hold stay bounded
+   * (256 descriptors and at most 8 KiB of request head each).
    */
   maxPendingHandshakes?: number;
   /**
-   * The same cap per remote address (IP). Default 16: one host cannot take every slot, so
-   * peers on other hosts can still connect.
+   * The same caps per remote address (IP). Default 16: one host cannot take every slot, nor
+   * evict the connections of peers on other hosts.
    */
   maxPendingHandshakesPerAddress?: number;
+  /**
+   * How far apart the peers' wall clocks may be, in ms: an upgrade token signed further from
+   * this peer's clock is refused, and tokens are remembered this long (at most 256 per peer) so
+   * that none is used twice. Default 60000: hosts kept in sync by NTP are within milliseconds,
+   * and a minute also covers one whose clock stepped.
+   */
+  maxClockSkewMs?: number;
   /**
    * Most requests from one peer that the handler may be serving at once; further requests from
    * that peer are dropped unanswered (their calls time out) until some finish. Default 1024: far
@@ -115,14 +148,19 @@ export interface WebSocketTransportOptions {
   maxRequestsInProgress?: number;
   /**
    * How long an accepted connection may go without a frame before the server sends a keepalive
-   * on it, in ms; the dialing side, which only reads, gives up a connection that brought nothing
-   * for 3 times this (its peer vanished without closing it: a crash or a partition) and redials.
-   * Default 1000: a dead peer is noticed within about 3 s, while a busy link (a Raft leader
-   * heartbeats every 250 ms by default) never needs one and an idle link costs one tiny frame a
-   * second. Give every peer the same value.
+   * (and a WebSocket ping) on it, in ms; the dialing side, which only reads, gives up a
+   * connection that brought nothing for 3 times this (its peer vanished without closing it: a
+   * crash or a partition) and redials, and the accepting side closes one that answered nothing,
+   * not even a ping, for 10 times this. Default 1000: a dead peer is noticed within about 3 s,
+   * while a busy link (a Raft leader heartbeats every 250 ms by default) never needs one and an
+   * idle link costs one tiny frame a second. Give every peer the same value.
    */
   keepaliveMs?: number;
-  /** Where log lines go. Default: `console.error`. Pass `() => {}` to silence them. */
+  /**
+   * Where log lines go. Default: `console.error`. Pass `() => {}` to silence them. Lines about
+   * refused connections, upgrades and frames, which clients can cause at will, are limited to a
+   * burst of 20 and then 2 a second; the rest are counted in `stats.suppressedLogLines`.
+   */
   log?: TransportLog;
   /** Timers for call timeouts and redials. Default: the real clock. */
   clock?: Clock;
@@ -132,20 +170,33 @@ export interface WebSocketTransportOptions {
 
 /** Counters of what a transport refused or dropped, for tests and monitoring. */
 export interface TransportStats {
-  /** Connections closed because their handshake failed or timed out. */
+  /**
+   * Connections closed because their handshake (token or challenge-response) failed or did not
+   * finish within `handshakeTimeoutMs`.
+   */
   refusedHandshakes: number;
   /** Connections closed because of a malformed, oversized or unexpected frame. */
   refusedFrames: number;
   /** Messages not sent: send queue past its mark, frame too large, or link down. */
   droppedSends: number;
-  /** Bytes queued for sending right now, over all connections (`bufferedAmount`). */
+  /** Bytes queued for sending right now, over all connections. */
   queuedBytes: number;
   /** Requests dropped unanswered because `maxRequestsInProgress` were being served. */
   droppedRequests: number;
   /** Server connections open now that have not (yet) authenticated. */
   pendingHandshakes: number;
-  /** Upgrade requests answered 503 because of `maxPendingHandshakes(PerAddress)`. */
+  /**
+   * Requests answered with an HTTP error instead of an upgrade: not a WebSocket upgrade (426),
+   * malformed (400, 431), without a valid, fresh token (401), or while shutting down (503).
+   */
   refusedUpgrades: number;
+  /** Unauthenticated connections closed to make room for newer ones (`maxPendingHandshakes`). */
+  evictedConnections: number;
+  /** Failed accepts, e.g. out of file descriptors; the server retries, closing its oldest
+   * unauthenticated connection to get a descriptor back. */
+  acceptErrors: number;
+  /** Log lines about refusals left out by the rate limit (see `log`). */
+  suppressedLogLines: number;
 }
 
 interface PendingCall {
@@ -157,11 +208,9 @@ interface PendingCall {
 interface Link {
   readonly url: string;
   /** Our authenticated connection to the peer's server: we only read from it. */
-  dialed: WebSocket | undefined;
+  dialed: WebSocketConnection | undefined;
   /** The peer's authenticated connection to our server: we write requests and replies on it. */
-  accepted: WebSocket | undefined;
-  /** The dial in progress, before authentication. */
-  dialing: WebSocket | undefined;
+  accepted: WebSocketConnection | undefined;
   /** When `dialed` was authenticated (clock time). */
   dialedAt: number;
   /**
@@ -183,7 +232,15 @@ interface Link {
   cutOff: boolean;
 }
 
-/** Close code for a refused handshake or frame (application range: 1008 may not be sent by scripts). */
+/** A server connection whose token was valid, in its challenge-response. */
+interface Handshake {
+  readonly socket: WebSocketConnection;
+  readonly address: string;
+  /** Closes it and stops counting it. */
+  drop(reason: string): void;
+}
+
+/** Close code for a refused handshake or frame (in the range for applications). */
 const PROTOCOL_VIOLATION = 4008;
 
 /** How long `close()` waits for sockets to finish closing. */
@@ -192,6 +249,25 @@ const CLOSE_WAIT_MS = 2000;
 /** Request ids start below this (2^48): far from `Number.MAX_SAFE_INTEGER`, so they never wrap. */
 const FIRST_REQUEST_ID_RANGE = 2 ** 48;
 
+/**
+ * Largest frame the accepting side takes from a dialer: its hello is about 250 bytes, and it may
+ * send nothing else.
+ */
+const DIALER_FRAME_BYTES = 1024;
+
+/** First buffer for a request head: a peer's upgrade request, token included, is about 600 bytes. */
+const INITIAL_HEAD_BUFFER_BYTES = 1024;
+
+/** Upgrade tokens remembered per peer within `maxClockSkewMs`, against replays. */
+const REMEMBERED_TOKENS_PER_PEER = 256;
+
+/** An accepted connection silent for this many `keepaliveMs` (not even a pong) is closed. */
+const ACCEPTED_SILENCE_KEEPALIVES = 10;
+
+/** Refusal log lines written at once, then per second. */
+const REFUSAL_LOG_BURST = 20;
+const REFUSAL_LOG_PER_SECOND = 2;
+
 const DEFAULTS = {
   callTimeoutMs: 1000,
   maxMessageBytes: 4 * 1024 * 1024,
@@ -199,8 +275,9 @@ const DEFAULTS = {
   reconnectMinDelayMs: 50,
   reconnectMaxDelayMs: 1000,
   handshakeTimeoutMs: 2000,
-  maxPendingHandshakes: 64,
+  maxPendingHandshakes: 256,
   maxPendingHandshakesPerAddress: 16,
+  maxClockSkewMs: 60_000,
   maxRequestsInProgress: 1024,
   keepaliveMs: 1000,
 };
@@ -224,22 +301,26 @@ export class WebSocketTransport {
   readonly #links: (Link | undefined)[];
   readonly #key: CryptoKey;
   readonly #options: typeof DEFAULTS;
+  readonly #caCerts: string[] | undefined;
   readonly #log: TransportLog;
+  readonly #refusalLog: RateLimitedLog;
   readonly #clock: Clock;
   readonly #random: RandomSource;
-  readonly #httpClient: Deno.HttpClient | undefined;
-  readonly #sockets = new Map<WebSocket, Promise<void>>();
+  readonly #replayGuard: UpgradeReplayGuard;
+  readonly #sockets = new Set<WebSocketConnection>();
+  /** Dials in progress, before their connection exists: aborted by `close()`. */
+  readonly #dials = new Set<AbortController>();
+  /** Server connections in their challenge-response, oldest first. */
+  readonly #handshakes = new Set<Handshake>();
   readonly #stats = {
     refusedHandshakes: 0,
     refusedFrames: 0,
     droppedSends: 0,
     refusedUpgrades: 0,
     droppedRequests: 0,
+    evictedConnections: 0,
   };
-  /** Unauthenticated server connections, by remote address. */
-  readonly #pendingByAddress = new Map<string, number>();
-  #pendingHandshakes = 0;
-  #server: Deno.HttpServer<Deno.NetAddr> | undefined;
+  #listener: GuardedListener | undefined;
   #handler: RpcHandler | undefined;
   /**
    * Starts at a random point so that a restarted process (same peer index) does not reuse the ids
@@ -252,34 +333,29 @@ export class WebSocketTransport {
   private constructor(options: WebSocketTransportOptions, key: CryptoKey) {
     this.#me = options.me;
     this.#key = key;
-    this.#options = {
-      callTimeoutMs: options.callTimeoutMs ?? DEFAULTS.callTimeoutMs,
-      maxMessageBytes: options.maxMessageBytes ?? DEFAULTS.maxMessageBytes,
-      maxBufferedBytes: options.maxBufferedBytes ?? DEFAULTS.maxBufferedBytes,
-      reconnectMinDelayMs: options.reconnectMinDelayMs ?? DEFAULTS.reconnectMinDelayMs,
-      reconnectMaxDelayMs: options.reconnectMaxDelayMs ?? DEFAULTS.reconnectMaxDelayMs,
-      handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs,
-      maxPendingHandshakes: options.maxPendingHandshakes ?? DEFAULTS.maxPendingHandshakes,
-      maxPendingHandshakesPerAddress: options.maxPendingHandshakesPerAddress ??
-        DEFAULTS.maxPendingHandshakesPerAddress,
-      maxRequestsInProgress: options.maxRequestsInProgress ?? DEFAULTS.maxRequestsInProgress,
-      keepaliveMs: options.keepaliveMs ?? DEFAULTS.keepaliveMs,
-    };
+    const settings = { ...DEFAULTS };
+    for (const name of Object.keys(DEFAULTS) as (keyof typeof DEFAULTS)[]) {
+      settings[name] = options[name] ?? DEFAULTS[name];
+    }
+    this.#options = settings;
+    this.#caCerts = options.caCerts;
     const prefix = `[ws peer ${options.me}] `;
     const log = options.log ?? ((line: string) => console.error(line));
     this.#log = (line) => log(prefix + line);
     this.#clock = options.clock ?? realClock;
+    this.#refusalLog = new RateLimitedLog(this.#log, {
+      burst: REFUSAL_LOG_BURST,
+      linesPerSecond: REFUSAL_LOG_PER_SECOND,
+      clock: this.#clock,
+    });
     this.#random = options.random ?? Math.random;
+    this.#replayGuard = new UpgradeReplayGuard(settings.maxClockSkewMs, REMEMBERED_TOKENS_PER_PEER);
     this.#nextRequestId = Math.floor(this.#random() * FIRST_REQUEST_ID_RANGE);
-    this.#httpClient = options.caCerts === undefined
-      ? undefined
-      : Deno.createHttpClient({ caCerts: options.caCerts });
     this.#links = options.peers.map((url, peer) =>
       peer === options.me ? undefined : {
         url,
         dialed: undefined,
         accepted: undefined,
-        dialing: undefined,
         dialedAt: 0,
         abandonDialed: undefined,
         requestsInProgress: 0,
@@ -296,7 +372,7 @@ export class WebSocketTransport {
   /**
    * Starts the server and begins dialing every other peer. Resolves once the server listens;
    * links come up in the background as peers start. Throws a `RangeError` for a bad `me`, peer
-   * URL or secret.
+   * URL, secret or option.
    */
   static async create(options: WebSocketTransportOptions): Promise<WebSocketTransport> {
     const { me, peers } = options;
@@ -305,8 +381,10 @@ export class WebSocketTransport {
     }
     const urls = peers.map((text) => {
       const url = URL.parse(text);
-      if (url === null || (url.protocol !== "ws:" && url.protocol !== "wss:")) {
-        throw new RangeError(`Peer URL must be ws:// or wss://, got "${text}"`);
+      if (
+        url === null || (url.protocol !== "ws:" && url.protocol !== "wss:") || url.hash !== ""
+      ) {
+        throw new RangeError(`Peer URL must be ws:// or wss:// without a fragment, got "${text}"`);
       }
       return url;
     });
@@ -321,15 +399,16 @@ export class WebSocketTransport {
     const own = urls[me]!;
     const hostname = options.listen?.hostname ?? own.hostname.replace(/^\[|\]$/g, "");
     const port = options.listen?.port ?? Number(own.port || (own.protocol === "wss:" ? 443 : 80));
-    transport.#server = Deno.serve(
-      {
-        hostname,
-        port,
-        onListen: () => {},
-        ...(options.tls === undefined ? {} : { cert: options.tls.cert, key: options.tls.key }),
-      },
-      (request, info) => transport.#accept(request, info.remoteAddr.hostname),
-    );
+    transport.#listener = GuardedListener.listen({
+      hostname,
+      port,
+      tls: options.tls,
+      maxPending: transport.#options.maxPendingHandshakes,
+      maxPendingPerAddress: transport.#options.maxPendingHandshakesPerAddress,
+      pendingTimeoutMs: transport.#options.handshakeTimeoutMs,
+      clock: transport.#clock,
+      log: (line) => transport.#refusalLog.log(line),
+    }, (connection) => void transport.#accept(connection));
     transport.#links.forEach((link, peer) => {
       if (link !== undefined) transport.#dial(peer, link);
     });
@@ -339,14 +418,23 @@ export class WebSocketTransport {
 
   /** The port the server listens on (useful with `listen: { port: 0 }`). */
   get port(): number {
-    return this.#server!.addr.port;
+    return this.#listener!.addr.port;
   }
 
   /** Counters of refused connections and frames and of dropped sends. */
   get stats(): TransportStats {
     let queuedBytes = 0;
-    for (const socket of this.#sockets.keys()) queuedBytes += socket.bufferedAmount;
-    return { ...this.#stats, queuedBytes, pendingHandshakes: this.#pendingHandshakes };
+    for (const socket of this.#sockets) queuedBytes += socket.bufferedAmount;
+    const listener = this.#listener!.stats;
+    return {
+      ...this.#stats,
+      refusedHandshakes: this.#stats.refusedHandshakes + listener.timedOutConnections,
+      evictedConnections: this.#stats.evictedConnections + listener.evictedConnections,
+      acceptErrors: listener.acceptErrors,
+      queuedBytes,
+      pendingHandshakes: listener.pendingConnections + this.#handshakes.size,
+      suppressedLogLines: this.#refusalLog.suppressed,
+    };
   }
 
   /** Where incoming requests go. Until it is set, incoming requests get no reply. */
@@ -390,6 +478,18 @@ export class WebSocketTransport {
   }
 
   /**
+   * Fault injection: drops both connections of the link to `peer` (every peer when omitted), as
+   * a network blip would. Calls in flight resolve `undefined`; this side redials at once, and
+   * the peer, seeing its own connection closed, redials too.
+   */
+  disconnect(peer?: number): void {
+    for (const link of this.#selectLinks(peer)) {
+      link.accepted?.abort();
+      link.abandonDialed?.();
+    }
+  }
+
+  /**
    * Shuts down the server, closes every connection, stops redialing and resolves every call in
    * flight to `undefined`. Resolves once all sockets have closed.
    */
@@ -403,16 +503,18 @@ export class WebSocketTransport {
       link.cancelRedial = undefined;
       this.#failPending(link);
     }
-    for (const socket of this.#sockets.keys()) closeQuietly(socket);
-    // A peer that stopped reading (SIGSTOP) never finishes the closing handshake: do not hang.
+    for (const dial of this.#dials) dial.abort();
+    for (const handshake of [...this.#handshakes]) handshake.drop("shutting down");
+    for (const socket of this.#sockets) socket.close();
+    // Each socket closes within its closing grace, even if the other side never answers.
     let cancelWait = () => {};
     await Promise.race([
-      Promise.all(this.#sockets.values()),
+      Promise.all([...this.#sockets].map((socket) => socket.closed)),
       new Promise<void>((resolve) => cancelWait = this.#clock.schedule(CLOSE_WAIT_MS, resolve)),
     ]);
     cancelWait();
-    await this.#server?.shutdown();
-    this.#httpClient?.close();
+    for (const socket of this.#sockets) socket.abort();
+    await this.#listener?.close();
   }
 
   #selectLinks(peer: number | undefined): Link[] {
@@ -440,8 +542,8 @@ export class WebSocketTransport {
   }
 
   /** Sends `frame`, or drops it (returning false) when it is too large or the queue is full. */
-  #send(socket: WebSocket, frame: Frame, peer: number): boolean {
-    if (socket.readyState !== WebSocket.OPEN) {
+  #send(socket: WebSocketConnection, frame: Frame, peer: number): boolean {
+    if (!socket.open) {
       this.#stats.droppedSends++;
       return false;
     }
@@ -465,7 +567,7 @@ export class WebSocketTransport {
       );
       return false;
     }
-    // WebSocket.send never pushes back, so a stalled peer would grow this queue without bound.
+    // Sends never push back, so a stalled peer would grow this queue without bound.
     if (socket.bufferedAmount + bytes > this.#options.maxBufferedBytes) {
       this.#stats.droppedSends++;
       return false;
@@ -477,9 +579,10 @@ export class WebSocketTransport {
   }
 
   /**
-   * One timer for the whole transport, every half `keepaliveMs`: sends a keepalive on each
-   * accepted connection that has been quiet for `keepaliveMs`, and gives up each dialed one that
-   * brought nothing for 3 times that.
+   * One timer for the whole transport, every half `keepaliveMs`: sends a keepalive (and a ping)
+   * on each accepted connection that has been quiet for `keepaliveMs`, closes one that has
+   * answered nothing for 10 times that, and gives up each dialed one that brought nothing for
+   * 3 times that.
    */
   #scheduleKeepalive(): void {
     const { keepaliveMs } = this.#options;
@@ -488,8 +591,15 @@ export class WebSocketTransport {
       const now = this.#clock.now();
       this.#links.forEach((link, peer) => {
         if (link === undefined) return;
-        if (link.accepted !== undefined && now - link.acceptedLastSent >= keepaliveMs) {
-          this.#send(link.accepted, { v: 1, type: "keepalive" }, peer);
+        const accepted = link.accepted;
+        if (accepted !== undefined) {
+          if (now - accepted.lastReceivedAt > ACCEPTED_SILENCE_KEEPALIVES * keepaliveMs) {
+            this.#log(`Peer ${peer} answered nothing for ${now - accepted.lastReceivedAt} ms`);
+            accepted.abort();
+          } else if (now - link.acceptedLastSent >= keepaliveMs) {
+            this.#send(accepted, { v: 1, type: "keepalive" }, peer);
+            accepted.ping();
+          }
         }
         if (link.abandonDialed !== undefined && now - link.dialedLastReceived > 3 * keepaliveMs) {
           this.#log(`Peer ${peer} sent nothing for ${now - link.dialedLastReceived} ms: redialing`);
@@ -509,24 +619,21 @@ export class WebSocketTransport {
     }
   }
 
-  /** Registers `socket` so that `close()` can close it and wait; returns the close promise. */
-  #track(socket: WebSocket): void {
-    this.#sockets.set(
-      socket,
-      new Promise((resolve) => {
-        socket.addEventListener("close", () => {
-          this.#sockets.delete(socket);
-          resolve();
-        });
-      }),
-    );
+  /** Registers `socket` so that `close()` can close it and wait. */
+  #track(socket: WebSocketConnection): void {
+    this.#sockets.add(socket);
+    socket.closed.then(() => this.#sockets.delete(socket));
   }
 
-  /** Closes `socket` for a protocol violation, after logging why. */
-  #refuse(socket: WebSocket, reason: string, counter: "refusedHandshakes" | "refusedFrames"): void {
+  /** Closes `socket` for a protocol violation, after logging why (at a bounded rate). */
+  #refuse(
+    socket: WebSocketConnection,
+    reason: string,
+    counter: "refusedHandshakes" | "refusedFrames",
+  ): void {
     this.#stats[counter]++;
-    this.#log(`Closing connection: ${reason}`);
-    closeQuietly(socket, PROTOCOL_VIOLATION);
+    this.#refusalLog.log(`Closing connection: ${reason}`);
+    socket.close(PROTOCOL_VIOLATION);
   }
 
   // ---- The dialing side: authenticate, then read the peer's requests and replies. ----
@@ -534,35 +641,32 @@ export class WebSocketTransport {
   #dial(peer: number, link: Link): void {
     if (this.#closed) return;
     link.cancelRedial = undefined;
-    let socket: WebSocket;
-    try {
-      socket = this.#httpClient === undefined
-        ? new WebSocket(link.url)
-        : new WebSocket(link.url, { client: this.#httpClient });
-    } catch (error) {
-      this.#log(`Cannot dial peer ${peer} at ${link.url}: ${error}`);
-      link.failedDials++; // back off as for any failed dial, or this retries and logs every 50 ms
-      this.#scheduleRedial(peer, link);
-      return;
-    }
-    this.#track(socket);
-    link.dialing = socket;
-    let state: "challenge" | "signing" | "welcome" | "verifying" | "open" = "challenge";
+    const dial = new AbortController();
+    this.#dials.add(dial);
+    let socket: WebSocketConnection | undefined;
+    let state: "connecting" | "challenge" | "signing" | "welcome" | "verifying" | "open" =
+      "connecting";
     let dialerNonce = "";
     let abandoned = false;
     let serverNonce = "";
     /**
-     * Refuses this connection and gives it up at once: its close event may never come (a peer
-     * that went silent never answers the close frame), so the bookkeeping and the redial, with
+     * Refuses this connection and gives it up at once: its close event may come late (a peer that
+     * went silent never answers the close frame), so the bookkeeping and the redial, with
      * backoff, happen here.
      */
     const drop = (reason: string, counter: "refusedHandshakes" | "refusedFrames"): void => {
       if (abandoned) return;
       abandoned = true;
       cancelHandshakeTimeout();
-      this.#refuse(socket, reason, counter);
-      if (link.dialing === socket) link.dialing = undefined;
-      this.#forgetDialed(link, socket);
+      dial.abort();
+      this.#dials.delete(dial);
+      if (socket === undefined) {
+        this.#stats[counter]++;
+        this.#refusalLog.log(`Closing connection: ${reason}`);
+      } else {
+        this.#refuse(socket, reason, counter);
+        this.#forgetDialed(link, socket);
+      }
       link.failedDials++;
       this.#scheduleRedial(peer, link);
     };
@@ -570,9 +674,9 @@ export class WebSocketTransport {
       if (state !== "open") drop(`peer ${peer} did not finish the handshake`, "refusedHandshakes");
     });
 
-    const receive = async (event: MessageEvent): Promise<void> => {
-      if (abandoned) return;
-      const frame = parseFrame(event.data, this.#options.maxMessageBytes);
+    const receive = async (data: string | Uint8Array): Promise<void> => {
+      if (abandoned || socket === undefined) return;
+      const frame = parseFrame(data, this.#options.maxMessageBytes);
       if (isRefusal(frame)) {
         const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
         return drop(`from peer ${peer}: ${frame.refused}`, counter);
@@ -591,7 +695,7 @@ export class WebSocketTransport {
         dialerNonce = newNonce();
         const transcript = { from: this.#me, to: peer, serverNonce, dialerNonce };
         const proof = await signTranscript(this.#key, "dialer", transcript);
-        if (socket.readyState !== WebSocket.OPEN) return;
+        if (!socket.open) return;
         socket.send(encodeFrame({
           v: 1,
           type: "hello",
@@ -612,17 +716,17 @@ export class WebSocketTransport {
             "refusedHandshakes",
           );
         }
-        if (socket.readyState !== WebSocket.OPEN) return;
+        if (!socket.open || abandoned) return;
         state = "open";
         cancelHandshakeTimeout();
-        link.dialing = undefined;
         link.dialed = socket;
         link.dialedAt = this.#clock.now();
         link.dialedLastReceived = link.dialedAt;
+        const opened = socket;
         link.abandonDialed = () => {
           abandoned = true;
-          this.#forgetDialed(link, socket);
-          closeQuietly(socket);
+          this.#forgetDialed(link, opened);
+          opened.abort();
           link.cancelRedial?.();
           this.#dial(peer, link);
         };
@@ -632,30 +736,66 @@ export class WebSocketTransport {
       const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
       drop(`from peer ${peer}: unexpected ${frame.type} frame`, counter);
     };
-    // The server may send requests right after its welcome, while we still verify its proof:
-    // handle each frame only after the previous one, so none finds the handshake half done.
-    let received = Promise.resolve();
-    socket.onmessage = (event) => {
-      received = received.then(() => receive(event)).catch((error) => {
-        drop(`failed on a frame from peer ${peer}: ${error}`, "refusedFrames");
-      });
-    };
-    socket.onclose = () => {
-      cancelHandshakeTimeout();
-      if (abandoned) return; // abandonDialed did the bookkeeping and redialed
-      if (link.dialing === socket) link.dialing = undefined;
-      if (link.dialed === socket) {
-        this.#forgetDialed(link, socket);
-      } else {
+
+    void (async () => {
+      let connected: WebSocketConnection;
+      try {
+        const token = await signUpgrade(this.#key, this.#me, peer);
+        connected = await dialWebSocket(withUpgradeToken(link.url, token), {
+          caCerts: this.#caCerts,
+          maxMessageBytes: this.#options.maxMessageBytes,
+          clock: this.#clock,
+          signal: dial.signal,
+        });
+      } catch (error) {
+        this.#dials.delete(dial);
+        if (abandoned) return;
+        abandoned = true;
+        cancelHandshakeTimeout();
+        // A refused upgrade means a wrong secret or clock: worth a line. A refused connection
+        // is a peer not up yet, the common case.
+        if (error instanceof Error && error.message.startsWith("Upgrade refused")) {
+          this.#refusalLog.log(`Cannot dial peer ${peer} at ${link.url}: ${error.message}`);
+        }
         link.failedDials++;
+        this.#scheduleRedial(peer, link);
+        return;
       }
-      this.#scheduleRedial(peer, link);
-    };
-    // An error is always followed by a close event, which does the work.
-    socket.onerror = (event) => event.preventDefault();
+      this.#dials.delete(dial);
+      if (abandoned || this.#closed) {
+        connected.abort();
+        return;
+      }
+      socket = connected;
+      state = "challenge";
+      this.#track(socket);
+      // The server may send requests right after its welcome, while we still verify its proof:
+      // handle each frame only after the previous one, so none finds the handshake half done.
+      let received = Promise.resolve();
+      socket.onmessage = (data) => {
+        received = received.then(() => receive(data)).catch((error) => {
+          drop(`failed on a frame from peer ${peer}: ${error}`, "refusedFrames");
+        });
+      };
+      socket.onrefused = (reason) => {
+        const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
+        drop(`from peer ${peer}: ${reason}`, counter);
+      };
+      socket.onclose = () => {
+        cancelHandshakeTimeout();
+        if (abandoned) return; // drop() or abandonDialed did the bookkeeping and redialed
+        abandoned = true;
+        if (link.dialed === connected) {
+          this.#forgetDialed(link, connected);
+        } else {
+          link.failedDials++;
+        }
+        this.#scheduleRedial(peer, link);
+      };
+    })();
   }
 
-  #forgetDialed(link: Link, socket: WebSocket): void {
+  #forgetDialed(link: Link, socket: WebSocketConnection): void {
     if (link.dialed !== socket) return;
     link.dialed = undefined;
     link.abandonDialed = undefined;
@@ -690,7 +830,7 @@ export class WebSocketTransport {
   async #serve(
     peer: number,
     link: Link,
-    dialed: WebSocket,
+    dialed: WebSocketConnection,
     id: number,
     method: string,
     args: unknown,
@@ -716,75 +856,171 @@ export class WebSocketTransport {
     this.#send(accepted, { v: 1, type: "reply", id, result: result ?? null }, peer);
   }
 
-  // ---- The accepting side: challenge the dialer, then write to it; it may not write back. ----
+  // ---- The accepting side: check the token, challenge the dialer, then write to it. ----
 
-  #accept(request: Request, address: string): Response {
-    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-      return new Response("This is a Raft peer: it speaks WebSocket only.\n", { status: 426 });
-    }
-    if (this.#closed) return new Response("Shutting down.\n", { status: 503 });
-    const fromAddress = this.#pendingByAddress.get(address) ?? 0;
-    if (
-      this.#pendingHandshakes >= this.#options.maxPendingHandshakes ||
-      fromAddress >= this.#options.maxPendingHandshakesPerAddress
-    ) {
-      this.#stats.refusedUpgrades++;
-      return new Response("Too many connections are opening.\n", { status: 503 });
-    }
-    let upgrade: Deno.WebSocketUpgrade;
+  /** Refuses an upgrade request with an HTTP error, counted and logged at a bounded rate. */
+  #refuseUpgrade(
+    connection: PendingConnection,
+    status: number,
+    reason: string,
+    text: string,
+  ): Promise<void> {
+    this.#stats.refusedUpgrades++;
+    this.#refusalLog.log(`Refused an upgrade from ${connection.address} (${status}): ${text}`);
+    // Still pending meanwhile: if its slot is needed, the answer is not worth keeping it for.
+    return respondAndClose(connection.conn, status, reason, `${text}\n`).then(() =>
+      connection.close()
+    );
+  }
+
+  async #accept(connection: PendingConnection): Promise<void> {
+    const acceptedAt = this.#clock.now();
+    const { conn, address } = connection;
+    // Room for a peer's request head, growing to at most MAX_HEAD_BYTES: all an unauthenticated
+    // client can make us hold.
+    const reader = new ByteReader(conn, INITIAL_HEAD_BUFFER_BYTES);
+    let bytes: Uint8Array | "too large" | null;
     try {
-      upgrade = Deno.upgradeWebSocket(request, { idleTimeout: 10 });
-    } catch (error) {
-      this.#log(`Refused a malformed WebSocket upgrade: ${error}`);
-      return new Response("Malformed WebSocket upgrade.\n", { status: 400 });
+      bytes = await reader.readHead(MAX_HEAD_BYTES);
+    } catch {
+      bytes = null; // closed under the read: evicted, timed out, or shutting down
     }
-    const { socket, response } = upgrade;
-    this.#track(socket);
-    this.#pendingHandshakes++;
-    this.#pendingByAddress.set(address, fromAddress + 1);
-    let pending = true;
-    const settleHandshake = () => {
-      if (!pending) return;
-      pending = false;
-      this.#pendingHandshakes--;
-      const left = this.#pendingByAddress.get(address)! - 1;
-      if (left === 0) this.#pendingByAddress.delete(address);
-      else this.#pendingByAddress.set(address, left);
-    };
-    let state: "hello" | "verifying" | "open" = "hello";
-    const serverNonce = newNonce();
-    let peer = -1;
-    const cancelHandshakeTimeout = this.#clock.schedule(this.#options.handshakeTimeoutMs, () => {
-      if (state !== "open") {
-        this.#refuse(socket, "client did not finish the handshake", "refusedHandshakes");
-      }
+    if (bytes === null) return connection.close();
+    if (bytes === "too large") {
+      return this.#refuseUpgrade(
+        connection,
+        431,
+        "Request Header Fields Too Large",
+        `Request head over ${MAX_HEAD_BYTES} bytes.`,
+      );
+    }
+    const head = parseRequestHead(bytes);
+    if (typeof head === "string") {
+      return this.#refuseUpgrade(connection, 400, "Bad Request", `${head}.`);
+    }
+    const upgrade = checkUpgradeRequest(head);
+    if ("status" in upgrade) {
+      return this.#refuseUpgrade(connection, upgrade.status, upgrade.reason, upgrade.text);
+    }
+    if (this.#closed) {
+      return this.#refuseUpgrade(connection, 503, "Service Unavailable", "Shutting down.");
+    }
+    const token = parseUpgradeToken(head.target);
+    if (typeof token === "string") {
+      return this.#refuseUpgrade(connection, 401, "Unauthorized", `${token}.`);
+    }
+    if (token.to !== this.#me || this.#links[token.from] === undefined) {
+      return this.#refuseUpgrade(
+        connection,
+        401,
+        "Unauthorized",
+        `Client claims to be peer ${token.from} dialing peer ${token.to}, but this is peer ` +
+          `${this.#me} of ${this.#links.length}.`,
+      );
+    }
+    if (!await verifyUpgrade(this.#key, token)) {
+      return this.#refuseUpgrade(
+        connection,
+        401,
+        "Unauthorized",
+        `Client claiming to be peer ${token.from} failed to prove the cluster secret.`,
+      );
+    }
+    const stale = this.#replayGuard.admit(token, Date.now());
+    if (stale !== null) return this.#refuseUpgrade(connection, 401, "Unauthorized", `${stale}.`);
+    // Evicted or timed out while the proof was checked.
+    if (!connection.admit()) return;
+    const handshake = this.#admitHandshake(conn, reader, address, acceptedAt, token.from);
+    try {
+      await switchProtocols(conn, upgrade.key);
+    } catch {
+      return handshake.drop("the upgrade could not be answered");
+    }
+    handshake.socket.send(encodeFrame({ v: 1, type: "challenge", nonce: handshake.nonce }));
+  }
+
+  /**
+   * Takes a connection whose token was valid into the handshake slots (making room by closing
+   * the oldest, if full) and runs its challenge-response. The connection counts until it
+   * authenticates, fails, or reaches its deadline, `handshakeTimeoutMs` after it was accepted.
+   */
+  #admitHandshake(
+    conn: Deno.Conn,
+    reader: ByteReader,
+    address: string,
+    acceptedAt: number,
+    claimed: number,
+  ): Handshake & { nonce: string } {
+    const { maxPendingHandshakes, maxPendingHandshakesPerAddress, handshakeTimeoutMs } =
+      this.#options;
+    const fromAddress = [...this.#handshakes].filter((other) => other.address === address);
+    if (fromAddress.length >= maxPendingHandshakesPerAddress) {
+      this.#stats.evictedConnections++;
+      fromAddress[0]!.drop(`making room for a newer handshake from ${address}`);
+    } else if (this.#handshakes.size >= maxPendingHandshakes) {
+      this.#stats.evictedConnections++;
+      this.#handshakes.values().next().value!.drop("making room for a newer handshake");
+    }
+    const socket = new WebSocketConnection(conn, reader, {
+      role: "server",
+      maxMessageBytes: DIALER_FRAME_BYTES,
+      clock: this.#clock,
     });
-    socket.onopen = () => {
-      socket.send(encodeFrame({ v: 1, type: "challenge", nonce: serverNonce }));
+    this.#track(socket);
+    const serverNonce = newNonce();
+    let state: "hello" | "verifying" | "open" = "hello";
+    let peer = -1;
+    const settle = () => {
+      cancelHandshakeTimeout();
+      this.#handshakes.delete(handshake);
     };
-    socket.onmessage = async (event) => {
-      const frame = parseFrame(event.data, this.#options.maxMessageBytes);
+    const handshake = {
+      socket,
+      address,
+      nonce: serverNonce,
+      drop: (reason: string) => {
+        if (!this.#handshakes.has(handshake)) return;
+        settle();
+        this.#refuse(socket, `from a client at ${address}: ${reason}`, "refusedHandshakes");
+      },
+    };
+    this.#handshakes.add(handshake);
+    const cancelHandshakeTimeout = this.#clock.schedule(
+      acceptedAt + handshakeTimeoutMs - this.#clock.now(),
+      () => handshake.drop("it did not finish the handshake"),
+    );
+    socket.onrefused = (reason) => {
       const who = peer < 0 ? "unauthenticated client" : `peer ${peer}`;
+      const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
+      settle();
+      this.#refuse(socket, `from ${who}: ${reason}`, counter);
+    };
+    socket.onmessage = async (data) => {
+      const frame = parseFrame(data, DIALER_FRAME_BYTES);
+      const who = peer < 0 ? "unauthenticated client" : `peer ${peer}`;
+      const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
       if (isRefusal(frame)) {
-        const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
+        settle();
         return this.#refuse(socket, `from ${who}: ${frame.refused}`, counter);
       }
       if (state !== "hello" || frame.type !== "hello") {
-        const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
+        settle();
         return this.#refuse(socket, `from ${who}: unexpected ${frame.type} frame`, counter);
       }
       state = "verifying";
       const link = this.#links[frame.from];
-      if (frame.to !== this.#me || link === undefined) {
+      if (frame.to !== this.#me || frame.from !== claimed || link === undefined) {
+        settle();
         return this.#refuse(
           socket,
-          `client claims to be peer ${frame.from} dialing peer ${frame.to}, but this is peer ` +
-            `${this.#me} of ${this.#links.length}`,
+          `client claims to be peer ${frame.from} dialing peer ${frame.to}, but its token ` +
+            `says peer ${claimed} and this is peer ${this.#me} of ${this.#links.length}`,
           "refusedHandshakes",
         );
       }
       const transcript = { from: frame.from, to: this.#me, serverNonce, dialerNonce: frame.nonce };
       if (!await verifyTranscript(this.#key, "dialer", transcript, frame.proof)) {
+        settle();
         return this.#refuse(
           socket,
           `client claiming to be peer ${frame.from} failed to prove the cluster secret`,
@@ -792,17 +1028,16 @@ export class WebSocketTransport {
         );
       }
       const proof = await signTranscript(this.#key, "server", transcript);
-      if (socket.readyState !== WebSocket.OPEN || this.#closed) return;
+      if (!socket.open || this.#closed || !this.#handshakes.has(handshake)) return;
       socket.send(encodeFrame({ v: 1, type: "welcome", proof }));
       state = "open";
       peer = frame.from;
-      cancelHandshakeTimeout();
-      settleHandshake();
+      settle();
       // A peer that restarted dials again before we notice its old connection died.
       const previous = link.accepted;
       link.accepted = socket;
       link.acceptedLastSent = this.#clock.now(); // the welcome
-      if (previous !== undefined) closeQuietly(previous);
+      if (previous !== undefined) previous.close();
       // The peer dialed us anew. If our own connection to it is older than a handshake takes,
       // the peer may have restarted on a host that vanished without closing it: that connection
       // would then read nothing forever, while the new process can only write to a connection
@@ -817,25 +1052,13 @@ export class WebSocketTransport {
       }
     };
     socket.onclose = () => {
-      cancelHandshakeTimeout();
-      settleHandshake();
+      settle();
       const link = peer < 0 ? undefined : this.#links[peer];
       if (link !== undefined && link.accepted === socket) {
         link.accepted = undefined;
         this.#failPending(link); // requests queued on it are lost
       }
     };
-    socket.onerror = (event) => event.preventDefault();
-    return response;
-  }
-}
-
-function closeQuietly(socket: WebSocket, code?: number): void {
-  try {
-    if (socket.readyState === WebSocket.CONNECTING || socket.readyState === WebSocket.OPEN) {
-      socket.close(code);
-    }
-  } catch {
-    // Already closing.
+    return handshake;
   }
 }

@@ -15,6 +15,8 @@ import {
   importSecret,
   newNonce,
   signTranscript,
+  signUpgrade,
+  withUpgradeToken,
 } from "../../src/transport/_websocket_handshake.ts";
 
 export const SECRET = "test-secret-0123456789abcdef";
@@ -104,20 +106,43 @@ export async function waitFor(
 }
 
 /**
- * A hand-driven client connection to a transport's server, for feeding it bad frames. It records
- * every frame received and how the connection closed.
+ * `url` with an upgrade token in its query, as peer `from` dialing peer `to` would send it, signed
+ * with `secret` at `time` (default: now).
+ */
+export async function tokenUrl(
+  url: string,
+  from: number,
+  to: number,
+  secret: string,
+  time?: number,
+): Promise<string> {
+  const token = await signUpgrade(await importSecret(secret), from, to, time);
+  return withUpgradeToken(url, token).href;
+}
+
+/**
+ * A hand-driven client connection to a transport's server (Deno's own WebSocket client), for
+ * feeding it bad frames. It records every frame received and how the connection closed. Give it
+ * a {@linkcode tokenUrl} to get past the upgrade.
  */
 export class RawClient {
   readonly socket: WebSocket;
   readonly received: unknown[] = [];
   readonly closed: Promise<{ code: number }>;
   readonly opened: Promise<void>;
+  /** Whether the upgrade succeeded (the socket opened) at some point. */
+  wasOpened = false;
 
   constructor(url: string) {
     this.socket = new WebSocket(url);
     this.socket.onmessage = (event) => this.received.push(event.data);
     this.socket.onerror = (event) => event.preventDefault();
-    this.opened = new Promise((resolve) => this.socket.addEventListener("open", () => resolve()));
+    this.opened = new Promise((resolve) =>
+      this.socket.addEventListener("open", () => {
+        this.wasOpened = true;
+        resolve();
+      })
+    );
     this.closed = new Promise((resolve) =>
       this.socket.addEventListener("close", (event) => resolve({ code: event.code }))
     );
