@@ -190,3 +190,40 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "kv server: a follower answers a write with 421, the leader in the body and a Location header; /metrics",
+  sanitized,
+  async () => {
+    const cluster = await LocalCluster.start({ peers: 3 });
+    const http = Deno.createHttpClient({});
+    try {
+      const leader = await cluster.waitForLeader();
+      const leaderUrl = cluster.httpUrls[leader]!;
+      // Every follower learns who leads with the first AppendEntries after a commit.
+      assert.equal(
+        (await send(http, `${leaderUrl}/kv/x`, { method: "PUT", body: "1" })).status,
+        200,
+      );
+      const follower = [0, 1, 2].find((peer) => peer !== leader)!;
+      const response = await fetch(`${cluster.httpUrls[follower]}/kv/x?y=1`, {
+        method: "PUT",
+        body: "2",
+        client: http,
+        redirect: "manual",
+      });
+      assert.equal(response.status, 421);
+      assert.deepEqual(await response.json(), { error: "not the leader", leader: leaderUrl });
+      assert.equal(response.headers.get("location"), new URL("/kv/x", leaderUrl).href);
+
+      const metrics = await fetch(`${leaderUrl}/metrics`, { client: http });
+      assert.match(metrics.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
+      const text = await metrics.text();
+      assert.match(text, /^raft_role\{role="leader"\} 1$/m);
+      assert.match(text, /^raft_proposals_committed_total [1-9]/m);
+    } finally {
+      http.close();
+      await cluster.stop();
+    }
+  },
+);

@@ -7,21 +7,21 @@ Deno.test(
   sanitized,
   () => {
     const state = new KvStateMachine();
-    assert.deepEqual(state.apply(1, { op: "put", key: "a", value: "1", clientId: "c", seq: 1 }), {
+    assert.deepEqual(state.apply({ op: "put", key: "a", value: "1", clientId: "c", seq: 1 }, 1), {
       value: null,
     });
-    assert.deepEqual(state.apply(2, { op: "put", key: "a", value: "2", clientId: "c", seq: 2 }), {
+    assert.deepEqual(state.apply({ op: "put", key: "a", value: "2", clientId: "c", seq: 2 }, 2), {
       value: "1",
     });
     // The retry of seq 2 committed again at index 3 (the client never saw the first reply).
-    assert.deepEqual(state.apply(3, { op: "put", key: "a", value: "2", clientId: "c", seq: 2 }), {
+    assert.deepEqual(state.apply({ op: "put", key: "a", value: "2", clientId: "c", seq: 2 }, 3), {
       value: "1",
     });
-    assert.deepEqual(state.apply(4, { op: "put", key: "a", value: "3", clientId: "d", seq: 1 }), {
+    assert.deepEqual(state.apply({ op: "put", key: "a", value: "3", clientId: "d", seq: 1 }, 4), {
       value: "2",
     });
     // A stale retry of seq 1, arriving after seq 2, must not undo anything.
-    state.apply(5, { op: "delete", key: "a", clientId: "c", seq: 1 });
+    state.apply({ op: "delete", key: "a", clientId: "c", seq: 1 }, 5);
     assert.deepEqual(state.entries(), [["a", "3"]]);
     assert.deepEqual(state.appliedIndex, 5);
   },
@@ -39,8 +39,23 @@ Deno.test("kv: commands from the log are checked", sanitized, () => {
   });
 });
 
-Deno.test("kv: a command's proposal tag survives the log, and is checked", sanitized, () => {
-  const command = { op: "get", key: "k", clientId: "", seq: 0, proposal: "p-1" };
-  assert.deepEqual(parseCommand(command), command);
-  assert.deepEqual(parseCommand({ ...command, proposal: 7 }), undefined);
+Deno.test("kv: a snapshot restores the data and the sessions", sanitized, () => {
+  const state = new KvStateMachine();
+  state.apply({ op: "put", key: "a", value: "1", clientId: "c", seq: 1 }, 1);
+  state.apply({ op: "put", key: "b", value: "2", clientId: "", seq: 0 }, 2);
+  const restored = new KvStateMachine();
+  restored.restore(state.snapshot(), 2);
+  assert.deepEqual(restored.entries(), [["a", "1"], ["b", "2"]]);
+  assert.equal(restored.appliedIndex, 2);
+  assert.deepEqual(
+    restored.apply({ op: "put", key: "a", value: "1", clientId: "c", seq: 1 }, 3),
+    { value: null },
+    "a retry after the snapshot still gets its first result",
+  );
+  assert.deepEqual(restored.entries(), [["a", "1"], ["b", "2"]]);
+  assert.equal(
+    restored.apply("not a command", 4),
+    undefined,
+    "a malformed command changes nothing",
+  );
 });

@@ -822,3 +822,19 @@ Deno.test("disconnect() drops a link, and both sides redial", sanitized, async (
     await cluster.close();
   }
 });
+
+Deno.test("await using closes a transport at the end of its scope", sanitized, async () => {
+  const [port] = freePorts(1);
+  let closedPort: number;
+  {
+    await using transport = await WebSocketTransport.create({
+      me: 0,
+      peers: [`ws://127.0.0.1:${port}`],
+      secret: SECRET,
+    });
+    closedPort = transport.port;
+  }
+  // The server is gone: the port can be listened on again.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: closedPort });
+  listener.close();
+});

@@ -6,9 +6,11 @@
  *     --http http://127.0.0.1:8001,http://127.0.0.1:8002,http://127.0.0.1:8003 \
  *     --data ./data/peer0
  *
- * HTTP API: `GET`, `PUT` (body: the value) and `DELETE /kv/:key`; `GET /status`. Every request,
- * reads included, goes through the Raft log, so reads are linearizable. A peer that is not the
- * leader answers 421 with the leader's address, if it knows it. A client that wants a retried
+ * HTTP API: `GET`, `PUT` (body: the value) and `DELETE /kv/:key`; `GET /status`; `GET /metrics`
+ * (Prometheus text). Every request, reads included, goes through the Raft log, so reads are
+ * linearizable. A peer that is not the leader answers 421 with the leader's address, if it knows
+ * it, in the JSON body and in a `Location` header. The peer runs on `RaftNode`, which snapshots the
+ * map every 10 000 commands, so restarts replay little. A client that wants a retried
  * write to apply once sends both `X-Client-Id` (non-empty, at most 256 characters) and
  * `X-Request-Seq` (a positive integer, larger for each new request, the same on a retry); a
  * request with neither is applied each time it commits, and one with only one of them, or an
@@ -23,8 +25,13 @@
  */
 
 import { parseArgs } from "node:util";
-import type { ApplyMsg, Raft } from "../../mod.ts";
-import { make, WebSocketTransport } from "../../mod.ts";
+import {
+  NodeClosedError,
+  NotLeaderError,
+  OverloadedError,
+  RaftNode,
+  WebSocketTransport,
+} from "../../mod.ts";
 import { HttpServer } from "../../src/net/_http_server.ts";
 import { openPersister } from "./persister.ts";
 import {
@@ -33,7 +40,6 @@ import {
   KvStateMachine,
   MAX_CLIENT_ID_LENGTH,
   MAX_KEY_LENGTH,
-  parseCommand,
 } from "./state_machine.ts";
 
 /** How long a request waits for its entry to commit before the client is told to retry. */
@@ -44,11 +50,6 @@ const SHUTDOWN_GRACE_MS = 2000;
 
 /** Largest value accepted, in bytes. */
 const MAX_VALUE_BYTES = 64 * 1024;
-
-interface Waiter {
-  command: KvCommand;
-  settle(result: KvResult | undefined): void;
-}
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -75,33 +76,25 @@ if (secret === undefined) {
 }
 
 const state = new KvStateMachine();
-const waiters = new Map<number, Waiter>();
 /** Set by the first SIGINT/SIGTERM. */
 let stopping = false;
-
-function applyCommitted(message: ApplyMsg): void {
-  if (!message.commandValid) return;
-  const command = parseCommand(message.command);
-  const result = command === undefined ? undefined : state.apply(message.commandIndex, command);
-  if (command === undefined) state.skip(message.commandIndex);
-  const waiter = waiters.get(message.commandIndex);
-  if (waiter === undefined) return;
-  waiters.delete(message.commandIndex);
-  // Another leader's entry took this index: ours was lost, and the client must retry.
-  const same = command !== undefined && command.proposal === waiter.command.proposal;
-  waiter.settle(same ? result : undefined);
-}
 
 const transport = await WebSocketTransport.create({ me, peers: peerUrls, secret });
 // Tests start a peer cut off to see what it recovered from its own disk.
 if (flags["fault-injection"] && flags["start-cut-off"]) transport.cutOff();
 const persister = await openPersister(flags.data);
-const raft: Raft = await make(transport.clientEnds(), me, persister, applyCommitted);
-transport.setHandler(raft);
-
-function leader(): number | null {
-  return raft.status().leaderId;
-}
+// The node owns the transport and the persister, and closes them in order.
+const node = await RaftNode.create<KvCommand, KvResult | undefined>({
+  id: me,
+  peers: transport,
+  persister,
+  stateMachine: state,
+  addresses: httpUrls,
+});
+node.closed.catch((error) => {
+  console.error(`peer ${me} stopped:`, error);
+  Deno.exit(1);
+});
 
 function json(body: unknown, status = 200): Response {
   return new Response(JSON.stringify(body) + "\n", {
@@ -110,33 +103,32 @@ function json(body: unknown, status = 200): Response {
   });
 }
 
-async function propose(request: Omit<KvCommand, "proposal">): Promise<Response> {
+async function propose(command: KvCommand, path: string): Promise<Response> {
   // E.g. a PUT whose body arrived after the signal: Raft is stopped.
   if (stopping) return json({ error: "peer shutting down; retry" }, 503);
-  const command: KvCommand = { ...request, proposal: crypto.randomUUID() };
-  const { index, isLeader } = raft.start(command);
-  if (!isLeader) {
-    const known = leader();
-    return json({ error: "not the leader", leader: known === null ? null : httpUrls[known] }, 421);
-  }
-  const result = await new Promise<KvResult | undefined>((resolve) => {
-    const timer = setTimeout(() => {
-      waiters.delete(index);
-      resolve(undefined);
-    }, COMMIT_WAIT_MS);
-    waiters.get(index)?.settle(undefined); // an older proposal this index replaced
-    waiters.set(index, {
-      command,
-      settle: (outcome) => {
-        clearTimeout(timer);
-        resolve(outcome);
-      },
-    });
-  });
-  if (result === undefined) {
-    if (stopping) return json({ error: "peer shutting down; retry" }, 503);
+  let result: KvResult | undefined;
+  try {
+    result = await node.propose(command, { timeoutMs: COMMIT_WAIT_MS });
+  } catch (error) {
+    if (error instanceof NotLeaderError) {
+      const leader = error.leaderAddress;
+      const response = json({ error: "not the leader", leader }, 421);
+      if (leader !== null) response.headers.set("location", new URL(path, leader).href);
+      return response;
+    }
+    if (stopping || error instanceof NodeClosedError) {
+      return json({ error: "peer shutting down; retry" }, 503);
+    }
+    if (error instanceof OverloadedError) {
+      const response = json({ error: "overloaded; retry" }, 503);
+      response.headers.set("retry-after", "1");
+      return response;
+    }
+    // Dropped by a leader change, timed out, or covered by a snapshot: the client retries (with
+    // X-Client-Id and X-Request-Seq, a retried write applies once).
     return json({ error: "not committed (leadership changed or timed out); retry" }, 503);
   }
+  if (result === undefined) return json({ error: "malformed command" }, 400);
   if (command.op === "get") {
     return json({ key: command.key, value: result.value }, result.value === null ? 404 : 200);
   }
@@ -203,7 +195,7 @@ async function readValue(request: Request): Promise<string | Response> {
 async function serveHttp(request: Request): Promise<Response> {
   const url = new URL(request.url);
   if (url.pathname === "/status" && request.method === "GET") {
-    const status = raft.status();
+    const status = node.status();
     return json({
       me,
       pid: Deno.pid,
@@ -211,16 +203,22 @@ async function serveHttp(request: Request): Promise<Response> {
       role: status.role,
       leader: status.leaderId,
       commitIndex: status.commitIndex,
-      appliedIndex: state.appliedIndex,
+      appliedIndex: status.lastApplied,
       lastLogIndex: status.lastLogIndex,
+      followers: status.followers,
       links: transport.connectedPeers(),
       memory: Deno.memoryUsage(),
       transport: transport.stats,
       http: server.stats,
     });
   }
+  if (url.pathname === "/metrics" && request.method === "GET") {
+    return new Response(node.metrics(), {
+      headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+    });
+  }
   if (url.pathname === "/debug/data" && request.method === "GET") {
-    return json({ appliedIndex: state.appliedIndex, data: state.entries() });
+    return json({ appliedIndex: node.status().lastApplied, data: state.entries() });
   }
   if (flags["fault-injection"] && request.method === "POST") {
     if (url.pathname === "/admin/cut-off") return (transport.cutOff(), json({ cutOff: true }));
@@ -246,13 +244,13 @@ async function serveHttp(request: Request): Promise<Response> {
   const { clientId, seq } = identity;
   switch (request.method) {
     case "GET":
-      return await propose({ op: "get", key, clientId, seq });
+      return await propose({ op: "get", key, clientId, seq }, url.pathname);
     case "DELETE":
-      return await propose({ op: "delete", key, clientId, seq });
+      return await propose({ op: "delete", key, clientId, seq }, url.pathname);
     case "PUT": {
       const value = await readValue(request);
       if (typeof value !== "string") return value;
-      return await propose({ op: "put", key, value, clientId, seq });
+      return await propose({ op: "put", key, value, clientId, seq }, url.pathname);
     }
     default:
       return json({ error: "method not allowed" }, 405);
@@ -267,19 +265,15 @@ const server = HttpServer.listen(
 console.log(`peer ${me} ready: raft ${peerUrls[me]}, http ${httpUrls[me]}, pid ${Deno.pid}`);
 
 /**
- * First SIGINT/SIGTERM: stop Raft, answer every request waiting for a commit (503), give other
- * requests in progress up to {@linkcode SHUTDOWN_GRACE_MS} (a client can hold one open forever,
- * e.g. a PUT whose body never ends), close the persister, exit. A second signal exits at once.
+ * First SIGINT/SIGTERM: close the node (every request waiting for a commit gets 503; the node
+ * closes the transport and then the persister), give other requests in progress up to
+ * {@linkcode SHUTDOWN_GRACE_MS} (a client can hold one open forever, e.g. a PUT whose body never
+ * ends), exit. A second signal exits at once.
  */
 async function shutdown(): Promise<void> {
   if (stopping) Deno.exit(1);
   stopping = true;
-  raft.kill();
-  for (const [index, waiter] of waiters) {
-    waiters.delete(index);
-    waiter.settle(undefined);
-  }
-  await transport.close();
+  await node.close();
   let timer: ReturnType<typeof setTimeout> | undefined;
   const drained = await Promise.race([
     server.shutdown().then(() => true),
@@ -289,7 +283,6 @@ async function shutdown(): Promise<void> {
   if (!drained) {
     console.error(`requests still in progress after ${SHUTDOWN_GRACE_MS} ms; exiting anyway`);
   }
-  await persister.close();
   Deno.exit(0);
 }
 Deno.addSignalListener("SIGTERM", shutdown);

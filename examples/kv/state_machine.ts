@@ -5,6 +5,8 @@
  * @module
  */
 
+import type { StateMachine } from "../../mod.ts";
+
 /** A command as it travels through the Raft log. */
 export interface KvCommand {
   /** What to do. A `get` goes through the log too, which makes reads linearizable. */
@@ -23,11 +25,6 @@ export interface KvCommand {
    * when `clientId` is empty (the server puts 0 there).
    */
   seq: number;
-  /**
-   * Set by the peer that proposed the command, unique per proposal: tells that peer whether the
-   * entry committed at the index it was given is its own or another leader's.
-   */
-  proposal?: string;
 }
 
 /** What applying a command gives back to the client that proposed it. */
@@ -45,31 +42,42 @@ export const MAX_CLIENT_ID_LENGTH = 256;
 /** Checks a command taken from the log; it is `unknown` because the log is. */
 export function parseCommand(value: unknown): KvCommand | undefined {
   if (typeof value !== "object" || value === null) return undefined;
-  const { op, key, value: newValue, clientId, seq, proposal } = value as Record<string, unknown>;
+  const { op, key, value: newValue, clientId, seq } = value as Record<string, unknown>;
   if (op !== "get" && op !== "put" && op !== "delete") return undefined;
   if (typeof key !== "string" || key.length === 0 || key.length > MAX_KEY_LENGTH) return undefined;
   if (typeof clientId !== "string" || !Number.isSafeInteger(seq)) return undefined;
-  if (proposal !== undefined && typeof proposal !== "string") return undefined;
-  const tag = proposal === undefined ? {} : { proposal };
   if (op === "put") {
     if (typeof newValue !== "string") return undefined;
-    return { op, key, value: newValue, clientId, seq: seq as number, ...tag };
+    return { op, key, value: newValue, clientId, seq: seq as number };
   }
-  return { op, key, clientId, seq: seq as number, ...tag };
+  return { op, key, clientId, seq: seq as number };
 }
 
-/** The key/value data plus, per client, its last applied request and that request's result. */
-export class KvStateMachine {
-  readonly #data = new Map<string, string>();
-  readonly #lastApplied = new Map<string, { seq: number; result: KvResult }>();
+/** What a snapshot of the state machine holds, as JSON. */
+interface KvSnapshot {
+  data: [string, string][];
+  sessions: [string, { seq: number; result: KvResult }][];
+}
+
+/**
+ * The key/value data plus, per client, its last applied request and that request's result. A
+ * `StateMachine` for `RaftNode`: commands come in checked by {@linkcode parseCommand}, and the
+ * whole state snapshots to JSON.
+ */
+export class KvStateMachine implements StateMachine<unknown, KvResult | undefined> {
+  #data = new Map<string, string>();
+  #lastApplied = new Map<string, { seq: number; result: KvResult }>();
   #appliedIndex = 0;
 
   /**
-   * Applies the command committed at `index`. A request a client already had applied (same
+   * Applies the command committed at `index`; a malformed one (from a buggy or hostile client of
+   * the log) changes nothing and gives `undefined`. A request a client already had applied (same
    * client, same or older seq) changes nothing and gives the first application's result.
    */
-  apply(index: number, command: KvCommand): KvResult {
+  apply(value: unknown, index: number): KvResult | undefined {
     this.#appliedIndex = index;
+    const command = parseCommand(value);
+    if (command === undefined) return undefined;
     const previous = command.clientId === "" ? undefined : this.#lastApplied.get(command.clientId);
     if (previous !== undefined && command.seq <= previous.seq) return previous.result;
     const result: KvResult = { value: this.#data.get(command.key) ?? null };
@@ -81,8 +89,17 @@ export class KvStateMachine {
     return result;
   }
 
-  /** Records that `index` held something that is not a command (e.g. a leader's no-op). */
-  skip(index: number): void {
+  /** The whole state, as JSON bytes. */
+  snapshot(): Uint8Array {
+    const snapshot: KvSnapshot = { data: [...this.#data], sessions: [...this.#lastApplied] };
+    return new TextEncoder().encode(JSON.stringify(snapshot));
+  }
+
+  /** Replaces the whole state with a snapshot's, taken through `index`. */
+  restore(bytes: Uint8Array, index: number): void {
+    const snapshot = JSON.parse(new TextDecoder().decode(bytes)) as KvSnapshot;
+    this.#data = new Map(snapshot.data);
+    this.#lastApplied = new Map(snapshot.sessions);
     this.#appliedIndex = index;
   }
 

@@ -489,6 +489,11 @@ export class WebSocketTransport {
     }
   }
 
+  /** `await using transport = await WebSocketTransport.create(...)` closes it at scope end. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
   /**
    * Shuts down the server, closes every connection, stops redialing and resolves every call in
    * flight to `undefined`. Resolves once all sockets have closed.
