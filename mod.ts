@@ -32,6 +32,8 @@ export {
   RaftNode,
   type RaftNodeEventMap,
   type RaftNodeOptions,
+  type ReadConsistency,
+  type ReadOptions,
   type RoleChange,
   type StateMachine,
   type Transport,

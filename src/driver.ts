@@ -16,10 +16,16 @@ import {
   parseAppendEntriesReply,
   parseInstallSnapshotArgs,
   parseInstallSnapshotReply,
+  parseReadIndexArgs,
+  parseReadIndexReply,
   parseRequestVoteArgs,
   parseRequestVoteReply,
+  parseTimeoutNowArgs,
+  parseTimeoutNowReply,
+  ReadIndex,
   RequestVote,
   type RpcErrorReply,
+  TimeoutNow,
 } from "./raft/messages.ts";
 import {
   checkCommand,
@@ -156,6 +162,12 @@ export async function startPeer(
     throw new TypeError(`Option preVote must be a boolean, got ${String(preVote)}`);
   }
   const limits = commandLimits(options, persister);
+  const clockDriftBound = options.clockDriftBound ?? 0.1;
+  if (typeof clockDriftBound !== "number" || !(clockDriftBound >= 0 && clockDriftBound < 1)) {
+    throw new RangeError(
+      `Option clockDriftBound must be a number in [0, 1), got ${String(clockDriftBound)}`,
+    );
+  }
   const noopOnElection = options.noopOnElection ?? false;
   if (typeof noopOnElection !== "boolean") {
     throw new TypeError(`Option noopOnElection must be a boolean, got ${String(noopOnElection)}`);
@@ -176,6 +188,7 @@ export async function startPeer(
       trace,
       preVote,
       noopOnElection,
+      clockDriftBound,
     },
     state,
     clock.now(),
@@ -260,7 +273,9 @@ export function prepareCommand(
   if (text.length > limit / 3) {
     const bytes = new TextEncoder().encode(text).length;
     if (bytes > limit) {
-      throw new RangeError(`Command is ${bytes} bytes of JSON, more than the limit of ${limit} bytes`);
+      throw new RangeError(
+        `Command is ${bytes} bytes of JSON, more than the limit of ${limit} bytes`,
+      );
     }
   }
   const copy = typeof command === "string" ? command : JSON.parse(text);
@@ -379,6 +394,9 @@ export class RaftPeer implements Raft {
   readonly #maxChunkBytes: number;
   /** How deep and large commands may be, from `start()`, the wire or the disk. */
   readonly #limits: CommandLimits;
+  /** Reads asked of the core, by id: each resolves with its read index, or null. */
+  readonly #reads = new Map<number, (index: number | null) => void>();
+  #nextReadId = 1;
 
   constructor(
     core: RaftCore,
@@ -426,6 +444,64 @@ export class RaftPeer implements Raft {
     const result = this.#core.propose(copy, length);
     if (result.isLeader) this.#scheduleDrive();
     return result;
+  }
+
+  /**
+   * ReadIndex (thesis §6.4): resolves with the index this peer's state machine must have applied
+   * before a read of it is linearizable, once a heartbeat round confirmed this peer leads; null if
+   * it does not lead (or stops leading first).
+   */
+  readIndex(): Promise<number | null> {
+    if (this.#dead) return Promise.resolve(null);
+    const id = this.#nextReadId++;
+    let started: boolean;
+    try {
+      started = this.#core.requestRead(id);
+    } catch (error) {
+      this.#coreFailed(error);
+      return Promise.resolve(null);
+    }
+    if (!started) return Promise.resolve(null);
+    this.#scheduleDrive();
+    return new Promise((resolve) => this.#reads.set(id, resolve));
+  }
+
+  /** A lease read (thesis §6.4.1): the read index if this leader's lease holds, else null. */
+  leaseRead(): number | null {
+    return this.#dead ? null : this.#core.leaseRead(this.#clock.now());
+  }
+
+  /**
+   * A follower read: asks the leader for a read index (the `ReadIndex` RPC). Null when no leader
+   * is known, or it answered none.
+   */
+  async askLeaderForReadIndex(): Promise<number | null> {
+    const leader = this.#core.leaderId;
+    if (this.#dead || leader === null || leader === this.#me) return null;
+    let reply: unknown;
+    try {
+      reply = await this.#peers[leader]!.call(ReadIndex, {});
+    } catch {
+      return null;
+    }
+    return parseReadIndexReply(reply, this.#core.currentTerm)?.index ?? null;
+  }
+
+  /**
+   * Starts handing leadership over to `target` (thesis §3.10); returns why it cannot start, or
+   * null.
+   */
+  transferLeadership(target: number): "not leader" | "not a voter" | "self" | null {
+    if (this.#dead) return "not leader";
+    let refusal: "not leader" | "not a voter" | "self" | null;
+    try {
+      refusal = this.#core.transferLeadership(target, this.#clock.now());
+    } catch (error) {
+      this.#coreFailed(error);
+      return "not leader";
+    }
+    if (refusal === null) this.#drive();
+    return refusal;
   }
 
   /** How deep and large commands may be, for a service layer's own checks. */
@@ -488,6 +564,8 @@ export class RaftPeer implements Raft {
     this.#cancelTimer = null;
     this.#applyQueue = [];
     this.#applyHead = 0;
+    for (const resolve of this.#reads.values()) resolve(null);
+    this.#reads.clear();
   }
 
   killed(): boolean {
@@ -516,6 +594,17 @@ export class RaftPeer implements Raft {
         const parsed = parseInstallSnapshotArgs(args, limits, this.#maxChunkBytes);
         if (!parsed.ok) return this.#refuse(parsed.error);
         reply = this.#core.step({ type: InstallSnapshot, ...parsed.value }, now);
+      } else if (method === TimeoutNow) {
+        const parsed = parseTimeoutNowArgs(args, limits);
+        if (!parsed.ok) return this.#refuse(parsed.error);
+        reply = this.#core.step({ type: TimeoutNow, args: parsed.value }, now);
+      } else if (method === ReadIndex) {
+        const parsed = parseReadIndexArgs(args);
+        if (!parsed.ok) return this.#refuse(parsed.error);
+        const index = await this.readIndex();
+        if (this.#dead) return undefined;
+        this.#observer?.rpc("in", method, args, { index });
+        return { term: this.#core.currentTerm, index };
       } else {
         return this.#refuse(`Unknown RPC method ${JSON.stringify(method) ?? String(method)}`);
       }
@@ -556,6 +645,10 @@ export class RaftPeer implements Raft {
       return;
     }
     this.#observer?.ready(ready);
+    for (const { id, index } of ready.reads) {
+      this.#reads.get(id)?.(index);
+      this.#reads.delete(id);
+    }
     const saved = this.#save(ready);
     for (const request of ready.send) this.#send(request);
     if (ready.sendAfterSave.length > 0) {
@@ -641,12 +734,19 @@ export class RaftPeer implements Raft {
             args: request.args,
             reply: parseAppendEntriesReply(reply, this.#core.currentTerm),
           }, now);
-        } else {
+        } else if (request.method === InstallSnapshot) {
           this.#core.step({
             type: "InstallSnapshotReply",
             from: request.to,
             args: request.args,
             reply: parseInstallSnapshotReply(reply, this.#core.currentTerm),
+          }, now);
+        } else {
+          this.#core.step({
+            type: "TimeoutNowReply",
+            from: request.to,
+            args: request.args,
+            reply: parseTimeoutNowReply(reply, this.#core.currentTerm),
           }, now);
         }
       } catch (error) {

@@ -202,6 +202,13 @@ export interface RaftOptions {
    */
   trace?: TraceSink | null;
   /**
+   * How much faster than another peer's clock this peer's may run, as a ratio (thesis §6.4.1):
+   * a leader's lease (for `RaftNode`'s lease reads) lasts `electionTimeoutMinMs / (1 +
+   * clockDriftBound)`. Default 0.1: ordinary clocks drift by parts per million; 10% leaves room
+   * for virtual machines that stall.
+   */
+  clockDriftBound?: number;
+  /**
    * When elected, append a no-op entry at once (thesis §6.4). A new leader may commit entries of
    * earlier terms only together with one of its own term (§5.4.2), so without it a restarted
    * cluster applies nothing that was committed before until a client proposes something. The

@@ -544,3 +544,169 @@ Deno.test(
     assert.match((closed.cause as Error).message, /must return a Uint8Array/);
   },
 );
+
+// ---- Reads and leadership transfer ----------------------------------------------------------
+
+/** The count of AppendEntries `node` sent, from its metrics. */
+function appendEntriesSent(node: RaftNode<string, string>): number {
+  const line = node.metrics().split("\n").find((line) =>
+    line.startsWith('raft_rpcs_total{method="AppendEntries",direction="out"} ')
+  );
+  return line === undefined ? 0 : Number(line.split(" ")[1]);
+}
+
+Deno.test(
+  "read(): a leader's reads write nothing, share one heartbeat round, and see every earlier write",
+  sanitized,
+  async () => {
+    await inSimulation(12, async (cluster, sim) => {
+      const leader = await waitForLeader(cluster, sim);
+      await leader.propose("w1");
+      const last = leader.status().lastLogIndex;
+      const before = appendEntriesSent(leader);
+      await Promise.all([leader.read(), leader.read(), leader.read(), leader.read()]);
+      const sent = appendEntriesSent(leader) - before;
+      assert.ok(
+        sent >= 2 && sent <= 2 * 2,
+        `four reads cost one round to each follower, got ${sent}`,
+      );
+      assert.equal(leader.status().lastLogIndex, last, "a read appends nothing");
+      assert.ok(cluster.machines[leader.id]!.applied.size >= 1);
+    });
+  },
+);
+
+Deno.test(
+  "read(): a follower asks the leader for the read index, then waits for its own apply",
+  sanitized,
+  async () => {
+    await inSimulation(13, async (cluster, sim) => {
+      const leader = await waitForLeader(cluster, sim);
+      const follower = cluster.nodes.find((node) => node !== leader)!;
+      await leader.propose("x"); // every follower learns who leads
+      // The follower cannot have applied y when the leader answers: the commit reaches it later.
+      await leader.propose("y");
+      await follower.read();
+      assert.ok(
+        [...cluster.machines[follower.id]!.applied.values()].includes("y"),
+        "after read(), the follower's state reflects every write committed before it",
+      );
+    });
+  },
+);
+
+Deno.test(
+  "read(): a leader cut off from the others cannot confirm a read, which fails",
+  sanitized,
+  async () => {
+    await inSimulation(14, async (cluster, sim) => {
+      const leader = await waitForLeader(cluster, sim);
+      await leader.propose("x");
+      cluster.connect(leader.id, false);
+      const outcome = await leader.read().then(() => null, (error) => error);
+      assert.ok(outcome instanceof NotLeaderError, `expected NotLeaderError, got ${outcome}`);
+      assert.notEqual(leader.status().role, "leader", "check-quorum made it step down");
+    });
+  },
+);
+
+Deno.test(
+  "read(): lease reads need the option, skip the round while the lease holds, and lapse when cut off",
+  sanitized,
+  async () => {
+    await inSimulation(15, async (cluster, sim) => {
+      const leader = await waitForLeader(cluster, sim);
+      await assert.rejects(leader.read({ consistency: "lease" }), RangeError, "off by default");
+      await assert.rejects(
+        leader.read({ consistency: "eventual" as never }),
+        /Consistency must be "linearizable" or "lease"/,
+      );
+    });
+    const sim = new Simulator({ seed: 16 });
+    await sim.run(async () => {
+      const cluster = await NodeCluster.start(3, {
+        clock: sim.clock,
+        random: sim.random,
+        nodeOptions: { leaseReads: true },
+      });
+      try {
+        const leader = await waitForLeader(cluster, sim);
+        await leader.propose("x");
+        await sleep(sim.clock, 300); // heartbeats answered: a lease
+        const before = appendEntriesSent(leader);
+        await leader.read({ consistency: "lease" });
+        assert.equal(appendEntriesSent(leader) - before, 0, "a lease read sends nothing");
+        cluster.connect(leader.id, false);
+        await sleep(sim.clock, 800); // past the lease (electionTimeoutMinMs 700 / 1.1)
+        const outcome = await leader.read({ consistency: "lease" }).then(() => null, (e) => e);
+        assert.ok(outcome instanceof NotLeaderError, `the lease lapsed: ${outcome}`);
+      } finally {
+        await cluster.close();
+      }
+    }, { timeLimitMs: 600_000 });
+    await assert.rejects(
+      RaftNode.create({
+        id: 0,
+        peers: [{ call: () => Promise.resolve(undefined) }],
+        persister: new MemoryPersister(),
+        stateMachine: { apply: () => {} },
+        leaseReads: true,
+        preVote: false,
+      }),
+      /leaseReads needs preVote/,
+    );
+  },
+);
+
+Deno.test(
+  "transferLeadership(): the target leads within a round trip; proposals wait meanwhile; bad targets change nothing",
+  sanitized,
+  async () => {
+    await inSimulation(17, async (cluster, sim) => {
+      const leader = await waitForLeader(cluster, sim);
+      await leader.propose("x");
+      const term = leader.status().term;
+      await assert.rejects(leader.transferLeadership(leader.id), /to itself/);
+      await assert.rejects(leader.transferLeadership(7), /not a voting member/);
+      await assert.rejects(leader.transferLeadership(-1), RangeError);
+      assert.equal(leader.status().role, "leader", "nothing changed");
+      const follower = cluster.nodes.find((node) => node !== leader)!;
+      await assert.rejects(follower.transferLeadership(), NotLeaderError);
+
+      const target = cluster.nodes.find((node) => node !== leader && node !== follower)!;
+      const started = sim.clock.now();
+      const transfer = leader.transferLeadership(target.id);
+      await assert.rejects(
+        leader.propose("during"),
+        NotLeaderError,
+        "no proposals while handing over",
+      );
+      await transfer;
+      const took = sim.clock.now() - started;
+      assert.ok(took < 100, `the handover took ${took} ms, less than any election timeout`);
+      assert.equal(target.status().role, "leader");
+      assert.equal(target.status().term, term + 1);
+      await target.propose("after");
+    });
+  },
+);
+
+Deno.test(
+  "transferLeadership(): a target that never answers makes the transfer time out, and the leader goes on",
+  sanitized,
+  async () => {
+    await inSimulation(18, async (cluster, sim) => {
+      const leader = await waitForLeader(cluster, sim);
+      await leader.propose("x");
+      const target = cluster.nodes.find((node) => node !== leader)!;
+      cluster.connect(target.id, false);
+      const outcome = await leader.transferLeadership(target.id).then(() => null, (e) => e);
+      assert.ok(
+        outcome instanceof DOMException && outcome.name === "TimeoutError",
+        String(outcome),
+      );
+      assert.equal(leader.status().role, "leader");
+      assert.match(await leader.propose("after"), /applied after/);
+    });
+  },
+);

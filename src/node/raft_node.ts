@@ -102,8 +102,34 @@ export interface RaftNodeOptions<C, R> extends Omit<RaftOptions, "noopOnElection
    * about this much.
    */
   snapshotEveryBytes?: number;
+  /**
+   * Allow `read({ consistency: "lease" })` (thesis §6.4.1): a leader serves reads without a
+   * heartbeat round while its lease holds, `electionTimeoutMinMs / (1 + clockDriftBound)` from
+   * the start of the latest round a quorum answered. Safe only if no clock runs faster than
+   * another by more than `clockDriftBound`, and only with pre-vote (which, with check-quorum,
+   * keeps a majority from electing anyone else while it hears from the leader): `create()`
+   * refuses `leaseReads` with `preVote: false`. Default false.
+   */
+  leaseReads?: boolean;
   /** Aborting it closes the node. */
   signal?: AbortSignal;
+}
+
+/** How a read is made linearizable. */
+export type ReadConsistency = "linearizable" | "lease";
+
+/** Options for one {@linkcode RaftNode.read}. */
+export interface ReadOptions {
+  /**
+   * `"linearizable"` (default): ReadIndex, one heartbeat round shared with concurrent reads (on
+   * a follower: the leader's read index, asked over the network). `"lease"`: on a leader whose
+   * lease holds, no round at all; needs the node option `leaseReads`.
+   */
+  consistency?: ReadConsistency;
+  /** Stops waiting when aborted: the read rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /** Stops waiting after this many milliseconds: the read rejects with a `TimeoutError`. */
+  timeoutMs?: number;
 }
 
 /** Options for one {@linkcode RaftNode.propose}. */
@@ -273,6 +299,13 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
   readonly #pending = new Map<number, Pending>();
   readonly #listeners = new WeakMap<object, EventListener>();
   #lastApplied = 0;
+  /** Reads waiting for the state machine to apply their index, in no order. */
+  #applyWaiters: { index: number; resolve(): void }[] = [];
+  /** Transfers waiting for leadership to move. */
+  #transferWaiters: { resolve(): void; reject(error: unknown): void }[] = [];
+  readonly #leaseReads: boolean;
+  readonly #electionTimeoutMaxMs: number;
+  #cancelTransferTimer: (() => void) | null = null;
   #role: Role;
   #leaderId: number | null;
   #closing: Promise<void> | null = null;
@@ -336,6 +369,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
     this.#maxUncommittedBytes = options.maxUncommittedBytes ?? defaultMaxUncommittedBytes;
     this.#clock = options.clock ?? realClock;
     this.#userOnFatal = options.onFatal ?? null;
+    this.#leaseReads = options.leaseReads ?? false;
+    this.#electionTimeoutMaxMs = options.electionTimeoutMaxMs ?? 1100;
     this.#snapshotEveryEntries = options.snapshotEveryEntries ?? defaultSnapshotEveryEntries;
     this.#snapshotEveryBytes = options.snapshotEveryBytes ?? defaultSnapshotEveryBytes;
     this.#role = peer.core.role;
@@ -395,6 +430,14 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
       if (value !== undefined && (!Number.isSafeInteger(value) || value <= 0)) {
         throw new RangeError(`Option ${key} must be a positive integer, got ${String(value)}`);
       }
+    }
+    if (options.leaseReads !== undefined && typeof options.leaseReads !== "boolean") {
+      throw new TypeError(`Option leaseReads must be a boolean, got ${String(options.leaseReads)}`);
+    }
+    if (options.leaseReads === true && options.preVote === false) {
+      throw new RangeError(
+        "Option leaseReads needs preVote: without it a peer can be elected while the leader's lease holds",
+      );
     }
     const { snapshot, restore } = stateMachine;
     if (
@@ -529,6 +572,166 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
     });
   }
 
+  /**
+   * Resolves once this node's state machine reflects every write committed before the call, so
+   * that reading its state right after is linearizable (thesis §6.4). On the leader: ReadIndex,
+   * with one heartbeat round that concurrent reads share (or, with `consistency: "lease"`, none
+   * while the lease holds); it needs an entry of its term committed first, which the no-op of
+   * each term provides. On a follower: the leader's read index, asked over the network, then this
+   * node's own apply (a follower read). No log entry is written.
+   *
+   * @throws {RangeError} For an unknown consistency level, a lease read without the node option
+   * `leaseReads`, or a bad `timeoutMs`.
+   * @throws {NotLeaderError} If no leader could give a read index (none is known, or it stopped
+   * leading meanwhile): retry, or ask the leader.
+   * @throws {NodeClosedError} If the node is closed.
+   * @throws {DOMException} `AbortError` (or the signal's reason) and `TimeoutError`.
+   */
+  async read(options: ReadOptions = {}): Promise<void> {
+    const { consistency = "linearizable", signal, timeoutMs } = options;
+    if (consistency !== "linearizable" && consistency !== "lease") {
+      throw new RangeError(
+        `Consistency must be "linearizable" or "lease", got ${JSON.stringify(consistency)}`,
+      );
+    }
+    if (consistency === "lease" && !this.#leaseReads) {
+      throw new RangeError(`Lease reads are off: create the node with leaseReads: true`);
+    }
+    if (timeoutMs !== undefined && !(typeof timeoutMs === "number" && timeoutMs > 0)) {
+      throw new RangeError(`Option timeoutMs must be a positive number, got ${String(timeoutMs)}`);
+    }
+    if (this.#closing !== null) throw new NodeClosedError(`Node ${this.#id} is closed`);
+    signal?.throwIfAborted();
+    await this.#bounded(
+      async () => {
+        const leader = this.#peer.core.role === "leader";
+        let index: number | null = null;
+        if (leader && consistency === "lease") index = this.#peer.leaseRead();
+        if (index === null) {
+          index = leader ? await this.#peer.readIndex() : await this.#peer.askLeaderForReadIndex();
+        }
+        if (index === null) {
+          if (this.#closing !== null) throw new NodeClosedError(`Node ${this.#id} is closed`);
+          throw this.#notLeader();
+        }
+        if (this.#lastApplied >= index) return;
+        await new Promise<void>((resolve) => this.#applyWaiters.push({ index, resolve }));
+        if (this.#closing !== null) throw new NodeClosedError(`Node ${this.#id} is closed`);
+      },
+      signal,
+      timeoutMs,
+      "read",
+    );
+  }
+
+  /** Runs `work`, rejecting early on `signal` or after `timeoutMs` (what work does goes on). */
+  #bounded(
+    work: () => Promise<void>,
+    signal: AbortSignal | undefined,
+    timeoutMs: number | undefined,
+    what: string,
+  ): Promise<void> {
+    if (signal === undefined && timeoutMs === undefined) return work();
+    return new Promise<void>((resolve, reject) => {
+      let cancelTimer: (() => void) | null = null;
+      const onAbort = () => {
+        finish();
+        reject(signal!.reason);
+      };
+      const finish = () => {
+        cancelTimer?.();
+        signal?.removeEventListener("abort", onAbort);
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      if (timeoutMs !== undefined) {
+        cancelTimer = this.#clock.schedule(timeoutMs, () => {
+          finish();
+          reject(
+            new DOMException(`The ${what} did not complete within ${timeoutMs} ms`, "TimeoutError"),
+          );
+        });
+      }
+      work().then((value) => {
+        finish();
+        resolve(value);
+      }, (error) => {
+        finish();
+        reject(error);
+      });
+    });
+  }
+
+  /** Wakes the reads whose index is applied now (or all of them, once the node closes). */
+  #wakeReads(): void {
+    if (this.#applyWaiters.length === 0) return;
+    const closing = this.#closing !== null;
+    this.#applyWaiters = this.#applyWaiters.filter((waiter) => {
+      if (!closing && waiter.index > this.#lastApplied) return true;
+      waiter.resolve();
+      return false;
+    });
+  }
+
+  /**
+   * Hands leadership over to `to` (thesis §3.10), or to the most up-to-date follower: this
+   * leader stops taking proposals, brings the target's log up to date, and sends it TimeoutNow,
+   * which makes it start an election at once. Resolves once this node sees another leader;
+   * rejects with a `TimeoutError` if the transfer does not complete within an election timeout
+   * (this node then leads again and takes proposals as before). A planned restart of the leader
+   * then costs a round trip instead of an election timeout.
+   *
+   * @throws {RangeError} If `to` is not another member of the cluster, or there is none.
+   * @throws {NotLeaderError} If this node does not lead.
+   * @throws {NodeClosedError} If the node is closed.
+   */
+  async transferLeadership(to?: number): Promise<void> {
+    if (this.#closing !== null) throw new NodeClosedError(`Node ${this.#id} is closed`);
+    if (to !== undefined) {
+      if (!Number.isInteger(to) || to < 0) {
+        throw new RangeError(`A transfer target must be a member's id, got ${String(to)}`);
+      }
+      if (to === this.#id) {
+        throw new RangeError(`Node ${this.#id} cannot hand its leadership over to itself`);
+      }
+    }
+    const core = this.#peer.core;
+    if (core.role !== "leader") throw this.#notLeader();
+    const target = to ?? core.mostUpToDateFollower();
+    if (target === null) throw new RangeError(`Node ${this.#id} has no follower to lead instead`);
+    const refusal = this.#peer.transferLeadership(target);
+    if (refusal === null && this.#cancelTransferTimer === null) {
+      // If this leader stepped down but no one won, nothing else ends the wait.
+      this.#cancelTransferTimer = this.#clock.schedule(
+        2 * this.#electionTimeoutMaxMs,
+        () => this.#settleTransfers(false),
+      );
+    }
+    if (refusal === "not a voter") {
+      throw new RangeError(`Peer ${target} is not a voting member of this cluster`);
+    }
+    if (refusal !== null) throw this.#notLeader();
+    await new Promise<void>((resolve, reject) => this.#transferWaiters.push({ resolve, reject }));
+  }
+
+  /** Transfers end: leadership moved, or it did not (the leader gave up, or no one won). */
+  #settleTransfers(handedOver: boolean): void {
+    const waiters = this.#transferWaiters;
+    this.#transferWaiters = [];
+    this.#cancelTransferTimer?.();
+    this.#cancelTransferTimer = null;
+    for (const waiter of waiters) {
+      if (handedOver) waiter.resolve();
+      else {
+        waiter.reject(
+          new DOMException(
+            "The leadership transfer did not complete within an election timeout",
+            "TimeoutError",
+          ),
+        );
+      }
+    }
+  }
+
   #notLeader(): NotLeaderError {
     const leaderId = this.#peer.core.leaderId;
     const address = leaderId === null ? null : (this.#addresses?.[leaderId] ?? null);
@@ -548,11 +751,13 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
     const pending = this.#pending.get(msg.commandIndex);
     if (!msg.commandValid) {
       this.#lastApplied = msg.commandIndex;
+      this.#wakeReads();
       pending?.reject(new ProposalDroppedError(msg.commandIndex, pending.term));
       return;
     }
     const result = await this.#stateMachine.apply(msg.command as C, msg.commandIndex);
     this.#lastApplied = msg.commandIndex;
+    this.#wakeReads();
     if (pending !== undefined) {
       if (pending.term === msg.commandTerm) pending.resolve(result);
       else {
@@ -600,6 +805,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
     }
     await restore.call(this.#stateMachine, data, index);
     this.#lastApplied = index;
+    this.#wakeReads();
     this.#sinceSnapshot = { entries: 0, bytes: 0 };
     this.#metrics.snapshots.add(1, { origin: "restored" });
     // Proposals the snapshot covers may or may not be in it: their outcome is unknown here.
@@ -632,6 +838,11 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
       }
     }
     const core = this.#peer.core;
+    if (this.#transferWaiters.length > 0) {
+      const handedOver = core.leaderId !== null && core.leaderId !== this.#id;
+      const gaveUp = core.role === "leader" && core.transferee === null;
+      if (handedOver || gaveUp) this.#settleTransfers(handedOver);
+    }
     if (core.role !== this.#role) {
       const previous = this.#role;
       this.#role = core.role;
@@ -830,6 +1041,11 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
       this.#rejected(fatal === null ? "closed" : "fatal");
       pending.reject(error);
     }
+    this.#wakeReads();
+    this.#cancelTransferTimer?.();
+    this.#cancelTransferTimer = null;
+    for (const waiter of this.#transferWaiters) waiter.reject(error);
+    this.#transferWaiters = [];
     await this.#peer.settled();
     await this.#transport?.close();
     await (this.#persister as { close?: () => Promise<void> }).close?.();

@@ -27,6 +27,9 @@ import {
   type RequestVoteArgs,
   type RequestVoteReply,
   type ResponseTo,
+  TimeoutNow,
+  type TimeoutNowArgs,
+  type TimeoutNowReply,
 } from "./messages.ts";
 import type { Progress } from "./progress.ts";
 import { ProgressTracker } from "./tracker.ts";
@@ -36,7 +39,18 @@ import type { ApplyMsg, PersistChange, PersistentState, Role, Snapshot } from ".
 export type Outgoing =
   | { to: number; method: typeof RequestVote; args: RequestVoteArgs }
   | { to: number; method: typeof AppendEntries; args: AppendEntriesArgs }
-  | { to: number; method: typeof InstallSnapshot; args: InstallSnapshotArgs };
+  | { to: number; method: typeof InstallSnapshot; args: InstallSnapshotArgs }
+  | { to: number; method: typeof TimeoutNow; args: TimeoutNowArgs };
+
+/**
+ * The outcome of a read asked for with {@linkcode RaftCore.requestRead}: the index this peer's
+ * state machine must have applied before the read may be served (thesis §6.4), or null when the
+ * read failed because this peer no longer leads.
+ */
+export interface ReadState {
+  id: number;
+  index: number | null;
+}
 
 /** Identifies a save: the term and last log index the core had when it asked for it. */
 export interface SaveMark {
@@ -62,6 +76,8 @@ export interface Ready {
    * received from the leader, in order with them.
    */
   apply: ApplyMsg[];
+  /** Reads confirmed (or failed) since the last Ready. */
+  reads: ReadState[];
 }
 
 /** The core's fixed settings. */
@@ -87,7 +103,19 @@ export interface CoreConfig {
    * refused. Default 1 GiB.
    */
   maxSnapshotBytes?: number;
+  /**
+   * How much faster than another peer's clock this peer's may run, as a ratio (thesis §6.4.1).
+   * A leader's lease lasts `electionTimeoutMinMs / (1 + clockDriftBound)` from the start of the
+   * heartbeat round a quorum answered. Default 0.1.
+   */
+  clockDriftBound?: number;
 }
+
+/** What the core answers to a request. */
+type AnyReply = RequestVoteReply | AppendEntriesReply | InstallSnapshotReply | TimeoutNowReply;
+
+/** How many heartbeat rounds' start times a leader remembers, for its lease. */
+const ROUNDS_KEPT = 64;
 
 /** A snapshot being received from the leader, chunk by chunk (Figure 13). */
 interface IncomingSnapshot {
@@ -163,6 +191,23 @@ export class RaftCore {
   #snapshotToApply: Snapshot | null = null;
   /** A follower's snapshot in transfer. */
   #incoming: IncomingSnapshot | null = null;
+
+  // Reads (thesis §6.4) and leadership transfer (§3.10), while leading.
+  /** The current heartbeat round: every AppendEntries carries it. */
+  #round = 0;
+  /** When each of the last rounds started, by round modulo {@linkcode ROUNDS_KEPT}. */
+  readonly #roundStartedAt: number[] = new Array(ROUNDS_KEPT).fill(-Infinity);
+  /** Reads waiting for a quorum to answer their round (a round started after they came). */
+  #reads: { id: number; index: number; round: number }[] = [];
+  /** Reads waiting for an entry of this leader's term to commit, before they get an index. */
+  #readsAwaitingCommit: number[] = [];
+  /** A read asked for a new round: start one at the next Ready. */
+  #roundWanted = false;
+  #readStates: ReadState[] = [];
+  /** The peer this leader hands its leadership to, while it does. */
+  #transferee: number | null = null;
+  #transferDeadline = Infinity;
+  #timeoutNowSent = false;
 
   constructor(config: CoreConfig, state: PersistentState, now: number) {
     this.#config = config;
@@ -260,7 +305,10 @@ export class RaftCore {
     command: unknown,
     commandBytes = -1,
   ): { index: number; term: number; isLeader: boolean } {
-    if (this.#role !== "leader") return { index: -1, term: this.#currentTerm, isLeader: false };
+    // A leader handing over its leadership takes no more proposals (thesis §3.10).
+    if (this.#role !== "leader" || this.#transferee !== null) {
+      return { index: -1, term: this.#currentTerm, isLeader: false };
+    }
     const index = this.#log.append({ term: this.#currentTerm, command }, commandBytes);
     this.#uncommittedBytes += this.#log.bytesAt(index);
     this.#logChangedFrom(index);
@@ -284,10 +332,111 @@ export class RaftCore {
     return true;
   }
 
+  /**
+   * Asks for a linearizable read (thesis §6.4, ReadIndex): once this leader has committed an
+   * entry of its term, it takes its commit index as the read index and confirms it still leads
+   * with a heartbeat round; a later Ready's `reads` then holds `{ id, index }`, and the read may
+   * be served once the state machine has applied `index`. Reads asked for together share a
+   * round. Returns false, changing nothing, unless this peer leads.
+   */
+  requestRead(id: number): boolean {
+    if (this.#role !== "leader") return false;
+    if (this.#log.termAt(this.#commitIndex) !== this.#currentTerm) {
+      // §6.4: the leader's commit index may lag until an entry of its term commits (the no-op).
+      this.#readsAwaitingCommit.push(id);
+      return true;
+    }
+    this.#registerRead(id);
+    return true;
+  }
+
+  #registerRead(id: number): void {
+    if (this.#tracker.others.length === 0) {
+      this.#readStates.push({ id, index: this.#commitIndex });
+      return;
+    }
+    // Only answers to requests sent after the read came confirm it: the next round's.
+    this.#reads.push({ id, index: this.#commitIndex, round: this.#round + 1 });
+    this.#roundWanted = true;
+  }
+
+  /**
+   * A lease read (thesis §6.4.1): the commit index, if this leader's lease holds at `now` and it
+   * has committed an entry of its term; otherwise null, and the caller falls back to
+   * {@linkcode requestRead}. The lease runs from the start of the latest heartbeat round a
+   * quorum answered, for `electionTimeoutMinMs / (1 + clockDriftBound)`: no other peer can be
+   * elected before then, since pre-vote and check-quorum keep a majority from voting while it
+   * hears from this leader. A leader handing over its leadership holds no lease.
+   */
+  leaseRead(now: number): number | null {
+    if (this.#role !== "leader" || this.#transferee !== null) return null;
+    if (this.#log.termAt(this.#commitIndex) !== this.#currentTerm) return null;
+    return now < this.#leaseExpiry() ? this.#commitIndex : null;
+  }
+
+  #leaseExpiry(): number {
+    const round = this.#tracker.quorumAckedRound(this.#round);
+    if (round <= 0 || this.#round - round >= ROUNDS_KEPT) return -Infinity;
+    const drift = this.#config.clockDriftBound ?? 0.1;
+    return this.#roundStartedAt[round % ROUNDS_KEPT]! +
+      this.#config.electionTimeoutMinMs / (1 + drift);
+  }
+
+  /**
+   * Starts handing leadership over to `target` (thesis §3.10): this leader stops taking
+   * proposals, brings the target's log up to date, then sends it TimeoutNow, which makes it start
+   * an election at once. The transfer is given up after an election timeout. Returns why it
+   * cannot start, or null.
+   */
+  transferLeadership(target: number, now: number): "not leader" | "not a voter" | "self" | null {
+    if (this.#role !== "leader") return "not leader";
+    if (target === this.#config.me) return "self";
+    const progress = this.#tracker.progress(target);
+    if (progress === undefined) return "not a voter";
+    this.#transferee = target;
+    this.#transferDeadline = now + this.#config.electionTimeoutMaxMs;
+    this.#timeoutNowSent = false;
+    this.#trace(`hands leadership over to ${target}`);
+    this.#maybeSendTimeoutNow(target, progress, now);
+    if (!this.#timeoutNowSent) this.#replicate(target, progress, now);
+    return null;
+  }
+
+  /** The peer this leader is handing its leadership to, or null. */
+  get transferee(): number | null {
+    return this.#transferee;
+  }
+
+  /** The follower whose log is the most up to date (the best target for a transfer), or null. */
+  mostUpToDateFollower(): number | null {
+    let best: number | null = null;
+    let bestMatch = -1;
+    this.#tracker.forEachFollower((id, progress) => {
+      if (progress.matchIndex > bestMatch) {
+        best = id;
+        bestMatch = progress.matchIndex;
+      }
+    });
+    return best;
+  }
+
+  #maybeSendTimeoutNow(peer: number, progress: Progress, now: number): void {
+    if (this.#transferee !== peer || this.#timeoutNowSent) return;
+    if (progress.matchIndex !== this.#log.lastIndex) return;
+    this.#timeoutNowSent = true;
+    progress.sendAt = now + this.#config.heartbeatIntervalMs;
+    this.#trace(`sends TimeoutNow to ${peer}, whose log is up to date`);
+    this.#send.push({
+      to: peer,
+      method: TimeoutNow,
+      args: { term: this.#currentTerm, leaderId: this.#config.me },
+    });
+  }
+
   /** The time at which {@linkcode tick} next has something to do. */
   nextDeadline(): number {
     if (this.#role !== "leader") return this.#electionDeadline;
-    let earliest = this.#quorumCheckAt;
+    let earliest = Math.min(this.#quorumCheckAt, this.#transferDeadline);
     this.#tracker.forEachFollower((_, progress) => {
       earliest = Math.min(earliest, progress.sendAt);
     });
@@ -299,9 +448,18 @@ export class RaftCore {
     if (this.#role === "leader") {
       if (now >= this.#quorumCheckAt) this.#checkQuorum(now);
     }
+    if (this.#role === "leader" && now >= this.#transferDeadline) {
+      this.#trace(`gives up handing leadership over to ${this.#transferee}`);
+      this.#endTransfer();
+    }
     if (this.#role === "leader") {
+      let roundStarted = false;
       this.#tracker.forEachFollower((peer, progress) => {
-        if (now >= progress.sendAt) this.#heartbeat(peer, progress, now);
+        if (now < progress.sendAt) return;
+        // Heartbeats open a new round, so that answers keep the lease fresh.
+        if (!roundStarted) this.#startRound(now);
+        roundStarted = true;
+        this.#heartbeat(peer, progress, now);
       });
     } else if (now >= this.#electionDeadline) {
       this.#campaign(this.#config.preVote === true ? "preVote" : "election", now);
@@ -322,14 +480,14 @@ export class RaftCore {
   step(
     message: Message,
     now: number,
-  ): RequestVoteReply | AppendEntriesReply | InstallSnapshotReply | null {
+  ): AnyReply | null {
     const term = termOf(message);
     if (term !== null && term > this.#currentTerm) {
       this.#becomeFollower(term, now);
     } else if (term !== null && term < this.#currentTerm) {
       return this.#refuseStale(message);
     }
-    let response: RequestVoteReply | AppendEntriesReply | InstallSnapshotReply | null;
+    let response: AnyReply | null;
     if (message.type === RequestVote) {
       // Every role answers votes alike: one vote per term, for an up-to-date log.
       response = message.args.preVote === true
@@ -349,28 +507,30 @@ export class RaftCore {
   /** §5.1: a request of an older term is refused with this peer's term; a reply is stale. */
   #refuseStale(
     message: Message,
-  ): RequestVoteReply | AppendEntriesReply | InstallSnapshotReply | null {
+  ): AnyReply | null {
     if (message.type === RequestVote) return { term: this.#currentTerm, voteGranted: false };
     if (message.type === AppendEntries) return this.#rejectAppend(0, 0);
     if (message.type === InstallSnapshot) {
       return { term: this.#currentTerm, offset: 0, installed: false };
     }
+    if (message.type === TimeoutNow) return { term: this.#currentTerm };
     return null;
   }
 
   #stepLeader(
     message: Exclude<Message, { type: typeof RequestVote }>,
     now: number,
-  ): AppendEntriesReply | InstallSnapshotReply | null {
+  ): AnyReply | null {
     switch (message.type) {
       case AppendEntries:
       case InstallSnapshot:
+      case TimeoutNow:
         // Election Safety (§5.2): one leader per term. Another leader of this term means a peer
         // broke the protocol, and going on could lose committed entries.
         invariant(
           false,
           () =>
-            `Election Safety: peer ${message.args.leaderId} sent AppendEntries as leader of term ${this.#currentTerm}, which this peer leads`,
+            `Election Safety: peer ${message.args.leaderId} sent ${message.type} as leader of term ${this.#currentTerm}, which this peer leads`,
         );
         break;
       case "AppendEntriesReply":
@@ -379,8 +539,9 @@ export class RaftCore {
       case "InstallSnapshotReply":
         this.#handleInstallSnapshotReply(message.from, message.args, message.reply, now);
         break;
+      case "TimeoutNowReply":
       case "RequestVoteReply":
-        break; // A late answer to this peer's election.
+        break; // A late answer to this peer's election, or the transferee's acknowledgement.
     }
     return null;
   }
@@ -388,10 +549,11 @@ export class RaftCore {
   #stepCandidate(
     message: Exclude<Message, { type: typeof RequestVote }>,
     now: number,
-  ): AppendEntriesReply | InstallSnapshotReply | null {
+  ): AnyReply | null {
     switch (message.type) {
       case AppendEntries:
       case InstallSnapshot:
+      case TimeoutNow:
         // §5.2: a leader of this term exists, so this election is lost.
         this.#becomeFollower(this.#currentTerm, now);
         return this.#stepFollower(message, now);
@@ -407,10 +569,18 @@ export class RaftCore {
   #stepFollower(
     message: Exclude<Message, { type: typeof RequestVote }>,
     now: number,
-  ): AppendEntriesReply | InstallSnapshotReply | null {
+  ): AnyReply | null {
     if (message.type === AppendEntries) return this.#handleAppendEntries(message.args, now);
     if (message.type === InstallSnapshot) {
       return this.#handleInstallSnapshot(message.args, message.data, now);
+    }
+    if (message.type === TimeoutNow) {
+      // Thesis §3.10: the leader hands its leadership over; start an election at once, without
+      // a pre-vote, which the leader's followers would refuse while they hear from it.
+      this.#leaderId = message.args.leaderId;
+      this.#trace(`is handed leadership by ${message.args.leaderId}`);
+      this.#campaign("election", now);
+      return { term: this.#currentTerm };
     }
     return null; // Late answers from when this peer campaigned or led.
   }
@@ -657,8 +827,15 @@ export class RaftCore {
       return;
     }
     progress.recentActive = true;
+    // Any answer of this term, even a rejection, shows the follower took this peer as leader
+    // when it got the request: the request's round counts for reads and the lease.
+    if ((args.round ?? 0) > progress.ackedRound) {
+      progress.ackedRound = args.round!;
+      this.#confirmReads();
+    }
     if (reply.success) {
       if (progress.maybeUpdate(lastIndex)) this.#maybeCommit(now);
+      this.#maybeSendTimeoutNow(peer, progress, now);
       // A probe's success shows where the logs match: from there, pipelining is safe.
       if (progress.state === "probe" && progress.matchIndex >= progress.nextIndex - 1) {
         progress.becomeReplicate();
@@ -775,6 +952,12 @@ export class RaftCore {
 
   /** Takes what has to be saved, sent and applied since the last call. */
   takeReady(now: number): Ready {
+    if (this.#roundWanted && this.#role === "leader") {
+      // Reads asked for a round: one heartbeat to every follower confirms them all at once.
+      this.#roundWanted = false;
+      this.#startRound(now);
+      this.#tracker.forEachFollower((peer, progress) => this.#heartbeat(peer, progress, now));
+    }
     if (this.#replicationWanted) {
       this.#replicationWanted = false;
       if (this.#role === "leader") {
@@ -839,9 +1022,11 @@ export class RaftCore {
       send: this.#send,
       sendAfterSave: this.#sendAfterSave,
       apply,
+      reads: this.#readStates,
     };
     this.#send = [];
     this.#sendAfterSave = [];
+    this.#readStates = [];
     this.#checkInvariants();
     return ready;
   }
@@ -885,6 +1070,8 @@ export class RaftCore {
       this.#resetElectionDeadline(now);
       this.#tracker.clearProgress();
       this.#quorumCheckAt = Infinity;
+      this.#failReads();
+      this.#endTransfer();
     }
     if (this.#role !== "follower") this.#trace(`becomes follower`);
     this.#role = "follower";
@@ -935,6 +1122,7 @@ export class RaftCore {
     this.#role = "leader";
     this.#leaderId = this.#config.me;
     this.#tracker.resetProgress(this.#log.lastIndex, this.#config.maxInflightAppends, now);
+    this.#startRound(now);
     this.#quorumCheckAt = now + this.#config.electionTimeoutMaxMs;
     this.#counters.electionsWon++;
     this.#uncommittedBytes = this.#log.bytesBetween(this.#commitIndex + 1, this.#log.lastIndex + 1);
@@ -953,6 +1141,37 @@ export class RaftCore {
       this.#logChangedFrom(index);
       this.#replicationWanted = true;
     }
+  }
+
+  /** Opens a new heartbeat round: the requests sent from now on carry it. */
+  #startRound(now: number): void {
+    this.#round++;
+    this.#roundStartedAt[this.#round % ROUNDS_KEPT] = now;
+  }
+
+  /** Reads whose round a quorum answered are confirmed: this peer still led after they came. */
+  #confirmReads(): void {
+    if (this.#reads.length === 0) return;
+    const answered = this.#tracker.quorumAckedRound(this.#round);
+    while (this.#reads.length > 0 && this.#reads[0]!.round <= answered) {
+      const { id, index } = this.#reads.shift()!;
+      this.#readStates.push({ id, index });
+    }
+  }
+
+  /** This peer no longer leads: reads waiting for it fail. */
+  #failReads(): void {
+    for (const id of this.#readsAwaitingCommit) this.#readStates.push({ id, index: null });
+    for (const { id } of this.#reads) this.#readStates.push({ id, index: null });
+    this.#readsAwaitingCommit = [];
+    this.#reads = [];
+    this.#roundWanted = false;
+  }
+
+  #endTransfer(): void {
+    this.#transferee = null;
+    this.#transferDeadline = Infinity;
+    this.#timeoutNowSent = false;
   }
 
   /**
@@ -998,6 +1217,7 @@ export class RaftCore {
         prevLogTerm: this.#log.termAt(prevLogIndex)!,
         entries: [],
         leaderCommit: this.#commitIndex,
+        round: this.#round,
       },
     });
   }
@@ -1077,6 +1297,7 @@ export class RaftCore {
       prevLogTerm: this.#log.termAt(prevLogIndex)!,
       entries: end > prevLogIndex + 1 ? this.#log.slice(prevLogIndex + 1, end) : [],
       leaderCommit: this.#commitIndex,
+      round: this.#round,
     };
     progress.sentEntries(end - 1, args.entries.length);
     progress.sendAt = now + this.#config.heartbeatIntervalMs;
@@ -1115,6 +1336,10 @@ export class RaftCore {
     this.#uncommittedBytes -= this.#log.bytesBetween(this.#commitIndex + 1, quorumIndex + 1);
     this.#commitIndex = quorumIndex;
     this.#trace(`commits up to ${quorumIndex}`);
+    // An entry of this term is committed: reads that waited for it can take the commit index.
+    const waiting = this.#readsAwaitingCommit;
+    this.#readsAwaitingCommit = [];
+    for (const id of waiting) this.#registerRead(id);
     // Followers learn the new commit index with the next AppendEntries: soon, so that they
     // apply promptly, but not at once, so that a busy leader's next proposal carries it.
     const notifyAt = now + this.#config.commitNotifyDelayMs;
@@ -1143,9 +1368,11 @@ function termOf(message: Message): number | null {
       if (message.reply === null) return null;
       return message.args.preVote === true && message.reply.voteGranted ? null : message.reply.term;
     case InstallSnapshot:
+    case TimeoutNow:
       return message.args.term;
     case "AppendEntriesReply":
     case "InstallSnapshotReply":
+    case "TimeoutNowReply":
       return message.reply?.term ?? null;
   }
 }

@@ -20,6 +20,13 @@ export const RequestVote = "RequestVote";
 export const AppendEntries = "AppendEntries";
 /** RPC method names, as transports carry them. */
 export const InstallSnapshot = "InstallSnapshot";
+/** RPC method names, as transports carry them. */
+export const TimeoutNow = "TimeoutNow";
+/**
+ * RPC method names, as transports carry them: a follower asks the leader for a read index
+ * (thesis §6.4, follower reads). Served by the driver, not the core.
+ */
+export const ReadIndex = "ReadIndex";
 
 /** Figure 2: RequestVote RPC arguments. */
 export interface RequestVoteArgs {
@@ -48,6 +55,12 @@ export interface AppendEntriesArgs {
   prevLogTerm: number;
   entries: LogEntry[];
   leaderCommit: number;
+  /**
+   * The leader's heartbeat round when it sent the request (not Figure 2's): the leader reads it
+   * back from its own request when the reply comes, to learn which round a follower answered
+   * (ReadIndex and leases, thesis §6.4). Followers ignore it.
+   */
+  round?: number;
 }
 
 /**
@@ -92,12 +105,17 @@ export interface AppendEntriesReplyMessage {
 }
 
 /** A request this peer answers. */
-export type RequestMessage = RequestVoteMessage | AppendEntriesMessage | InstallSnapshotMessage;
+export type RequestMessage =
+  | RequestVoteMessage
+  | AppendEntriesMessage
+  | InstallSnapshotMessage
+  | TimeoutNowMessage;
 /** A reply (or the lack of one) to a request this peer sent. */
 export type ReplyMessage =
   | RequestVoteReplyMessage
   | AppendEntriesReplyMessage
-  | InstallSnapshotReplyMessage;
+  | InstallSnapshotReplyMessage
+  | TimeoutNowReplyMessage;
 /** Everything the core steps: requests to answer and replies to its own requests. */
 export type Message = RequestMessage | ReplyMessage;
 
@@ -105,6 +123,7 @@ export type Message = RequestMessage | ReplyMessage;
 export type ResponseTo<M extends Message> = M extends RequestVoteMessage ? RequestVoteReply
   : M extends AppendEntriesMessage ? AppendEntriesReply
   : M extends InstallSnapshotMessage ? InstallSnapshotReply
+  : M extends TimeoutNowMessage ? TimeoutNowReply
   : null;
 
 /**
@@ -136,6 +155,34 @@ export interface InstallSnapshotReply {
   term: number;
   offset: number;
   installed: boolean;
+}
+
+/**
+ * Thesis §3.10: TimeoutNow, from a leader handing its leadership over: the receiver starts an
+ * election at once, without a pre-vote.
+ */
+export interface TimeoutNowArgs {
+  term: number;
+  leaderId: number;
+}
+
+/** The reply to TimeoutNow: the receiver's term. */
+export interface TimeoutNowReply {
+  term: number;
+}
+
+/** An incoming TimeoutNow, as the core steps it. */
+export interface TimeoutNowMessage {
+  type: typeof TimeoutNow;
+  args: TimeoutNowArgs;
+}
+
+/** The reply to a TimeoutNow this peer sent to `from`; `reply` is null when none came. */
+export interface TimeoutNowReplyMessage {
+  type: "TimeoutNowReply";
+  from: number;
+  args: TimeoutNowArgs;
+  reply: TimeoutNowReply | null;
 }
 
 /** An incoming InstallSnapshot chunk, its data decoded, as the core steps it. */
@@ -451,4 +498,49 @@ export function parseInstallSnapshotReply(
     return null;
   }
   return { term: reply.term, offset: reply.offset, installed: reply.installed };
+}
+
+/** Checks incoming TimeoutNow arguments against the receiver's `limits`. */
+export function parseTimeoutNowArgs(
+  args: unknown,
+  limits: Pick<WireLimits, "peerCount" | "currentTerm">,
+): Parsed<TimeoutNowArgs> {
+  if (!isObject(args)) return { ok: false, error: badField(TimeoutNow, "args", "an object", args) };
+  const error = checkTerm(TimeoutNow, args, limits.currentTerm) ??
+    checkPeer(TimeoutNow, args, "leaderId", limits.peerCount);
+  if (error !== null) return { ok: false, error };
+  return { ok: true, value: { term: args.term as number, leaderId: args.leaderId as number } };
+}
+
+/**
+ * Checks a TimeoutNow reply received by a peer at `currentTerm`; `null` when it is not one.
+ */
+export function parseTimeoutNowReply(reply: unknown, currentTerm: number): TimeoutNowReply | null {
+  if (!isObject(reply) || !isAcceptableTerm(reply.term, currentTerm)) return null;
+  return { term: reply.term };
+}
+
+/** A follower's request for a read index: `{}`, or anything else, which is refused. */
+export function parseReadIndexArgs(args: unknown): Parsed<Record<never, never>> {
+  if (!isObject(args) || Object.keys(args).length !== 0) {
+    return { ok: false, error: badField(ReadIndex, "args", "an empty object", args) };
+  }
+  return { ok: true, value: {} };
+}
+
+/** The leader's answer to ReadIndex: its term, and the read index or null if it does not lead. */
+export interface ReadIndexReply {
+  term: number;
+  index: number | null;
+}
+
+/** Checks a ReadIndex reply; `null` when it is not one. */
+export function parseReadIndexReply(reply: unknown, currentTerm: number): ReadIndexReply | null {
+  if (
+    !isObject(reply) || !isAcceptableTerm(reply.term, currentTerm) ||
+    (reply.index !== null && !isCount(reply.index))
+  ) {
+    return null;
+  }
+  return { term: reply.term, index: reply.index as number | null };
 }

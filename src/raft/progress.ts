@@ -44,6 +44,8 @@ export class Progress {
   sendAt: number;
   /** Whether the follower answered an AppendEntries of this term since the last check-quorum. */
   recentActive = false;
+  /** The latest heartbeat round of this term the follower answered (thesis §6.4: reads). */
+  ackedRound = 0;
 
   /** A follower of a new leader whose log ends at `lastIndex`: probe just past it. */
   constructor(lastIndex: number, maxInflight: number, now: number) {

@@ -56,6 +56,13 @@ export class ProgressTracker {
     );
   }
 
+  /** The latest heartbeat round a quorum answered, this peer counting as `ownRound`. */
+  quorumAckedRound(ownRound: number): number {
+    return this.quorum.committedIndex((id) =>
+      id === this.me ? ownRound : (this.#progress.get(id)?.ackedRound ?? 0)
+    );
+  }
+
   /**
    * Check-quorum: whether a quorum (this peer included) answered since the last check. Clears
    * the marks for the next round.

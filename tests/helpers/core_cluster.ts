@@ -16,6 +16,8 @@
  * - `drop [#N ...] [from=ID] [to=ID]`: loses them: each requester learns that no reply came.
  * - `stabilize`: delivers until the queue is empty.
  * - `compact ID INDEX [DATA]`: ID's service snapshots its state through INDEX (DATA names it).
+ * - `read ID [count=N]`, `lease-read ID`: ID asks for N ReadIndex reads, or a lease read.
+ * - `transfer ID TARGET`: leader ID hands its leadership over to TARGET.
  * - `hold-saves ID` / `release-saves ID`: ID's saves stay in flight until released.
  * - `crash ID` / `restart ID`: ID loses what is not on its disk, and comes back from its disk.
  * - `status ID`, `log ID` (the entries on ID's disk), `queue`.
@@ -32,6 +34,7 @@ import type {
   InstallSnapshotReply,
   RequestVoteArgs,
   RequestVoteReply,
+  TimeoutNowReply,
 } from "../../src/raft/messages.ts";
 import type { LogEntry, PersistChange } from "../../src/raft/types.ts";
 import { MemoryPersister } from "../../src/storage/memory_persister.ts";
@@ -52,7 +55,7 @@ type Queued =
     from: number;
     /** The peer that sent the request. */
     to: number;
-    reply: RequestVoteReply | AppendEntriesReply | InstallSnapshotReply;
+    reply: AnyReply;
   };
 
 interface Node {
@@ -79,6 +82,7 @@ export class CoreCluster {
   #seq = 0;
   #now = 0;
   #out: string[] = [];
+  #readIds = 0;
   /** Nodes cut off from every other: their messages, both ways, are lost. */
   readonly #cut = new Set<number>();
   #config: Omit<CoreConfig, "me" | "trace"> | null = null;
@@ -159,6 +163,26 @@ export class CoreCluster {
         const index = Number(command.args[1]);
         const data = new TextEncoder().encode(command.args[2] ?? `state through ${index}`);
         this.#out.push(node.core.compact(index, data) ? "ok" : "ignored");
+        break;
+      }
+      case "read": {
+        // ID asks for a ReadIndex read; its outcome shows in a later Ready.
+        const node = id();
+        const count = Number(command.options.get("count") ?? 1);
+        for (let i = 0; i < count; i++) {
+          const readId = ++this.#readIds;
+          this.#out.push(node.core.requestRead(readId) ? `read ${readId} asked` : "not leader");
+        }
+        break;
+      }
+      case "lease-read": {
+        const index = id().core.leaseRead(this.#now);
+        this.#out.push(index === null ? "no lease" : `lease holds: read index ${index}`);
+        break;
+      }
+      case "transfer": {
+        const refusal = id().core.transferLeadership(Number(command.args[1]), this.#now);
+        this.#out.push(refusal ?? "handing over");
         break;
       }
       case "hold-saves":
@@ -300,6 +324,11 @@ export class CoreCluster {
     for (const request of ready.sendAfterSave) {
       node.waitingSends.push({ savesBefore: node.savesAsked + 1, request });
     }
+    for (const { id, index } of ready.reads) {
+      this.#out.push(
+        index === null ? `${node.id} read ${id} failed` : `${node.id} read ${id} at index ${index}`,
+      );
+    }
     for (const msg of ready.apply) {
       this.#out.push(
         msg.snapshotValid
@@ -319,7 +348,7 @@ export class CoreCluster {
       this.#releaseWaiting(node);
     }
     return ready.save !== null || ready.send.length > 0 || ready.apply.length > 0 ||
-      ready.sendAfterSave.length > 0;
+      ready.sendAfterSave.length > 0 || ready.reads.length > 0;
   }
 
   #completeSave(
@@ -384,28 +413,7 @@ export class CoreCluster {
         const reply = lost ? null : (queued as Extract<Queued, { kind: "reply" }>).reply;
         const { request } = queued;
         const from = request.to;
-        if (request.method === "RequestVote") {
-          requester.core.step({
-            type: "RequestVoteReply",
-            from,
-            args: request.args,
-            reply: reply as RequestVoteReply | null,
-          }, this.#now);
-        } else if (request.method === "AppendEntries") {
-          requester.core.step({
-            type: "AppendEntriesReply",
-            from,
-            args: request.args,
-            reply: reply as AppendEntriesReply | null,
-          }, this.#now);
-        } else {
-          requester.core.step({
-            type: "InstallSnapshotReply",
-            from,
-            args: request.args,
-            reply: reply as InstallSnapshotReply | null,
-          }, this.#now);
-        }
+        stepReply(requester.core, request, from, reply, this.#now);
       }
       this.#processAll();
     }
@@ -413,15 +421,7 @@ export class CoreCluster {
 
   /** `node` steps a request from `from`; its reply leaves once its saves so far are durable. */
   #answer(node: Node, request: Outgoing, from: number): void {
-    const reply = request.method === "RequestVote"
-      ? node.core.step({ type: "RequestVote", args: request.args }, this.#now)
-      : request.method === "AppendEntries"
-      ? node.core.step({ type: "AppendEntries", args: request.args }, this.#now)
-      : node.core.step({
-        type: "InstallSnapshot",
-        args: request.args,
-        data: decodeBase64(request.args.data)!,
-      }, this.#now);
+    const reply = stepRequest(node.core, request, this.#now);
     this.#process(node);
     const queued = { kind: "reply" as const, request, from: node.id, to: from, reply };
     if (node.savesDone >= node.savesAsked) this.#enqueue(queued);
@@ -469,6 +469,70 @@ export class CoreCluster {
   }
 }
 
+type AnyReply = RequestVoteReply | AppendEntriesReply | InstallSnapshotReply | TimeoutNowReply;
+
+/** Steps `request` on the core that receives it; returns its reply. */
+function stepRequest(core: RaftCore, request: Outgoing, now: number): AnyReply {
+  switch (request.method) {
+    case "RequestVote":
+      return core.step({ type: "RequestVote", args: request.args }, now);
+    case "AppendEntries":
+      return core.step({ type: "AppendEntries", args: request.args }, now);
+    case "InstallSnapshot":
+      return core.step({
+        type: "InstallSnapshot",
+        args: request.args,
+        data: decodeBase64(request.args.data)!,
+      }, now);
+    case "TimeoutNow":
+      return core.step({ type: "TimeoutNow", args: request.args }, now);
+  }
+}
+
+/** Steps the reply to `request` (null: lost) on the core that sent it to `from`. */
+function stepReply(
+  core: RaftCore,
+  request: Outgoing,
+  from: number,
+  reply: AnyReply | null,
+  now: number,
+): void {
+  switch (request.method) {
+    case "RequestVote":
+      core.step({
+        type: "RequestVoteReply",
+        from,
+        args: request.args,
+        reply: reply as RequestVoteReply | null,
+      }, now);
+      break;
+    case "AppendEntries":
+      core.step({
+        type: "AppendEntriesReply",
+        from,
+        args: request.args,
+        reply: reply as AppendEntriesReply | null,
+      }, now);
+      break;
+    case "InstallSnapshot":
+      core.step({
+        type: "InstallSnapshotReply",
+        from,
+        args: request.args,
+        reply: reply as InstallSnapshotReply | null,
+      }, now);
+      break;
+    case "TimeoutNow":
+      core.step({
+        type: "TimeoutNowReply",
+        from,
+        args: request.args,
+        reply: reply as TimeoutNowReply | null,
+      }, now);
+      break;
+  }
+}
+
 function receiverOf(queued: Queued): number {
   return queued.kind === "request" ? queued.request.to : queued.to;
 }
@@ -490,6 +554,7 @@ function describeChange(change: PersistChange): string {
 }
 
 function describeRequest(request: Outgoing): string {
+  if (request.method === "TimeoutNow") return `TimeoutNow term ${request.args.term}`;
   if (request.method === "InstallSnapshot") {
     const args = request.args;
     const bytes = decodeBase64(args.data)!.length;
@@ -510,10 +575,8 @@ function describeRequest(request: Outgoing): string {
   return `AppendEntries term ${args.term} prev ${args.prevLogIndex}@${args.prevLogTerm} commit ${args.leaderCommit}${entries}`;
 }
 
-function describeReply(
-  request: Outgoing,
-  reply: RequestVoteReply | AppendEntriesReply | InstallSnapshotReply,
-): string {
+function describeReply(request: Outgoing, reply: AnyReply): string {
+  if (request.method === "TimeoutNow") return `TimeoutNow reply term ${reply.term}`;
   if (request.method === "InstallSnapshot") {
     const snapshot = reply as InstallSnapshotReply;
     return `InstallSnapshot reply term ${snapshot.term} holds ${snapshot.offset}${
