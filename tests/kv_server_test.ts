@@ -227,3 +227,56 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "kv server: GET writes nothing to the log; follower reads; a bad consistency level; SIGTERM hands leadership over",
+  sanitized,
+  async () => {
+    const cluster = await LocalCluster.start({ peers: 3 });
+    const http = Deno.createHttpClient({});
+    try {
+      const leader = await cluster.waitForLeader();
+      const leaderUrl = cluster.httpUrls[leader]!;
+      assert.equal(
+        (await send(http, `${leaderUrl}/kv/a`, { method: "PUT", body: "1" })).status,
+        200,
+      );
+      const before = (await cluster.status(leader))!.lastLogIndex;
+      for (let i = 0; i < 5; i++) {
+        assert.deepEqual(await send(http, `${leaderUrl}/kv/a`), {
+          status: 200,
+          body: { key: "a", value: "1" },
+        });
+      }
+      assert.equal((await cluster.status(leader))!.lastLogIndex, before, "reads append nothing");
+
+      const follower = [0, 1, 2].find((peer) => peer !== leader)!;
+      const followerUrl = cluster.httpUrls[follower]!;
+      assert.equal(
+        (await send(http, `${followerUrl}/kv/a`)).status,
+        421,
+        "leader reads by default",
+      );
+      assert.deepEqual(await send(http, `${followerUrl}/kv/a?consistent=follower`), {
+        status: 200,
+        body: { key: "a", value: "1" },
+      });
+      const bad = await send(http, `${followerUrl}/kv/a?consistent=eventual`);
+      assert.equal(bad.status, 400);
+      assert.match(String(bad.body.error), /consistent must be linearizable, follower or lease/);
+      assert.equal((await send(http, `${leaderUrl}/kv/a?consistent=lease`)).status, 400);
+
+      // A planned stop: the leader hands over before it exits, so a new leader is there well
+      // before an election timeout (700 ms at least) could have passed.
+      const started = Date.now();
+      cluster.signal(leader, "SIGTERM");
+      const next = await cluster.waitForLeader(5000, [leader]);
+      const took = Date.now() - started;
+      assert.notEqual(next, leader);
+      assert.ok(took < 700, `a new leader took over ${took} ms after SIGTERM`);
+    } finally {
+      http.close();
+      await cluster.stop();
+    }
+  },
+);

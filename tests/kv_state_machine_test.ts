@@ -59,3 +59,36 @@ Deno.test("kv: a snapshot restores the data and the sessions", sanitized, () => 
     "a malformed command changes nothing",
   );
 });
+
+Deno.test(
+  "kv: sessions expire by the log's time and by count, the same way on every peer",
+  sanitized,
+  () => {
+    const state = new KvStateMachine({ sessionTtlMs: 1000, maxSessions: 2 });
+    const put = (clientId: string, seq: number, time: number, value = "v") =>
+      state.apply({ op: "put", key: "k", value, clientId, seq, time }, seq);
+    assert.deepEqual(put("a", 1, 0), { value: null });
+    assert.deepEqual(put("a", 1, 500), { value: null }, "a retry within the TTL: its first result");
+    assert.equal(state.sessionCount, 1);
+    put("b", 1, 1600); // the log's time passes a's TTL (last used at 0)
+    assert.equal(state.sessionCount, 1, "a's session expired");
+    assert.deepEqual(
+      put("a", 2, 1700),
+      { error: "session expired" },
+      "a later request of an expired session is refused, not applied: it could be a retry",
+    );
+    put("c", 1, 1700);
+    put("d", 1, 1700);
+    assert.equal(state.sessionCount, 2, "past maxSessions the least recently used goes");
+    assert.deepEqual(put("b", 2, 1700), { error: "session expired" }, "b was the oldest");
+    // The same log gives the same sessions: a snapshot carries them, and the log's clock.
+    const copy = new KvStateMachine({ sessionTtlMs: 1000, maxSessions: 2 });
+    copy.restore(state.snapshot(), 9);
+    assert.equal(copy.sessionCount, 2);
+    assert.deepEqual(
+      copy.apply({ op: "put", key: "k", value: "v", clientId: "d", seq: 1, time: 1700 }, 10),
+      { value: "v" },
+      "d's retry still gets its first result after the snapshot",
+    );
+  },
+);

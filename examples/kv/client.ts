@@ -1,7 +1,10 @@
 /**
  * A client for the replicated key/value service: finds the leader by following the peers'
  * hints, and retries with the same request id, so a write applies once even when a retry
- * repeats a request that did commit.
+ * repeats a request that did commit. It always sends its session (client id and request number):
+ * a client that never retries can still have a request sent twice, since `fetch` silently sends
+ * a request again when a pooled keep-alive connection dies as it is sent, and without a session
+ * the service would apply such a write twice.
  *
  * @module
  */
@@ -24,7 +27,7 @@ export type KvValue = string | null;
 /** Talks to the peers at `httpUrls`; one request at a time. */
 export class KvClient {
   readonly #httpUrls: readonly string[];
-  readonly #clientId: string;
+  #clientId: string;
   readonly #deadlineMs: number;
   readonly #attemptTimeoutMs: number;
   readonly #onRetry: (peer: number, reason: string) => void;
@@ -51,9 +54,14 @@ export class KvClient {
     return (await this.#request("PUT", key, value)).previous ?? null;
   }
 
-  /** The value of `key`, or `null`; linearizable. */
-  async get(key: string): Promise<KvValue> {
-    return (await this.#request("GET", key)).value ?? null;
+  /**
+   * The value of `key`, or `null`; linearizable. With `consistent: "follower"`, any peer may
+   * serve it (it asks the leader for a read index); with `"lease"`, the leader serves it on its
+   * lease (if the peers run with `--lease-reads`).
+   */
+  async get(key: string, options: { consistent?: "follower" | "lease" } = {}): Promise<KvValue> {
+    const query = options.consistent === undefined ? "" : `?consistent=${options.consistent}`;
+    return (await this.#request("GET", key, undefined, query)).value ?? null;
   }
 
   /** Deletes `key`; resolves to the previous value. */
@@ -70,6 +78,7 @@ export class KvClient {
     method: string,
     key: string,
     body?: string,
+    query = "",
   ): Promise<{ value?: KvValue; previous?: KvValue }> {
     const seq = ++this.#seq; // the same seq on every retry of this request
     const deadline = Date.now() + this.#deadlineMs;
@@ -78,7 +87,7 @@ export class KvClient {
       const peer = this.#leader;
       let response: Response;
       try {
-        response = await fetch(`${this.#httpUrls[peer]}/kv/${encodeURIComponent(key)}`, {
+        response = await fetch(`${this.#httpUrls[peer]}/kv/${encodeURIComponent(key)}${query}`, {
           method,
           ...(body === undefined ? {} : { body }),
           headers: { "x-client-id": this.#clientId, "x-request-seq": String(seq) },
@@ -97,6 +106,13 @@ export class KvClient {
       >;
       if (response.status === 200 || (response.status === 404 && method === "GET")) {
         return fields as { value?: KvValue; previous?: KvValue };
+      }
+      if (response.status === 409) {
+        // The session expired (idle longer than the service keeps sessions): start a new one.
+        // Only this request's retries could be applied twice, and the session outlived them.
+        this.#clientId = crypto.randomUUID();
+        this.#seq = 0;
+        return await this.#request(method, key, body, query);
       }
       if (response.status === 421 && typeof fields.leader === "string") {
         const hinted = this.#httpUrls.indexOf(fields.leader);

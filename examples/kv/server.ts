@@ -7,14 +7,20 @@
  *     --data ./data/peer0
  *
  * HTTP API: `GET`, `PUT` (body: the value) and `DELETE /kv/:key`; `GET /status`; `GET /metrics`
- * (Prometheus text). Every request, reads included, goes through the Raft log, so reads are
- * linearizable. A peer that is not the leader answers 421 with the leader's address, if it knows
- * it, in the JSON body and in a `Location` header. The peer runs on `RaftNode`, which snapshots the
- * map every 10 000 commands, so restarts replay little. A client that wants a retried
+ * (Prometheus text). Writes go through the Raft log; reads do not: a `GET` is served by the
+ * leader after `RaftNode.read()` (ReadIndex), so it is linearizable without a log write. With
+ * `?consistent=follower`, any peer serves it after asking the leader for the read index (a
+ * follower read, still linearizable); with `?consistent=lease` (and `--lease-reads`), the leader
+ * serves it on its lease. A peer that is not the leader answers other requests 421 with the
+ * leader's address, if it knows it, in the JSON body and in a `Location` header. The peer runs on
+ * `RaftNode`, which snapshots the map every 10 000 commands, so restarts replay little. On
+ * SIGTERM a leader hands its leadership over before it exits, so a planned restart costs a round
+ * trip, not an election timeout. A client that wants a retried
  * write to apply once sends both `X-Client-Id` (non-empty, at most 256 characters) and
  * `X-Request-Seq` (a positive integer, larger for each new request, the same on a retry); a
  * request with neither is applied each time it commits, and one with only one of them, or an
- * invalid one, gets 400.
+ * invalid one, gets 400. Sessions expire after 10 idle minutes of the log's time, or when 10 000
+ * newer ones push them out; a retry of an expired session gets 409 (start a new session).
  *
  * Against hostile clients: the HTTP server is the library's bounded one (`src/net/_http_server.ts`:
  * connections that send no request are capped and closed after 5 s, the accept loop survives
@@ -36,6 +42,7 @@ import { HttpServer } from "../../src/net/_http_server.ts";
 import { openPersister } from "./persister.ts";
 import {
   type KvCommand,
+  type KvRefusal,
   type KvResult,
   KvStateMachine,
   MAX_CLIENT_ID_LENGTH,
@@ -59,6 +66,7 @@ const { values: flags } = parseArgs({
     http: { type: "string" },
     data: { type: "string" },
     "fault-injection": { type: "boolean", default: false },
+    "lease-reads": { type: "boolean", default: false },
     "start-cut-off": { type: "boolean", default: false },
   },
 });
@@ -78,18 +86,21 @@ if (secret === undefined) {
 const state = new KvStateMachine();
 /** Set by the first SIGINT/SIGTERM. */
 let stopping = false;
+/** Aborted by the first SIGINT/SIGTERM: requests waiting for a commit or a read answer at once. */
+const stopped = new AbortController();
 
 const transport = await WebSocketTransport.create({ me, peers: peerUrls, secret });
 // Tests start a peer cut off to see what it recovered from its own disk.
 if (flags["fault-injection"] && flags["start-cut-off"]) transport.cutOff();
 const persister = await openPersister(flags.data);
 // The node owns the transport and the persister, and closes them in order.
-const node = await RaftNode.create<KvCommand, KvResult | undefined>({
+const node = await RaftNode.create<KvCommand, KvResult | KvRefusal | undefined>({
   id: me,
   peers: transport,
   persister,
   stateMachine: state,
   addresses: httpUrls,
+  leaseReads: flags["lease-reads"],
 });
 node.closed.catch((error) => {
   console.error(`peer ${me} stopped:`, error);
@@ -103,36 +114,78 @@ function json(body: unknown, status = 200): Response {
   });
 }
 
+/** The answer to a request that failed with `error` (from `propose()` or `read()`). */
+function failure(error: unknown, path: string): Response {
+  if (stopping || error instanceof NodeClosedError) {
+    return json({ error: "peer shutting down; retry" }, 503);
+  }
+  if (error instanceof NotLeaderError) {
+    const leader = error.leaderAddress;
+    const response = json({ error: "not the leader", leader }, 421);
+    if (leader !== null) response.headers.set("location", new URL(path, leader).href);
+    return response;
+  }
+  if (error instanceof OverloadedError) {
+    const response = json({ error: "overloaded; retry" }, 503);
+    response.headers.set("retry-after", "1");
+    return response;
+  }
+  // Dropped by a leader change, timed out, or covered by a snapshot: the client retries (with
+  // X-Client-Id and X-Request-Seq, a retried write applies once).
+  return json({ error: "not committed (leadership changed or timed out); retry" }, 503);
+}
+
 async function propose(command: KvCommand, path: string): Promise<Response> {
   // E.g. a PUT whose body arrived after the signal: Raft is stopped.
   if (stopping) return json({ error: "peer shutting down; retry" }, 503);
-  let result: KvResult | undefined;
+  let result: KvResult | KvRefusal | undefined;
   try {
-    result = await node.propose(command, { timeoutMs: COMMIT_WAIT_MS });
+    result = await node.propose({ ...command, time: Date.now() }, {
+      timeoutMs: COMMIT_WAIT_MS,
+      signal: stopped.signal,
+    });
   } catch (error) {
-    if (error instanceof NotLeaderError) {
-      const leader = error.leaderAddress;
-      const response = json({ error: "not the leader", leader }, 421);
-      if (leader !== null) response.headers.set("location", new URL(path, leader).href);
-      return response;
-    }
-    if (stopping || error instanceof NodeClosedError) {
-      return json({ error: "peer shutting down; retry" }, 503);
-    }
-    if (error instanceof OverloadedError) {
-      const response = json({ error: "overloaded; retry" }, 503);
-      response.headers.set("retry-after", "1");
-      return response;
-    }
-    // Dropped by a leader change, timed out, or covered by a snapshot: the client retries (with
-    // X-Client-Id and X-Request-Seq, a retried write applies once).
-    return json({ error: "not committed (leadership changed or timed out); retry" }, 503);
+    return failure(error, path);
   }
   if (result === undefined) return json({ error: "malformed command" }, 400);
-  if (command.op === "get") {
-    return json({ key: command.key, value: result.value }, result.value === null ? 404 : 200);
+  if ("error" in result) {
+    return json({ error: "session expired; start a new session (a new X-Client-Id)" }, 409);
   }
   return json({ key: command.key, previous: result.value });
+}
+
+/**
+ * A linearizable read without a log write: after `read()` this peer's state reflects every write
+ * committed before the request came. Only the leader serves reads, unless the client asks for a
+ * follower read (`?consistent=follower`) or a lease read (`?consistent=lease`).
+ */
+async function get(key: string, consistent: string | null, path: string): Promise<Response> {
+  if (stopping) return json({ error: "peer shutting down; retry" }, 503);
+  if (consistent !== null && !["linearizable", "follower", "lease"].includes(consistent)) {
+    return json({
+      error: `consistent must be linearizable, follower or lease, got ${
+        JSON.stringify(consistent.slice(0, 40))
+      }`,
+    }, 400);
+  }
+  if (consistent === "lease" && !flags["lease-reads"]) {
+    return json({ error: "lease reads are off on this peer (start it with --lease-reads)" }, 400);
+  }
+  try {
+    if (consistent !== "follower" && node.status().role !== "leader") {
+      const leader = node.status().leaderId;
+      throw new NotLeaderError(leader, leader === null ? null : httpUrls[leader] ?? null);
+    }
+    await node.read({
+      consistency: consistent === "lease" ? "lease" : "linearizable",
+      timeoutMs: COMMIT_WAIT_MS,
+      signal: stopped.signal,
+    });
+  } catch (error) {
+    return failure(error, path);
+  }
+  const value = state.get(key);
+  return json({ key, value }, value === null ? 404 : 200);
 }
 
 /**
@@ -206,6 +259,7 @@ async function serveHttp(request: Request): Promise<Response> {
       appliedIndex: status.lastApplied,
       lastLogIndex: status.lastLogIndex,
       followers: status.followers,
+      sessions: state.sessionCount,
       links: transport.connectedPeers(),
       memory: Deno.memoryUsage(),
       transport: transport.stats,
@@ -244,7 +298,7 @@ async function serveHttp(request: Request): Promise<Response> {
   const { clientId, seq } = identity;
   switch (request.method) {
     case "GET":
-      return await propose({ op: "get", key, clientId, seq }, url.pathname);
+      return await get(key, url.searchParams.get("consistent"), url.pathname);
     case "DELETE":
       return await propose({ op: "delete", key, clientId, seq }, url.pathname);
     case "PUT": {
@@ -273,6 +327,12 @@ console.log(`peer ${me} ready: raft ${peerUrls[me]}, http ${httpUrls[me]}, pid $
 async function shutdown(): Promise<void> {
   if (stopping) Deno.exit(1);
   stopping = true;
+  stopped.abort();
+  if (node.status().role === "leader") {
+    // A planned stop: hand leadership over first, so the cluster does not wait out an election
+    // timeout. It fails if no follower is up to date; then the others elect a leader as usual.
+    await node.transferLeadership().catch(() => {});
+  }
   await node.close();
   let timer: ReturnType<typeof setTimeout> | undefined;
   const drained = await Promise.race([
