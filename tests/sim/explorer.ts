@@ -10,7 +10,6 @@
 
 import {
   type ClientEnd,
-  type EndFaults,
   make as libraryMake,
   MemoryNetwork,
   type PersistentState,
@@ -22,12 +21,12 @@ import { randomInt, sleep } from "../../src/clock.ts";
 import { seededRandom, SimPersister, Simulator } from "../../src/sim/mod.ts";
 import {
   describeAction,
-  type DirectionFault,
   drawFaultPlan,
   type FaultAction,
   type FaultPlan,
   shuffle,
 } from "./fault_schedule.ts";
+import { NetworkFaults } from "./network_faults.ts";
 import { SafetyChecker, type Violation } from "./safety_checker.ts";
 
 /** The library's `make`, or a patched copy's (the mutant tests pass one). */
@@ -90,14 +89,6 @@ class ViolationFound extends Error {
 /** More requests than this at one virtual instant mean a loop that never lets time pass. */
 const maxMessagesAtOneInstant = 20_000;
 
-const healthy: DirectionFault = {
-  cut: false,
-  clogged: false,
-  loss: 0,
-  duplication: 0,
-  maxDelayMs: 0,
-};
-
 /** Runs one seed. Never throws for a violation: it is in the result. */
 export async function exploreSeed(
   seed: number,
@@ -133,8 +124,8 @@ class ExplorerRun {
   readonly #snapshotEvery: number;
   #snapshotsTaken = 0;
   #snapshotsApplied = 0;
-  /** #directions[from][to]: how messages from `from` to `to` fare. */
-  readonly #directions: DirectionFault[][];
+  /** How messages fare in each direction between two peers. */
+  readonly #faults: NetworkFaults;
   readonly #trace: string[] = [];
   #traceStart = 0;
   #crashes = 0;
@@ -176,10 +167,7 @@ class ExplorerRun {
     this.#snapshotEvery = options.snapshots === false
       ? 0
       : [0, 3, 7, 20, 50][randomInt(snapshotRandom, 0, 4)]!;
-    this.#directions = Array.from(
-      { length: this.#n },
-      () => Array.from({ length: this.#n }, () => ({ ...healthy })),
-    );
+    this.#faults = new NetworkFaults(this.#n);
   }
 
   async run(): Promise<ExploreResult> {
@@ -428,65 +416,17 @@ class ExplorerRun {
 
   async #perform(action: FaultAction): Promise<void> {
     this.#log(`fault: ${describeAction(action)}`);
-    const all = [...Array(this.#n).keys()];
-    const cut = (from: number, to: number) => {
-      if (from !== to) this.#directions[from]![to] = { ...healthy, cut: true };
-    };
+    const leader = action.kind === "isolateLeader" ? this.#leader() : null;
+    if (action.kind === "isolateLeader") this.#log(`  (leader is ${leader ?? "nobody"})`);
+    const handled = this.#faults.perform(action, leader, this.#sim.random, (a, b) => {
+      this.#log(`  heals ${a}->${b}`);
+      this.#applyFaults();
+    });
+    if (handled) {
+      this.#applyFaults();
+      return;
+    }
     switch (action.kind) {
-      case "isolate":
-        for (const j of all) {
-          cut(action.peer, j);
-          cut(j, action.peer);
-        }
-        break;
-      case "isolateLeader": {
-        const leader = this.#leader();
-        this.#log(`  (leader is ${leader ?? "nobody"})`);
-        if (leader !== null) return this.#perform({ kind: "isolate", peer: leader });
-        break;
-      }
-      case "split":
-        for (const a of action.minority) {
-          for (const b of all) {
-            if (action.minority.includes(b)) continue;
-            cut(a, b);
-            cut(b, a);
-          }
-        }
-        break;
-      case "oneWay":
-        cut(action.from, action.to);
-        break;
-      case "deafen":
-        for (const j of all) cut(j, action.peer);
-        break;
-      case "mute":
-        for (const j of all) cut(action.peer, j);
-        break;
-      case "clog":
-        this.#directions[action.from]![action.to] = { ...healthy, clogged: true };
-        break;
-      case "degrade":
-        this.#directions[action.from]![action.to] = { ...action.fault };
-        break;
-      case "healSome": {
-        const faulty: [number, number][] = [];
-        for (const a of all) {
-          for (const b of all) {
-            if (a !== b && !isHealthy(this.#directions[a]![b]!)) faulty.push([a, b]);
-          }
-        }
-        // Lifted in random order: a clog's held messages go out as its link heals.
-        for (const [a, b] of shuffle(this.#sim.random, faulty).slice(0, action.count)) {
-          this.#directions[a]![b] = { ...healthy };
-          this.#log(`  heals ${a}->${b}`);
-          this.#applyFaults();
-        }
-        break;
-      }
-      case "healAll":
-        for (const a of all) for (const b of all) this.#directions[a]![b] = { ...healthy };
-        break;
       case "crash":
         this.#crashPeer(action.peer);
         break;
@@ -550,18 +490,7 @@ class ExplorerRun {
       for (let j = 0; j < this.#n; j++) {
         const name = this.#ends[i]![j];
         if (name === undefined || i === j) continue;
-        // Requests on i's end to j travel i->j; their replies travel j->i.
-        const out = this.#directions[i]![j]!;
-        const back = this.#directions[j]![i]!;
-        const faults: EndFaults = {
-          requestLoss: out.cut ? 1 : out.loss,
-          replyLoss: back.cut ? 1 : back.loss,
-          duplication: out.duplication,
-          maxDelayMs: Math.max(out.maxDelayMs, back.maxDelayMs),
-          requestsClogged: out.clogged,
-          repliesClogged: back.clogged,
-        };
-        this.#net.setEndFaults(name, faults);
+        this.#net.setEndFaults(name, this.#faults.endFaults(i, j));
       }
     }
   }
@@ -621,9 +550,7 @@ class ExplorerRun {
       else await this.#perform({ kind: leftover, peer: i });
     }
     this.#net.setReliable(true);
-    for (const a of core) {
-      for (const b of core) this.#directions[a]![b] = { ...healthy };
-    }
+    this.#faults.healAmong(core);
     this.#applyFaults();
     for (const i of core) if (this.#rafts[i] === null) await this.#startPeer(i);
     const healedAt = this.#sim.clock.now();
@@ -681,11 +608,6 @@ class ExplorerRun {
 
 function serverName(i: number): string {
   return `peer-${i}`;
-}
-
-function isHealthy(fault: DirectionFault): boolean {
-  return !fault.cut && !fault.clogged && fault.loss === 0 && fault.duplication === 0 &&
-    fault.maxDelayMs === 0;
 }
 
 /** Whether an RPC's args ask for a pre-vote (thesis §9.6). */
