@@ -608,7 +608,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
         let index: number | null = null;
         if (leader && consistency === "lease") index = this.#peer.leaseRead();
         if (index === null) {
-          index = leader ? await this.#peer.readIndex() : await this.#peer.askLeaderForReadIndex();
+          if (leader) index = await this.#peer.readIndex();
+          else index = await this.#peer.askLeaderForReadIndex();
         }
         if (index === null) {
           if (this.#closing !== null) throw new NodeClosedError(`Node ${this.#id} is closed`);

@@ -7,12 +7,16 @@
  * - `deno task explore --seeds 10000 [--from 1]`: runs seeds from..from+seeds-1, prints each
  *   violation with the command that replays it, and a summary (seeds, virtual time, wall time).
  *
- * Both take `--faulty-ms MS` (default 60000) and `--peers 3,5,7`.
+ * Both take `--faulty-ms MS` (default 60000) and `--peers 3,5,7`, and run two explorers: the Raft
+ * explorer (`explorer.ts`: Raft's safety properties and liveness) and the key/value explorer
+ * (`kv_explorer.ts`: the key/value example on `RaftNode`, whose clients' histories must be
+ * linearizable). `--only raft` or `--only kv` runs one of them.
  *
  * @module
  */
 
 import { type ExploreOptions, type ExploreResult, exploreSeed } from "./explorer.ts";
+import { exploreKvSeed } from "./kv_explorer.ts";
 
 /** Parses `--name value` pairs and `--flag`s. */
 function parseArgs(args: string[]): Map<string, string> {
@@ -67,8 +71,55 @@ function summary(result: ExploreResult): string {
   }`;
 }
 
+/** Runs the key/value explorer over `seeds` seeds from `from`; prints violations and a summary. */
+async function exploreKv(from: number, seeds: number, verbose: boolean): Promise<number> {
+  const started = performance.now();
+  const failed: number[] = [];
+  const operations = { ok: 0, failed: 0, unknown: 0 };
+  for (let seed = from; seed < from + seeds; seed++) {
+    const result = await exploreKvSeed(
+      seed,
+      verbose ? { onTrace: (line) => console.log(line) } : {},
+    );
+    operations.ok += result.operations.ok;
+    operations.failed += result.operations.failed;
+    operations.unknown += result.operations.unknown;
+    if (result.violation !== null) {
+      failed.push(seed);
+      if (!verbose) { for (const line of result.trace) console.log(line); }
+      console.log(`VIOLATION kv seed ${seed} (${result.peers} peers): ${result.violation}`);
+      console.log(`replay: deno task sim --only kv --seed ${seed} --verbose`);
+    }
+    const done = seed - from + 1;
+    if (done % 100 === 0 || done === seeds) {
+      const wall = ((performance.now() - started) / 1000).toFixed(1);
+      console.log(
+        `kv: ${done} seeds (${from}..${seed}): ${failed.length} with violations; ${wall} s wall`,
+      );
+    }
+  }
+  const wall = (performance.now() - started) / 1000;
+  console.log(
+    `Explored kv seeds ${from}..${
+      from + seeds - 1
+    }: ${seeds} seeds, ${operations.ok} operations ok, ${operations.failed} refused, ${operations.unknown} of unknown outcome, every history checked for linearizability, in ${
+      wall.toFixed(1)
+    } s of wall time. Violations: ${failed.length === 0 ? "none" : failed.join(", ")}.`,
+  );
+  return failed.length === 0 ? 0 : 1;
+}
+
 async function main(argv: string[]): Promise<number> {
   const args = parseArgs(argv);
+  const only = args.get("only");
+  if (only !== undefined && only !== "raft" && only !== "kv") {
+    throw new RangeError(`--only must be raft or kv, got ${JSON.stringify(only)}`);
+  }
+  if (only === "kv") {
+    const single = args.has("seed");
+    const from = integer(args, single ? "seed" : "from", 1);
+    return await exploreKv(from, single ? 1 : integer(args, "seeds", 100), args.has("verbose"));
+  }
   const options: ExploreOptions = {};
   if (args.has("faulty-ms")) options.faultyMs = integer(args, "faulty-ms", 60_000);
   if (args.has("peers")) options.peerCounts = args.get("peers")!.split(",").map(Number);
@@ -118,7 +169,9 @@ async function main(argv: string[]): Promise<number> {
       wall.toFixed(1)
     } s of wall time. Violations: ${failed.length === 0 ? "none" : failed.join(", ")}.`,
   );
-  return failed.length === 0 ? 0 : 1;
+  if (only === "raft") return failed.length === 0 ? 0 : 1;
+  const kv = await exploreKv(from, seeds, false);
+  return failed.length === 0 && kv === 0 ? 0 : 1;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -132,11 +132,55 @@ export const mutants: Mutant[] = [
 ];
 
 /**
+ * Bugs of reads that the key/value explorer (`kv_explorer.ts`) must catch: each makes a read
+ * return data that can be stale, which only a linearizability check sees.
+ */
+export const readMutants: Mutant[] = [
+  {
+    name: "leader reads without ReadIndex",
+    description:
+      "a leader serves a read from its own state at once, without confirming it still leads: a deposed leader that has not heard of it yet serves stale data",
+    file: "node/raft_node.ts",
+    find: "if (leader) index = await this.#peer.readIndex();",
+    replace: "if (leader) index = this.#peer.core.commitIndex;",
+    huntable: true,
+  },
+  {
+    name: "follower reads without asking the leader",
+    description:
+      "a follower serves a read from its own state, without the leader's read index: it can lag behind writes that already completed",
+    file: "node/raft_node.ts",
+    find: "else index = await this.#peer.askLeaderForReadIndex();",
+    replace: "else index = this.#peer.core.commitIndex;",
+    huntable: true,
+  },
+  {
+    name: "lease reads without a quorum's recent answer",
+    description:
+      "a leader serves lease reads for as long as it believes it leads, not only while a quorum's recent answer bounds the lease (a lease without check-quorum): a leader cut off serves stale data until it steps down",
+    file: "raft/core.ts",
+    find: "    return now < this.#leaseExpiry() ? this.#commitIndex : null;",
+    replace: "    return this.#commitIndex;",
+    huntable: true,
+  },
+];
+
+/**
  * Copies `src/` to a temporary directory, applies `mutant`, and imports the copy's `make`.
  *
  * @throws {Error} If the patch's text does not occur exactly once: the mutant would test nothing.
  */
 export async function loadMutant(mutant: Mutant): Promise<MakeRaft> {
+  return (await loadMutantModule<{ make: MakeRaft }>(mutant, "driver.ts")).make;
+}
+
+/**
+ * Copies `src/` to a temporary directory, applies `mutant`, and imports the copy's `module`
+ * (a path under `src/`).
+ *
+ * @throws {Error} If the patch's text does not occur exactly once: the mutant would test nothing.
+ */
+export async function loadMutantModule<T>(mutant: Mutant, module: string): Promise<T> {
   const source = new URL("../../src/", import.meta.url);
   const copy = await Deno.makeTempDir({ prefix: "raft-mutant-" });
   try {
@@ -150,8 +194,7 @@ export async function loadMutant(mutant: Mutant): Promise<MakeRaft> {
       );
     }
     await Deno.writeTextFile(path, text.replace(mutant.find, mutant.replace));
-    const module = await import(`file://${copy}/driver.ts`) as { make: MakeRaft };
-    return module.make;
+    return await import(`file://${copy}/${module}`) as T;
   } finally {
     await Deno.remove(copy, { recursive: true });
   }
