@@ -29,6 +29,8 @@ export interface LocalClusterOptions {
    * that holds the secret). Default: none.
    */
   absent?: number[];
+  /** Extra command-line arguments for every peer (e.g. `["--snapshot-every", "2000"]`). */
+  serverArgs?: string[];
   /**
    * Open-file limit (`ulimit -n`) for each peer process, to see how a peer behaves when it runs
    * out of file descriptors. Default: the launcher's own limit.
@@ -54,6 +56,10 @@ export interface PeerStatus {
   appliedIndex: number;
   /** Index of the peer's last log entry. */
   lastLogIndex: number;
+  /** The last index of the peer's latest snapshot (0 without one). */
+  snapshotIndex: number;
+  /** The peer's process memory, from `Deno.memoryUsage()`. */
+  memory: { rss: number; heapUsed: number };
   /** The peers this one has a working link with (both connections up). */
   links: number[];
   /** The peer's WebSocket transport counters. */
@@ -73,6 +79,7 @@ export class LocalCluster {
   readonly #secret: string;
   readonly #faultInjection: boolean;
   readonly #maxOpenFiles: number | undefined;
+  readonly #serverArgs: string[];
   readonly #processes: ({ child: Deno.ChildProcess; logged: Promise<void> } | undefined)[];
   readonly #http = Deno.createHttpClient({});
 
@@ -85,6 +92,7 @@ export class LocalCluster {
       Array.from(crypto.getRandomValues(new Uint8Array(24)), hex).join("");
     this.#faultInjection = options.faultInjection ?? false;
     this.#maxOpenFiles = options.maxOpenFiles;
+    this.#serverArgs = options.serverArgs ?? [];
     this.#processes = this.peerUrls.map(() => undefined);
   }
 
@@ -150,6 +158,7 @@ export class LocalCluster {
       this.peerDataDir(peer),
       ...(this.#faultInjection ? ["--fault-injection"] : []),
       ...(options.cutOff ? ["--start-cut-off"] : []),
+      ...this.#serverArgs,
     ];
     // `ulimit -n` in a shell that then becomes the peer, so the limit is the peer's alone.
     const limited = this.#maxOpenFiles === undefined ? { command: Deno.execPath(), args } : {

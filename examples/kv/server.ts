@@ -67,6 +67,7 @@ const { values: flags } = parseArgs({
     data: { type: "string" },
     "fault-injection": { type: "boolean", default: false },
     "lease-reads": { type: "boolean", default: false },
+    "snapshot-every": { type: "string" },
     "start-cut-off": { type: "boolean", default: false },
   },
 });
@@ -101,6 +102,9 @@ const node = await RaftNode.create<KvCommand, KvResult | KvRefusal | undefined>(
   stateMachine: state,
   addresses: httpUrls,
   leaseReads: flags["lease-reads"],
+  ...(flags["snapshot-every"] === undefined
+    ? {}
+    : { snapshotEveryEntries: Number(flags["snapshot-every"]) }),
 });
 node.closed.catch((error) => {
   console.error(`peer ${me} stopped:`, error);
@@ -258,6 +262,7 @@ async function serveHttp(request: Request): Promise<Response> {
       commitIndex: status.commitIndex,
       appliedIndex: status.lastApplied,
       lastLogIndex: status.lastLogIndex,
+      snapshotIndex: status.snapshotIndex,
       followers: status.followers,
       sessions: state.sessionCount,
       links: transport.connectedPeers(),

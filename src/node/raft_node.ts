@@ -179,6 +179,8 @@ export interface NodeStatus {
   lastApplied: number;
   /** Index of the last log entry. */
   lastLogIndex: number;
+  /** The last index the latest snapshot covers (0 without one): the log holds what follows. */
+  snapshotIndex: number;
   /** While this peer leads, each follower's progress; empty otherwise. */
   followers: FollowerStatus[];
   /** Whether the node was closed (or stopped by a fatal error). */
@@ -950,6 +952,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
       commitIndex: core.commitIndex,
       lastApplied: this.#lastApplied,
       lastLogIndex: core.lastIndex,
+      snapshotIndex: core.snapshotIndex,
       followers,
       closed: this.#closing !== null,
     };
