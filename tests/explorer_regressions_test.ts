@@ -8,6 +8,9 @@ import { exploreSeed } from "./sim/explorer.ts";
 import { loadMutant, mutants } from "./sim/mutants.ts";
 import { printViolation } from "./sim/explore.ts";
 import { sanitized } from "./helpers/sanitized.ts";
+import { Simulator } from "../src/sim/mod.ts";
+import { Tester } from "./lab/tester.ts";
+import type { make as libraryMake } from "../mod.ts";
 
 interface Regression {
   seed: number;
@@ -33,13 +36,6 @@ const regressions: Regression[] = [
     mutant: "saves one at a time",
     property: "Liveness",
   },
-  {
-    seed: 58871,
-    bug:
-      "a peer outside the healed core, with the best log but links to only some peers, kept starting elections and taking the core's votes (fixed by pre-vote)",
-    mutant: "no pre-vote",
-    property: "Liveness",
-  },
 ];
 
 for (const regression of regressions) {
@@ -63,3 +59,55 @@ for (const regression of regressions) {
     },
   );
 }
+
+// Seed 58871 showed the missing pre-vote (see docs/simulation.md) on the core before it was
+// reshaped around one step function; on today's core that seed runs clean with the fix taken out
+// too, and no other seed of the explorer has shown it since. So the fix's regression test is the
+// bug's simplest form, scripted in virtual time: a follower cut off for several election timeouts
+// comes back and must not depose a leader that did nothing wrong.
+async function rejoinKeepsLeader(make?: typeof libraryMake): Promise<string | null> {
+  const sim = new Simulator({ seed: 1 });
+  let outcome: string | null = null;
+  await sim.run(async () => {
+    const cfg = await Tester.create(3, {
+      clock: sim.clock,
+      random: sim.random,
+      record: (event) => sim.record(event),
+      print: false,
+      ...(make ? { make } : {}),
+    });
+    try {
+      const leader = await cfg.checkOneLeader();
+      const term = cfg.rafts[leader]!.getState().term;
+      const follower = (leader + 1) % 3;
+      cfg.disconnect(follower);
+      await cfg.sleep(5_000); // several election timeouts alone
+      cfg.connect(follower);
+      await cfg.sleep(3_000);
+      const after = cfg.rafts[leader]!.getState();
+      if (!after.isLeader || after.term !== term) {
+        outcome = `leader ${leader} of term ${term} is now ${
+          after.isLeader ? "leader" : "not leader"
+        } in term ${after.term}`;
+      }
+    } finally {
+      await cfg.cleanup();
+    }
+  }, { timeLimitMs: 60_000 });
+  return outcome;
+}
+
+Deno.test(
+  "explorer regression, scripted: a follower back from a partition does not depose the leader (fixed by pre-vote)",
+  sanitized,
+  async () => {
+    assert.equal(await rejoinKeepsLeader(), null);
+    const mutant = mutants.find((candidate) => candidate.name === "no pre-vote")!;
+    const broken = await rejoinKeepsLeader(await loadMutant(mutant));
+    assert.notEqual(
+      broken,
+      null,
+      "expected the rejoining follower to depose the leader without pre-vote",
+    );
+  },
+);

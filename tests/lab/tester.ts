@@ -71,6 +71,8 @@ export interface TesterOptions {
   persistence?: TesterPersistence;
   /** Extra options for every peer. */
   raftOptions?: RaftOptions;
+  /** Builds each peer. Default: the library's `make` (regression tests pass a mutant's). */
+  make?: typeof make;
   /** Print the lab's "Test ..." and "Passed" lines. Default: true. */
   print?: boolean;
   /**
@@ -106,6 +108,7 @@ export class Tester {
 
   readonly #persistence: TesterPersistence;
   readonly #raftOptions: RaftOptions;
+  readonly #make: typeof make;
   readonly #print: boolean;
   readonly #printPrefix: string;
   readonly #persisters: (Persister | null)[];
@@ -138,6 +141,7 @@ export class Tester {
       random: this.random,
       ...options.raftOptions,
     };
+    this.#make = options.make ?? make;
     this.#print = options.print ?? true;
     this.#printPrefix = options.printPrefix ?? "";
     this.rafts = new Array(n).fill(null);
@@ -210,7 +214,13 @@ export class Tester {
     oldNames?.forEach((name) => this.net.deleteEnd(name));
     const persister = await this.#persistence.open(i);
     this.#persisters[i] = persister;
-    const raft = await make(ends, i, persister, (msg) => this.#applier(i, msg), this.#raftOptions);
+    const raft = await this.#make(
+      ends,
+      i,
+      persister,
+      (msg) => this.#applier(i, msg),
+      this.#raftOptions,
+    );
     this.rafts[i] = raft;
     this.net.addServer(serverName(i), raft);
   }

@@ -22,7 +22,7 @@ export interface Mutant {
   replace: string;
   /**
    * Whether a hunt over the first few hundred seeds must catch it. False for a bug so rare that
-   * only a long run found it: its regression test names the seed instead.
+   * only a long run found it: its regression test names the seed, or scripts the scenario.
    */
   huntable: boolean;
 }
@@ -123,7 +123,7 @@ export const mutants: Mutant[] = [
   {
     name: "no pre-vote",
     description:
-      "elections start without a pre-vote, so a peer that cannot win keeps taking the votes of a healed majority (the bug seed 58871 found)",
+      "elections start without a pre-vote, so a peer that cannot win keeps taking the votes of a healed majority (the bug seed 58871 found; its regression test is a scripted scenario)",
     file: "driver.ts",
     find: "const preVote = options.preVote ?? true;",
     replace: "const preVote = options.preVote ?? false;",
@@ -227,10 +227,21 @@ export async function hunt(
 
 if (import.meta.main) {
   // --seeds N: seeds 1..N per mutant. --all: run every seed and count those that catch it, rather
-  // than stop at the first.
+  // than stop at the first. --only NAME: that mutant alone, huntable or not.
   const index = Deno.args.indexOf("--seeds");
   const seeds = index >= 0 ? Number(Deno.args[index + 1]) : 500;
   const all = Deno.args.includes("--all");
+  const onlyIndex = Deno.args.indexOf("--only");
+  const only = onlyIndex >= 0 ? Deno.args[onlyIndex + 1] : undefined;
+  const chosen = only === undefined
+    ? mutants.filter((candidate) => candidate.huntable)
+    : mutants.filter((candidate) => candidate.name === only);
+  if (chosen.length === 0) {
+    console.error(
+      `No mutant named "${only}"; the names are: ${mutants.map((m) => m.name).join(", ")}`,
+    );
+    Deno.exit(2);
+  }
   console.log(
     `| mutant | first seed that catches it | property | ${
       all ? "seeds that catch it | " : ""
@@ -238,7 +249,7 @@ if (import.meta.main) {
   );
   console.log(`| --- | ---: | --- | ${all ? "---: | " : ""}---: |`);
   let missed = 0;
-  for (const mutant of mutants.filter((candidate) => candidate.huntable)) {
+  for (const mutant of chosen) {
     const make = await loadMutant(mutant);
     const started = performance.now();
     let first: ExploreResult | null = null;
