@@ -10,7 +10,9 @@
 export type {
   ApplyMsg,
   ClientEnd,
+  Configuration,
   LogEntry,
+  Member,
   PersistChange,
   PersistentState,
   Persister,

@@ -12,7 +12,9 @@ import type { PersistChange, PersistentState, Role } from "./raft/types.ts";
 
 export type {
   ApplyMsg,
+  Configuration,
   LogEntry,
+  Member,
   PersistChange,
   PersistentState,
   Role,

@@ -10,14 +10,42 @@
 export interface LogEntry {
   /** The leader's term when the entry was created (Figure 2: "term when entry was received"). */
   term: number;
-  /** The service's command: any JSON value (`null` in a no-op entry). */
+  /**
+   * The service's command: any JSON value (`null` in a no-op entry, the new
+   * {@linkcode Configuration} in a configuration entry).
+   */
   command: unknown;
   /**
    * What the entry is when it is not a service's command: `"noop"` for the empty entry a new
    * leader appends at the start of its term (thesis §6.4), so that it learns what is committed
-   * without waiting for a client. Absent for commands.
+   * without waiting for a client; `"config"` for a membership change (thesis chapter 4), whose
+   * command is the cluster's new configuration. Absent for commands.
    */
-  type?: "noop";
+  type?: "noop" | "config";
+}
+
+/** One server of a cluster: a stable id, and where the others reach it. */
+export interface Member {
+  /** The server's id: a non-negative integer, never reused for another server. */
+  id: number;
+  /**
+   * How the other servers reach it, in the transport's terms (a WebSocket transport's
+   * `ws://host:port`); empty for transports that need none, such as the lab's fixed peer list.
+   */
+  address: string;
+}
+
+/**
+ * The cluster's members (thesis chapter 4): the voters, whose majorities elect leaders and
+ * commit entries, and the learners, which receive the log but neither vote nor count for a
+ * majority. A configuration takes effect on a server as soon as its entry is in the server's log,
+ * committed or not.
+ */
+export interface Configuration {
+  /** The voting members, at least one. */
+  voters: Member[];
+  /** The non-voting members. */
+  learners: Member[];
 }
 
 /**
@@ -35,6 +63,12 @@ export interface Snapshot {
    * no snapshot.
    */
   data: Uint8Array;
+  /**
+   * The cluster's configuration as of `index` (thesis §4.4: a snapshot carries the latest
+   * configuration it covers). Absent in snapshots made before membership changes existed: the
+   * configuration is then the one the server was started with.
+   */
+  configuration?: Configuration;
 }
 
 /**
