@@ -15,6 +15,14 @@ import { randomInt, type RandomSource } from "./_random.ts";
 import { invariant } from "./invariants.ts";
 import { RaftLog } from "./log.ts";
 import {
+  ConfigurationHistory,
+  describeConfiguration,
+  fixedConfiguration,
+  parseConfiguration,
+  sameConfiguration,
+  singleServerChange,
+} from "./membership.ts";
+import {
   AppendEntries,
   type AppendEntriesArgs,
   type AppendEntriesReply,
@@ -33,7 +41,14 @@ import {
 } from "./messages.ts";
 import type { Progress } from "./progress.ts";
 import { ProgressTracker } from "./tracker.ts";
-import type { ApplyMsg, PersistChange, PersistentState, Role, Snapshot } from "./types.ts";
+import type {
+  ApplyMsg,
+  Configuration,
+  PersistChange,
+  PersistentState,
+  Role,
+  Snapshot,
+} from "./types.ts";
 
 /** A request the core wants sent to peer `to`. */
 export type Outgoing =
@@ -83,8 +98,18 @@ export interface Ready {
 /** The core's fixed settings. */
 export interface CoreConfig {
   me: number;
-  /** The cluster's voters are the peers 0..peerCount-1. */
+  /**
+   * Without `configuration`: the cluster's voters are the peers 0..peerCount-1, until a
+   * configuration entry says otherwise.
+   */
   peerCount: number;
+  /**
+   * The configuration this peer starts from when neither its snapshot nor its log holds one
+   * (thesis chapter 4). A peer that joins a running cluster starts with one that has no
+   * voters... of its own choosing: pass the cluster's, with this peer absent or a learner, and it
+   * waits for the leader. Default: voters 0..peerCount-1.
+   */
+  configuration?: Configuration;
   heartbeatIntervalMs: number;
   commitNotifyDelayMs: number;
   electionTimeoutMinMs: number;
@@ -121,6 +146,8 @@ const ROUNDS_KEPT = 64;
 interface IncomingSnapshot {
   index: number;
   term: number;
+  /** The configuration the snapshot carries, if the leader sent one. */
+  configuration: Configuration | undefined;
   /** The leader's term: a new leader's transfer starts over. */
   leaderTerm: number;
   chunks: Uint8Array[];
@@ -191,6 +218,8 @@ export class RaftCore {
   #snapshotToApply: Snapshot | null = null;
   /** A follower's snapshot in transfer. */
   #incoming: IncomingSnapshot | null = null;
+  /** The configurations of the log (thesis chapter 4): the latest is in effect. */
+  readonly #history: ConfigurationHistory;
 
   // Reads (thesis §6.4) and leadership transfer (§3.10), while leading.
   /** The current heartbeat round: every AppendEntries carries it. */
@@ -224,10 +253,15 @@ export class RaftCore {
       else this.#lastApplied = snapshot.index;
     }
     this.#stableIndex = this.#log.lastIndex;
-    this.#tracker = new ProgressTracker(
-      config.me,
-      Array.from({ length: config.peerCount }, (_, i) => i),
+    this.#history = new ConfigurationHistory(
+      snapshot?.configuration ?? config.configuration ?? fixedConfiguration(config.peerCount),
+      snapshot?.index ?? 0,
     );
+    for (let index = this.#log.firstIndex; index <= this.#log.lastIndex; index++) {
+      const entry = this.#log.entryAt(index)!;
+      if (entry.type === "config") this.#history.append(index, entry.command as Configuration);
+    }
+    this.#tracker = new ProgressTracker(config.me, this.#history.current);
     this.#resetElectionDeadline(now);
   }
 
@@ -264,6 +298,21 @@ export class RaftCore {
   /** The last index the latest snapshot covers (0 without one). */
   get snapshotIndex(): number {
     return this.#log.snapshotIndex;
+  }
+
+  /** The configuration in effect: the latest in the log, committed or not (thesis §4.1). */
+  get configuration(): Configuration {
+    return this.#history.current;
+  }
+
+  /** The index of the entry holding {@linkcode configuration} (0 or the snapshot's, if none). */
+  get configurationIndex(): number {
+    return this.#history.currentIndex;
+  }
+
+  /** Whether this peer is a voter of the configuration in effect. */
+  get isVoter(): boolean {
+    return this.#tracker.isVoter(this.#config.me);
   }
 
   /** Counts of elections and pre-votes since the core was made. */
@@ -317,6 +366,78 @@ export class RaftCore {
   }
 
   /**
+   * Appends a configuration entry that changes the cluster to `next` (thesis chapter 4), if this
+   * peer leads; it takes effect here at once, and on each follower as it appends it. Refused,
+   * changing nothing: by a peer that does not lead (or hands its leadership over); while an
+   * earlier change is not committed, or before this leader has committed an entry of its own term
+   * (the fix to the single-server change bug: a change must not start from a configuration a
+   * newer leader may not know); and for a configuration that is malformed or changes more than
+   * one voter at once.
+   */
+  proposeConfiguration(
+    next: Configuration,
+    now: number,
+  ):
+    | { ok: true; index: number; term: number }
+    | { ok: false; reason: "not leader" | "in progress" | "invalid"; message: string } {
+    if (this.#role !== "leader" || this.#transferee !== null) {
+      return { ok: false, reason: "not leader", message: `peer ${this.#config.me} does not lead` };
+    }
+    if (this.#history.currentIndex > this.#commitIndex) {
+      return {
+        ok: false,
+        reason: "in progress",
+        message:
+          `the configuration change at index ${this.#history.currentIndex} has not committed yet`,
+      };
+    }
+    if (this.#log.termAt(this.#commitIndex) !== this.#currentTerm) {
+      return {
+        ok: false,
+        reason: "in progress",
+        message: `the leader has not yet committed an entry of its term ${this.#currentTerm}`,
+      };
+    }
+    const parsed = parseConfiguration(next);
+    if (typeof parsed === "string") return { ok: false, reason: "invalid", message: parsed };
+    const tooMany = singleServerChange(this.#history.current, parsed);
+    if (tooMany !== null) return { ok: false, reason: "invalid", message: tooMany };
+    const index = this.#log.append({ term: this.#currentTerm, command: parsed, type: "config" });
+    this.#uncommittedBytes += this.#log.bytesAt(index);
+    this.#logChangedFrom(index);
+    this.#history.append(index, parsed);
+    this.#configurationChanged(now);
+    this.#replicationWanted = true;
+    return { ok: true, index, term: this.#currentTerm };
+  }
+
+  /**
+   * The configuration in effect changed (an entry appended or truncated away, a snapshot
+   * installed): the tracker takes it, a leader starts replicating to new members, and a
+   * candidate that is no longer a voter gives up.
+   */
+  #configurationChanged(now: number): void {
+    const configuration = this.#history.current;
+    this.#trace(`takes configuration ${describeConfiguration(configuration)}`);
+    const added = this.#tracker.setConfiguration(
+      configuration,
+      this.#log.lastIndex,
+      this.#config.maxInflightAppends,
+      now,
+    );
+    if (this.#role === "leader") {
+      if (added.length > 0) this.#replicationWanted = true;
+      if (this.#transferee !== null && !this.#tracker.isVoter(this.#transferee)) {
+        this.#endTransfer();
+      }
+      // Fewer voters may make a quorum of what is already replicated.
+      this.#maybeCommit(now);
+    } else if (this.#role !== "follower" && !this.#tracker.isVoter(this.#config.me)) {
+      this.#becomeFollower(this.#currentTerm, now);
+    }
+  }
+
+  /**
    * The service saved a snapshot of its state through `index` (§7): the log up to there is
    * compacted, the snapshot saved with the next Ready and sent to followers that need entries it
    * covers. Returns false, changing nothing, unless `index` is past the current snapshot and no
@@ -326,7 +447,10 @@ export class RaftCore {
     if (index <= this.#log.snapshotIndex || index > this.#lastApplied) return false;
     const term = this.#log.termAt(index)!;
     this.#log.compact(index, term);
-    this.#snapshot = { index, term, data };
+    // Thesis §4.4 (and §5.1): the snapshot carries the latest configuration it covers.
+    const configuration = this.#history.at(index);
+    this.#history.compact(index);
+    this.#snapshot = { index, term, data, configuration };
     this.#unsavedSnapshot = this.#snapshot;
     this.#trace(`compacts its log through ${index} into a snapshot of ${data.length} bytes`);
     return true;
@@ -351,7 +475,7 @@ export class RaftCore {
   }
 
   #registerRead(id: number): void {
-    if (this.#tracker.others.length === 0) {
+    if (this.#tracker.soleVoter) {
       this.#readStates.push({ id, index: this.#commitIndex });
       return;
     }
@@ -392,7 +516,7 @@ export class RaftCore {
     if (this.#role !== "leader") return "not leader";
     if (target === this.#config.me) return "self";
     const progress = this.#tracker.progress(target);
-    if (progress === undefined) return "not a voter";
+    if (progress === undefined || !this.#tracker.isVoter(target)) return "not a voter";
     this.#transferee = target;
     this.#transferDeadline = now + this.#config.electionTimeoutMaxMs;
     this.#timeoutNowSent = false;
@@ -407,12 +531,15 @@ export class RaftCore {
     return this.#transferee;
   }
 
-  /** The follower whose log is the most up to date (the best target for a transfer), or null. */
+  /**
+   * The voting follower whose log is the most up to date (the best target for a transfer), or
+   * null.
+   */
   mostUpToDateFollower(): number | null {
     let best: number | null = null;
     let bestMatch = -1;
     this.#tracker.forEachFollower((id, progress) => {
-      if (progress.matchIndex > bestMatch) {
+      if (progress.matchIndex > bestMatch && this.#tracker.isVoter(id)) {
         best = id;
         bestMatch = progress.matchIndex;
       }
@@ -462,7 +589,12 @@ export class RaftCore {
         this.#heartbeat(peer, progress, now);
       });
     } else if (now >= this.#electionDeadline) {
-      this.#campaign(this.#config.preVote === true ? "preVote" : "election", now);
+      if (this.#tracker.isVoter(this.#config.me)) {
+        this.#campaign(this.#config.preVote === true ? "preVote" : "election", now);
+      } else {
+        // A learner, or a server removed from the cluster, never campaigns (thesis §4.2.3).
+        this.#resetElectionDeadline(now);
+      }
     }
     this.#checkInvariants();
   }
@@ -575,6 +707,7 @@ export class RaftCore {
       return this.#handleInstallSnapshot(message.args, message.data, now);
     }
     if (message.type === TimeoutNow) {
+      if (!this.#tracker.isVoter(this.#config.me)) return { term: this.#currentTerm };
       // Thesis §3.10: the leader hands its leadership over; start an election at once, without
       // a pre-vote, which the leader's followers would refuse while they hear from it.
       this.#leaderId = message.args.leaderId;
@@ -679,9 +812,20 @@ export class RaftCore {
       const index = prevLogIndex + 1 + i;
       const existingTerm = this.#log.termAt(index);
       if (existingTerm === entries[i]!.term) continue;
-      if (existingTerm !== undefined) this.#truncateFrom(index, args.leaderId);
-      for (let j = i; j < entries.length; j++) this.#log.append(entries[j]!);
+      let configurationChanged = false;
+      if (existingTerm !== undefined) {
+        configurationChanged = this.#truncateFrom(index, args.leaderId);
+      }
+      for (let j = i; j < entries.length; j++) {
+        const appended = this.#log.append(entries[j]!);
+        if (entries[j]!.type === "config") {
+          // Thesis §4.1: a server uses the latest configuration in its log, committed or not.
+          this.#history.append(appended, entries[j]!.command as Configuration);
+          configurationChanged = true;
+        }
+      }
       this.#logChangedFrom(index);
+      if (configurationChanged) this.#configurationChanged(now);
       break;
     }
     this.#maybeFollowCommit(args.leaderCommit, lastNewIndex);
@@ -723,7 +867,14 @@ export class RaftCore {
       incoming.leaderTerm !== this.#currentTerm
     ) {
       if (offset !== 0) return reply(0, false);
-      incoming = { index, term, leaderTerm: this.#currentTerm, chunks: [], length: 0 };
+      incoming = {
+        index,
+        term,
+        configuration: args.configuration,
+        leaderTerm: this.#currentTerm,
+        chunks: [],
+        length: 0,
+      };
       this.#incoming = incoming;
     }
     if (offset === incoming.length) {
@@ -746,7 +897,12 @@ export class RaftCore {
       at += chunk.length;
     }
     this.#incoming = null;
-    this.#installSnapshot({ index, term, data: assembled });
+    this.#installSnapshot({
+      index,
+      term,
+      data: assembled,
+      configuration: incoming.configuration ?? this.#history.at(index),
+    }, now);
     return reply(assembled.length, true);
   }
 
@@ -756,16 +912,20 @@ export class RaftCore {
    * otherwise the whole log goes. The service gets the snapshot before any later entry, once it
    * is durable here.
    */
-  #installSnapshot(snapshot: Snapshot): void {
+  #installSnapshot(snapshot: Snapshot & { configuration: Configuration }, now: number): void {
     const { index, term } = snapshot;
+    const before = this.#history.current;
     if (this.#log.termAt(index) === term) {
       this.#log.compact(index, term);
+      this.#history.compact(index, snapshot.configuration);
     } else {
       // Entries up to the commit index are in the snapshot too; the rest conflict or are missing.
       if (this.#log.lastIndex >= this.#log.firstIndex) this.#log.truncateFrom(this.#log.firstIndex);
       this.#log.compact(index, term);
+      this.#history.reset(snapshot.configuration, index);
       this.#logChangedFrom(index);
     }
+    if (!sameConfiguration(this.#history.current, before)) this.#configurationChanged(now);
     this.#snapshot = snapshot;
     this.#unsavedSnapshot = snapshot;
     this.#snapshotToApply = snapshot;
@@ -775,8 +935,11 @@ export class RaftCore {
     );
   }
 
-  /** Drops the entries from `index` on, which conflict with what leader `leaderId` sent. */
-  #truncateFrom(index: number, leaderId: number): void {
+  /**
+   * Drops the entries from `index` on, which conflict with what leader `leaderId` sent; returns
+   * whether a configuration entry went with them (the one before it is back in effect).
+   */
+  #truncateFrom(index: number, leaderId: number): boolean {
     // Committed entries are on a majority and in every later leader's log (§5.4): a request to
     // overwrite one comes from a peer that broke the protocol, or from a bug here.
     invariant(
@@ -787,6 +950,7 @@ export class RaftCore {
     // Leader Append-Only (§5.3).
     invariant(this.#role !== "leader", () => `a leader was asked to truncate its own log`);
     this.#log.truncateFrom(index);
+    return this.#history.truncateFrom(index);
   }
 
   /** Counts an answer to this peer's pre-vote or election. */
@@ -1115,7 +1279,9 @@ export class RaftCore {
     // A RequestVote reports this peer's vote for itself, which must be durable first; a pre-vote
     // changes nothing and may leave at once.
     const queue = kind === "preVote" ? this.#send : this.#sendAfterSave;
-    for (const peer of this.#tracker.others) queue.push({ to: peer, method: RequestVote, args });
+    for (const peer of this.#tracker.voterOthers) {
+      queue.push({ to: peer, method: RequestVote, args });
+    }
   }
 
   #becomeLeader(now: number): void {
@@ -1141,6 +1307,28 @@ export class RaftCore {
       this.#logChangedFrom(index);
       this.#replicationWanted = true;
     }
+  }
+
+  /**
+   * The configuration that removed this leader from the voters committed (thesis §4.2.2): it
+   * hands leadership to the most up-to-date voter whose log matches its own, if there is one,
+   * so that the cluster need not wait out an election timeout, and steps down. As a learner or
+   * a server outside the cluster, it never campaigns again.
+   */
+  #stepDownRemoved(now: number): void {
+    const successor = this.mostUpToDateFollower();
+    const progress = successor === null ? undefined : this.#tracker.progress(successor);
+    if (progress !== undefined && progress.matchIndex === this.#log.lastIndex) {
+      this.#trace(`sends TimeoutNow to ${successor}: its own removal committed`);
+      this.#send.push({
+        to: successor!,
+        method: TimeoutNow,
+        args: { term: this.#currentTerm, leaderId: this.#config.me },
+      });
+    }
+    this.#trace(`steps down: the configuration without it as a voter committed`);
+    this.#becomeFollower(this.#currentTerm, now);
+    this.#leaderId = null;
   }
 
   /** Opens a new heartbeat round: the requests sent from now on carry it. */
@@ -1278,6 +1466,8 @@ export class RaftCore {
       data: encodeBase64(snapshot.data.subarray(offset, end)),
       done: end === snapshot.data.length,
     };
+    // The configuration goes with the first chunk, where the follower starts assembling.
+    if (offset === 0) args.configuration = this.#history.at(snapshot.index);
     progress.probeSent = true;
     progress.sendAt = now + this.#config.heartbeatIntervalMs;
     this.#send.push({ to: peer, method: InstallSnapshot, args });
@@ -1340,6 +1530,10 @@ export class RaftCore {
     const waiting = this.#readsAwaitingCommit;
     this.#readsAwaitingCommit = [];
     for (const id of waiting) this.#registerRead(id);
+    if (!this.#tracker.isVoter(this.#config.me) && this.#history.currentIndex <= quorumIndex) {
+      this.#stepDownRemoved(now);
+      return;
+    }
     // Followers learn the new commit index with the next AppendEntries: soon, so that they
     // apply promptly, but not at once, so that a busy leader's next proposal carries it.
     const notifyAt = now + this.#config.commitNotifyDelayMs;

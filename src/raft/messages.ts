@@ -6,7 +6,8 @@
  */
 
 import { decodeBase64 } from "./_base64.ts";
-import type { LogEntry } from "./types.ts";
+import type { Configuration, LogEntry } from "./types.ts";
+import { parseConfiguration } from "./membership.ts";
 import {
   checkCommand,
   type CommandLimits,
@@ -143,6 +144,11 @@ export interface InstallSnapshotArgs {
   data: string;
   /** True if this is the last chunk. */
   done: boolean;
+  /**
+   * The cluster's configuration as of `lastIncludedIndex` (thesis §4.4), on the first chunk
+   * (offset 0). Absent from leaders that predate membership changes.
+   */
+  configuration?: Configuration;
 }
 
 /**
@@ -336,19 +342,33 @@ export function parseAppendEntriesArgs(
     if (
       !isObject(entry) || !isCount(entry.term) || entry.term < 1 || entry.term > term ||
       entry.term < previousTerm || !("command" in entry) || entry.command === undefined ||
-      (entry.type !== undefined && (entry.type !== "noop" || entry.command !== null))
+      (entry.type !== undefined && entry.type !== "config" &&
+        (entry.type !== "noop" || entry.command !== null))
     ) {
       return {
         ok: false,
         error: badField(
           AppendEntries,
           `entries[${i}]`,
-          `{ term, command } or { term, command: null, type: "noop" } with term in ${
+          `{ term, command }, { term, command: null, type: "noop" } or { term, command, type: "config" } with term in ${
             previousTerm || 1
           }..${term}`,
           entry,
         ),
       };
+    }
+    if (entry.type === "config") {
+      const configuration = parseConfiguration(entry.command);
+      if (typeof configuration === "string") {
+        return {
+          ok: false,
+          error:
+            `${AppendEntries}: 'entries[${i}].command' is not a configuration: ${configuration}`,
+        };
+      }
+      previousTerm = entry.term;
+      entries.push({ term: entry.term, command: configuration, type: "config" });
+      continue;
     }
     const refused = checkCommand(entry.command, limits);
     if (refused !== null) {
@@ -466,21 +486,26 @@ export function parseInstallSnapshotArgs(
   if (data === undefined) {
     return { ok: false, error: badField(InstallSnapshot, "data", "valid base64", args.data) };
   }
-  return {
-    ok: true,
-    value: {
-      args: {
-        term,
-        leaderId: args.leaderId as number,
-        lastIncludedIndex: args.lastIncludedIndex as number,
-        lastIncludedTerm,
-        offset: args.offset as number,
-        data: args.data,
-        done: args.done,
-      },
-      data,
-    },
+  const value: InstallSnapshotArgs = {
+    term,
+    leaderId: args.leaderId as number,
+    lastIncludedIndex: args.lastIncludedIndex as number,
+    lastIncludedTerm,
+    offset: args.offset as number,
+    data: args.data,
+    done: args.done,
   };
+  if (args.configuration !== undefined) {
+    const configuration = parseConfiguration(args.configuration);
+    if (typeof configuration === "string") {
+      return {
+        ok: false,
+        error: `${InstallSnapshot}: 'configuration' is malformed: ${configuration}`,
+      };
+    }
+    value.configuration = configuration;
+  }
+  return { ok: true, value: { args: value, data } };
 }
 
 /**

@@ -1,31 +1,97 @@
 /**
  * The leader's view of the cluster: the configuration's quorum, each follower's
- * {@linkcode Progress}, and the votes of an election under way. Membership changes land here.
+ * {@linkcode Progress}, and the votes of an election under way. Membership changes land here:
+ * the voters form the quorum, and every other member (voter or learner) gets the log.
  *
  * @module
  */
 
 import { Progress } from "./progress.ts";
 import { MajorityQuorum, type Quorum, type VoteResult } from "./quorum.ts";
+import type { Configuration } from "./types.ts";
 
 /** Tracks the configuration, the followers' progress and the votes of one peer. */
 export class ProgressTracker {
   /** This peer's id. */
   readonly me: number;
-  /** Which sets of voters form a quorum. */
-  readonly quorum: Quorum;
+  #quorum: MajorityQuorum;
+  #configuration: Configuration;
+  /** Every member but this peer, voters and learners, ascending. */
+  #others: number[] = [];
+  /** Every voter but this peer, ascending. */
+  #voterOthers: number[] = [];
+  /** Whether this peer leads: followers then have progress. */
+  #leading = false;
   readonly #progress = new Map<number, Progress>();
   readonly #votes = new Map<number, boolean>();
 
-  /** A tracker for peer `me` in a cluster whose voters are `voters`. */
-  constructor(me: number, voters: Iterable<number>) {
+  /** A tracker for peer `me` in a cluster of `configuration`. */
+  constructor(me: number, configuration: Configuration) {
     this.me = me;
-    this.quorum = new MajorityQuorum(voters);
+    this.#configuration = configuration;
+    this.#quorum = new MajorityQuorum([]);
+    this.#setMembers(configuration);
   }
 
-  /** Every voter but this peer. */
+  #setMembers(configuration: Configuration): void {
+    this.#configuration = configuration;
+    this.#quorum = new MajorityQuorum(configuration.voters.map((member) => member.id));
+    this.#voterOthers = this.#quorum.voters.filter((id) => id !== this.me);
+    this.#others = [...this.#voterOthers, ...configuration.learners.map((member) => member.id)]
+      .filter((id) => id !== this.me).sort((a, b) => a - b);
+  }
+
+  /** Which sets of voters form a quorum. */
+  get quorum(): Quorum {
+    return this.#quorum;
+  }
+
+  /** The configuration in effect. */
+  get configuration(): Configuration {
+    return this.#configuration;
+  }
+
+  /** Every member but this peer, voters and learners: whom a leader replicates to. */
   get others(): readonly number[] {
-    return this.quorum.voters.filter((id) => id !== this.me);
+    return this.#others;
+  }
+
+  /** Every voter but this peer: whom a candidate asks for votes. */
+  get voterOthers(): readonly number[] {
+    return this.#voterOthers;
+  }
+
+  /** Whether `id` is a voter. */
+  isVoter(id: number): boolean {
+    return this.#quorum.voters.includes(id);
+  }
+
+  /** Whether this peer is the only voter: its own log makes a quorum. */
+  get soleVoter(): boolean {
+    return this.#quorum.voters.length === 1 && this.#quorum.voters[0] === this.me;
+  }
+
+  /**
+   * Puts `configuration` in effect. While this peer leads, members new to it get fresh progress
+   * (probing just past `lastIndex`) and members gone lose theirs; returns the new ones' ids.
+   */
+  setConfiguration(
+    configuration: Configuration,
+    lastIndex: number,
+    maxInflight: number,
+    now: number,
+  ): number[] {
+    this.#setMembers(configuration);
+    const added: number[] = [];
+    if (!this.#leading) return added;
+    const members = new Set(this.#others);
+    for (const id of [...this.#progress.keys()]) if (!members.has(id)) this.#progress.delete(id);
+    for (const id of this.#others) {
+      if (this.#progress.has(id)) continue;
+      this.#progress.set(id, new Progress(lastIndex, maxInflight, now));
+      added.push(id);
+    }
+    return added;
   }
 
   /** The progress of follower `id`, while this peer leads; undefined otherwise. */
@@ -41,35 +107,42 @@ export class ProgressTracker {
   /** Fresh progress for every follower of a new leader whose log ends at `lastIndex`. */
   resetProgress(lastIndex: number, maxInflight: number, now: number): void {
     this.#progress.clear();
-    for (const id of this.others) this.#progress.set(id, new Progress(lastIndex, maxInflight, now));
+    this.#leading = true;
+    for (const id of this.#others) {
+      this.#progress.set(id, new Progress(lastIndex, maxInflight, now));
+    }
   }
 
   /** Forgets every follower's progress: this peer no longer leads. */
   clearProgress(): void {
     this.#progress.clear();
+    this.#leading = false;
   }
 
-  /** The highest index a quorum holds, counting this peer's own log up to `ownIndex`. */
+  /**
+   * The highest index a quorum holds, counting this peer's own log up to `ownIndex` if it is a
+   * voter (a leader being removed manages the cluster without counting itself: thesis §4.2.2).
+   */
   committedIndex(ownIndex: number): number {
-    return this.quorum.committedIndex((id) =>
+    return this.#quorum.committedIndex((id) =>
       id === this.me ? ownIndex : (this.#progress.get(id)?.matchIndex ?? 0)
     );
   }
 
   /** The latest heartbeat round a quorum answered, this peer counting as `ownRound`. */
   quorumAckedRound(ownRound: number): number {
-    return this.quorum.committedIndex((id) =>
+    return this.#quorum.committedIndex((id) =>
       id === this.me ? ownRound : (this.#progress.get(id)?.ackedRound ?? 0)
     );
   }
 
   /**
-   * Check-quorum: whether a quorum (this peer included) answered since the last check. Clears
-   * the marks for the next round.
+   * Check-quorum: whether a quorum (this peer included, if it votes) answered since the last
+   * check. Clears the marks for the next round.
    */
   quorumActive(): boolean {
     const active =
-      this.quorum.voteResult((id) =>
+      this.#quorum.voteResult((id) =>
         id === this.me || this.#progress.get(id)?.recentActive === true ? true : undefined
       ) === "won";
     for (const progress of this.#progress.values()) progress.recentActive = false;
@@ -87,8 +160,8 @@ export class ProgressTracker {
     if (!this.#votes.has(id)) this.#votes.set(id, granted);
   }
 
-  /** The election's result so far. */
+  /** The election's result so far: only voters' answers count. */
   voteResult(): VoteResult {
-    return this.quorum.voteResult((id) => this.#votes.get(id));
+    return this.#quorum.voteResult((id) => this.#votes.get(id));
   }
 }
