@@ -1,7 +1,7 @@
 /**
- * Runs slow tests that mostly sleep (the lab's real-time tests, process and disk tests) at the
- * same time, while each stays a `Deno.test` of its own: its own name, its own pass or fail, its
- * own sanitizers, its own output.
+ * Runs slow tests at the same time, while each stays a `Deno.test` of its own: its own name, its
+ * own pass or fail, its own sanitizers, its own output. Meant for tests that mostly sleep, like
+ * the lab's real-time tests, and for tests that compute, one per core.
  *
  * `deno test` runs the tests of a file one after another, and Deno's op and resource sanitizers
  * are per process: a timer started before a test and fired during it fails that test. So tests
@@ -61,7 +61,7 @@ export interface ConcurrentTestOptions {
 
 /** The environment variable that selects the one test a child runs. */
 const CHILD_VARIABLE = "RAFT_CONCURRENT_TEST";
-/** The environment variable that overrides the default concurrency. */
+/** The environment variable that caps the concurrency of every file. */
 const CONCURRENCY_VARIABLE = "RAFT_TEST_CONCURRENCY";
 const DEFAULT_CONCURRENCY = 8;
 
@@ -254,15 +254,17 @@ class ChildPool {
       this.#verdicts.set(index, verdict);
     }
     const { resolve } = verdict;
-    this.#run(index).then(
-      resolve,
-      (error) =>
-        resolve({ passed: false, reason: `could not run: ${error}`, output: "", seconds: 0 }),
-    )
-      .finally(() => {
-        this.#children.delete(index);
-        this.#fill();
-      });
+    const failed = (error: unknown): Verdict => ({
+      passed: false,
+      reason: `could not run: ${error}`,
+      output: "",
+      seconds: 0,
+    });
+    this.#run(index).catch(failed).then((result) => {
+      this.#children.delete(index);
+      resolve(result);
+      this.#fill();
+    });
   }
 
   async #run(index: number): Promise<Verdict> {
