@@ -3,7 +3,9 @@
  * test, the worst and median RPC counts and times over the runs; per run, wall and CPU time.
  * Stops at the first failing run and keeps its output.
  *
- * Usage: `deno task stress [runs] [extra deno test args...]` (default 10 runs).
+ * Usage: `deno task stress [runs] [extra deno test args...]` (default 10 runs). For example,
+ * `deno task stress 10 tests/lab_realtime_test.ts` runs only the real-time lab suites, and
+ * `RAFT_TEST_CONCURRENCY=1 deno task stress 10` runs them one at a time (docs/testing.md).
  *
  * @module
  */
