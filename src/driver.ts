@@ -36,9 +36,11 @@ import {
   precheckCommand,
 } from "./raft/limits.ts";
 import { traceFromEnvironment } from "./trace.ts";
+import { parseConfiguration } from "./raft/membership.ts";
 import type {
   ApplyMsg,
   ClientEnd,
+  Configuration,
   LogEntry,
   PersistentState,
   Persister,
@@ -176,7 +178,23 @@ export async function startPeer(
   if (onFatal !== null && typeof onFatal !== "function") {
     throw new TypeError(`Option onFatal must be a function, got ${String(onFatal)}`);
   }
-  const state = checkLoadedState(await persister.load(), peers.length, limits);
+  let configuration: Configuration | undefined;
+  if (options.configuration !== undefined) {
+    const parsed = parseConfiguration(options.configuration);
+    if (typeof parsed === "string") throw new TypeError(`Option configuration: ${parsed}`);
+    const outside = [...parsed.voters, ...parsed.learners].find((member) =>
+      member.id >= peers.length
+    );
+    if (outside !== undefined) {
+      throw new RangeError(
+        `Option configuration: member ${outside.id} is not an index into peers (0..${
+          peers.length - 1
+        })`,
+      );
+    }
+    configuration = parsed;
+  }
+  const state = checkLoadedState(await persister.load(), limits);
   const clock = options.clock ?? realClock;
   const trace = options.trace === undefined ? traceFromEnvironment() : options.trace;
   const core = new RaftCore(
@@ -189,6 +207,7 @@ export async function startPeer(
       preVote,
       noopOnElection,
       clockDriftBound,
+      ...(configuration !== undefined ? { configuration } : {}),
     },
     state,
     clock.now(),
@@ -297,11 +316,7 @@ function describeValue(value: unknown): string {
  * `null`) whose term is at most the current term, then log entries whose terms never decrease,
  * starting at the snapshot's term or later, and never pass the current term.
  */
-function checkLoadedState(
-  state: unknown,
-  peerCount: number,
-  limits: CommandLimits,
-): PersistentState {
+function checkLoadedState(state: unknown, limits: CommandLimits): PersistentState {
   const fail = (what: string): never => {
     throw new TypeError(`Persister.load() returned a malformed state: ${what}`);
   };
@@ -311,10 +326,7 @@ function checkLoadedState(
   if ((term as number) > MAX_TERM) {
     return fail(`term ${term} is above ${MAX_TERM}, which leaves too little room for elections`);
   }
-  if (
-    votedFor !== null &&
-    (!Number.isInteger(votedFor) || (votedFor as number) < 0 || (votedFor as number) >= peerCount)
-  ) {
+  if (votedFor !== null && (!Number.isSafeInteger(votedFor) || (votedFor as number) < 0)) {
     return fail(`votedFor ${String(votedFor)}`);
   }
   let checkedSnapshot: Snapshot | null = null;
@@ -334,6 +346,12 @@ function checkLoadedState(
     }
     if (!(data instanceof Uint8Array)) return fail(`snapshot data is not a Uint8Array`);
     checkedSnapshot = { index: index as number, term: snapshotTerm as number, data };
+    const stored = (snapshot as Record<string, unknown>).configuration;
+    if (stored !== undefined) {
+      const configuration = parseConfiguration(stored);
+      if (typeof configuration === "string") return fail(`snapshot configuration: ${configuration}`);
+      checkedSnapshot.configuration = configuration;
+    }
   }
   if (!Array.isArray(log)) return fail(`log is not an array`);
   const firstIndex = (checkedSnapshot?.index ?? 0) + 1;
@@ -348,6 +366,14 @@ function checkLoadedState(
     }
     const { command, type } = entry as LogEntry;
     if (command === undefined) return fail(`entry at index ${firstIndex + i} has no command`);
+    if (type === "config") {
+      const configuration = parseConfiguration(command);
+      if (typeof configuration === "string") {
+        return fail(`entry at index ${firstIndex + i}: ${configuration}`);
+      }
+      previousTerm = entryTerm!;
+      return { term: entryTerm!, command: configuration, type };
+    }
     if (type !== undefined && (type !== "noop" || command !== null)) {
       return fail(`entry at index ${firstIndex + i} has type ${JSON.stringify(type)}`);
     }
@@ -367,7 +393,10 @@ function checkLoadedState(
 /** One running peer: the core plus its timer, its save queue and its apply queue. */
 export class RaftPeer implements Raft {
   readonly #core: RaftCore;
-  readonly #peers: ClientEnd[];
+  /** How to reach each peer, by id; a service layer adds members as they join. */
+  readonly #peers: Map<number, ClientEnd>;
+  /** Peer ids accepted from the wire are below this. */
+  #idLimit: number;
   readonly #me: number;
   readonly #persister: Persister;
   readonly #applyCh: (msg: ApplyMsg) => void | Promise<void>;
@@ -412,7 +441,8 @@ export class RaftPeer implements Raft {
     limits: CommandLimits,
   ) {
     this.#core = core;
-    this.#peers = peers;
+    this.#peers = new Map(peers.map((end, id) => [id, end]));
+    this.#idLimit = peers.length;
     this.#me = me;
     this.#persister = persister;
     this.#applyCh = applyCh;
@@ -480,7 +510,9 @@ export class RaftPeer implements Raft {
     if (this.#dead || leader === null || leader === this.#me) return null;
     let reply: unknown;
     try {
-      reply = await this.#peers[leader]!.call(ReadIndex, {});
+      const end = this.#peers.get(leader);
+      if (end === undefined) return null;
+      reply = await end.call(ReadIndex, {});
     } catch {
       return null;
     }
@@ -502,6 +534,42 @@ export class RaftPeer implements Raft {
     }
     if (refusal === null) this.#drive();
     return refusal;
+  }
+
+  /**
+   * Proposes a change of the cluster's configuration (thesis chapter 4); see
+   * `RaftCore.proposeConfiguration` for when it is refused.
+   */
+  proposeConfiguration(
+    next: Configuration,
+  ): ReturnType<RaftCore["proposeConfiguration"]> {
+    if (this.#dead) {
+      return { ok: false, reason: "not leader", message: `peer ${this.#me} was killed` };
+    }
+    let result: ReturnType<RaftCore["proposeConfiguration"]>;
+    try {
+      result = this.#core.proposeConfiguration(next, this.#clock.now());
+    } catch (error) {
+      this.#coreFailed(error);
+      return { ok: false, reason: "not leader", message: `peer ${this.#me} stopped` };
+    }
+    if (result.ok) this.#scheduleDrive();
+    return result;
+  }
+
+  /** Sets how this peer reaches peer `id` (a member added at run time), or forgets it (`null`). */
+  setEnd(id: number, end: ClientEnd | null): void {
+    if (end === null) this.#peers.delete(id);
+    else this.#peers.set(id, end);
+  }
+
+  /**
+   * Accepts requests naming any peer id, not only indexes into the starting peer list: for a
+   * service layer whose members change, and whose transport vouches for who is who. (A leader
+   * added after this peer last heard of the configuration must still reach it.)
+   */
+  acceptAnyPeerId(): void {
+    this.#idLimit = Number.MAX_SAFE_INTEGER;
   }
 
   /** How deep and large commands may be, for a service layer's own checks. */
@@ -576,7 +644,7 @@ export class RaftPeer implements Raft {
     if (this.#dead) return undefined;
     const limits = {
       ...this.#limits,
-      peerCount: this.#peers.length,
+      peerCount: this.#idLimit,
       currentTerm: this.#core.currentTerm,
     };
     const now = this.#clock.now();
@@ -711,7 +779,8 @@ export class RaftPeer implements Raft {
     if (this.#dead) return;
     let call: Promise<unknown>;
     try {
-      call = this.#peers[request.to]!.call(request.method, request.args);
+      const end = this.#peers.get(request.to);
+      call = end === undefined ? Promise.resolve(undefined) : end.call(request.method, request.args);
     } catch {
       call = Promise.resolve(undefined);
     }

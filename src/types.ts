@@ -8,7 +8,7 @@
 
 import type { Clock, RandomSource } from "./clock.ts";
 import type { FatalError } from "./errors.ts";
-import type { PersistChange, PersistentState, Role } from "./raft/types.ts";
+import type { Configuration, PersistChange, PersistentState, Role } from "./raft/types.ts";
 
 export type {
   ApplyMsg,
@@ -224,4 +224,13 @@ export interface RaftOptions {
    * is called. Default: none, and the error goes to `console.error`.
    */
   onFatal?: (error: FatalError) => void;
+  /**
+   * The cluster's configuration to start from (thesis chapter 4) when the persister holds none,
+   * in neither its snapshot nor its log: which of the peers vote and which are learners, which
+   * receive the log without voting. Every member's id must be an index into `peers`; peers in
+   * no role are spares, which stay quiet until a configuration change adds them. Default: every
+   * peer a voter. Changes are made with `RaftNode`'s membership methods; the lab interface
+   * itself never changes the configuration.
+   */
+  configuration?: Configuration;
 }

@@ -426,7 +426,11 @@ export class RaftCore {
       now,
     );
     if (this.#role === "leader") {
-      if (added.length > 0) this.#replicationWanted = true;
+      // As a new leader does (Figure 2), probe each new member at once: its log is likely empty.
+      for (const peer of added) {
+        const progress = this.#tracker.progress(peer)!;
+        this.#sendAppend(peer, progress, now, progress.nextIndex);
+      }
       if (this.#transferee !== null && !this.#tracker.isVoter(this.#transferee)) {
         this.#endTransfer();
       }
@@ -925,7 +929,6 @@ export class RaftCore {
       this.#history.reset(snapshot.configuration, index);
       this.#logChangedFrom(index);
     }
-    if (!sameConfiguration(this.#history.current, before)) this.#configurationChanged(now);
     this.#snapshot = snapshot;
     this.#unsavedSnapshot = snapshot;
     this.#snapshotToApply = snapshot;
@@ -933,6 +936,7 @@ export class RaftCore {
     this.#trace(
       `installs a snapshot through ${index} (term ${term}), ${snapshot.data.length} bytes`,
     );
+    if (!sameConfiguration(this.#history.current, before)) this.#configurationChanged(now);
   }
 
   /**

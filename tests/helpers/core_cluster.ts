@@ -3,8 +3,12 @@
  * a queue of numbered messages between them that a test delivers, drops or reorders, disks whose
  * saves complete at once or are held, crashes and restarts, all in one virtual time. Commands:
  *
- * - `add-nodes N [pre-vote] [max-inflight=K] [max-entries=K] [max-bytes=B] [log=T,T,...] [term=T]`: N voters,
- *   ids 0..N-1, each with the given log (entry terms) and term.
+ * - `add-nodes N [pre-vote] [max-inflight=K] [max-entries=K] [max-bytes=B] [log=T,T,...] [term=T]
+ *   [voters=ID,...] [learners=ID,...]`: N nodes, ids 0..N-1, each with the given log (entry terms)
+ *   and term; all voters unless `voters` says which (nodes in neither list are spares, outside
+ *   the cluster until a change adds them).
+ * - `conf-change ID voters=ID,... [learners=ID,...]`: leader ID proposes that configuration.
+ * - `config ID`: the configuration in effect on ID, and the index of its entry.
  * - `campaign ID`: ID's election timer fires (virtual time moves to its deadline).
  * - `tick ID [count=N] [stabilize]`: ID's next timer fires (heartbeat, check-quorum or election),
  *   N times, each followed by a `stabilize` if asked.
@@ -36,7 +40,8 @@ import type {
   RequestVoteReply,
   TimeoutNowReply,
 } from "../../src/raft/messages.ts";
-import type { LogEntry, PersistChange } from "../../src/raft/types.ts";
+import type { Configuration, LogEntry, PersistChange } from "../../src/raft/types.ts";
+import { describeConfiguration } from "../../src/raft/membership.ts";
 import { MemoryPersister } from "../../src/storage/memory_persister.ts";
 import type { Command } from "./datadriven.ts";
 
@@ -180,6 +185,32 @@ export class CoreCluster {
         this.#out.push(index === null ? "no lease" : `lease holds: read index ${index}`);
         break;
       }
+      case "conf-change": {
+        const list = (name: string) =>
+          (command.options.get(name) ?? "").split(",").filter((id) => id !== "").map((id) => ({
+            id: Number(id),
+            address: "",
+          }));
+        const result = id().core.proposeConfiguration(
+          { voters: list("voters"), learners: list("learners") },
+          this.#now,
+        );
+        this.#out.push(
+          result.ok
+            ? `${command.args[0]} appends ${result.index}@${result.term}`
+            : `refused (${result.reason}): ${result.message}`,
+        );
+        break;
+      }
+      case "config": {
+        const core = id().core;
+        this.#out.push(
+          `${command.args[0]}: ${
+            describeConfiguration(core.configuration)
+          } (entry ${core.configurationIndex}, commit ${core.commitIndex})`,
+        );
+        break;
+      }
       case "transfer": {
         const refusal = id().core.transferLeadership(Number(command.args[1]), this.#now);
         this.#out.push(refusal ?? "handing over");
@@ -245,6 +276,14 @@ export class CoreCluster {
       preVote: command.args.includes("pre-vote"),
       peerCount: count,
     };
+    if (command.options.has("voters")) {
+      const list = (name: string) =>
+        (command.options.get(name) ?? "").split(",").filter((id) => id !== "").map((id) => ({
+          id: Number(id),
+          address: "",
+        }));
+      this.#config.configuration = { voters: list("voters"), learners: list("learners") };
+    }
     const terms = (command.options.get("log") ?? "").split(",").filter((term) => term !== "");
     const log: LogEntry[] = terms.map((term, i) => ({ term: Number(term), command: `e${i + 1}` }));
     const term = option("term", Number(terms.at(-1) ?? 0));
@@ -335,7 +374,9 @@ export class CoreCluster {
           ? `${node.id} applies the snapshot through ${msg.snapshotIndex}@${msg.snapshotTerm}: ${
             new TextDecoder().decode(msg.snapshot!)
           }`
-          : `${node.id} applies ${msg.commandIndex}@${msg.commandTerm}:${msg.command}`,
+          : `${node.id} applies ${msg.commandIndex}@${msg.commandTerm}:${
+            describeCommand(msg.command)
+          }`,
       );
     }
     if (ready.save !== null && ready.saveMark !== null) {
@@ -454,7 +495,9 @@ export class CoreCluster {
     const { log, snapshot } = node.disk.state();
     const first = (snapshot?.index ?? 0) + 1;
     const prefix = snapshot === null ? "" : `snapshot through ${snapshot.index}@${snapshot.term}, `;
-    const entries = log.map((entry, i) => `${first + i}@${entry.term}:${entry.command}`);
+    const entries = log.map((entry, i) =>
+      `${first + i}@${entry.term}:${describeCommand(entry.command)}`
+    );
     this.#out.push(
       `${node.id}: ${prefix}${entries.length === 0 ? "no entries" : entries.join(" ")}`,
     );
@@ -533,12 +576,21 @@ function stepReply(
   }
 }
 
+/** A command as transcripts show it: a configuration as `conf(voters 0,1 learners 2)`. */
+function describeCommand(command: unknown): string {
+  if (typeof command === "object" && command !== null && "voters" in command) {
+    return `conf(${describeConfiguration(command as Configuration)})`;
+  }
+  return String(command);
+}
+
 function receiverOf(queued: Queued): number {
   return queued.kind === "request" ? queued.request.to : queued.to;
 }
 
 function describeEntries(first: number, entries: LogEntry[]): string {
-  return entries.map((entry, i) => `${first + i}@${entry.term}:${entry.command}`).join(" ");
+  return entries.map((entry, i) => `${first + i}@${entry.term}:${describeCommand(entry.command)}`)
+    .join(" ");
 }
 
 function describeChange(change: PersistChange): string {
