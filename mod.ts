@@ -26,7 +26,9 @@ export type {
 } from "./src/types.ts";
 export { type CancelTimer, type Clock, type RandomSource, realClock } from "./src/clock.ts";
 export { FatalError, type FatalReason } from "./src/errors.ts";
+export { type ChangeOptions } from "./src/node/membership_changes.ts";
 export {
+  type ConfigurationChange,
   type FollowerStatus,
   type LeaderChange,
   type NodeStatus,
@@ -41,11 +43,15 @@ export {
   type Transport,
 } from "./src/node/raft_node.ts";
 export {
+  ChangeInProgressError,
+  LastVoterError,
+  MemberExistsError,
   NodeClosedError,
   NotLeaderError,
   OverloadedError,
   ProposalDroppedError,
   ProposalOutcomeUnknownError,
+  UnknownMemberError,
 } from "./src/node/errors.ts";
 export { MemoryPersister } from "./src/storage/memory_persister.ts";
 export { make } from "./src/driver.ts";

@@ -115,6 +115,7 @@ export async function startPeer(
   applyCh: (msg: ApplyMsg) => void | Promise<void>,
   options: RaftOptions,
   observer: PeerObserver | null,
+  anyPeerId = false,
 ): Promise<RaftPeer> {
   if (!Array.isArray(peers) || peers.length === 0) {
     throw new TypeError(`Peers must be a non-empty array of ClientEnd, got ${String(peers)}`);
@@ -194,7 +195,10 @@ export async function startPeer(
     }
     configuration = parsed;
   }
-  const state = checkLoadedState(await persister.load(), limits);
+  // Peer ids are indexes into `peers`, unless the service layer's transport vouches for members
+  // added at run time, whose ids may be anything.
+  const idLimit = anyPeerId ? Number.MAX_SAFE_INTEGER : peers.length;
+  const state = checkLoadedState(await persister.load(), idLimit, limits);
   const clock = options.clock ?? realClock;
   const trace = options.trace === undefined ? traceFromEnvironment() : options.trace;
   const core = new RaftCore(
@@ -224,6 +228,7 @@ export async function startPeer(
     observer,
     settings.maxAppendBytes,
     limits,
+    idLimit,
   );
 }
 
@@ -316,7 +321,11 @@ function describeValue(value: unknown): string {
  * `null`) whose term is at most the current term, then log entries whose terms never decrease,
  * starting at the snapshot's term or later, and never pass the current term.
  */
-function checkLoadedState(state: unknown, limits: CommandLimits): PersistentState {
+function checkLoadedState(
+  state: unknown,
+  idLimit: number,
+  limits: CommandLimits,
+): PersistentState {
   const fail = (what: string): never => {
     throw new TypeError(`Persister.load() returned a malformed state: ${what}`);
   };
@@ -326,7 +335,10 @@ function checkLoadedState(state: unknown, limits: CommandLimits): PersistentStat
   if ((term as number) > MAX_TERM) {
     return fail(`term ${term} is above ${MAX_TERM}, which leaves too little room for elections`);
   }
-  if (votedFor !== null && (!Number.isSafeInteger(votedFor) || (votedFor as number) < 0)) {
+  if (
+    votedFor !== null &&
+    (!Number.isSafeInteger(votedFor) || (votedFor as number) < 0 || (votedFor as number) >= idLimit)
+  ) {
     return fail(`votedFor ${String(votedFor)}`);
   }
   let checkedSnapshot: Snapshot | null = null;
@@ -349,7 +361,9 @@ function checkLoadedState(state: unknown, limits: CommandLimits): PersistentStat
     const stored = (snapshot as Record<string, unknown>).configuration;
     if (stored !== undefined) {
       const configuration = parseConfiguration(stored);
-      if (typeof configuration === "string") return fail(`snapshot configuration: ${configuration}`);
+      if (typeof configuration === "string") {
+        return fail(`snapshot configuration: ${configuration}`);
+      }
       checkedSnapshot.configuration = configuration;
     }
   }
@@ -395,8 +409,12 @@ export class RaftPeer implements Raft {
   readonly #core: RaftCore;
   /** How to reach each peer, by id; a service layer adds members as they join. */
   readonly #peers: Map<number, ClientEnd>;
-  /** Peer ids accepted from the wire are below this. */
-  #idLimit: number;
+  /**
+   * Peer ids accepted from the wire (and the disk) are below this: the peer list's length, or
+   * any safe integer when members can be added at run time (a leader added after this peer last
+   * heard of the configuration must still reach it).
+   */
+  readonly #idLimit: number;
   readonly #me: number;
   readonly #persister: Persister;
   readonly #applyCh: (msg: ApplyMsg) => void | Promise<void>;
@@ -439,10 +457,11 @@ export class RaftPeer implements Raft {
     observer: PeerObserver | null,
     maxChunkBytes: number,
     limits: CommandLimits,
+    idLimit: number,
   ) {
     this.#core = core;
     this.#peers = new Map(peers.map((end, id) => [id, end]));
-    this.#idLimit = peers.length;
+    this.#idLimit = idLimit;
     this.#me = me;
     this.#persister = persister;
     this.#applyCh = applyCh;
@@ -561,15 +580,6 @@ export class RaftPeer implements Raft {
   setEnd(id: number, end: ClientEnd | null): void {
     if (end === null) this.#peers.delete(id);
     else this.#peers.set(id, end);
-  }
-
-  /**
-   * Accepts requests naming any peer id, not only indexes into the starting peer list: for a
-   * service layer whose members change, and whose transport vouches for who is who. (A leader
-   * added after this peer last heard of the configuration must still reach it.)
-   */
-  acceptAnyPeerId(): void {
-    this.#idLimit = Number.MAX_SAFE_INTEGER;
   }
 
   /** How deep and large commands may be, for a service layer's own checks. */
@@ -780,7 +790,9 @@ export class RaftPeer implements Raft {
     let call: Promise<unknown>;
     try {
       const end = this.#peers.get(request.to);
-      call = end === undefined ? Promise.resolve(undefined) : end.call(request.method, request.args);
+      call = end === undefined
+        ? Promise.resolve(undefined)
+        : end.call(request.method, request.args);
     } catch {
       call = Promise.resolve(undefined);
     }

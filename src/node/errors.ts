@@ -100,3 +100,58 @@ export class ProposalOutcomeUnknownError extends Error {
   /** The class name, for stack traces. */
   override name = "ProposalOutcomeUnknownError";
 }
+
+/**
+ * A membership change was refused because another is not finished: the leader changes one
+ * server at a time, and only once it has committed an entry of its own term (which takes one
+ * round trip after an election). Nothing changed; retry once the pending change resolves.
+ */
+export class ChangeInProgressError extends Error {
+  /** The class name, for stack traces. */
+  override name = "ChangeInProgressError";
+}
+
+/** A membership change names a server that is not a member (or not in the role it needs). */
+export class UnknownMemberError extends Error {
+  /** The class name, for stack traces. */
+  override name = "UnknownMemberError";
+  /** The server's id. */
+  readonly id: number;
+
+  /** An error for server `id`. */
+  constructor(id: number, message = `Server ${id} is not a member of the cluster`) {
+    super(message);
+    this.id = id;
+  }
+}
+
+/** A membership change would add a server that is already a member (in that role). */
+export class MemberExistsError extends Error {
+  /** The class name, for stack traces. */
+  override name = "MemberExistsError";
+  /** The server's id. */
+  readonly id: number;
+
+  /** An error for server `id`. */
+  constructor(id: number, message = `Server ${id} is already a member of the cluster`) {
+    super(message);
+    this.id = id;
+  }
+}
+
+/**
+ * A membership change would remove the cluster's last voter, leaving no one to elect a leader
+ * or commit anything. Nothing changed.
+ */
+export class LastVoterError extends Error {
+  /** The class name, for stack traces. */
+  override name = "LastVoterError";
+  /** The server's id. */
+  readonly id: number;
+
+  /** An error for removing server `id`. */
+  constructor(id: number) {
+    super(`Server ${id} is the last voter of the cluster: removing it would leave none`);
+    this.id = id;
+  }
+}

@@ -11,7 +11,15 @@ import { type Clock, realClock } from "../clock.ts";
 import { type PeerObserver, prepareCommand, type RaftPeer, startPeer } from "../driver.ts";
 import type { FatalError } from "../errors.ts";
 import type { Ready } from "../raft/core.ts";
-import type { ApplyMsg, Role } from "../raft/types.ts";
+import type { ApplyMsg, Configuration, Role } from "../raft/types.ts";
+import { sameConfiguration } from "../raft/membership.ts";
+import {
+  type ChangeOptions,
+  MembershipChanges,
+  promoted,
+  withLearner,
+  without,
+} from "./membership_changes.ts";
 import type { ClientEnd, Persister, RaftOptions, RpcHandler } from "../types.ts";
 import {
   NodeClosedError,
@@ -62,6 +70,15 @@ export interface Transport {
   setHandler(handler: RpcHandler): void;
   /** Closes every connection and the server. */
   close(): Promise<void>;
+  /**
+   * Optional, for membership changes: starts reaching server `id` at `address` (a member
+   * added at run time) and returns its end. Without it, the node reaches only its `clientEnds()`.
+   */
+  addPeer?(id: number, address: string): ClientEnd;
+  /** Optional, for membership changes: stops reaching server `id` (removed from the cluster). */
+  removePeer?(id: number): void;
+  /** Optional: the address the transport reaches server `id` at, for the first configuration. */
+  addressOf?(id: number): string | undefined;
 }
 
 /** Options for {@linkcode RaftNode.create}: the node's place in the cluster, and Raft's tuning. */
@@ -111,8 +128,24 @@ export interface RaftNodeOptions<C, R> extends Omit<RaftOptions, "noopOnElection
    * refuses `leaseReads` with `preVote: false`. Default false.
    */
   leaseReads?: boolean;
+  /**
+   * This node joins a running cluster (a server added with {@linkcode RaftNode.addLearner} or
+   * {@linkcode RaftNode.addVoter} on the leader): it starts outside the configuration, never
+   * campaigns, and waits for the leader, from whose log or snapshot it learns the cluster.
+   * Ignored once its persister holds a configuration. Default false: the peers in `peers` are
+   * the cluster's first voters (or those of the option `configuration`).
+   */
+  join?: boolean;
   /** Aborting it closes the node. */
   signal?: AbortSignal;
+}
+
+/** The detail of a `configurationchange` event. */
+export interface ConfigurationChange {
+  /** The configuration now in effect on this node (thesis §4.1: from its log, maybe uncommitted). */
+  configuration: Configuration;
+  /** The log index of its entry (0, or a snapshot's last index, for the first one). */
+  index: number;
 }
 
 /** How a read is made linearizable. */
@@ -213,6 +246,11 @@ export interface RaftNodeEventMap {
   rolechange: CustomEvent<RoleChange>;
   /** The node stopped for good: a save or an apply failed, or an invariant broke. */
   fatal: CustomEvent<FatalError>;
+  /**
+   * The configuration in effect here changed: an entry appended (or truncated away), or a
+   * snapshot installed. A server removed from the cluster sees one without itself.
+   */
+  configurationchange: CustomEvent<ConfigurationChange>;
 }
 
 interface Pending {
@@ -307,6 +345,9 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
   #transferWaiters: { resolve(): void; reject(error: unknown): void }[] = [];
   readonly #leaseReads: boolean;
   readonly #electionTimeoutMaxMs: number;
+  readonly #membership: MembershipChanges;
+  /** The configuration last seen in effect, and whose members have ends. */
+  #configuration: Configuration;
   #cancelTransferTimer: (() => void) | null = null;
   #role: Role;
   #leaderId: number | null;
@@ -377,6 +418,14 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
     this.#snapshotEveryBytes = options.snapshotEveryBytes ?? defaultSnapshotEveryBytes;
     this.#role = peer.core.role;
     this.#leaderId = peer.core.leaderId;
+    this.#membership = new MembershipChanges(
+      peer,
+      this.#clock,
+      this.#electionTimeoutMaxMs,
+      () => this.#notLeader(),
+    );
+    this.#configuration = peer.core.configuration;
+    this.#connectMembers(null, this.#configuration);
     this.closed = new Promise((resolve, reject) => {
       this.#closedSettle = { resolve, reject };
     });
@@ -458,6 +507,9 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
         `Option addresses must be ${ends.length} strings, one per peer, got ${String(addresses)}`,
       );
     }
+    if (options.join !== undefined && typeof options.join !== "boolean") {
+      throw new TypeError(`Option join must be a boolean, got ${String(options.join)}`);
+    }
     const hooks = new NodeHooks();
     const peer = await startPeer(
       [...ends],
@@ -466,10 +518,15 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
       (msg) => hooks.apply(msg),
       {
         ...options,
+        configuration: options.configuration ??
+          firstConfiguration(ends.length, id, options, transport),
         noopOnElection: true,
         onFatal: (error) => hooks.fatal(error),
       },
       hooks,
+      // Members added at run time have ids beyond the first peers; a transport that can add
+      // them vouches for who is who.
+      typeof transport?.addPeer === "function",
     );
     return new RaftNode(id, peer, options, transport, hooks);
   }
@@ -477,6 +534,144 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
   /** This peer's id. */
   get id(): number {
     return this.#id;
+  }
+
+  /**
+   * The cluster's configuration in effect on this node: the latest in its log, committed or not
+   * (thesis §4.1). Ask the leader for the configuration that changes start from.
+   */
+  configuration(): Configuration {
+    return structuredClone(this.#peer.core.configuration);
+  }
+
+  /**
+   * On the leader: adds server `id`, reachable at `address` (in the transport's terms, such as
+   * `ws://host:port`), as a learner, which receives the log (or a snapshot) but neither votes nor
+   * counts for a majority. Resolves with the new configuration once its entry is committed and
+   * applied here. Start the new server with the option `join` first, or soon after.
+   *
+   * @throws {NotLeaderError} If this node does not lead.
+   * @throws {MemberExistsError} If `id` is already a member.
+   * @throws {ChangeInProgressError} If another change has not committed yet, or this leader has
+   * not yet committed an entry of its term.
+   * @throws {ProposalDroppedError} If a new leader's log replaced the change's entry.
+   * @throws {NodeClosedError} If the node is or gets closed.
+   * @throws {DOMException} `AbortError` (or the signal's reason) and `TimeoutError`.
+   */
+  addLearner(id: number, address: string, options: ChangeOptions = {}): Promise<Configuration> {
+    return this.#change(options, () => withLearner(this.#peer.core.configuration, id, address));
+  }
+
+  /**
+   * On the leader: makes learner `id` a voter, once it has caught up with the leader's log
+   * (thesis §4.2.1: in rounds, until one takes at most an election timeout), so that the new
+   * majority does not wait for it. Resolves with the new configuration once committed and
+   * applied here. Catching up is given up after `timeoutMs` (default 60 s), with a
+   * `TimeoutError`.
+   *
+   * @throws {UnknownMemberError} If `id` is not a learner.
+   * @throws {MemberExistsError} If `id` is already a voter.
+   * @throws And as {@linkcode RaftNode.addLearner}.
+   */
+  promote(id: number, options: ChangeOptions = {}): Promise<Configuration> {
+    return this.#change(options, async () => {
+      promoted(this.#peer.core.configuration, id); // Fails early for an unknown id.
+      const started = this.#clock.now();
+      await this.#membership.catchUp(id, options);
+      const { timeoutMs } = options;
+      return {
+        next: promoted(this.#peer.core.configuration, id),
+        options: timeoutMs === undefined
+          ? options
+          : { ...options, timeoutMs: Math.max(1, timeoutMs - (this.#clock.now() - started)) },
+      };
+    });
+  }
+
+  /**
+   * On the leader: adds server `id` at `address` as a learner, waits for it to catch up, and
+   * makes it a voter; a learner already at `address` is only promoted. Resolves with the final
+   * configuration.
+   *
+   * @throws As {@linkcode RaftNode.addLearner} and {@linkcode RaftNode.promote}.
+   */
+  async addVoter(id: number, address: string, options: ChangeOptions = {}): Promise<Configuration> {
+    const current = this.#peer.core.configuration;
+    const learner = current.learners.find((member) => member.id === id);
+    if (learner === undefined || learner.address !== address) {
+      await this.addLearner(id, address, options);
+    }
+    return await this.promote(id, options);
+  }
+
+  /**
+   * On the leader: removes server `id`, voter or learner, from the cluster. Resolves with the new
+   * configuration once committed and applied here. A leader that removes itself keeps leading
+   * until the change commits, then hands leadership to the most up-to-date voter and steps
+   * down; a removed server never campaigns again and can be shut down.
+   *
+   * @throws {UnknownMemberError} If `id` is not a member.
+   * @throws {LastVoterError} If `id` is the last voter.
+   * @throws And as {@linkcode RaftNode.addLearner}.
+   */
+  removeServer(id: number, options: ChangeOptions = {}): Promise<Configuration> {
+    return this.#change(options, () => without(this.#peer.core.configuration, id));
+  }
+
+  /** Checks the common preconditions, computes the next configuration, and proposes it. */
+  async #change(
+    options: ChangeOptions,
+    next: () =>
+      | Configuration
+      | Promise<{ next: Configuration; options: ChangeOptions }>,
+  ): Promise<Configuration> {
+    const { signal, timeoutMs } = options ?? {};
+    if (this.#closing !== null) throw new NodeClosedError(`Node ${this.#id} is closed`);
+    if (timeoutMs !== undefined && !(typeof timeoutMs === "number" && timeoutMs > 0)) {
+      throw new RangeError(`Option timeoutMs must be a positive number, got ${String(timeoutMs)}`);
+    }
+    signal?.throwIfAborted();
+    if (this.#peer.core.role !== "leader") throw this.#notLeader();
+    const computed = next();
+    if (computed instanceof Promise) {
+      const { next: configuration, options: remaining } = await computed;
+      if (this.#closing !== null) throw new NodeClosedError(`Node ${this.#id} is closed`);
+      return await this.#membership.propose(configuration, remaining);
+    }
+    return await this.#membership.propose(computed, options);
+  }
+
+  /**
+   * Gives members new in `next` an end (through the transport), and drops the ends of members
+   * gone since `previous`.
+   */
+  #connectMembers(previous: Configuration | null, next: Configuration): void {
+    const members = [...next.voters, ...next.learners];
+    const ids = new Set(members.map((member) => member.id));
+    if (previous !== null) {
+      for (const member of [...previous.voters, ...previous.learners]) {
+        if (ids.has(member.id) || member.id === this.#id) continue;
+        this.#transport?.removePeer?.(member.id);
+        this.#peer.setEnd(member.id, null);
+      }
+    }
+    const known = previous === null ? new Map<number, string>() : new Map(
+      [...previous.voters, ...previous.learners].map((member) => [member.id, member.address]),
+    );
+    for (const member of members) {
+      if (member.id === this.#id || typeof this.#transport?.addPeer !== "function") continue;
+      if (previous !== null && known.get(member.id) === member.address) continue;
+      if (previous === null && this.#transport.addressOf?.(member.id) === member.address) continue;
+      if (member.address === "") continue;
+      try {
+        this.#peer.setEnd(member.id, this.#transport.addPeer(member.id, member.address));
+      } catch (error) {
+        console.error(
+          `Node ${this.#id}: cannot reach member ${member.id} at ${member.address}:`,
+          error,
+        );
+      }
+    }
   }
 
   /**
@@ -753,6 +948,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
     }
     const pending = this.#pending.get(msg.commandIndex);
     if (!msg.commandValid) {
+      this.#membership.applied(msg);
       this.#lastApplied = msg.commandIndex;
       this.#wakeReads();
       pending?.reject(new ProposalDroppedError(msg.commandIndex, pending.term));
@@ -807,6 +1003,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
       );
     }
     await restore.call(this.#stateMachine, data, index);
+    this.#membership.restored(index);
     this.#lastApplied = index;
     this.#wakeReads();
     this.#sinceSnapshot = { entries: 0, bytes: 0 };
@@ -826,6 +1023,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
   /** After each step: settle proposals whose entries were overwritten, and report changes. */
   #observeReady(ready: Ready): void {
     const log = ready.save?.log;
+    if (log !== undefined) this.#membership.overwritten(log.from, log.entries);
     if (log !== undefined && this.#pending.size > 0) {
       for (const [index, pending] of this.#pending) {
         if (index < log.from) continue;
@@ -856,6 +1054,19 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
       this.#metrics.leaderChanges.add(1);
       this.#dispatch("leaderchange", { leaderId: core.leaderId, term: core.currentTerm });
     }
+    const configuration = core.configuration;
+    if (configuration !== this.#configuration) {
+      const previous = this.#configuration;
+      this.#configuration = configuration;
+      if (!sameConfiguration(previous, configuration)) {
+        this.#connectMembers(previous, configuration);
+        this.#dispatch("configurationchange", {
+          configuration: structuredClone(configuration),
+          index: core.configurationIndex,
+        });
+      }
+    }
+    this.#membership.observe();
   }
 
   /** Records an RPC and its size. */
@@ -1050,6 +1261,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
     this.#cancelTransferTimer = null;
     for (const waiter of this.#transferWaiters) waiter.reject(error);
     this.#transferWaiters = [];
+    this.#membership.close(error);
     await this.#peer.settled();
     await this.#transport?.close();
     await (this.#persister as { close?: () => Promise<void> }).close?.();
@@ -1097,4 +1309,23 @@ class NodeHooks implements PeerObserver {
     if (this.#applyTo === null) await this.#attached;
     return this.#applyTo!(msg);
   }
+}
+
+/**
+ * The configuration a node starts from when its persister holds none: the option's, else every
+ * peer a voter (or, when joining, every peer but this one, so that it never campaigns before
+ * the leader tells it the cluster), at the addresses the transport knows.
+ */
+function firstConfiguration<C, R>(
+  count: number,
+  id: number,
+  options: RaftNodeOptions<C, R>,
+  transport: Transport | null,
+): Configuration {
+  const voters = [];
+  for (let peer = 0; peer < count; peer++) {
+    if (options.join === true && peer === id) continue;
+    voters.push({ id: peer, address: transport?.addressOf?.(peer) ?? "" });
+  }
+  return { voters, learners: [] };
 }
