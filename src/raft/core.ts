@@ -261,7 +261,7 @@ export class RaftCore {
       const entry = this.#log.entryAt(index)!;
       if (entry.type === "config") this.#history.append(index, entry.command as Configuration);
     }
-    this.#tracker = new ProgressTracker(config.me, this.#history.current);
+    this.#tracker = new ProgressTracker(config.me, this.#inEffect());
     this.#resetElectionDeadline(now);
   }
 
@@ -300,9 +300,12 @@ export class RaftCore {
     return this.#log.snapshotIndex;
   }
 
-  /** The configuration in effect: the latest in the log, committed or not (thesis §4.1). */
+  /**
+   * The configuration in effect: the one the peer counts votes and acknowledgements by, which is
+   * the latest in its log, committed or not (thesis §4.1).
+   */
   get configuration(): Configuration {
-    return this.#history.current;
+    return this.#tracker.configuration;
   }
 
   /** The index of the entry holding {@linkcode configuration} (0 or the snapshot's, if none). */
@@ -412,12 +415,28 @@ export class RaftCore {
   }
 
   /**
+   * Which configuration is in effect: the latest in the log, committed or not (thesis §4.1). A
+   * server that waited for the commit would, for one, keep counting a removed server's votes
+   * while the new majority already commits without it.
+   */
+  #inEffect(): Configuration {
+    return this.#history.current;
+  }
+
+  /** After the commit index moved: the configuration in effect follows, if it depends on it. */
+  #refreshConfiguration(now: number): void {
+    const next = this.#inEffect();
+    const current = this.#tracker.configuration;
+    if (next !== current && !sameConfiguration(next, current)) this.#configurationChanged(now);
+  }
+
+  /**
    * The configuration in effect changed (an entry appended or truncated away, a snapshot
    * installed): the tracker takes it, a leader starts replicating to new members, and a
    * candidate that is no longer a voter gives up.
    */
   #configurationChanged(now: number): void {
-    const configuration = this.#history.current;
+    const configuration = this.#inEffect();
     this.#trace(`takes configuration ${describeConfiguration(configuration)}`);
     const added = this.#tracker.setConfiguration(
       configuration,
@@ -800,7 +819,7 @@ export class RaftCore {
       prevLogTerm = this.#log.termAt(prevLogIndex) ?? prevLogTerm;
       if (prevLogIndex < snapshotIndex) {
         // Everything the request carries is in the snapshot already.
-        this.#maybeFollowCommit(args.leaderCommit, lastNewIndex);
+        this.#maybeFollowCommit(args.leaderCommit, lastNewIndex, now);
         return { term: this.#currentTerm, success: true, conflictTerm: 0, conflictIndex: 0 };
       }
     }
@@ -832,14 +851,15 @@ export class RaftCore {
       if (configurationChanged) this.#configurationChanged(now);
       break;
     }
-    this.#maybeFollowCommit(args.leaderCommit, lastNewIndex);
+    this.#maybeFollowCommit(args.leaderCommit, lastNewIndex, now);
     return { term: this.#currentTerm, success: true, conflictTerm: 0, conflictIndex: 0 };
   }
 
   /** Figure 2: commitIndex = min(leaderCommit, index of last new entry), never backwards. */
-  #maybeFollowCommit(leaderCommit: number, lastNewIndex: number): void {
+  #maybeFollowCommit(leaderCommit: number, lastNewIndex: number, now: number): void {
     if (leaderCommit > this.#commitIndex) {
       this.#commitIndex = Math.max(this.#commitIndex, Math.min(leaderCommit, lastNewIndex));
+      this.#refreshConfiguration(now);
     }
   }
 
@@ -1530,6 +1550,8 @@ export class RaftCore {
     this.#uncommittedBytes -= this.#log.bytesBetween(this.#commitIndex + 1, quorumIndex + 1);
     this.#commitIndex = quorumIndex;
     this.#trace(`commits up to ${quorumIndex}`);
+    this.#refreshConfiguration(now);
+    if (this.#role !== "leader") return;
     // An entry of this term is committed: reads that waited for it can take the commit index.
     const waiting = this.#readsAwaitingCommit;
     this.#readsAwaitingCommit = [];

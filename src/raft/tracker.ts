@@ -35,7 +35,10 @@ export class ProgressTracker {
 
   #setMembers(configuration: Configuration): void {
     this.#configuration = configuration;
-    this.#quorum = new MajorityQuorum(configuration.voters.map((member) => member.id));
+    // The electorate: whose majorities elect a leader and commit entries, and whom a candidate
+    // asks. Learners are not in it.
+    const electorate = configuration.voters.map((member) => member.id);
+    this.#quorum = new MajorityQuorum(electorate);
     this.#voterOthers = this.#quorum.voters.filter((id) => id !== this.me);
     this.#others = [...this.#voterOthers, ...configuration.learners.map((member) => member.id)]
       .filter((id) => id !== this.me).sort((a, b) => a - b);
