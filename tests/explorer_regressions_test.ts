@@ -43,12 +43,17 @@ for (const regression of regressions) {
     `explorer regression: seed ${regression.seed}, ${regression.bug}`,
     sanitized,
     async () => {
-      const fixed = await exploreSeed(regression.seed);
+      // The seeds were found before the explorer drew membership changes; they keep the fixed
+      // membership they were found with.
+      const fixed = await exploreSeed(regression.seed, { membership: false });
       if (fixed.violation !== null) printViolation(fixed, console.log);
       assert.equal(fixed.violation, null, `expected seed ${regression.seed} to run clean`);
 
       const mutant = mutants.find((candidate) => candidate.name === regression.mutant)!;
-      const broken = await exploreSeed(regression.seed, { make: await loadMutant(mutant) });
+      const broken = await exploreSeed(regression.seed, {
+        make: await loadMutant(mutant),
+        membership: false,
+      });
       assert.equal(
         broken.violation?.property,
         regression.property,

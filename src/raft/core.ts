@@ -423,6 +423,19 @@ export class RaftCore {
     return this.#history.current;
   }
 
+  /**
+   * Whether this peer starts elections: as a voter of the configuration in effect, or of the
+   * last one it knows committed while a later one is not (thesis §4.2.2): a server removed by an
+   * uncommitted change may still be needed to elect the leader that commits it, and campaigns,
+   * though it does not count its own vote. Learners and servers whose removal committed never do.
+   */
+  #mayCampaign(): boolean {
+    const me = this.#config.me;
+    if (this.#tracker.isVoter(me)) return true;
+    if (this.#history.currentIndex <= this.#commitIndex) return false;
+    return this.#history.at(this.#commitIndex).voters.some((member) => member.id === me);
+  }
+
   /** After the commit index moved: the configuration in effect follows, if it depends on it. */
   #refreshConfiguration(now: number): void {
     const next = this.#inEffect();
@@ -612,10 +625,10 @@ export class RaftCore {
         this.#heartbeat(peer, progress, now);
       });
     } else if (now >= this.#electionDeadline) {
-      if (this.#tracker.isVoter(this.#config.me)) {
+      if (this.#mayCampaign()) {
         this.#campaign(this.#config.preVote === true ? "preVote" : "election", now);
       } else {
-        // A learner, or a server removed from the cluster, never campaigns (thesis §4.2.3).
+        // A learner, or a server removed from the cluster, never campaigns.
         this.#resetElectionDeadline(now);
       }
     }
@@ -730,7 +743,7 @@ export class RaftCore {
       return this.#handleInstallSnapshot(message.args, message.data, now);
     }
     if (message.type === TimeoutNow) {
-      if (!this.#tracker.isVoter(this.#config.me)) return { term: this.#currentTerm };
+      if (!this.#mayCampaign()) return { term: this.#currentTerm };
       // Thesis §3.10: the leader hands its leadership over; start an election at once, without
       // a pre-vote, which the leader's followers would refuse while they hear from it.
       this.#leaderId = message.args.leaderId;

@@ -66,7 +66,7 @@ function summary(result: ExploreResult): string {
     result.core.join(",")
   }, ${
     (result.virtualMs / 1000).toFixed(1)
-  } virtual s, ${result.events} events, ${result.commits} commits, ${result.leaderTerms} leader terms, ${result.crashes} crashes, ${result.snapshots.taken} snapshots taken and ${result.snapshots.applied} handed over, digest ${result.digest}: ${
+  } virtual s, ${result.events} events, ${result.commits} commits, ${result.leaderTerms} leader terms, ${result.crashes} crashes, ${result.snapshots.taken} snapshots taken and ${result.snapshots.applied} handed over, ${result.membershipChanges} membership changes, digest ${result.digest}: ${
     result.violation === null ? "ok" : "VIOLATION"
   }`;
 }
@@ -138,6 +138,7 @@ async function main(argv: string[]): Promise<number> {
   let events = 0;
   let commits = 0;
   let snapshotsApplied = 0;
+  let membershipChanges = 0;
   const failed: number[] = [];
   for (let seed = from; seed < from + seeds; seed++) {
     const result = await exploreSeed(seed, options);
@@ -145,6 +146,7 @@ async function main(argv: string[]): Promise<number> {
     events += result.events;
     commits += result.commits;
     snapshotsApplied += result.snapshots.applied;
+    membershipChanges += result.membershipChanges;
     if (result.violation !== null) {
       failed.push(seed);
       printViolation(result, console.log);
@@ -165,7 +167,7 @@ async function main(argv: string[]): Promise<number> {
       (virtualMs / 3_600_000).toFixed(2)
     } hours of virtual time (${
       Math.round(virtualMs / 1000)
-    } s), ${events} events, ${commits} commits, ${snapshotsApplied} snapshots handed to services, in ${
+    } s), ${events} events, ${commits} commits, ${snapshotsApplied} snapshots handed to services, ${membershipChanges} membership changes, in ${
       wall.toFixed(1)
     } s of wall time. Violations: ${failed.length === 0 ? "none" : failed.join(", ")}.`,
   );

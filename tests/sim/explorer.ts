@@ -10,6 +10,7 @@
 
 import {
   type ClientEnd,
+  type Configuration,
   make as libraryMake,
   MemoryNetwork,
   type PersistentState,
@@ -56,6 +57,20 @@ export interface ExploreOptions {
    * draws). Default true.
    */
   snapshots?: boolean;
+  /**
+   * Whether the seed may draw membership changes (half the seeds do): the cluster then starts
+   * with one or two spare peers outside it, and a leader adds, promotes, demotes and removes
+   * servers (itself included) every few seconds, sometimes crashing right after. Default true.
+   */
+  membership?: boolean;
+}
+
+/** A peer as the explorer reaches into it: the driver's peer, with its membership calls. */
+interface MembershipPeer {
+  core: { configuration: Configuration };
+  proposeConfiguration(
+    next: Configuration,
+  ): { ok: true; index: number } | { ok: false; reason: string; message: string };
 }
 
 /** What one seed's run did. */
@@ -77,6 +92,8 @@ export interface ExploreResult {
   crashes: number;
   /** Snapshots services took, and snapshots services were handed (installs and restarts). */
   snapshots: { taken: number; applied: number };
+  /** Membership changes appended by leaders (0 when the seed drew none). */
+  membershipChanges: number;
   /** The first violation, with the trace leading to it; null if the run was clean. */
   violation: (Violation & { trace: string[] }) | null;
 }
@@ -135,6 +152,12 @@ class ExplorerRun {
   #core: number[];
   /** Whether the lab's unreliable mode is on (outside storms, which set their own). */
   #unreliable = false;
+  /** Random numbers for membership changes: a stream of their own, as for snapshots. */
+  readonly #membershipRandom: () => number;
+  /** Whether this seed changes the membership; the configuration its peers start with. */
+  readonly #membership: boolean;
+  readonly #initialConfiguration: Configuration;
+  #membershipChanges = 0;
   #messagesAt = -1;
   #messagesNow = 0;
 
@@ -155,7 +178,21 @@ class ExplorerRun {
       },
     });
     this.#n = plan.peers;
-    this.#checker = new SafetyChecker(this.#n, () => this.#sim.clock.now());
+    this.#membershipRandom = seededRandom(seed, 3);
+    this.#membership = options.membership !== false && this.#membershipRandom() < 0.5;
+    const spares = this.#membership
+      ? (this.#n >= 5 ? randomInt(this.#membershipRandom, 1, 2) : 1)
+      : 0;
+    this.#initialConfiguration = {
+      voters: Array.from({ length: this.#n - spares }, (_, id) => ({ id, address: "" })),
+      learners: [],
+    };
+    this.#checker = new SafetyChecker(
+      this.#n,
+      () => this.#sim.clock.now(),
+      this.#initialConfiguration,
+      !this.#membership,
+    );
     this.#rafts = new Array(this.#n).fill(null);
     this.#disks = new Array(this.#n).fill(null);
     this.#diskStates = new Array(this.#n).fill(undefined);
@@ -205,13 +242,22 @@ class ExplorerRun {
       leaderTerms: this.#checker.leaderTerms,
       crashes: this.#crashes,
       snapshots: { taken: this.#snapshotsTaken, applied: this.#snapshotsApplied },
+      membershipChanges: this.#membershipChanges,
       violation,
     };
   }
 
   async #main(): Promise<void> {
+    if (this.#membership) {
+      this.#log(
+        `membership: voters ${
+          this.#initialConfiguration.voters.map((m) => m.id)
+        }; the rest are spares`,
+      );
+    }
     for (let i = 0; i < this.#n; i++) await this.#startPeer(i);
     const client = this.#client();
+    const changes = this.#membership ? this.#changeMembership() : Promise.resolve();
     try {
       for (const { atMs, action } of this.#plan.faults) {
         // A storm takes time, so later faults may come late; none comes after the faulty phase.
@@ -226,6 +272,7 @@ class ExplorerRun {
       this.#clientStopped = true;
     }
     await client;
+    await changes;
     await this.#liveness();
     for (const raft of this.#rafts) raft?.kill();
     this.#net.close();
@@ -238,6 +285,8 @@ class ExplorerRun {
       if (raft === null || raft === undefined) continue;
       const { term, isLeader } = raft.getState();
       this.#checker.onState(i, term, isLeader);
+      const core = (raft as unknown as Partial<MembershipPeer>).core;
+      if (core !== undefined) this.#checker.onConfiguration(i, core.configuration);
     }
     const violation = this.#checker.violation;
     if (violation !== null) {
@@ -327,6 +376,7 @@ class ExplorerRun {
           : `${error.message}: ${cause}`;
         checker.report(`Fatal stop (${error.reason})`, message);
       },
+      ...(this.#membership ? { configuration: this.#initialConfiguration } : {}),
       ...this.#options.raftOptions,
     });
     this.#rafts[i] = raft;
@@ -518,6 +568,85 @@ class ExplorerRun {
     }
   }
 
+  // --- Membership ---
+
+  /**
+   * Every 0.3-3 s of the faulty phase, the leader (if any) changes the membership by one server:
+   * adds a spare as a learner, promotes a learner, demotes or removes a voter (itself now and
+   * then), or removes a learner. One change in five is followed by the leader's crash within
+   * 30 ms, the change likely on a minority, and its restart 0.5-3 s later: the history behind the
+   * single-server change bug.
+   */
+  async #changeMembership(): Promise<void> {
+    const random = this.#membershipRandom;
+    while (!this.#clientStopped) {
+      await sleep(this.#sim.clock, randomInt(random, 300, 3000));
+      if (this.#clientStopped) break;
+      const leader = this.#leader();
+      if (leader === null) continue;
+      const peer = this.#rafts[leader] as unknown as MembershipPeer;
+      const current = peer.core.configuration;
+      const next = this.#drawChange(current, leader);
+      if (next === null) continue;
+      const result = peer.proposeConfiguration(next);
+      this.#log(
+        `membership: leader ${leader} proposes voters ${next.voters.map((m) => m.id)} learners ${
+          next.learners.map((m) => m.id)
+        }: ${result.ok ? `appended at ${result.index}` : `refused (${result.message})`}`,
+      );
+      if (!result.ok) continue;
+      this.#membershipChanges++;
+      if (random() < 0.2) {
+        await sleep(this.#sim.clock, randomInt(random, 0, 30));
+        if (this.#rafts[leader] !== null) {
+          this.#crashPeer(leader);
+          const downFor = randomInt(random, 500, 3000);
+          void (async () => {
+            await sleep(this.#sim.clock, downFor);
+            if (this.#rafts[leader] === null && !this.#clientStopped) await this.#startPeer(leader);
+          })();
+        }
+      }
+    }
+  }
+
+  /** One server's change to `current`, drawn at random; null when the draw has nothing to do. */
+  #drawChange(current: Configuration, leader: number): Configuration | null {
+    const random = this.#membershipRandom;
+    const voters = current.voters;
+    const learners = current.learners;
+    const members = new Set([...voters, ...learners].map((m) => m.id));
+    const spares = [...Array(this.#n).keys()].filter((id) => !members.has(id));
+    const pick = <T>(list: T[]): T => list[randomInt(random, 0, list.length - 1)]!;
+    switch (randomInt(random, 0, 4)) {
+      case 0: // add a learner
+        if (spares.length === 0) return null;
+        return { voters, learners: [...learners, { id: pick(spares), address: "" }] };
+      case 1: { // promote a learner
+        if (learners.length === 0) return null;
+        const learner = pick(learners);
+        return {
+          voters: [...voters, learner],
+          learners: learners.filter((m) => m !== learner),
+        };
+      }
+      case 2: { // remove a voter, the leader one time in four
+        if (voters.length === 1) return null;
+        const victim = random() < 0.25 ? leader : pick(voters.map((m) => m.id));
+        return { voters: voters.filter((m) => m.id !== victim), learners };
+      }
+      case 3: { // demote a voter to learner
+        if (voters.length === 1) return null;
+        const demoted = pick(voters);
+        return { voters: voters.filter((m) => m !== demoted), learners: [...learners, demoted] };
+      }
+      default: // remove a learner
+        if (learners.length === 0) return null;
+        const removed = pick(learners);
+        return { voters, learners: learners.filter((m) => m !== removed) };
+    }
+  }
+
   // --- Liveness ---
 
   /** Commands of the liveness phase, and which core peers applied each. */
@@ -531,7 +660,10 @@ class ExplorerRun {
   async #liveness(): Promise<void> {
     const leader = this.#leader();
     let core = this.#plan.core;
-    if (this.#plan.coreAvoidsLeader && leader !== null && core.includes(leader)) {
+    if (this.#membership) {
+      // Who makes a majority now depends on the changes: every peer heals.
+      core = [...Array(this.#n).keys()];
+    } else if (this.#plan.coreAvoidsLeader && leader !== null && core.includes(leader)) {
       const others = [...Array(this.#n).keys()].filter((i) => i !== leader);
       core = shuffle(this.#sim.random, others).slice(0, core.length).sort((a, b) => a - b);
     }

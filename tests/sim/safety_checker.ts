@@ -17,12 +17,24 @@
  * - Committed entries are electable only with them: once an entry is committed, no peer whose log
  *   lacks it may be at least as up-to-date (§5.4.1) as a majority, or it could win an election
  *   without it. This sees a Figure 8 history the moment the wrong entry commits, not only when a
- *   later leader happens to overwrite it.
+ *   later leader happens to overwrite it. (Checked while the membership stays fixed: with
+ *   changes, who makes a majority depends on each candidate's configuration.)
+ * - Configuration in effect (thesis §4.1): each peer counts by the latest configuration in its
+ *   log, committed or not; without one after its snapshot, the snapshot's; without either, the
+ *   one it started with. Committed configuration entries are committed entries: State Machine
+ *   Safety and Leader Completeness keep them from being lost.
  *
  * @module
  */
 
-import type { ApplyMsg, LogEntry, PersistChange, PersistentState } from "../../mod.ts";
+import type {
+  ApplyMsg,
+  Configuration,
+  LogEntry,
+  PersistChange,
+  PersistentState,
+  Snapshot,
+} from "../../mod.ts";
 
 /** Which property broke, and how. */
 export interface Violation {
@@ -78,10 +90,37 @@ export class SafetyChecker {
   readonly #grantedVote: ({ term: number; candidate: number } | null)[];
   /** Per peer, the highest term seen in its current instance. */
   readonly #seenTerm: number[];
+  /** The configuration every peer starts with. */
+  readonly #initial: Configuration;
+  /** Whether configurations may change in this run. */
+  readonly #fixedMembership: boolean;
+  /** Per peer, the configuration its snapshot carries (or the first one), and where. */
+  readonly #baseConfiguration: { index: number; configuration: Configuration }[];
+  /** Per peer, the indexes of the configuration entries in its log after the base. */
+  readonly #configIndexes: number[][];
 
-  /** Checks a cluster of `peers`; `now` gives the virtual time for reports. */
-  constructor(peers: number, now: () => number) {
+  /**
+   * Checks a cluster of `peers` that starts in `initial` (default: every peer a voter), whose
+   * membership is fixed unless `fixedMembership` is false; `now` gives the virtual time for
+   * reports.
+   */
+  constructor(
+    peers: number,
+    now: () => number,
+    initial: Configuration = {
+      voters: Array.from({ length: peers }, (_, id) => ({ id, address: "" })),
+      learners: [],
+    },
+    fixedMembership = true,
+  ) {
     this.#now = now;
+    this.#initial = initial;
+    this.#fixedMembership = fixedMembership;
+    this.#baseConfiguration = Array.from({ length: peers }, () => ({
+      index: 0,
+      configuration: initial,
+    }));
+    this.#configIndexes = Array.from({ length: peers }, () => []);
     this.#lastApplied = new Array(peers).fill(0);
     this.#logs = Array.from({ length: peers }, () => []);
     this.#prefixHashes = Array.from({ length: peers }, () => []);
@@ -135,6 +174,8 @@ export class SafetyChecker {
     this.#lastApplied[peer] = 0;
     this.#logs[peer] = [];
     this.#prefixHashes[peer] = [];
+    this.#baseConfiguration[peer] = { index: 0, configuration: this.#initial };
+    this.#configIndexes[peer] = [];
     const snapshotIndex = state.snapshot?.index ?? 0;
     if (state.snapshot !== null) this.#takeSnapshot(peer, state.snapshot);
     this.#appendToLog(peer, snapshotIndex + 1, state.log);
@@ -145,8 +186,11 @@ export class SafetyChecker {
    * the committed history through there. The peer's log (as this checker follows it) starts with
    * the committed entries.
    */
-  #takeSnapshot(peer: number, snapshot: { index: number; term: number }): void {
+  #takeSnapshot(peer: number, snapshot: Snapshot): void {
     const { index, term } = snapshot;
+    const configuration = snapshot.configuration ?? this.#expectedConfiguration(peer, index);
+    this.#baseConfiguration[peer] = { index, configuration };
+    this.#configIndexes[peer] = this.#configIndexes[peer]!.filter((at) => at > index);
     if (index > this.#committedEntries.length) {
       this.#fail(
         "Snapshots hold the committed history",
@@ -171,6 +215,7 @@ export class SafetyChecker {
     }
     this.#logs[peer] = this.#committedEntries.slice(0, index).map(([t, c]) => [t, c]);
     this.#prefixHashes[peer] = this.#committedHashes.slice(0, index);
+    this.#configIndexes[peer] = [];
   }
 
   /** A peer sent a request or a reply carrying `term`. */
@@ -211,10 +256,12 @@ export class SafetyChecker {
     const hashes = this.#prefixHashes[peer]!;
     log.length = Math.min(log.length, from - 1);
     hashes.length = log.length;
+    this.#configIndexes[peer] = this.#configIndexes[peer]!.filter((at) => at < from);
     for (const entry of entries) {
       const text = JSON.stringify(entry.command);
       log.push([entry.term, text]);
       const index = log.length;
+      if (entry.type === "config") this.#configIndexes[peer]!.push(index);
       const hash = hashPrefix(hashes[index - 2] ?? "", entry.term, text);
       hashes.push(hash);
       // Log Matching: same index and term means the same prefix, in every log, at every time.
@@ -227,6 +274,30 @@ export class SafetyChecker {
           `peer ${peer}'s log holds an entry at index ${index} in term ${entry.term} (${text}) whose preceding entries differ from another log's entry with that index and term`,
         );
       }
+    }
+  }
+
+  /**
+   * The configuration in effect on `peer` through `index` (its whole log by default), as its log
+   * and snapshot say.
+   */
+  #expectedConfiguration(peer: number, index = Infinity): Configuration {
+    const indexes = this.#configIndexes[peer]!.filter((at) => at <= index);
+    const last = indexes.at(-1);
+    if (last === undefined) return this.#baseConfiguration[peer]!.configuration;
+    return JSON.parse(this.#logs[peer]![last - 1]![1]) as Configuration;
+  }
+
+  /** Between steps: `peer` counts votes and acknowledgements by `configuration`. */
+  onConfiguration(peer: number, configuration: Configuration): void {
+    const expected = this.#expectedConfiguration(peer);
+    if (describe(expected) !== describe(configuration)) {
+      this.#fail(
+        "Configuration in effect",
+        `peer ${peer} counts by ${
+          describe(configuration)
+        }, but the latest configuration in its log is ${describe(expected)}`,
+      );
     }
   }
 
@@ -271,6 +342,7 @@ export class SafetyChecker {
    * up-to-date as a majority of the logs (its own included), or that majority would elect it.
    */
   #checkElectableOnlyWith(index: number, text: string): void {
+    if (!this.#fixedMembership) return;
     const lasts = this.#logs.map((log): [number, number] => [log.at(-1)?.[0] ?? 0, log.length]);
     const majority = Math.floor(this.#logs.length / 2) + 1;
     for (const [peer, log] of this.#logs.entries()) {
@@ -379,6 +451,13 @@ export class SafetyChecker {
       }
     }
   }
+}
+
+/** A configuration's members, as `voters 0,1,2 learners 3`. */
+function describe(configuration: Configuration): string {
+  const ids = (members: { id: number }[]) =>
+    members.map((member) => member.id).sort((a, b) => a - b).join(",");
+  return `voters ${ids(configuration.voters)} learners ${ids(configuration.learners)}`;
 }
 
 /** §5.4.1: is a log ending at `a` at least as up-to-date as one ending at `b`? */
