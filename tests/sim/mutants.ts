@@ -112,6 +112,35 @@ export const mutants: Mutant[] = [
     huntable: true,
   },
   {
+    name: "membership change before an entry of the leader's term commits",
+    description:
+      "a new leader changes the membership at once, though an uncommitted change of an earlier leader may be in other logs: the single-server change bug, whose fix is to commit an entry of the leader's own term first",
+    file: "raft/core.ts",
+    find:
+      '    if (this.#log.termAt(this.#commitIndex) !== this.#currentTerm) {\n      return {\n        ok: false,\n        reason: "in progress",',
+    replace: '    if (false) {\n      return {\n        ok: false,\n        reason: "in progress",',
+    huntable: true,
+  },
+  {
+    name: "configurations take effect at commit",
+    description:
+      "a server counts by the latest committed configuration in its log rather than the latest appended one (thesis §4.1 takes it at append)",
+    file: "raft/core.ts",
+    find: "    return this.#history.current;",
+    replace: "    return this.#history.at(this.#commitIndex);",
+    huntable: true,
+  },
+  {
+    name: "learners vote",
+    description:
+      "learners count as voters: candidates ask them and count their votes, and their acknowledgements count toward commits",
+    file: "raft/tracker.ts",
+    find: "    const electorate = configuration.voters.map((member) => member.id);",
+    replace:
+      "    const electorate = [...configuration.voters, ...configuration.learners].map((member) => member.id);",
+    huntable: true,
+  },
+  {
     name: "saves one at a time",
     description:
       "the driver starts a save only once the previous one resolved, so with a slow disk saves pile up and replies wait for the pile (the bug seed 32803 found)",
