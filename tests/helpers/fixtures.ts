@@ -27,3 +27,18 @@ export const FORMAT_1_STATE: PersistentState = {
     { term: 3, command: null },
   ],
 };
+
+/**
+ * What the format 2 fixtures hold: stores written just before membership changes, whose
+ * snapshot has no configuration.
+ */
+export const FORMAT_2_STATE: PersistentState = {
+  term: 2,
+  votedFor: 1,
+  snapshot: { index: 2, term: 1, data: Uint8Array.from({ length: 1000 }, (_, i) => (i * 7) % 256) },
+  log: [
+    { term: 1, command: "three" },
+    { term: 2, command: null, type: "noop" },
+    { term: 2, command: [5] },
+  ],
+};
