@@ -212,6 +212,9 @@ export function randomChange(
     snapshotIndex = randomInt(random, snapshotIndex, bounds.lastIndex + 3);
     const size = random() < 0.1 ? randomInt(random, 60_000, 200_000) : randomInt(random, 0, 300);
     change.snapshot = { index: snapshotIndex, term, data: snapshotData(step, size) };
+    // Two snapshots in three carry a configuration (decided by the step, so that the random
+    // draws, and with them the rest of the workload, stay as they were before membership).
+    if (step % 3 !== 0) change.snapshot.configuration = stepConfiguration(step);
     if (random() < 0.5) return change;
   }
   const lastIndex = Math.max(bounds.lastIndex, snapshotIndex);
@@ -221,9 +224,22 @@ export function randomChange(
     ? lastIndex + 1
     : randomInt(random, Math.max(snapshotIndex + 1, lastIndex - 5), lastIndex + 1);
   const count = randomInt(random, 0, 4);
-  const entries = Array.from({ length: count }, (_, k) => entry(term, { step, k }));
+  // Now and then a configuration entry among the commands, decided as above.
+  const entries = Array.from(
+    { length: count },
+    (_, k): LogEntry =>
+      (step + k) % 7 === 0
+        ? { term, command: stepConfiguration(step + k), type: "config" }
+        : entry(term, { step, k }),
+  );
   change.log = { from, entries };
   return change;
+}
+
+/** A configuration that depends on `step`: one to five voters, and sometimes a learner. */
+export function stepConfiguration(step: number): Configuration {
+  const voters = Array.from({ length: 1 + step % 5 }, (_, id) => id);
+  return configuration(voters, step % 2 === 0 ? [9] : []);
 }
 
 /** `size` bytes that depend on `step`, for a snapshot's data. */
