@@ -12,7 +12,12 @@ import {
   snapshotContract,
 } from "./helpers/persister_contract.ts";
 import { openInChildProcess } from "./helpers/open_elsewhere.ts";
-import { FORMAT_1_STATE, FORMAT_2_STATE, unzipFixture } from "./helpers/fixtures.ts";
+import {
+  AFTER_FORMAT_2,
+  FORMAT_1_STATE,
+  FORMAT_2_STATE,
+  unzipFixture,
+} from "./helpers/fixtures.ts";
 import { configuration, ReferenceModel, snapshotData } from "./helpers/persister_contract.ts";
 import { sanitized } from "./helpers/sanitized.ts";
 
@@ -812,26 +817,12 @@ Deno.test(
       assert.equal(new TextDecoder().decode(old.subarray(0, 8)), "RAFTSNP1");
       assert.deepEqual(await loadFrom(directory), FORMAT_2_STATE);
       const persister = await FilePersister.open(directory);
-      const config: LogEntry = { term: 3, command: configuration([0, 1, 2]), type: "config" };
-      await persister.save({ term: 3, votedFor: 0, log: { from: 6, entries: [config] } });
-      assert.deepEqual(await persister.load(), {
-        ...FORMAT_2_STATE,
-        term: 3,
-        votedFor: 0,
-        log: [...FORMAT_2_STATE.log, config],
-      });
-      const snapshot = {
-        index: 4,
-        term: 2,
-        data: snapshotData(4, 100),
-        configuration: configuration([0, 1]),
-      };
-      await persister.save({ term: 3, votedFor: 0, snapshot });
+      for (const change of AFTER_FORMAT_2.changes) await persister.save(change);
       await persister.close();
-      const expected = { term: 3, votedFor: 0, snapshot, log: [FORMAT_2_STATE.log[2]!, config] };
-      assert.deepEqual(await loadFrom(directory), expected);
+      assert.deepEqual(await loadFrom(directory), AFTER_FORMAT_2.state);
       assert.deepEqual(namesIn(directory), ["LOCK", "raft.log", "snapshot.2"]);
       // The new file as docs/persisters.md describes it.
+      const snapshot = AFTER_FORMAT_2.state.snapshot!;
       const file = await Deno.readFile(join(directory, "snapshot.2"));
       const view = new DataView(file.buffer);
       const json = text(JSON.stringify(snapshot.configuration));

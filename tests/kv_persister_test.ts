@@ -14,7 +14,12 @@ import {
 } from "./helpers/persister_contract.ts";
 import { crc32 } from "../src/storage/_crc32.ts";
 import { openInChildProcess } from "./helpers/open_elsewhere.ts";
-import { FORMAT_1_STATE, FORMAT_2_STATE, unzipFixture } from "./helpers/fixtures.ts";
+import {
+  AFTER_FORMAT_2,
+  FORMAT_1_STATE,
+  FORMAT_2_STATE,
+  unzipFixture,
+} from "./helpers/fixtures.ts";
 import { configuration, snapshotData } from "./helpers/persister_contract.ts";
 import { float64s } from "../src/storage/_bytes.ts";
 import { sanitized } from "./helpers/sanitized.ts";
@@ -29,6 +34,16 @@ async function withDatabase(body: (path: string) => Promise<void>): Promise<void
     await body(`${directory}/peer.kv`);
   } finally {
     await Deno.remove(directory, { recursive: true });
+  }
+}
+
+/** What a persister opened on `path` loads; it is closed again. */
+async function loadFrom(path: string): Promise<PersistentState> {
+  const persister = await KvPersister.open(path);
+  try {
+    return await persister.load();
+  } finally {
+    await persister.close();
   }
 }
 
@@ -735,13 +750,7 @@ Deno.test(
         await persister.close();
         await flipBitOf(path, find, find.length - 2);
         await assert.rejects(
-          KvPersister.open(path).then(async (opened) => {
-            try {
-              await opened.load();
-            } finally {
-              await opened.close();
-            }
-          }),
+          loadFrom(path),
           (error: unknown) =>
             error instanceof PersisterCorruptError && /checksum/.test(error.message),
           what,
@@ -759,28 +768,13 @@ Deno.test(
       await unzipFixture("kv_format2.kv.gz", path);
       const persister = await KvPersister.open(path);
       assert.deepEqual(await persister.load(), FORMAT_2_STATE);
-      const config = { term: 3, command: configuration([0, 1, 2]), type: "config" as const };
-      await persister.save({ term: 3, votedFor: 0, log: { from: 6, entries: [config] } });
-      const snapshot = {
-        index: 4,
-        term: 2,
-        data: snapshotData(4, 100),
-        configuration: configuration([0, 1]),
-      };
-      await persister.save({ term: 3, votedFor: 0, snapshot });
+      for (const change of AFTER_FORMAT_2.changes) await persister.save(change);
       await persister.close();
-      const reopened = await KvPersister.open(path);
-      const expected: PersistentState = {
-        term: 3,
-        votedFor: 0,
-        snapshot,
-        log: [FORMAT_2_STATE.log[2]!, config],
-      };
-      assert.deepEqual(await reopened.load(), expected);
-      await reopened.close();
+      assert.deepEqual(await loadFrom(path), AFTER_FORMAT_2.state);
       const state = await storedState(path) as { version: number; snapshot: unknown };
       assert.equal(state.version, 3);
-      const bytes = new TextEncoder().encode(JSON.stringify(snapshot.configuration)).length;
+      const { configuration } = AFTER_FORMAT_2.state.snapshot!;
+      const bytes = new TextEncoder().encode(JSON.stringify(configuration)).length;
       assert.deepEqual(state.snapshot, {
         index: 4,
         term: 2,
@@ -850,13 +844,7 @@ Deno.test(
         await persister.close();
         await flipBitOf(path, marker);
         await assert.rejects(
-          KvPersister.open(path).then(async (opened) => {
-            try {
-              await opened.load();
-            } finally {
-              await opened.close();
-            }
-          }),
+          loadFrom(path),
           (error: unknown) =>
             error instanceof PersisterCorruptError && error.message.includes(path) &&
             message.test(error.message),
@@ -942,13 +930,7 @@ Deno.test(
         for (const [key, value] of rows) await kv.set(key, value);
         kv.close();
         await assert.rejects(
-          KvPersister.open(path).then(async (opened) => {
-            try {
-              await opened.load();
-            } finally {
-              await opened.close();
-            }
-          }),
+          loadFrom(path),
           (error: unknown) =>
             error instanceof PersisterCorruptError && error.message.includes(path) &&
             message.test(error.message),

@@ -283,6 +283,16 @@ function noopEntry(term: number): LogEntry {
   return { term, command: null, type: "noop" };
 }
 
+/** What a persister opened on `place` loads; it is closed again. */
+async function reopenedState(open: OpenPersister, place: string): Promise<PersistentState> {
+  const persister = await open(place);
+  try {
+    return await persister.load();
+  } finally {
+    await persister.close();
+  }
+}
+
 /**
  * Saves `changes` one by one on what `open(place)` gives, checking after each that a load and a
  * load after a reopen give the state {@linkcode ReferenceModel} says.
@@ -715,9 +725,7 @@ export function membershipContract(name: string, open: OpenPersister): void {
     loaded.snapshot!.configuration!.voters[0]!.id = 99;
     assert.deepEqual(await persister.load(), expected);
     await persister.close();
-    const reopened = await open(place);
-    assert.deepEqual(await reopened.load(), expected);
-    await reopened.close();
+    assert.deepEqual(await reopenedState(open, place), expected);
   });
 
   test("configurations are stored as plain copies, members sorted by id", async (place) => {
@@ -744,9 +752,7 @@ export function membershipContract(name: string, open: OpenPersister): void {
     };
     assert.deepEqual(await persister.load(), expected);
     await persister.close();
-    const reopened = await open(place);
-    assert.deepEqual(await reopened.load(), expected);
-    await reopened.close();
+    assert.deepEqual(await reopenedState(open, place), expected);
   });
 
   test("a configuration that is not one, or an unknown entry type, is refused and changes nothing", async (place) => {
@@ -799,13 +805,11 @@ export function membershipContract(name: string, open: OpenPersister): void {
     assert.deepEqual(await persister.load(), before, "nothing changed");
     await persister.save({ term: 2, votedFor: 1, log: log(2, "ok") });
     await persister.close();
-    const reopened = await open(place);
-    assert.deepEqual(await reopened.load(), {
+    assert.deepEqual(await reopenedState(open, place), {
       ...before,
       term: 2,
       votedFor: 1,
       log: [...before.log, entry(1, "ok")],
     });
-    await reopened.close();
   });
 }
