@@ -4,15 +4,26 @@ import { join } from "node:path";
 import { crc32 } from "../src/storage/_crc32.ts";
 import { FilePersister } from "../src/storage/file_persister.ts";
 import { PersisterCorruptError, PersisterLockedError } from "../src/storage/errors.ts";
-import type { PersistChange, PersistentState } from "../src/types.ts";
-import { persisterContract, snapshotContract } from "./helpers/persister_contract.ts";
+import { float64s } from "../src/storage/_bytes.ts";
+import type { LogEntry, PersistChange, PersistentState } from "../src/types.ts";
+import {
+  membershipContract,
+  persisterContract,
+  snapshotContract,
+} from "./helpers/persister_contract.ts";
 import { openInChildProcess } from "./helpers/open_elsewhere.ts";
-import { FORMAT_1_STATE, unzipFixture } from "./helpers/fixtures.ts";
-import { ReferenceModel, snapshotData } from "./helpers/persister_contract.ts";
+import {
+  AFTER_FORMAT_2,
+  FORMAT_1_STATE,
+  FORMAT_2_STATE,
+  unzipFixture,
+} from "./helpers/fixtures.ts";
+import { configuration, ReferenceModel, snapshotData } from "./helpers/persister_contract.ts";
 import { sanitized } from "./helpers/sanitized.ts";
 
 persisterContract("FilePersister", (place) => FilePersister.open(place));
 snapshotContract("FilePersister", (place) => FilePersister.open(place));
+membershipContract("FilePersister", (place) => FilePersister.open(place));
 
 async function withDirectory(body: (directory: string) => Promise<void>): Promise<void> {
   const directory = await Deno.makeTempDir({ prefix: "raft-file-" });
@@ -28,10 +39,12 @@ const first: PersistChange = {
   votedFor: 0,
   log: { from: 1, entries: [{ term: 1, command: "one" }, { term: 1, command: "two" }] },
 };
+/** A configuration entry, stored in a record of its own type. */
+const configEntry: LogEntry = { term: 2, command: configuration([0, 1, 2]), type: "config" };
 const second: PersistChange = {
   term: 2,
   votedFor: 1,
-  log: { from: 2, entries: [{ term: 2, command: { three: 3 } }] },
+  log: { from: 2, entries: [{ term: 2, command: { three: 3 } }, configEntry] },
 };
 const afterFirst: PersistentState = {
   term: 1,
@@ -43,7 +56,7 @@ const afterSecond: PersistentState = {
   term: 2,
   votedFor: 1,
   snapshot: null,
-  log: [{ term: 1, command: "one" }, { term: 2, command: { three: 3 } }],
+  log: [{ term: 1, command: "one" }, { term: 2, command: { three: 3 } }, configEntry],
 };
 
 /** Saves `first` and `second`; returns the log file and the offset where `second` starts. */
@@ -57,6 +70,22 @@ async function twoSaves(directory: string): Promise<{ path: string; secondAt: nu
   await again.save(second);
   await again.close();
   return { path, secondAt };
+}
+
+/** A record of `raft.log` as the format describes it, with `body` as given. */
+function record(type: number, body: Uint8Array): Uint8Array {
+  const bytes = new Uint8Array(12 + 1 + body.length);
+  const view = new DataView(bytes.buffer);
+  bytes[12] = type;
+  bytes.set(body, 13);
+  view.setUint32(0, 1 + body.length, true);
+  view.setUint32(4, crc32(bytes.subarray(12)), true);
+  view.setUint32(8, crc32(bytes.subarray(0, 8)), true);
+  return bytes;
+}
+
+function text(value: string): Uint8Array {
+  return new TextEncoder().encode(value);
 }
 
 async function loadFrom(directory: string): Promise<PersistentState> {
@@ -215,11 +244,20 @@ async function compactionRun(preallocate: boolean): Promise<void> {
   await withDirectory(async (directory) => {
     const path = join(directory, "raft.log");
     const persister = await FilePersister.open(directory, { compactMinBytes: 4096, preallocate });
-    const entries = Array.from({ length: 50 }, (_, i) => ({ term: 1, command: `entry ${i}` }));
+    // Every tenth entry a configuration entry: compaction must copy it as one.
+    const entries = Array.from(
+      { length: 50 },
+      (_, i): LogEntry =>
+        i % 10 === 0
+          ? { term: 1, command: configuration([0, i + 1]), type: "config" }
+          : { term: 1, command: `entry ${i}` },
+    );
     await persister.save({ term: 1, votedFor: null, log: { from: 1, entries } });
     let largest = 0;
     for (let round = 0; round < 400; round++) {
-      const last = { term: 2, command: `round ${round}` };
+      const last: LogEntry = round % 2 === 0
+        ? { term: 2, command: `round ${round}` }
+        : { term: 2, command: configuration([round]), type: "config" };
       await persister.save({ term: 2, votedFor: round % 3, log: { from: 50, entries: [last] } });
       largest = Math.max(largest, (await Deno.stat(path)).size);
     }
@@ -227,7 +265,7 @@ async function compactionRun(preallocate: boolean): Promise<void> {
       term: 2,
       votedFor: 399 % 3,
       snapshot: null,
-      log: [...entries.slice(0, 49), { term: 2, command: "round 399" }],
+      log: [...entries.slice(0, 49), { term: 2, command: configuration([399]), type: "config" }],
     };
     assert.deepEqual(await persister.load(), expected);
     await persister.close();
@@ -391,23 +429,6 @@ Deno.test(
   sanitized,
   async () => {
     await withDirectory(async (directory) => {
-      /** A record as the format describes it, with `body` as given. */
-      const record = (type: number, body: Uint8Array) => {
-        const bytes = new Uint8Array(12 + 1 + body.length);
-        const view = new DataView(bytes.buffer);
-        bytes[12] = type;
-        bytes.set(body, 13);
-        view.setUint32(0, 1 + body.length, true);
-        view.setUint32(4, crc32(bytes.subarray(12)), true);
-        view.setUint32(8, crc32(bytes.subarray(0, 8)), true);
-        return bytes;
-      };
-      const float64s = (...values: number[]) => {
-        const bytes = new Uint8Array(8 * values.length);
-        values.forEach((value, i) => new DataView(bytes.buffer).setFloat64(8 * i, value, true));
-        return bytes;
-      };
-      const text = (value: string) => new TextEncoder().encode(value);
       await Deno.writeFile(
         join(directory, "raft.log"),
         new Uint8Array([
@@ -659,7 +680,12 @@ Deno.test(
       await persister.save({
         term: 1,
         votedFor: null,
-        snapshot: { index: 1, term: 1, data: snapshotData(1, 1000) },
+        snapshot: {
+          index: 1,
+          term: 1,
+          data: snapshotData(1, 1000),
+          configuration: configuration([0, 1, 2]),
+        },
       });
       await persister.close();
       const path = join(directory, "snapshot.1");
@@ -667,6 +693,14 @@ Deno.test(
       const damages: [string, Uint8Array | null][] = [
         ["a flipped bit in the data", whole.map((byte, i) => i === 500 ? byte ^ 0x10 : byte)],
         ["a flipped bit in the header", whole.map((byte, i) => i === 10 ? byte ^ 0x01 : byte)],
+        [
+          "a flipped bit in the configuration",
+          whole.map((byte, i) => i === 50 ? byte ^ 0x01 : byte),
+        ],
+        [
+          "a configuration length past the end",
+          whole.map((byte, i) => i === 39 ? 0x7f : byte),
+        ],
         ["a cut", whole.subarray(0, whole.length - 1)],
         ["an empty file", new Uint8Array(0)],
         ["no file", null],
@@ -768,6 +802,98 @@ Deno.test(
       await plain.save(second);
       await plain.close();
       assert.deepEqual(await loadFrom(directory), afterSecond);
+    });
+  },
+);
+
+Deno.test(
+  "FilePersister: loads a log and a snapshot file written before membership, then saves configurations",
+  sanitized,
+  async () => {
+    await withDirectory(async (directory) => {
+      await unzipFixture("file_format2_raft.log.gz", join(directory, "raft.log"));
+      await unzipFixture("file_format2_snapshot.1.gz", join(directory, "snapshot.1"));
+      const old = await Deno.readFile(join(directory, "snapshot.1"));
+      assert.equal(new TextDecoder().decode(old.subarray(0, 8)), "RAFTSNP1");
+      assert.deepEqual(await loadFrom(directory), FORMAT_2_STATE);
+      const persister = await FilePersister.open(directory);
+      for (const change of AFTER_FORMAT_2.changes) await persister.save(change);
+      await persister.close();
+      assert.deepEqual(await loadFrom(directory), AFTER_FORMAT_2.state);
+      assert.deepEqual(namesIn(directory), ["LOCK", "raft.log", "snapshot.2"]);
+      // The new file as docs/persisters.md describes it.
+      const snapshot = AFTER_FORMAT_2.state.snapshot!;
+      const file = await Deno.readFile(join(directory, "snapshot.2"));
+      const view = new DataView(file.buffer);
+      const json = text(JSON.stringify(snapshot.configuration));
+      assert.equal(new TextDecoder().decode(file.subarray(0, 8)), "RAFTSNP2");
+      assert.deepEqual([8, 16, 24].map((at) => view.getFloat64(at, true)), [4, 2, 100]);
+      assert.equal(view.getUint32(32, true), crc32(snapshot.data));
+      assert.equal(view.getUint32(36, true), json.length);
+      assert.deepEqual(file.subarray(40, 40 + json.length), json);
+      assert.equal(
+        view.getUint32(40 + json.length, true),
+        crc32(file.subarray(0, 40 + json.length)),
+      );
+      assert.deepEqual(file.subarray(44 + json.length), snapshot.data);
+    });
+  },
+);
+
+Deno.test(
+  "FilePersister: a configuration that passes its checksum but is not one is damage",
+  sanitized,
+  async () => {
+    const noVoters = { voters: [], learners: [{ id: 1, address: "" }] };
+    // A configuration entry record: index 1, term 1, then the configuration's JSON.
+    const configRecord = (json: string) =>
+      record(6, new Uint8Array([...float64s(1, 1), ...text(json)]));
+    const hardState = record(1, new Uint8Array([...float64s(1, -1), 0xff]));
+    const logs: [string, string, RegExp][] = [
+      [
+        "no voters",
+        JSON.stringify(noVoters),
+        /is not a valid configuration: .* at least one voter/,
+      ],
+      ["a string", `"x"`, /is not a valid configuration: .* must be an object/],
+      ["not JSON", `{"voters":`, /is not valid JSON/],
+    ];
+    for (const [what, json, message] of logs) {
+      await withDirectory(async (directory) => {
+        const path = join(directory, "raft.log");
+        await Deno.writeFile(
+          path,
+          new Uint8Array([...text("RAFTLOG1"), ...configRecord(json), ...hardState]),
+        );
+        await assert.rejects(
+          loadFrom(directory),
+          (error: unknown) =>
+            error instanceof PersisterCorruptError && error.file === path && error.offset === 8 &&
+            /configuration entry record/.test(error.message) && message.test(error.message),
+          what,
+        );
+      });
+    }
+    // A snapshot file whose header checks, holding a configuration that is not one.
+    await withDirectory(async (directory) => {
+      const persister = await FilePersister.open(directory);
+      const data = snapshotData(1, 10);
+      await persister.save({ term: 1, votedFor: null, snapshot: { index: 1, term: 1, data } });
+      await persister.close();
+      const path = join(directory, "snapshot.1");
+      const file = await Deno.readFile(path);
+      const json = text(JSON.stringify(noVoters));
+      const header = new Uint8Array([...file.subarray(0, 36), 0, 0, 0, 0, ...json, 0, 0, 0, 0]);
+      const view = new DataView(header.buffer);
+      view.setUint32(36, json.length, true);
+      view.setUint32(header.length - 4, crc32(header.subarray(0, header.length - 4)), true);
+      await Deno.writeFile(path, new Uint8Array([...header, ...data]));
+      await assert.rejects(
+        loadFrom(directory),
+        (error: unknown) =>
+          error instanceof PersisterCorruptError && error.file === path && error.offset === 40 &&
+          /snapshot's configuration is not a valid configuration/.test(error.message),
+      );
     });
   },
 );

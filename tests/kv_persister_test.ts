@@ -6,16 +6,27 @@ import {
   PersisterCorruptError,
   PersisterLockedError,
 } from "../src/storage/errors.ts";
-import type { LogEntry } from "../src/types.ts";
-import { persisterContract, snapshotContract } from "./helpers/persister_contract.ts";
+import type { Configuration, LogEntry, PersistChange, PersistentState } from "../src/types.ts";
+import {
+  membershipContract,
+  persisterContract,
+  snapshotContract,
+} from "./helpers/persister_contract.ts";
 import { crc32 } from "../src/storage/_crc32.ts";
 import { openInChildProcess } from "./helpers/open_elsewhere.ts";
-import { FORMAT_1_STATE, unzipFixture } from "./helpers/fixtures.ts";
-import { snapshotData } from "./helpers/persister_contract.ts";
+import {
+  AFTER_FORMAT_2,
+  FORMAT_1_STATE,
+  FORMAT_2_STATE,
+  unzipFixture,
+} from "./helpers/fixtures.ts";
+import { configuration, snapshotData } from "./helpers/persister_contract.ts";
+import { float64s } from "../src/storage/_bytes.ts";
 import { sanitized } from "./helpers/sanitized.ts";
 
 persisterContract("KvPersister", (place) => KvPersister.open(place));
 snapshotContract("KvPersister", (place) => KvPersister.open(place));
+membershipContract("KvPersister", (place) => KvPersister.open(place));
 
 async function withDatabase(body: (path: string) => Promise<void>): Promise<void> {
   const directory = await Deno.makeTempDir({ prefix: "raft-kv-" });
@@ -23,6 +34,16 @@ async function withDatabase(body: (path: string) => Promise<void>): Promise<void
     await body(`${directory}/peer.kv`);
   } finally {
     await Deno.remove(directory, { recursive: true });
+  }
+}
+
+/** What a persister opened on `path` loads; it is closed again. */
+async function loadFrom(path: string): Promise<PersistentState> {
+  const persister = await KvPersister.open(path);
+  try {
+    return await persister.load();
+  } finally {
+    await persister.close();
   }
 }
 
@@ -37,7 +58,7 @@ async function rawKeys(path: string, prefix: Deno.KvKey): Promise<Deno.KvKey[]> 
   }
 }
 
-/** The state key of the database at `path`, its checksum checked (format 2). */
+/** The state key of the database at `path`, its checksum checked (formats 2 and 3). */
 async function storedState(path: string): Promise<unknown> {
   const kv = await Deno.openKv(path);
   try {
@@ -175,7 +196,7 @@ Deno.test(
       assert.deepEqual(await persister.load(), expected);
       await persister.close();
       assert.deepEqual(await storedState(path), {
-        version: 2,
+        version: 3,
         term: 2,
         votedFor: 0,
         lastIndex: 3,
@@ -567,7 +588,7 @@ Deno.test(
       const reopened = await KvPersister.open(path);
       assert.deepEqual(await reopened.load(), expected);
       await reopened.close();
-      assert.equal((await storedState(path) as { version: number }).version, 2);
+      assert.equal((await storedState(path) as { version: number }).version, 3);
     });
   },
 );
@@ -659,7 +680,12 @@ Deno.test(
       log: [1, 2, 3].map((i) => ({ term: 1, command: `old ${i}` })),
     };
     // 2 MB of data (about 3 commits of chunks) and entries too large for one commit (staged).
-    const snapshot = { index: 2, term: 1, data: snapshotData(3, 2_000_000) };
+    const snapshot = {
+      index: 2,
+      term: 1,
+      data: snapshotData(3, 2_000_000),
+      configuration: configuration([0, 1, 2], [3]),
+    };
     const large = [3, 4, 5].map((i) => ({ term: 2, command: bigCommand(300_000, `${i}`) }));
     const change = { term: 2, votedFor: 0, snapshot, log: { from: 3, entries: large } };
     const after = { term: 2, votedFor: 0, snapshot, log: large };
@@ -724,15 +750,190 @@ Deno.test(
         await persister.close();
         await flipBitOf(path, find, find.length - 2);
         await assert.rejects(
-          KvPersister.open(path).then(async (opened) => {
-            try {
-              await opened.load();
-            } finally {
-              await opened.close();
-            }
-          }),
+          loadFrom(path),
           (error: unknown) =>
             error instanceof PersisterCorruptError && /checksum/.test(error.message),
+          what,
+        );
+      });
+    }
+  },
+);
+
+Deno.test(
+  "KvPersister: loads a database of format 2, then saves configurations in format 3",
+  sanitized,
+  async () => {
+    await withDatabase(async (path) => {
+      await unzipFixture("kv_format2.kv.gz", path);
+      const persister = await KvPersister.open(path);
+      assert.deepEqual(await persister.load(), FORMAT_2_STATE);
+      for (const change of AFTER_FORMAT_2.changes) await persister.save(change);
+      await persister.close();
+      assert.deepEqual(await loadFrom(path), AFTER_FORMAT_2.state);
+      const state = await storedState(path) as { version: number; snapshot: unknown };
+      assert.equal(state.version, 3);
+      const { configuration } = AFTER_FORMAT_2.state.snapshot!;
+      const bytes = new TextEncoder().encode(JSON.stringify(configuration)).length;
+      assert.deepEqual(state.snapshot, {
+        index: 4,
+        term: 2,
+        generation: 2,
+        configurationBytes: bytes,
+        bytes: 100,
+        chunks: 1,
+      });
+    });
+  },
+);
+
+/** The state key's value for `state`: its CRC-32, then its JSON. */
+function stateValue(state: unknown): Uint8Array {
+  const json = new TextEncoder().encode(JSON.stringify(state));
+  const value = new Uint8Array(4 + json.length);
+  new DataView(value.buffer).setUint32(0, crc32(json), true);
+  value.set(json, 4);
+  return value;
+}
+
+/** A one-part entry holding `json`, with a checksum that passes, for index `index`. */
+function entryValue(index: number, json: string): Uint8Array {
+  const bytes = new TextEncoder().encode(json);
+  const value = new Uint8Array(6 + bytes.length);
+  value[0] = 0xc1;
+  value[1] = 1;
+  new DataView(value.buffer).setUint32(2, crc32(bytes, crc32(float64s(index))), true);
+  value.set(bytes, 6);
+  return value;
+}
+
+/** A snapshot chunk holding `bytes`, with a checksum that passes, as chunk `k` of `generation`. */
+function chunkValue(generation: number, k: number, bytes: Uint8Array): Uint8Array {
+  const value = new Uint8Array(4 + bytes.length);
+  new DataView(value.buffer).setUint32(0, crc32(bytes, crc32(float64s(generation, k))), true);
+  value.set(bytes, 4);
+  return value;
+}
+
+Deno.test(
+  "KvPersister: a configuration that is damaged or is not a configuration is corruption",
+  sanitized,
+  async () => {
+    // One flipped bit, in an entry's configuration or the snapshot's: their checksums catch it.
+    const marker = "ws://MARKER.example";
+    const marked: Configuration = { voters: [{ id: 0, address: marker }], learners: [] };
+    const flips: [string, RegExp, PersistChange][] = [
+      ["a configuration entry", /log entry 2 fails its checksum/, {
+        term: 1,
+        votedFor: null,
+        log: {
+          from: 1,
+          entries: [{ term: 1, command: "a" }, { term: 1, command: marked, type: "config" }],
+        },
+      }],
+      ["a snapshot's configuration", /chunk 0 of 2 .* fails its checksum/, {
+        term: 1,
+        votedFor: null,
+        snapshot: { index: 1, term: 1, data: snapshotData(1, 70_000), configuration: marked },
+      }],
+    ];
+    for (const [what, message, change] of flips) {
+      await withDatabase(async (path) => {
+        const persister = await KvPersister.open(path);
+        await persister.save(change);
+        await persister.close();
+        await flipBitOf(path, marker);
+        await assert.rejects(
+          loadFrom(path),
+          (error: unknown) =>
+            error instanceof PersisterCorruptError && error.message.includes(path) &&
+            message.test(error.message),
+          what,
+        );
+      });
+    }
+    // Values whose checksums pass, but that no persister writes.
+    const json = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
+    const noVoters = { voters: [], learners: [{ id: 1, address: "" }] };
+    const snapshotState = (configurationBytes: number, bytes: number) => ({
+      version: 3,
+      term: 1,
+      votedFor: null,
+      lastIndex: 1,
+      staged: null,
+      snapshot: { index: 1, term: 1, generation: 1, configurationBytes, bytes, chunks: 1 },
+    });
+    const entryState = {
+      version: 3,
+      term: 1,
+      votedFor: null,
+      lastIndex: 1,
+      staged: null,
+      snapshot: null,
+    };
+    const stored: [string, RegExp, [Deno.KvKey, Uint8Array][]][] = [
+      [
+        "an entry whose configuration has no voters",
+        /configuration of log entry 1 is not a valid configuration: .* at least one voter/,
+        [
+          [["raft", "state"], stateValue(entryState)],
+          [
+            ["raft", "log", 1, 0],
+            entryValue(1, JSON.stringify({ term: 1, type: "config", command: noVoters })),
+          ],
+        ],
+      ],
+      [
+        "an entry whose configuration is a string",
+        /configuration of log entry 1 is not a valid configuration: .* must be an object/,
+        [
+          [["raft", "state"], stateValue(entryState)],
+          [["raft", "log", 1, 0], entryValue(1, `{"term":1,"type":"config","command":"x"}`)],
+        ],
+      ],
+      [
+        "a snapshot whose configuration has no voters",
+        /configuration of the snapshot through index 1 .* is not a valid configuration/,
+        [
+          [["raft", "state"], stateValue(snapshotState(json(noVoters).length, 2))],
+          [["raft", "snapshot", 1, 0], chunkValue(1, 0, Uint8Array.of(...json(noVoters), 7, 8))],
+        ],
+      ],
+      [
+        "a snapshot whose configuration is not JSON",
+        /configuration of the snapshot through index 1 .* is not valid JSON/,
+        [
+          [["raft", "state"], stateValue(snapshotState(3, 0))],
+          [["raft", "snapshot", 1, 0], chunkValue(1, 0, json("ab").subarray(0, 3))],
+        ],
+      ],
+      [
+        "a state key of format 3 whose snapshot has no configuration length",
+        /key \["raft","state"\] holds an invalid snapshot/,
+        [[
+          ["raft", "state"],
+          stateValue({
+            ...snapshotState(0, 0),
+            snapshot: { index: 1, term: 1, generation: 1, bytes: 0, chunks: 0 },
+          }),
+        ]],
+      ],
+      [
+        "a state key of format 2 whose snapshot has a configuration length",
+        /key \["raft","state"\] holds an invalid snapshot/,
+        [[["raft", "state"], stateValue({ ...snapshotState(2, 2), version: 2 })]],
+      ],
+    ];
+    for (const [what, message, rows] of stored) {
+      await withDatabase(async (path) => {
+        const kv = await Deno.openKv(path);
+        for (const [key, value] of rows) await kv.set(key, value);
+        kv.close();
+        await assert.rejects(
+          loadFrom(path),
+          (error: unknown) =>
+            error instanceof PersisterCorruptError && error.message.includes(path) &&
+            message.test(error.message),
           what,
         );
       });

@@ -9,12 +9,17 @@ import { SimPersister } from "../src/sim/sim_persister.ts";
 import { VirtualClock } from "../src/sim/virtual_clock.ts";
 import type { LogEntry, PersistentState } from "../src/types.ts";
 import { sanitized } from "./helpers/sanitized.ts";
-import { snapshotContract } from "./helpers/persister_contract.ts";
+import {
+  type ClosablePersister,
+  membershipContract,
+  snapshotContract,
+} from "./helpers/persister_contract.ts";
 
 /** What each place's last persister held when closed; a reopen gets a copy, as a restart does. */
 const stores = new Map<string, MemoryPersister>();
 
-snapshotContract("MemoryPersister", (place) => {
+/** A MemoryPersister on what the last one closed on `place` left. */
+function openMemory(place: string): Promise<ClosablePersister> {
   const persister = stores.get(place)?.copy() ?? new MemoryPersister();
   return Promise.resolve({
     load: () => persister.load(),
@@ -24,7 +29,10 @@ snapshotContract("MemoryPersister", (place) => {
       return Promise.resolve();
     },
   });
-});
+}
+
+snapshotContract("MemoryPersister", openMemory);
+membershipContract("MemoryPersister", openMemory);
 
 function entries(...commands: string[]): LogEntry[] {
   return commands.map((command) => ({ term: 1, command }));

@@ -1,6 +1,7 @@
 /**
  * Kill -9 at random moments: a child process saves through a durable persister as fast as it
- * can (log changes, snapshots of up to 900 KB, both in one save) and is killed with SIGKILL;
+ * can (log changes with configuration entries among them, snapshots of up to 900 KB, some with
+ * a configuration, both in one save) and is killed with SIGKILL;
  * after every kill the store must hold every save the child saw acknowledged, and be exactly
  * the state after some prefix of its saves.
  */
@@ -90,6 +91,8 @@ for (const kind of ["kv", "file"] as const) {
       let roundsWithAcks = 0;
       let snapshotsAcknowledged = 0;
       let killsWithSnapshotInFlight = 0;
+      /** Configuration entries and snapshot configurations among the saves the stores held. */
+      let configurations = 0;
       try {
         for (let round = 1; round <= KILLS; round++) {
           // One round in five kills the writer while it opens: recovery must survive that too.
@@ -111,6 +114,10 @@ for (const kind of ["kv", "file"] as const) {
           while (modelStep < state.term) {
             modelStep++;
             const change = crashChange(modelStep, modelBounds);
+            configurations += (change.log?.entries ?? []).filter((entry) =>
+              entry.type === "config"
+            ).length;
+            if (change.snapshot?.configuration !== undefined) configurations++;
             await model.save(change);
             modelBounds = boundsAfterChange(change, modelBounds);
           }
@@ -136,10 +143,12 @@ for (const kind of ["kv", "file"] as const) {
           killsWithSnapshotInFlight >= 5,
           `only ${killsWithSnapshotInFlight} kills came with a snapshot save in flight`,
         );
+        // And configurations among what the stores held, checked like the rest.
+        assert.ok(configurations >= 20, `only ${configurations} configurations were saved`);
         console.log(
           `${kind}: ${acknowledged} saves acknowledged over ${roundsWithAcks} rounds, ` +
             `${snapshotsAcknowledged} of them with snapshots; ${killsWithSnapshotInFlight} ` +
-            `kills with a snapshot save possibly in flight`,
+            `kills with a snapshot save possibly in flight; ${configurations} configurations`,
         );
       } finally {
         await Deno.remove(directory, { recursive: true });

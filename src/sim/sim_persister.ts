@@ -10,6 +10,7 @@ import { MemoryPersister } from "../storage/memory_persister.ts";
 import {
   boundsAfter,
   checkChange,
+  copyEntry,
   type LogBounds,
   snapshotOf,
 } from "../storage/_persist_change.ts";
@@ -105,18 +106,21 @@ export class SimPersister implements Persister {
    */
   save(change: PersistChange): Promise<void> {
     if (this.#crashed) return new Promise(() => {});
+    const { min, max } = this.#saveDelayMs;
+    const atOnce = max === 0 && this.#pending.length === 0;
+    let queued = change;
     try {
       checkChange(change, this.#queued);
+      // What a disk would hold of a change that waits: the caller may reuse its snapshot's
+      // buffer and its entries' objects.
+      if (!atOnce) queued = copyChange(change);
     } catch (error) {
       return Promise.reject(error);
     }
     this.#queued = boundsAfter(change, this.#queued);
-    const { min, max } = this.#saveDelayMs;
-    if (max === 0 && this.#pending.length === 0) return this.#durable.save(change);
-    // What a disk would hold of the change: the caller may reuse its snapshot's buffer.
-    change = { ...change, ...snapshotOf(change) };
+    if (atOnce) return this.#durable.save(change);
     return new Promise((resolve) => {
-      const pending: PendingSave = { change, resolve };
+      const pending: PendingSave = { change: queued, resolve };
       this.#pending.push(pending);
       const now = this.#clock.now();
       const doneAt = Math.max(now + randomInt(this.#random, min, max), this.#lastDoneAt);
@@ -163,4 +167,14 @@ export class SimPersister implements Persister {
   snapshot(): PersistentState {
     return this.state();
   }
+}
+
+/** A copy of `change` that shares no object or buffer with it. */
+function copyChange(change: PersistChange): PersistChange {
+  const copy: PersistChange = { ...change, ...snapshotOf(change) };
+  if (change.log !== undefined) {
+    const { from, entries } = change.log;
+    copy.log = { from, entries: entries.map((entry, k) => copyEntry(entry, from + k)) };
+  }
+  return copy;
 }

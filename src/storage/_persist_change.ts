@@ -5,7 +5,10 @@
  * @module
  */
 
-import type { PersistChange, Snapshot } from "../types.ts";
+import { parseConfiguration } from "../raft/membership.ts";
+import type { Configuration, LogEntry, PersistChange, Snapshot } from "../types.ts";
+
+const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /** Where a log stands: the index of its last entry and that of its snapshot (0 without one). */
 export interface LogBounds {
@@ -48,13 +51,18 @@ export function checkChange(change: PersistChange, bounds: LogBounds): void {
   if (!Array.isArray(entries)) {
     throw new TypeError(`Log entries must be an array, got ${describe(entries)}`);
   }
-  for (const entry of entries) {
+  entries.forEach((entry, k) => {
     if (!isTerm(entry?.term)) {
       throw new RangeError(
         `Entry term must be a non-negative integer, got ${describe(entry?.term)}`,
       );
     }
-  }
+    const { type } = entry;
+    if (type !== undefined && type !== "noop" && type !== "config") {
+      throw new TypeError(`Entry type must be "noop", "config" or absent, got ${describe(type)}`);
+    }
+    if (type === "config") storedConfiguration(entry.command, `the entry at ${from + k}`);
+  });
 }
 
 /**
@@ -77,6 +85,9 @@ function checkSnapshot(snapshot: Snapshot, storedIndex: number): void {
   }
   if (!(snapshot.data instanceof Uint8Array)) {
     throw new TypeError(`Snapshot data must be a Uint8Array, got ${describe(snapshot.data)}`);
+  }
+  if (snapshot.configuration !== undefined) {
+    storedConfiguration(snapshot.configuration, `the snapshot through ${snapshot.index}`);
   }
   if (snapshot.index < storedIndex) {
     throw new RangeError(
@@ -159,14 +170,75 @@ export function lastIndexAfter<E>(change: EncodedChange<E>, lastIndex: number): 
   return Math.max(lastIndex, change.snapshot?.index ?? 0);
 }
 
-/** A copy of `snapshot`, with data of its own (the caller may change theirs afterwards). */
+/**
+ * `value`, a configuration entry's command or a snapshot's configuration, as persisters store
+ * it: a plain copy, members sorted by id (see `parseConfiguration`). Throws a `TypeError` naming
+ * `owner` if it is not a valid configuration: a persister refuses to store what it would refuse
+ * to load.
+ */
+export function storedConfiguration(value: unknown, owner: string): Configuration {
+  const configuration = parseConfiguration(value);
+  if (typeof configuration === "string") {
+    throw new TypeError(`The configuration of ${owner} is not valid: ${configuration}`);
+  }
+  return configuration;
+}
+
+/**
+ * A copy of `entry` that shares nothing with it, as a disk would hold it (`index` names it in
+ * errors): a `TypeError` if its command is not JSON, or, in a configuration entry, not a valid
+ * configuration (see {@linkcode storedConfiguration}).
+ */
+export function copyEntry(entry: LogEntry, index: number): LogEntry {
+  const { term, type } = entry;
+  if (type === "config") {
+    return { term, command: storedConfiguration(entry.command, `the entry at ${index}`), type };
+  }
+  // A string cannot be changed, so it needs no copy.
+  const command = typeof entry.command === "string"
+    ? entry.command
+    : JSON.parse(commandJson(entry.command));
+  return type === undefined ? { term, command } : { term, command, type };
+}
+
+/**
+ * A copy of `snapshot`, with data and configuration of its own (the caller may change theirs
+ * afterwards); the configuration as {@linkcode storedConfiguration} stores it.
+ */
 export function copySnapshot(snapshot: Snapshot): Snapshot {
-  return { index: snapshot.index, term: snapshot.term, data: snapshot.data.slice() };
+  const { index, term, data, configuration } = snapshot;
+  const copy: Snapshot = { index, term, data: data.slice() };
+  if (configuration !== undefined) {
+    copy.configuration = storedConfiguration(configuration, `the snapshot through ${index}`);
+  }
+  return copy;
 }
 
 /** `{ snapshot }` holding a copy of `change`'s snapshot, or `{}` when it has none. */
 export function snapshotOf(change: PersistChange): { snapshot?: Snapshot } {
   return change.snapshot === undefined ? {} : { snapshot: copySnapshot(change.snapshot) };
+}
+
+/**
+ * The configuration whose UTF-8 JSON a persister read back, or why it is not one: a phrase to
+ * follow the thing's name in a corruption report ("is not valid JSON").
+ */
+export function decodeConfiguration(json: Uint8Array): Configuration | string {
+  let value: unknown;
+  try {
+    value = JSON.parse(decoder.decode(json));
+  } catch {
+    return "is not valid JSON";
+  }
+  return configurationOf(value);
+}
+
+/** `value`, read back by a persister, as a configuration; or why not, a phrase as above. */
+export function configurationOf(value: unknown): Configuration | string {
+  const configuration = parseConfiguration(value);
+  return typeof configuration === "string"
+    ? `is not a valid configuration: ${configuration}`
+    : configuration;
 }
 
 /** Whether `value` can be a term or a log index: a non-negative safe integer. */

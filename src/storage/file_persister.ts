@@ -8,23 +8,27 @@
  * | 4     | length of type + body, unsigned little-endian              |
  * | 4     | CRC-32 of type + body                                      |
  * | 4     | CRC-32 of the 8 bytes above, so a damaged length is caught |
- * | 1     | type: 1 hard state, 2 entry, 3 truncation, 4 snapshot, 5 no-op entry |
+ * | 1     | type, 1 to 6 (below)                                       |
  * | n     | body                                                       |
  *
- * Bodies: hard state = term (float64), votedFor (float64, -1 for null) and the byte 0xFF; entry =
- * index and term (float64 each) and the command's UTF-8 JSON; no-op entry (the empty entry a new
- * leader appends) = index and term (float64 each) and the byte 0xFF; truncation = the log's new last
- * index (float64) and the byte 0xFF; snapshot = index, term, generation and data length
- * (float64 each), the data's CRC-32 and the byte 0xFF. Every complete record therefore ends with
+ * Bodies, by type: 1 hard state = term (float64), votedFor (float64, -1 for null) and the byte
+ * 0xFF; 2 entry = index and term (float64 each) and the command's UTF-8 JSON; 3 truncation = the
+ * log's new last index (float64) and the byte 0xFF; 4 snapshot = index, term, generation and data
+ * length (float64 each), the data's CRC-32 and the byte 0xFF; 5 no-op entry (the empty entry a
+ * new leader appends) = index and term (float64 each) and the byte 0xFF; 6 configuration entry =
+ * index and term (float64 each) and the configuration's UTF-8 JSON. Every complete record ends with
  * a non-zero byte (JSON text never ends with a NUL). A save writes its snapshot, truncation and
  * entry records, then a hard-state record, which is its commit point: records after the last
  * hard-state record belong to a save that was never acknowledged, and loading ignores them.
  *
- * A snapshot's data lives in `snapshot.<generation>`: the 8 bytes `RAFTSNP1`, index, term and
- * data length (float64 each), the data's CRC-32, the CRC-32 of those 36 bytes, then the data. A
- * save writes it as `snapshot.<generation>.tmp`, syncs it, renames it and syncs the directory
- * before it appends the record that names it; once that record is durable, the previous file is
- * deleted and the log is rewritten (as in compaction) without the entries the snapshot covers.
+ * A snapshot's configuration and data live in `snapshot.<generation>`: the 8 bytes `RAFTSNP2`,
+ * index, term and data length (float64 each), the data's CRC-32, the byte length of the
+ * configuration's UTF-8 JSON (4 bytes, 0 for none), that JSON, the CRC-32 of every byte before
+ * it, then the data. Files of the previous format start with `RAFTSNP1` and have neither the
+ * configuration's length nor its JSON; they still load, without a configuration. A save writes
+ * the file as `snapshot.<generation>.tmp`, syncs it, renames it and syncs the directory before it
+ * appends the record that names it; once that record is durable, the previous file is deleted
+ * and the log is rewritten (as in compaction) without the entries the snapshot covers.
  *
  * While a persister is open, the file is kept longer than its records by a tail of zeros (it is
  * preallocated): overwriting blocks that already exist lets `fdatasync` skip the journal commit
@@ -48,13 +52,22 @@ import {
   boundsAfter,
   checkChange,
   commandJson,
+  decodeConfiguration,
   isTerm,
   isVotedFor,
   type LogBounds,
+  storedConfiguration,
 } from "./_persist_change.ts";
 import { PersisterCorruptError } from "./errors.ts";
 import { StoreLock } from "./_store_lock.ts";
-import type { LogEntry, PersistChange, PersistentState, Persister, Snapshot } from "../types.ts";
+import type {
+  Configuration,
+  LogEntry,
+  PersistChange,
+  PersistentState,
+  Persister,
+  Snapshot,
+} from "../types.ts";
 
 const LOG_FILE = "raft.log";
 const COMPACTING_FILE = "raft.log.compacting";
@@ -67,13 +80,21 @@ const RECORD_TRUNCATE = 3;
 const RECORD_SNAPSHOT = 4;
 /** An entry of type "noop": stored apart, since any JSON command could look like a marker. */
 const RECORD_NOOP = 5;
+/** An entry of type "config", whose command is a configuration: stored apart, as no-ops are. */
+const RECORD_CONFIG = 6;
 /** A snapshot record's body: index, term, generation, length (float64s), data CRC-32, 0xFF. */
 const SNAPSHOT_BODY_BYTES = 4 * 8 + 4 + 1;
 /** Snapshot files are `snapshot.<generation>`, written as `snapshot.<generation>.tmp` first. */
 const SNAPSHOT_FILE = /^snapshot\.([1-9][0-9]*)(\.tmp)?$/;
-const SNAPSHOT_MAGIC = new TextEncoder().encode("RAFTSNP1");
-/** Magic, index, term, length (float64s), data CRC-32, CRC-32 of the 36 bytes before it. */
-const SNAPSHOT_HEADER_BYTES = 8 + 3 * 8 + 4 + 4;
+const SNAPSHOT_MAGIC = new TextEncoder().encode("RAFTSNP2");
+/**
+ * Magic, index, term, length (float64s), data CRC-32, configuration length; then the
+ * configuration's JSON and the CRC-32 of all the bytes before it.
+ */
+const SNAPSHOT_HEADER_BYTES = 8 + 3 * 8 + 4 + 4 + 4;
+/** The previous format: magic, index, term, length, data CRC-32, CRC-32 of the 36 bytes before. */
+const SNAPSHOT_MAGIC_1 = new TextEncoder().encode("RAFTSNP1");
+const SNAPSHOT_HEADER_BYTES_1 = 8 + 3 * 8 + 4 + 4;
 /** Largest type + body; anything larger in a header with a valid checksum is damage. */
 const MAX_RECORD_BYTES = 64 * 1024 * 1024;
 /** Bytes of an entry record around its command. */
@@ -257,11 +278,7 @@ export class FilePersister implements Persister {
       file = await Deno.open(path, { read: true, write: true });
       const scan = await scanFile(file, path);
       const reference = scan.snapshot;
-      const snapshot = reference === null ? null : {
-        index: reference.index,
-        term: reference.term,
-        data: await readSnapshotFile(absolute, reference),
-      };
+      const snapshot = reference === null ? null : await readSnapshotFile(absolute, reference);
       const lastGeneration = await removeUnnamedSnapshots(absolute, scan.snapshot);
       let allocated = (await file.stat()).size;
       if (!scan.zeroTail || !preallocate) {
@@ -308,11 +325,9 @@ export class FilePersister implements Persister {
         file.close();
       }
       const reference = scan.snapshot;
-      const snapshot = reference === null ? null : {
-        index: reference.index,
-        term: reference.term,
-        data: await readSnapshotFile(this.#directory, reference),
-      };
+      const snapshot = reference === null
+        ? null
+        : await readSnapshotFile(this.#directory, reference);
       return { ...scan.state, snapshot };
     });
   }
@@ -518,13 +533,16 @@ function encodeChange(
   const records: EncodedRecord[] = [];
   let lastIndex = bounds.lastIndex;
   if (change.snapshot !== undefined) {
-    const { index, term, data } = change.snapshot;
+    const { index, term, data, configuration } = change.snapshot;
     const reference = { index, term, generation, length: data.length, check: crc32(data) };
+    const stored = configuration === undefined
+      ? undefined
+      : storedConfiguration(configuration, `the snapshot through ${index}`);
     records.push({
       bytes: encodeSnapshotRecord(reference),
       index,
       type: RECORD_SNAPSHOT,
-      snapshot: { reference, file: encodeSnapshotFile(reference, data) },
+      snapshot: { reference, file: encodeSnapshotFile(reference, data, stored) },
     });
     lastIndex = Math.max(lastIndex, index);
   }
@@ -546,18 +564,24 @@ function encodeChange(
         });
         return;
       }
-      const command = encoder.encode(commandJson(entry.command));
+      const index = from + offset;
+      const isConfiguration = entry.type === "config";
+      const command = encoder.encode(
+        isConfiguration
+          ? JSON.stringify(storedConfiguration(entry.command, `the entry at ${index}`))
+          : commandJson(entry.command),
+      );
       if (command.length > maxCommandBytes) {
         throw new RangeError(
           `Command must be at most ${maxCommandBytes} bytes of JSON, got ${command.length}`,
         );
       }
       const body = new Uint8Array(16 + command.length);
-      body.set(float64s(from + offset, entry.term));
+      body.set(float64s(index, entry.term));
       body.set(command, 16);
       records.push({
-        bytes: encodeRecord(RECORD_ENTRY, body),
-        index: from + offset,
+        bytes: encodeRecord(isConfiguration ? RECORD_CONFIG : RECORD_ENTRY, body),
+        index,
         type: RECORD_ENTRY,
       });
     });
@@ -592,15 +616,28 @@ function decodeSnapshotRecord(body: Uint8Array): SnapshotReference | null {
   return { index, term, generation, length, check };
 }
 
-/** A snapshot file: a header that repeats the record's fields and checks itself, then the data. */
-function encodeSnapshotFile(reference: SnapshotReference, data: Uint8Array): Uint8Array {
-  const file = new Uint8Array(SNAPSHOT_HEADER_BYTES + data.length);
+/**
+ * A snapshot file: a header that repeats the record's fields, holds the configuration and checks
+ * itself, then the data.
+ */
+function encodeSnapshotFile(
+  reference: SnapshotReference,
+  data: Uint8Array,
+  configuration: Configuration | undefined,
+): Uint8Array {
+  const json = configuration === undefined
+    ? new Uint8Array(0)
+    : encoder.encode(JSON.stringify(configuration));
+  const headerBytes = SNAPSHOT_HEADER_BYTES + json.length;
+  const file = new Uint8Array(headerBytes + data.length);
   file.set(SNAPSHOT_MAGIC);
   file.set(float64s(reference.index, reference.term, reference.length), 8);
   const view = new DataView(file.buffer);
   view.setUint32(32, reference.check, true);
-  view.setUint32(36, crc32(file.subarray(0, 36)), true);
-  file.set(data, SNAPSHOT_HEADER_BYTES);
+  view.setUint32(36, json.length, true);
+  file.set(json, 40);
+  view.setUint32(headerBytes - 4, crc32(file.subarray(0, headerBytes - 4)), true);
+  file.set(data, headerBytes);
   return file;
 }
 
@@ -631,12 +668,12 @@ async function writeSnapshotFile(
 
 /**
  * Reads the snapshot file that `reference` names and checks it against the record; resolves to
- * its data, or rejects with a {@linkcode PersisterCorruptError} naming the file.
+ * the snapshot, or rejects with a {@linkcode PersisterCorruptError} naming the file.
  */
 async function readSnapshotFile(
   directory: string,
   reference: SnapshotReference,
-): Promise<Uint8Array> {
+): Promise<Snapshot> {
   const path = join(directory, snapshotFileName(reference.generation));
   const corrupt = (offset: number, detail: string) =>
     new PersisterCorruptError(path, offset, detail);
@@ -651,15 +688,9 @@ async function readSnapshotFile(
         `index ${reference.index}`,
     );
   }
-  const header = bytes.subarray(0, SNAPSHOT_HEADER_BYTES);
+  const header = readSnapshotHeader(bytes);
+  if (header === null) throw corrupt(0, `the snapshot file's header is damaged`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (
-    header.length < SNAPSHOT_HEADER_BYTES ||
-    !SNAPSHOT_MAGIC.every((byte, i) => byte === header[i]) ||
-    crc32(header.subarray(0, 36)) !== view.getUint32(36, true)
-  ) {
-    throw corrupt(0, `the snapshot file's header is damaged`);
-  }
   const [index, term, length] = [8, 16, 24].map((at) => view.getFloat64(at, true));
   if (
     index !== reference.index || term !== reference.term || length !== reference.length ||
@@ -667,17 +698,51 @@ async function readSnapshotFile(
   ) {
     throw corrupt(0, `the snapshot file is not the one ${LOG_FILE} names`);
   }
-  const data = bytes.subarray(SNAPSHOT_HEADER_BYTES);
+  const data = bytes.subarray(header.dataOffset);
   if (data.length !== reference.length) {
     throw corrupt(
-      SNAPSHOT_HEADER_BYTES,
+      header.dataOffset,
       `the snapshot file holds ${data.length} bytes of data, not ${reference.length}`,
     );
   }
   if (crc32(data) !== reference.check) {
-    throw corrupt(SNAPSHOT_HEADER_BYTES, `the snapshot's data fails its checksum`);
+    throw corrupt(header.dataOffset, `the snapshot's data fails its checksum`);
   }
-  return data;
+  const snapshot: Snapshot = { index, term, data };
+  if (header.configuration !== null) {
+    const configuration = decodeConfiguration(header.configuration);
+    if (typeof configuration === "string") {
+      throw corrupt(40, `the snapshot's configuration ${configuration}`);
+    }
+    snapshot.configuration = configuration;
+  }
+  return snapshot;
+}
+
+/**
+ * The header of a snapshot file, either format, if it is whole and passes its checksum: where
+ * the data starts, and the configuration's JSON (`null` for none, and in files of format 1).
+ */
+function readSnapshotHeader(
+  bytes: Uint8Array,
+): { dataOffset: number; configuration: Uint8Array | null } | null {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const hasMagic = (magic: Uint8Array) =>
+    bytes.length >= magic.length && magic.every((byte, i) => byte === bytes[i]);
+  if (hasMagic(SNAPSHOT_MAGIC_1)) {
+    if (bytes.length < SNAPSHOT_HEADER_BYTES_1) return null;
+    const checked = SNAPSHOT_HEADER_BYTES_1 - 4;
+    if (crc32(bytes.subarray(0, checked)) !== view.getUint32(checked, true)) return null;
+    return { dataOffset: SNAPSHOT_HEADER_BYTES_1, configuration: null };
+  }
+  if (!hasMagic(SNAPSHOT_MAGIC) || bytes.length < SNAPSHOT_HEADER_BYTES) return null;
+  const configurationBytes = view.getUint32(36, true);
+  const dataOffset = SNAPSHOT_HEADER_BYTES + configurationBytes;
+  if (dataOffset > bytes.length) return null;
+  const checked = dataOffset - 4;
+  if (crc32(bytes.subarray(0, checked)) !== view.getUint32(checked, true)) return null;
+  const configuration = configurationBytes === 0 ? null : bytes.subarray(40, checked);
+  return { dataOffset, configuration };
 }
 
 /**
@@ -862,7 +927,10 @@ async function scanFile(file: Deno.FsFile, path: string, size?: number): Promise
       }
       pendingBase = reference.index;
       pendingSnapshot = { reference, span };
-    } else if (type === RECORD_ENTRY || type === RECORD_TRUNCATE || type === RECORD_NOOP) {
+    } else if (
+      type === RECORD_ENTRY || type === RECORD_TRUNCATE || type === RECORD_NOOP ||
+      type === RECORD_CONFIG
+    ) {
       const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
       const index = body.length >= 8 ? view.getFloat64(0, true) : NaN;
       if (type === RECORD_TRUNCATE) {
@@ -888,6 +956,12 @@ async function scanFile(file: Deno.FsFile, path: string, size?: number): Promise
         if (type === RECORD_NOOP) {
           if (!hasFields(body, 16)) throw corrupt(offset, "a no-op entry record has extra bytes");
           entry = { term: entryTerm, command: null, type: "noop" };
+        } else if (type === RECORD_CONFIG) {
+          const configuration = decodeConfiguration(body.subarray(16));
+          if (typeof configuration === "string") {
+            throw corrupt(offset, `a configuration entry record's command ${configuration}`);
+          }
+          entry = { term: entryTerm, command: configuration, type: "config" };
         } else {
           try {
             entry = { term: entryTerm, command: JSON.parse(decoder.decode(body.subarray(16))) };

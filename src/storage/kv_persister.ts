@@ -1,17 +1,20 @@
 /**
  * A durable persister on Deno.Kv: the embedded default, one SQLite file on a local path.
  *
- * Layout, under the key prefix `["raft"]` (format 2; see docs/persisters.md for format 1, which
- * still loads):
+ * Layout, under the key prefix `["raft"]` (format 3; see docs/persisters.md for formats 1 and 2,
+ * which still load):
  * - `["raft", "state"]`: the CRC-32 of a JSON text, then that text, of
  *   `{ version, term, votedFor, lastIndex, staged, snapshot }`: the commit point of every save.
- *   `snapshot` names the current snapshot's index, term, generation, byte length and chunk count;
+ *   `snapshot` names the current snapshot's index, term, generation, the byte lengths of its
+ *   configuration and its data, and its chunk count;
  * - `["raft", "log", index, part]`: a log entry after the snapshot, as the UTF-8 JSON of
- *   `{ term, command }` split into parts of at most 65,530 bytes, each prefixed by the byte 0xC1,
- *   the part count and the CRC-32 of the index and the whole JSON text;
+ *   `{ term, command }` (with `type` for a no-op or configuration entry) split into parts of at
+ *   most 65,530 bytes, each prefixed by the byte 0xC1, the part count and the CRC-32 of the index
+ *   and the whole JSON text;
  * - `["raft", "staged", index, part]`: the same, for a save too large for one atomic commit;
- * - `["raft", "snapshot", generation, chunk]`: a snapshot's data in chunks of at most 65,532
- *   bytes, each prefixed by the CRC-32 of its generation, chunk number and bytes.
+ * - `["raft", "snapshot", generation, chunk]`: the snapshot's configuration (UTF-8 JSON, none when
+ *   it has none) followed by its data, in chunks of at most 65,532 bytes, each prefixed by the
+ *   CRC-32 of its generation, chunk number and bytes.
  *
  * Keys that the state key does not reach (log keys past `lastIndex` or at or before the
  * snapshot's index, staged keys, chunks of other generations) are stale and are deleted lazily,
@@ -27,12 +30,15 @@ import {
   boundsAfter,
   checkChange,
   commandJson,
+  configurationOf,
+  decodeConfiguration,
   type EncodedChange,
   isTerm,
   isVotedFor,
   type LogBounds,
   mergeChanges,
   snapshotOf,
+  storedConfiguration,
 } from "./_persist_change.ts";
 import { PersisterCorruptError } from "./errors.ts";
 import { StoreLock } from "./_store_lock.ts";
@@ -43,8 +49,11 @@ const LOG_PREFIX = ["raft", "log"] as const;
 const STAGED_PREFIX = ["raft", "staged"] as const;
 const SNAPSHOT_PREFIX = ["raft", "snapshot"] as const;
 
-/** The format of the state key and entries this persister writes. */
-const FORMAT = 2;
+/**
+ * The format of the state key and entries this persister writes. Format 3 added snapshot
+ * configurations (and configuration entries): a reader of format 2 would drop them.
+ */
+const FORMAT = 3;
 /** Deno.Kv's limits for one value and one atomic commit (checked against Deno 2.9). */
 const VALUE_BYTES = 65_536;
 const COMMIT_BYTES = 819_200;
@@ -74,12 +83,15 @@ const CHUNK_PAYLOAD = VALUE_BYTES - CHUNK_HEADER;
 /** Stale keys deleted after one save: bounds what cleanup adds to a save's latency. */
 const SWEEP_BATCH = 500;
 
-/** Where the current snapshot's data is, and what it must hold. */
+/** Where the current snapshot's configuration and data are, and what they must hold. */
 interface SnapshotMeta {
   index: number;
   term: number;
   /** Its chunks are the keys `["raft", "snapshot", generation, 0..chunks-1]`. */
   generation: number;
+  /** Bytes of the configuration's JSON at the start of the chunks; 0 when it has none. */
+  configurationBytes: number;
+  /** Bytes of data, after the configuration. */
   bytes: number;
   chunks: number;
 }
@@ -204,11 +216,7 @@ export class KvPersister implements Persister {
       const { term, votedFor, lastIndex, snapshot: meta } = this.#durable;
       const first = (meta?.index ?? 0) + 1;
       const log = await readEntries(this.#kv, this.#path, LOG_PREFIX, first, lastIndex);
-      let snapshot: Snapshot | null = null;
-      if (meta !== null) {
-        const data = await readSnapshotData(this.#kv, this.#path, meta);
-        snapshot = { index: meta.index, term: meta.term, data };
-      }
+      const snapshot = meta === null ? null : await readSnapshot(this.#kv, this.#path, meta);
       return { term, votedFor, snapshot, log };
     });
   }
@@ -266,9 +274,19 @@ export class KvPersister implements Persister {
       // state key names the new ones. Chunks a crash left under this generation are overwritten,
       // or lie past the chunk count and are never read.
       const generation = (before.snapshot?.generation ?? 0) + 1;
-      const { index, term, data } = change.snapshot;
-      chunks = encodeChunks(data, generation);
-      snapshot = { index, term, generation, bytes: data.length, chunks: chunks.length };
+      const { index, term, data, configuration } = change.snapshot;
+      const json = configuration === undefined
+        ? new Uint8Array(0)
+        : encoder.encode(JSON.stringify(configuration));
+      chunks = encodeChunks([json, data], generation);
+      snapshot = {
+        index,
+        term,
+        generation,
+        configurationBytes: json.length,
+        bytes: data.length,
+        chunks: chunks.length,
+      };
     }
     const next: StoredState = {
       term: change.term,
@@ -407,6 +425,10 @@ function encodeState(state: StoredState): Uint8Array {
 function encodeEntry(entry: LogEntry, index: number): EntryParts {
   const json = entry.type === "noop"
     ? `{"term":${entry.term},"type":"noop","command":null}`
+    : entry.type === "config"
+    ? `{"term":${entry.term},"type":"config","command":${
+      JSON.stringify(storedConfiguration(entry.command, `the entry at ${index}`))
+    }}`
     : `{"term":${entry.term},"command":${commandJson(entry.command)}}`;
   const bytes = encoder.encode(json);
   if (bytes.length > MAX_ENTRY_BYTES) {
@@ -435,13 +457,30 @@ function chunkSeed(generation: number, k: number): number {
   return crc32(float64s(generation, k));
 }
 
-function encodeChunks(data: Uint8Array, generation: number): Uint8Array[] {
+/** The chunks of generation `generation` holding the bytes of `parts`, one after another. */
+function encodeChunks(parts: Uint8Array[], generation: number): Uint8Array[] {
+  let total = 0;
+  for (const part of parts) total += part.length;
   const chunks: Uint8Array[] = [];
-  for (let k = 0; k * CHUNK_PAYLOAD < data.length; k++) {
-    const bytes = data.subarray(k * CHUNK_PAYLOAD, (k + 1) * CHUNK_PAYLOAD);
-    const chunk = new Uint8Array(CHUNK_HEADER + bytes.length);
+  // The next byte to copy is parts[part][at].
+  let part = 0;
+  let at = 0;
+  for (let k = 0; k * CHUNK_PAYLOAD < total; k++) {
+    const chunk = new Uint8Array(CHUNK_HEADER + Math.min(CHUNK_PAYLOAD, total - k * CHUNK_PAYLOAD));
+    const bytes = chunk.subarray(CHUNK_HEADER);
+    let filled = 0;
+    while (filled < bytes.length) {
+      const source = parts[part]!;
+      const count = Math.min(bytes.length - filled, source.length - at);
+      bytes.set(source.subarray(at, at + count), filled);
+      filled += count;
+      at += count;
+      if (at === source.length) {
+        part++;
+        at = 0;
+      }
+    }
     new DataView(chunk.buffer).setUint32(0, crc32(bytes, chunkSeed(generation, k)), true);
-    chunk.set(bytes, CHUNK_HEADER);
     chunks.push(chunk);
   }
   return chunks;
@@ -568,10 +607,10 @@ async function readState(kv: Deno.Kv, path: string): Promise<StoredState> {
     if (typeof value !== "object" || value === null || !("version" in value)) {
       throw invalid("holds no valid state");
     }
-    if (value.version !== FORMAT) {
+    if (value.version !== 2 && value.version !== FORMAT) {
       throw invalid(
         `has format ${JSON.stringify(value.version)}, which this version of the library does ` +
-          `not know (it reads formats 1 and ${FORMAT}): open it with the version that wrote it`,
+          `not know (it reads formats 1 to ${FORMAT}): open it with the version that wrote it`,
       );
     }
   } else if (typeof value === "object" && value !== null && "snapshot" in value) {
@@ -586,7 +625,9 @@ async function readState(kv: Deno.Kv, path: string): Promise<StoredState> {
     throw invalid("holds no valid state");
   }
   const { term, votedFor, lastIndex, staged } = value;
-  const snapshot = "snapshot" in value ? snapshotMetaOf(value.snapshot) : null;
+  // Format 1 had no snapshots; format 2's had no configuration.
+  const version = "version" in value ? value.version : 1;
+  const snapshot = "snapshot" in value ? snapshotMetaOf(value.snapshot, version === FORMAT) : null;
   if (snapshot === undefined || lastIndex < (snapshot?.index ?? 0)) {
     throw invalid("holds an invalid snapshot");
   }
@@ -601,18 +642,28 @@ async function readState(kv: Deno.Kv, path: string): Promise<StoredState> {
   return { term, votedFor, lastIndex, staged: { from: staged.from, to: staged.to }, snapshot };
 }
 
-/** `value` as a snapshot's metadata: `null` for none, `undefined` if it is not valid. */
-function snapshotMetaOf(value: unknown): SnapshotMeta | null | undefined {
+/**
+ * `value` as a snapshot's metadata: `null` for none, `undefined` if it is not valid. Metadata
+ * of format 3 (`withConfiguration`) says how many bytes of configuration the chunks start with;
+ * that of format 2 has no such field, and its chunks hold data only.
+ */
+function snapshotMetaOf(
+  value: unknown,
+  withConfiguration: boolean,
+): SnapshotMeta | null | undefined {
   if (value === null) return null;
   if (typeof value !== "object") return undefined;
-  const { index, term, generation, bytes, chunks } = value as Record<string, unknown>;
+  const { index, term, generation, bytes, chunks, ...rest } = value as Record<string, unknown>;
+  const configurationBytes = withConfiguration ? rest.configurationBytes : 0;
+  if (withConfiguration !== ("configurationBytes" in rest)) return undefined;
   if (
     !isTerm(index) || !isTerm(term) || !isTerm(generation) || generation < 1 || !isTerm(bytes) ||
-    chunks !== Math.ceil(bytes / CHUNK_PAYLOAD)
+    !isTerm(configurationBytes) ||
+    chunks !== Math.ceil((configurationBytes + bytes) / CHUNK_PAYLOAD)
   ) {
     return undefined;
   }
-  return { index, term, generation, bytes, chunks };
+  return { index, term, generation, configurationBytes, bytes, chunks };
 }
 
 /** A part's header: format 2 (with the entry's checksum) or 1 (without); `null` if neither. */
@@ -685,19 +736,20 @@ async function readEntryParts(
   return entries;
 }
 
-/** Reads and checks the chunks of the snapshot that `meta` describes; resolves to its data. */
-async function readSnapshotData(
-  kv: Deno.Kv,
-  path: string,
-  meta: SnapshotMeta,
-): Promise<Uint8Array> {
-  const { generation, bytes, chunks } = meta;
+/**
+ * Reads and checks the chunks of the snapshot that `meta` describes; resolves to the snapshot,
+ * its configuration checked as a configuration entry's is.
+ */
+async function readSnapshot(kv: Deno.Kv, path: string, meta: SnapshotMeta): Promise<Snapshot> {
+  const { index, term, generation, configurationBytes, bytes, chunks } = meta;
+  const json = new Uint8Array(configurationBytes);
   const data = new Uint8Array(bytes);
+  const total = configurationBytes + bytes;
   const damaged = (k: number, detail: string) =>
     new PersisterCorruptError(
       path,
       -1,
-      `chunk ${k} of ${chunks} of the snapshot through index ${meta.index} ` +
+      `chunk ${k} of ${chunks} of the snapshot through index ${index} ` +
         `(key ${JSON.stringify([...SNAPSHOT_PREFIX, generation, k])}) ${detail}`,
     );
   const prefix = [...SNAPSHOT_PREFIX, generation];
@@ -710,20 +762,37 @@ async function readSnapshotData(
     if (next.done) break;
     const { key, value } = next.value;
     if (key[prefix.length] !== k) throw damaged(k, "is missing");
-    const length = Math.min(CHUNK_PAYLOAD, bytes - k * CHUNK_PAYLOAD);
+    const start = k * CHUNK_PAYLOAD;
+    const length = Math.min(CHUNK_PAYLOAD, total - start);
     if (!(value instanceof Uint8Array) || value.length !== CHUNK_HEADER + length) {
-      throw damaged(k, `does not hold ${length} bytes of data`);
+      throw damaged(k, `does not hold ${length} bytes`);
     }
     const chunk = value.subarray(CHUNK_HEADER);
     const check = new DataView(value.buffer, value.byteOffset, 4).getUint32(0, true);
     if (crc32(chunk, chunkSeed(generation, k)) !== check) {
       throw damaged(k, "fails its checksum");
     }
-    data.set(chunk, k * CHUNK_PAYLOAD);
+    // The configuration's bytes come first, then the data's.
+    const split = Math.min(Math.max(configurationBytes - start, 0), chunk.length);
+    if (split > 0) json.set(chunk.subarray(0, split), start);
+    data.set(chunk.subarray(split), Math.max(start - configurationBytes, 0));
     k++;
   }
   if (k !== chunks) throw damaged(k, "is missing");
-  return data;
+  const snapshot: Snapshot = { index, term, data };
+  if (configurationBytes > 0) {
+    const configuration = decodeConfiguration(json);
+    if (typeof configuration === "string") {
+      throw new PersisterCorruptError(
+        path,
+        -1,
+        `the configuration of the snapshot through index ${index} (generation ${generation}) ` +
+          configuration,
+      );
+    }
+    snapshot.configuration = configuration;
+  }
+  return snapshot;
 }
 
 /**
@@ -797,11 +866,20 @@ function decodeEntry(path: string, index: number, parts: EntryParts): LogEntry {
   ) {
     throw new PersisterCorruptError(path, -1, `log entry ${index} is not a { term, command }`);
   }
-  if ("type" in value) {
-    if (value.type !== "noop" || value.command !== null) {
-      throw new PersisterCorruptError(path, -1, `log entry ${index} has an unknown type`);
-    }
+  if (!("type" in value)) return { term: value.term, command: value.command };
+  if (value.type === "noop" && value.command === null) {
     return { term: value.term, command: null, type: "noop" };
   }
-  return { term: value.term, command: value.command };
+  if (value.type === "config") {
+    const configuration = configurationOf(value.command);
+    if (typeof configuration === "string") {
+      throw new PersisterCorruptError(
+        path,
+        -1,
+        `the configuration of log entry ${index} ${configuration}`,
+      );
+    }
+    return { term: value.term, command: configuration, type: "config" };
+  }
+  throw new PersisterCorruptError(path, -1, `log entry ${index} has an unknown type`);
 }

@@ -5,7 +5,7 @@
  */
 
 import type { LogEntry, PersistChange, PersistentState, Persister, Snapshot } from "../types.ts";
-import { checkChange, copySnapshot } from "./_persist_change.ts";
+import { checkChange, copySnapshot, storedConfiguration } from "./_persist_change.ts";
 
 /**
  * Keeps a peer's persistent state in memory. Saves apply at once and in call order, and are
@@ -52,8 +52,10 @@ export class MemoryPersister implements Persister {
    * Applies `change` at once: first its snapshot, which discards every entry up to its index,
    * then its log change. Rejects with a `RangeError` or `TypeError` if the change is malformed
    * (a gap in the log, a log change at or before the snapshot's index, a snapshot older than the
-   * stored one, snapshot data that is not a `Uint8Array`, a command that is not JSON); either
-   * way nothing changes.
+   * stored one, snapshot data that is not a `Uint8Array`, a command that is not JSON, an entry
+   * type other than `"noop"` and `"config"`, a configuration entry or a snapshot configuration
+   * that is not a valid configuration); either way nothing changes. Configurations are stored as
+   * the durable persisters store them: plain copies, members sorted by id.
    */
   save(change: PersistChange): Promise<void> {
     const snapshotIndex = this.#snapshot?.index ?? 0;
@@ -136,28 +138,35 @@ export class MemoryPersister implements Persister {
  * A command as a disk would hold it, so that later changes to the objects given to `save()` or
  * returned by `load()` cannot reach the saved state: its JSON text, or, for a string, which no
  * one can change, the string itself (saving the JSON round trip that dominated saves of short
- * string commands).
+ * string commands). A configuration entry's command is stored as the durable persisters store
+ * it, members sorted by id.
  */
 interface StoredEntry {
   readonly term: number;
   readonly command: string;
   readonly isJson: boolean;
-  readonly noop: boolean;
+  readonly type: LogEntry["type"];
 }
 
 function storeEntry(entry: LogEntry): StoredEntry {
-  const noop = entry.type === "noop";
+  const { term, type } = entry;
+  if (type === "config") {
+    const configuration = storedConfiguration(entry.command, `an entry of term ${term}`);
+    return { term, command: JSON.stringify(configuration), isJson: true, type };
+  }
   if (typeof entry.command === "string") {
-    return { term: entry.term, command: entry.command, isJson: false, noop };
+    return { term, command: entry.command, isJson: false, type };
   }
   const command = JSON.stringify(entry.command);
   if (command === undefined) {
     throw new TypeError(`Log entry command must be a JSON value, got ${String(entry.command)}`);
   }
-  return { term: entry.term, command, isJson: true, noop };
+  return { term, command, isJson: true, type };
 }
 
 function loadEntry(entry: StoredEntry): LogEntry {
   const command = entry.isJson ? JSON.parse(entry.command) : entry.command;
-  return entry.noop ? { term: entry.term, command, type: "noop" } : { term: entry.term, command };
+  return entry.type === undefined
+    ? { term: entry.term, command }
+    : { term: entry.term, command, type: entry.type };
 }

@@ -2,15 +2,17 @@
  * The saves a crash-test writer makes. Save number `step` depends only on `step` and the log's
  * bounds before it, and sets the term to `step`: so a reopened store's term says how many saves
  * it holds, and replaying saves 1..term on a MemoryPersister gives the only state the writer
- * could have reached with them.
+ * could have reached with them. Configuration entries come with {@linkcode randomChange}'s
+ * entries, and every other snapshot carries a configuration.
  */
 
-import type { PersistChange } from "../../src/types.ts";
+import type { PersistChange, Snapshot } from "../../src/types.ts";
 import {
   type Bounds,
   boundsAfterChange,
   randomChange,
   snapshotData,
+  stepConfiguration,
 } from "./persister_contract.ts";
 import { randomInt } from "../../src/clock.ts";
 import { seededRandom } from "../../src/sim/seeded_random.ts";
@@ -49,10 +51,13 @@ export function crashChange(step: number, bounds: Bounds): PersistChange {
       : random() < 0.4
       ? randomInt(random, 65_537, 200_000)
       : randomInt(random, 0, 2_000);
+    const snapshot: Snapshot = { index, term: step, data: snapshotData(step, size) };
+    // Decided by the step, not drawn, so that the workload's random draws stay as they were.
+    if (step % 2 === 0) snapshot.configuration = stepConfiguration(step);
     const change: PersistChange = {
       term: step,
       votedFor: random() < 0.5 ? null : 1,
-      snapshot: { index, term: step, data: snapshotData(step, size) },
+      snapshot,
     };
     if (random() < 0.5) {
       // A log change in the same save, after the snapshot.

@@ -1,13 +1,15 @@
 /**
  * Behaviour persisters share, as test steps: a persister suite calls
- * {@linkcode persisterContract} (durable persisters) and {@linkcode snapshotContract} (every
- * persister) with a way to open its kind of persister in a fresh place.
+ * {@linkcode persisterContract} (durable persisters), {@linkcode snapshotContract} and
+ * {@linkcode membershipContract} (every persister) with a way to open its kind of persister in a
+ * fresh place.
  */
 
 import assert from "node:assert/strict";
 import { MemoryPersister } from "../../src/storage/memory_persister.ts";
 import { PersisterClosedError } from "../../src/storage/errors.ts";
 import type {
+  Configuration,
   LogEntry,
   PersistChange,
   PersistentState,
@@ -23,17 +25,28 @@ export type ClosablePersister = Persister & { close(): Promise<void> };
 /** Opens a persister on `place` (a directory or a database path). */
 export type OpenPersister = (place: string) => Promise<ClosablePersister>;
 
-/** Registers the shared tests under `name`; each gets its own temporary directory. */
-export function persisterContract(name: string, open: OpenPersister): void {
-  const test = (title: string, body: (place: string) => Promise<void>) =>
+/**
+ * A function that registers a test named `${name}: ${title}`, whose body gets a fresh place in a
+ * temporary directory (named with `prefix`) that is removed afterwards.
+ */
+function testsOf(
+  name: string,
+  prefix: string,
+): (title: string, body: (place: string) => Promise<void>) => void {
+  return (title, body) =>
     Deno.test(`${name}: ${title}`, async () => {
-      const directory = await Deno.makeTempDir({ prefix: "raft-persister-" });
+      const directory = await Deno.makeTempDir({ prefix });
       try {
         await body(`${directory}/store`);
       } finally {
         await Deno.remove(directory, { recursive: true });
       }
     });
+}
+
+/** Registers the shared tests under `name`; each gets its own temporary directory. */
+export function persisterContract(name: string, open: OpenPersister): void {
+  const test = testsOf(name, "raft-persister-");
 
   test("a fresh store loads as term 0, no vote, empty log", async (place) => {
     const persister = await open(place);
@@ -199,6 +212,9 @@ export function randomChange(
     snapshotIndex = randomInt(random, snapshotIndex, bounds.lastIndex + 3);
     const size = random() < 0.1 ? randomInt(random, 60_000, 200_000) : randomInt(random, 0, 300);
     change.snapshot = { index: snapshotIndex, term, data: snapshotData(step, size) };
+    // Two snapshots in three carry a configuration (decided by the step, so that the random
+    // draws, and with them the rest of the workload, stay as they were before membership).
+    if (step % 3 !== 0) change.snapshot.configuration = stepConfiguration(step);
     if (random() < 0.5) return change;
   }
   const lastIndex = Math.max(bounds.lastIndex, snapshotIndex);
@@ -208,9 +224,22 @@ export function randomChange(
     ? lastIndex + 1
     : randomInt(random, Math.max(snapshotIndex + 1, lastIndex - 5), lastIndex + 1);
   const count = randomInt(random, 0, 4);
-  const entries = Array.from({ length: count }, (_, k) => entry(term, { step, k }));
+  // Now and then a configuration entry among the commands, decided as above.
+  const entries = Array.from(
+    { length: count },
+    (_, k): LogEntry =>
+      (step + k) % 7 === 0
+        ? { term, command: stepConfiguration(step + k), type: "config" }
+        : entry(term, { step, k }),
+  );
   change.log = { from, entries };
   return change;
+}
+
+/** A configuration that depends on `step`: one to five voters, and sometimes a learner. */
+export function stepConfiguration(step: number): Configuration {
+  const voters = Array.from({ length: 1 + step % 5 }, (_, id) => id);
+  return configuration(voters, step % 2 === 0 ? [9] : []);
 }
 
 /** `size` bytes that depend on `step`, for a snapshot's data. */
@@ -222,6 +251,68 @@ export function snapshotData(step: number, size: number): Uint8Array {
 
 function entry(term: number, command: unknown) {
   return { term, command };
+}
+
+/** A log change of string commands of term 1, the first at `from`. */
+function log(from: number, ...commands: string[]) {
+  return { from, entries: commands.map((command) => entry(1, command)) };
+}
+
+/** A snapshot through `index` with a few bytes of data. */
+function snap(index: number, term = 1, data = snapshotData(index, 10)): Snapshot {
+  return { index, term, data };
+}
+
+/**
+ * A configuration of the voters and learners with these ids, each at an address of its own;
+ * members sorted by id, as persisters store them.
+ */
+export function configuration(voters: number[], learners: number[] = []): Configuration {
+  const member = (id: number) => ({ id, address: `ws://127.0.0.1:${7000 + id}` });
+  const sorted = (ids: number[]) => ids.toSorted((a, b) => a - b).map(member);
+  return { voters: sorted(voters), learners: sorted(learners) };
+}
+
+/** A configuration entry of `term`. */
+function configEntry(term: number, voters: number[], learners: number[] = []): LogEntry {
+  return { term, command: configuration(voters, learners), type: "config" };
+}
+
+/** A new leader's no-op entry of `term`. */
+function noopEntry(term: number): LogEntry {
+  return { term, command: null, type: "noop" };
+}
+
+/** What a persister opened on `place` loads; it is closed again. */
+async function reopenedState(open: OpenPersister, place: string): Promise<PersistentState> {
+  const persister = await open(place);
+  try {
+    return await persister.load();
+  } finally {
+    await persister.close();
+  }
+}
+
+/**
+ * Saves `changes` one by one on what `open(place)` gives, checking after each that a load and a
+ * load after a reopen give the state {@linkcode ReferenceModel} says.
+ */
+async function saveAndCheckEach(
+  open: OpenPersister,
+  place: string,
+  changes: PersistChange[],
+): Promise<void> {
+  const model = new ReferenceModel();
+  let persister = await open(place);
+  for (const [i, change] of changes.entries()) {
+    await persister.save(change);
+    model.apply(change);
+    assert.deepEqual(await persister.load(), model.state(), `load after change ${i}`);
+    await persister.close();
+    persister = await open(place);
+    assert.deepEqual(await persister.load(), model.state(), `reopened after change ${i}`);
+  }
+  await persister.close();
 }
 
 /**
@@ -238,8 +329,8 @@ export class ReferenceModel {
   /** Applies a change that the rules allow. */
   apply(change: PersistChange): void {
     if (change.snapshot !== undefined) {
-      const { index, term, data } = change.snapshot;
-      this.#snapshot = { index, term, data: data.slice() };
+      this.#snapshot = structuredClone(change.snapshot);
+      const { index } = change.snapshot;
       for (const key of [...this.#entries.keys()]) if (key <= index) this.#entries.delete(key);
       this.#lastIndex = Math.max(this.#lastIndex, index);
     }
@@ -260,9 +351,7 @@ export class ReferenceModel {
     for (let index = first; index <= this.#lastIndex; index++) {
       log.push(structuredClone(this.#entries.get(index)!));
     }
-    const snapshot = this.#snapshot === null
-      ? null
-      : { ...this.#snapshot, data: this.#snapshot.data.slice() };
+    const snapshot = structuredClone(this.#snapshot);
     return { term: this.#term, votedFor: this.#votedFor, snapshot, log };
   }
 }
@@ -272,36 +361,9 @@ export class ReferenceModel {
  * gives a persister on what the last one closed on `place` left. Each test gets a fresh place.
  */
 export function snapshotContract(name: string, open: OpenPersister): void {
-  const test = (title: string, body: (place: string) => Promise<void>) =>
-    Deno.test(`${name}: ${title}`, async () => {
-      const directory = await Deno.makeTempDir({ prefix: "raft-snapshot-" });
-      try {
-        await body(`${directory}/store`);
-      } finally {
-        await Deno.remove(directory, { recursive: true });
-      }
-    });
-
-  /** Saves `changes` one by one, checking after each that load and a reopen give the model's state. */
-  async function saveAndCheck(place: string, changes: PersistChange[]): Promise<void> {
-    const model = new ReferenceModel();
-    let persister = await open(place);
-    for (const [i, change] of changes.entries()) {
-      await persister.save(change);
-      model.apply(change);
-      assert.deepEqual(await persister.load(), model.state(), `load after change ${i}`);
-      await persister.close();
-      persister = await open(place);
-      assert.deepEqual(await persister.load(), model.state(), `reopened after change ${i}`);
-    }
-    await persister.close();
-  }
-
-  const log = (from: number, ...commands: string[]) => ({
-    from,
-    entries: commands.map((command) => entry(1, command)),
-  });
-  const snap = (index: number, term = 1, data = snapshotData(index, 10)) => ({ index, term, data });
+  const test = testsOf(name, "raft-snapshot-");
+  const saveAndCheck = (place: string, changes: PersistChange[]) =>
+    saveAndCheckEach(open, place, changes);
 
   test("a snapshot discards the entries it covers and keeps those after it", async (place) => {
     await saveAndCheck(place, [
@@ -538,5 +600,216 @@ export function snapshotContract(name: string, open: OpenPersister): void {
     const reopened = await open(place);
     assert.deepEqual(await reopened.load(), model.state());
     await reopened.close();
+  });
+}
+
+/**
+ * Registers the membership tests under `name`, for every persister: configuration entries and
+ * snapshot configurations. `open(place)` gives a persister on what the last one closed on
+ * `place` left. Each test gets a fresh place.
+ */
+export function membershipContract(name: string, open: OpenPersister): void {
+  const test = testsOf(name, "raft-membership-");
+  const saveAndCheck = (place: string, changes: PersistChange[]) =>
+    saveAndCheckEach(open, place, changes);
+
+  test("configuration entries come back among commands and no-ops, and go when cut", async (place) => {
+    await saveAndCheck(place, [
+      {
+        term: 1,
+        votedFor: 0,
+        log: {
+          from: 1,
+          entries: [
+            noopEntry(1),
+            configEntry(1, [0, 1, 2]),
+            entry(1, "a"),
+            configEntry(1, [0, 1, 2], [3]),
+            entry(1, null),
+          ],
+        },
+      },
+      // A truncation takes the configuration entry at 4 with it.
+      { term: 2, votedFor: 1, log: { from: 4, entries: [] } },
+      {
+        term: 2,
+        votedFor: 1,
+        log: { from: 4, entries: [noopEntry(2), configEntry(2, [0, 1, 3]), entry(2, { c: 1 })] },
+      },
+      // A conflicting leader's entries replace a configuration entry; a command that looks like
+      // a configuration stays a command.
+      { term: 3, votedFor: 2, log: { from: 5, entries: [entry(3, configuration([0, 1]))] } },
+    ]);
+  });
+
+  test("a snapshot's configuration comes back; a later snapshot without one has none", async (place) => {
+    // Large enough to span Deno.Kv chunks, with the data after it in the same chunk.
+    const many = Array.from({ length: 800 }, (_, id) => id);
+    const large: Configuration = {
+      voters: many.slice(0, 5).map((id) => ({ id, address: `ws://host-${id}.example:7000/` })),
+      learners: many.slice(5).map((id) => ({ id, address: "ws://learner.example/".repeat(5) })),
+    };
+    await saveAndCheck(place, [
+      { term: 1, votedFor: 0, log: log(1, "a", "b", "c") },
+      { term: 1, votedFor: 0, snapshot: { ...snap(2), configuration: configuration([0, 1, 2]) } },
+      // The same index again, with another configuration and data over several chunks.
+      {
+        term: 2,
+        votedFor: 0,
+        snapshot: { ...snap(2, 1, snapshotData(7, 70_000)), configuration: large },
+      },
+      // Empty data, with a configuration.
+      {
+        term: 2,
+        votedFor: 0,
+        snapshot: { index: 3, term: 1, data: new Uint8Array(0), configuration: configuration([5]) },
+      },
+      // A later snapshot without a configuration has none.
+      { term: 3, votedFor: null, snapshot: snap(3, 1, snapshotData(3, 100)), log: log(4, "d") },
+      { term: 3, votedFor: null, snapshot: { ...snap(4), configuration: configuration([0], [1]) } },
+    ]);
+  });
+
+  test("a snapshot that compacts configuration entries away keeps the later ones", async (place) => {
+    await saveAndCheck(place, [
+      {
+        term: 1,
+        votedFor: 0,
+        log: {
+          from: 1,
+          entries: [
+            configEntry(1, [0]),
+            entry(1, "a"),
+            configEntry(1, [0, 1]),
+            entry(1, "b"),
+            configEntry(1, [0, 1, 2]),
+            noopEntry(1),
+          ],
+        },
+      },
+      { term: 1, votedFor: 0, snapshot: { ...snap(4), configuration: configuration([0, 1]) } },
+      { term: 2, votedFor: 0, log: { from: 7, entries: [configEntry(2, [0, 1, 2, 3])] } },
+      { term: 2, votedFor: 0, snapshot: { ...snap(6), configuration: configuration([0, 1, 2]) } },
+      { term: 3, votedFor: 1, log: { from: 8, entries: [configEntry(3, [1, 2, 3])] } },
+    ]);
+  });
+
+  test("configurations are copied: changing them after save or load changes nothing stored", async (place) => {
+    const persister = await open(place);
+    const inEntry = configuration([0, 1]);
+    const inSnapshot = configuration([0, 1, 2]);
+    const saving = persister.save({
+      term: 1,
+      votedFor: null,
+      snapshot: { index: 0, term: 0, data: new Uint8Array([1]), configuration: inSnapshot },
+      log: { from: 1, entries: [{ term: 1, command: inEntry, type: "config" }] },
+    });
+    inEntry.voters[0]!.address = "changed";
+    inEntry.voters.pop();
+    inSnapshot.learners.push({ id: 9, address: "" });
+    await saving;
+    const expected: PersistentState = {
+      term: 1,
+      votedFor: null,
+      snapshot: {
+        index: 0,
+        term: 0,
+        data: new Uint8Array([1]),
+        configuration: configuration([0, 1, 2]),
+      },
+      log: [configEntry(1, [0, 1])],
+    };
+    const loaded = await persister.load();
+    assert.deepEqual(loaded, expected);
+    (loaded.log[0]!.command as Configuration).voters.length = 0;
+    loaded.snapshot!.configuration!.voters[0]!.id = 99;
+    assert.deepEqual(await persister.load(), expected);
+    await persister.close();
+    assert.deepEqual(await reopenedState(open, place), expected);
+  });
+
+  test("configurations are stored as plain copies, members sorted by id", async (place) => {
+    const unsorted = {
+      voters: [{ id: 2, address: "c", extra: true }, { id: 0, address: "a" }],
+      learners: [{ id: 5, address: "" }, { id: 3, address: "d" }],
+    };
+    const sorted: Configuration = {
+      voters: [{ id: 0, address: "a" }, { id: 2, address: "c" }],
+      learners: [{ id: 3, address: "d" }, { id: 5, address: "" }],
+    };
+    const persister = await open(place);
+    await persister.save({
+      term: 1,
+      votedFor: null,
+      snapshot: { index: 1, term: 1, data: new Uint8Array(0), configuration: unsorted },
+      log: { from: 2, entries: [{ term: 1, command: unsorted, type: "config" }] },
+    });
+    const expected: PersistentState = {
+      term: 1,
+      votedFor: null,
+      snapshot: { index: 1, term: 1, data: new Uint8Array(0), configuration: sorted },
+      log: [{ term: 1, command: sorted, type: "config" }],
+    };
+    assert.deepEqual(await persister.load(), expected);
+    await persister.close();
+    assert.deepEqual(await reopenedState(open, place), expected);
+  });
+
+  test("a configuration that is not one, or an unknown entry type, is refused and changes nothing", async (place) => {
+    const persister = await open(place);
+    await persister.save({
+      term: 1,
+      votedFor: 0,
+      log: { from: 1, entries: [configEntry(1, [0])] },
+    });
+    const before = await persister.load();
+    const twice = { voters: [{ id: 1, address: "a" }, { id: 1, address: "b" }], learners: [] };
+    const badEntries: [string, LogEntry, RegExp][] = [
+      [
+        "no voters",
+        { term: 1, command: { voters: [], learners: [] }, type: "config" },
+        /entry at 2 is not valid: a configuration must have at least one voter/,
+      ],
+      ["a string", { term: 1, command: "x", type: "config" }, /must be an object/],
+      ["a member twice", { term: 1, command: twice, type: "config" }, /member 1 appears twice/],
+      [
+        "an unknown type",
+        { term: 1, command: 1, type: "other" as "noop" },
+        /Entry type must be "noop", "config" or absent, got "other"/,
+      ],
+    ];
+    for (const [why, bad, message] of badEntries) {
+      // Beside a good entry, so that the whole change is refused.
+      const change = { term: 2, votedFor: 1, log: { from: 2, entries: [entry(2, "ok"), bad] } };
+      await assert.rejects(
+        persister.save({ ...change, log: { from: 2, entries: [bad, entry(2, "ok")] } }),
+        (error: unknown) => error instanceof TypeError && message.test(error.message),
+        why,
+      );
+      await assert.rejects(persister.save(change), TypeError, `${why}, second`);
+    }
+    const badSnapshots: [string, unknown, RegExp][] = [
+      ["null", null, /snapshot through 1 is not valid: a configuration must be an object/],
+      ["no voters", { voters: [], learners: [{ id: 1, address: "" }] }, /at least one voter/],
+      ["a negative id", { voters: [{ id: -1, address: "" }], learners: [] }, /got -1/],
+      ["a member twice", twice, /member 1 appears twice/],
+    ];
+    for (const [why, bad, message] of badSnapshots) {
+      const snapshot = { ...snap(1), configuration: bad as Configuration };
+      await assert.rejects(
+        persister.save({ term: 2, votedFor: 1, snapshot, log: log(2, "ok") }),
+        (error: unknown) => error instanceof TypeError && message.test(error.message),
+        why,
+      );
+    }
+    assert.deepEqual(await persister.load(), before, "nothing changed");
+    await persister.save({ term: 2, votedFor: 1, log: log(2, "ok") });
+    await persister.close();
+    assert.deepEqual(await reopenedState(open, place), {
+      ...before,
+      term: 2,
+      votedFor: 1,
+      log: [...before.log, entry(1, "ok")],
+    });
   });
 }

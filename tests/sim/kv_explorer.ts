@@ -16,7 +16,6 @@
 import {
   type ClientEnd,
   MemoryNetwork,
-  NodeClosedError,
   NotLeaderError,
   ProposalDroppedError,
   RaftNode,
