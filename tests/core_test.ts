@@ -406,14 +406,20 @@ Deno.test("a vote for an earlier term's election is not counted", () => {
   assert.equal(core.role, "candidate", "a vote granted for term 1 must not elect a term-2 leader");
 });
 
-Deno.test("a single-peer cluster elects itself without sending anything", () => {
+Deno.test("a single-peer cluster elects itself without sending anything, once its vote is saved", () => {
   const core = newCore({ peerCount: 1 });
   core.tick(300);
-  assert.equal(core.role, "leader");
+  // Leading before its own vote is durable, a crash could bring it back in term 0, to be
+  // elected in term 1 a second time with another log.
+  assert.equal(core.role, "candidate");
   const ready = core.takeReady(300);
   assert.deepEqual(ready.save, { term: 1, votedFor: 0 });
   assert.deepEqual(ready.send, []);
   assert.deepEqual(ready.sendAfterSave, []);
+  assert.equal(core.role, "candidate");
+  core.onSaved(ready.saveMark!, 301);
+  assert.equal(core.role, "leader");
+  assert.equal(core.currentTerm, 1);
 });
 
 // ---- AppendEntries, follower side -----------------------------------------------------------

@@ -118,6 +118,7 @@ Deno.test("core: a candidate asks only voters, and a learner's vote does not cou
   core.tick(300);
   assert.equal(core.role, "candidate");
   const ready = core.takeReady(300);
+  core.onSaved(ready.saveMark!, 300);
   const asked = ready.sendAfterSave.map((request) => request.to).sort();
   assert.deepEqual(asked, [1, 2], "learners are not asked");
   const args = ready.sendAfterSave[0]!.args as Parameters<typeof stepVoteReply>[2];

@@ -207,6 +207,8 @@ export class RaftCore {
    */
   #stableIndex: number;
   readonly #pendingSaves: PendingSave[] = [];
+  /** The save carrying the latest change of term or vote, until it is durable. */
+  #hardStateSave: PendingSave | null = null;
   readonly #counters: CoreCounters = { preVotesStarted: 0, electionsStarted: 0, electionsWon: 0 };
   /** While leading: bytes of the entries after the commit index (see uncommittedBytes). */
   #uncommittedBytes = 0;
@@ -1009,7 +1011,19 @@ export class RaftCore {
     if (this.#role !== "candidate" || args.term !== this.#currentTerm) return;
     if (reply.term !== args.term) return;
     this.#tracker.recordVote(from, reply.voteGranted);
-    if (this.#tracker.voteResult() === "won") this.#becomeLeader(now);
+    this.#maybeWin(now);
+  }
+
+  /**
+   * A candidate with a quorum of votes becomes leader, once its own term and vote are durable.
+   * Others' votes answer requests sent after that save, but the only voter of a configuration
+   * wins on its own vote: leading before the save, a crash could bring it back in the term
+   * before, to be elected in this term a second time, with another log.
+   */
+  #maybeWin(now: number): void {
+    if (this.#role !== "candidate" || this.#tracker.voteResult() !== "won") return;
+    if (this.#hardStateChanged || this.#hardStateSave !== null) return;
+    this.#becomeLeader(now);
   }
 
   /** Advances a follower's progress, or backs its nextIndex up. */
@@ -1141,13 +1155,17 @@ export class RaftCore {
       (pending.mark.term === mark.term && pending.mark.lastIndex === mark.lastIndex)
     );
     invariant(at >= 0, () => `onSaved() for a save that is not pending: ${JSON.stringify(mark)}`);
-    this.#pendingSaves.splice(0, at + 1);
+    const durable = this.#pendingSaves.splice(0, at + 1);
+    if (this.#hardStateSave !== null && durable.includes(this.#hardStateSave)) {
+      this.#hardStateSave = null;
+    }
     // The disk now holds the log as it was when this save was asked for. What changed since (in
     // later saves, or not asked for yet) is not on disk.
     let stable = mark.lastIndex;
     for (const pending of this.#pendingSaves) stable = Math.min(stable, pending.from - 1);
     this.#stableIndex = Math.min(stable, this.#unsavedFrom - 1);
     if (this.#role === "leader") this.#maybeCommit(now);
+    this.#maybeWin(now);
     this.#checkInvariants();
   }
 
@@ -1178,7 +1196,9 @@ export class RaftCore {
         save.log = { from, entries: this.#log.slice(from) };
       }
       saveMark = { term: this.#currentTerm, lastIndex: this.#log.lastIndex };
-      this.#pendingSaves.push({ mark: saveMark, from: this.#unsavedFrom });
+      const pending = { mark: saveMark, from: this.#unsavedFrom };
+      this.#pendingSaves.push(pending);
+      if (this.#hardStateChanged) this.#hardStateSave = pending;
       this.#hardStateChanged = false;
       this.#unsavedFrom = Infinity;
       this.#unsavedSnapshot = null;
@@ -1302,8 +1322,9 @@ export class RaftCore {
       this.#trace(`starts election`);
     }
     if (this.#tracker.voteResult() === "won") {
+      // The only voter: no one else to ask. Its election is won once its vote is saved.
       if (kind === "preVote") this.#campaign("election", now);
-      else this.#becomeLeader(now);
+      else this.#maybeWin(now);
       return;
     }
     const args: RequestVoteArgs = {

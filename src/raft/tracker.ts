@@ -14,7 +14,10 @@ import type { Configuration } from "./types.ts";
 export class ProgressTracker {
   /** This peer's id. */
   readonly me: number;
+  /** The voters, whose majorities commit entries. */
   #quorum: MajorityQuorum;
+  /** Whose majorities elect a leader, and whom a candidate asks: the same voters. */
+  #electorate: MajorityQuorum;
   #configuration: Configuration;
   /** Every member but this peer, voters and learners, ascending. */
   #others: number[] = [];
@@ -30,16 +33,18 @@ export class ProgressTracker {
     this.me = me;
     this.#configuration = configuration;
     this.#quorum = new MajorityQuorum([]);
+    this.#electorate = this.#quorum;
     this.#setMembers(configuration);
   }
 
   #setMembers(configuration: Configuration): void {
     this.#configuration = configuration;
-    // The electorate: whose majorities elect a leader and commit entries, and whom a candidate
-    // asks. Learners are not in it.
-    const electorate = configuration.voters.map((member) => member.id);
-    this.#quorum = new MajorityQuorum(electorate);
-    this.#voterOthers = this.#quorum.voters.filter((id) => id !== this.me);
+    this.#quorum = new MajorityQuorum(configuration.voters.map((member) => member.id));
+    // Learners neither vote nor count: a leader elected with their votes might lack what a
+    // majority of voters committed.
+    const electorate = configuration.voters;
+    this.#electorate = new MajorityQuorum(electorate.map((member) => member.id));
+    this.#voterOthers = this.#electorate.voters.filter((id) => id !== this.me);
     this.#others = [...this.#voterOthers, ...configuration.learners.map((member) => member.id)]
       .filter((id) => id !== this.me).sort((a, b) => a - b);
   }
@@ -165,6 +170,6 @@ export class ProgressTracker {
 
   /** The election's result so far: only voters' answers count. */
   voteResult(): VoteResult {
-    return this.#quorum.voteResult((id) => this.#votes.get(id));
+    return this.#electorate.voteResult((id) => this.#votes.get(id));
   }
 }

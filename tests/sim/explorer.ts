@@ -573,8 +573,9 @@ class ExplorerRun {
   /**
    * Every 0.3-3 s of the faulty phase, the leader (if any) changes the membership by one server:
    * adds a spare as a learner, promotes a learner, demotes or removes a voter (itself now and
-   * then), or removes a learner. One change in five is followed by the leader's crash within
-   * 30 ms, the change likely on a minority, and its restart 0.5-3 s later: the history behind the
+   * then), or removes a learner. One change in four is followed at once by the leader's crash
+   * or isolation, the change likely on a minority; the next leader then changes the membership
+   * the moment it is elected, and the old one comes back 0.5-3 s later: the history behind the
    * single-server change bug.
    */
   async #changeMembership(): Promise<void> {
@@ -583,31 +584,54 @@ class ExplorerRun {
       await sleep(this.#sim.clock, randomInt(random, 300, 3000));
       if (this.#clientStopped) break;
       const leader = this.#leader();
-      if (leader === null) continue;
-      const peer = this.#rafts[leader] as unknown as MembershipPeer;
-      const current = peer.core.configuration;
-      const next = this.#drawChange(current, leader);
-      if (next === null) continue;
-      const result = peer.proposeConfiguration(next);
-      this.#log(
-        `membership: leader ${leader} proposes voters ${next.voters.map((m) => m.id)} learners ${
-          next.learners.map((m) => m.id)
-        }: ${result.ok ? `appended at ${result.index}` : `refused (${result.message})`}`,
-      );
-      if (!result.ok) continue;
-      this.#membershipChanges++;
-      if (random() < 0.2) {
-        await sleep(this.#sim.clock, randomInt(random, 0, 30));
-        if (this.#rafts[leader] !== null) {
-          this.#crashPeer(leader);
-          const downFor = randomInt(random, 500, 3000);
-          void (async () => {
-            await sleep(this.#sim.clock, downFor);
-            if (this.#rafts[leader] === null && !this.#clientStopped) await this.#startPeer(leader);
-          })();
+      if (leader === null || !this.#proposeChange(leader)) continue;
+      if (random() >= 0.25) continue;
+      await sleep(this.#sim.clock, randomInt(random, 0, 10));
+      if (this.#rafts[leader] === null) continue;
+      const isolate = random() < 0.5;
+      if (isolate) {
+        this.#log(`membership: isolates leader ${leader}`);
+        this.#faults.isolate(leader);
+        this.#applyFaults();
+      } else {
+        this.#crashPeer(leader);
+      }
+      // The next leader changes the membership as soon as it is elected.
+      const deadline = this.#sim.clock.now() + 3000;
+      while (this.#sim.clock.now() < deadline && !this.#clientStopped) {
+        await sleep(this.#sim.clock, randomInt(random, 1, 5));
+        const next = this.#leader();
+        if (next !== null && next !== leader) {
+          this.#proposeChange(next);
+          break;
         }
       }
+      await sleep(this.#sim.clock, randomInt(random, 500, 3000));
+      if (this.#clientStopped) break;
+      if (isolate) {
+        this.#log(`membership: heals leader ${leader}`);
+        this.#faults.healPeer(leader);
+        this.#applyFaults();
+      } else if (this.#rafts[leader] === null) {
+        await this.#startPeer(leader);
+      }
     }
+  }
+
+  /** Leader `leader` proposes a change drawn at random; whether one was appended. */
+  #proposeChange(leader: number): boolean {
+    const peer = this.#rafts[leader] as unknown as MembershipPeer | null;
+    if (peer === null) return false;
+    const next = this.#drawChange(peer.core.configuration, leader);
+    if (next === null) return false;
+    const result = peer.proposeConfiguration(next);
+    this.#log(
+      `membership: leader ${leader} proposes voters ${next.voters.map((m) => m.id)} learners ${
+        next.learners.map((m) => m.id)
+      }: ${result.ok ? `appended at ${result.index}` : `refused (${result.message})`}`,
+    );
+    if (result.ok) this.#membershipChanges++;
+    return result.ok;
   }
 
   /** One server's change to `current`, drawn at random; null when the draw has nothing to do. */

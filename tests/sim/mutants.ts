@@ -133,11 +133,19 @@ export const mutants: Mutant[] = [
   {
     name: "learners vote",
     description:
-      "learners count as voters: candidates ask them and count their votes, and their acknowledgements count toward commits",
+      "candidates ask learners for votes and count them, though only voters' majorities commit: a leader can be elected without what a majority of voters holds",
     file: "raft/tracker.ts",
-    find: "    const electorate = configuration.voters.map((member) => member.id);",
-    replace:
-      "    const electorate = [...configuration.voters, ...configuration.learners].map((member) => member.id);",
+    find: "    const electorate = configuration.voters;",
+    replace: "    const electorate = [...configuration.voters, ...configuration.learners];",
+    huntable: true,
+  },
+  {
+    name: "sole voter leads before its vote is saved",
+    description:
+      "the only voter of a configuration becomes leader as soon as it votes for itself, before the save of its term and vote: a crash brings it back in the term before, to be elected in the same term a second time with another log (the bug the first membership runs found)",
+    file: "raft/core.ts",
+    find: "    if (this.#hardStateChanged || this.#hardStateSave !== null) return;\n",
+    replace: "",
     huntable: true,
   },
   {

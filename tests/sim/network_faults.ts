@@ -105,6 +105,14 @@ export class NetworkFaults {
     }
   }
 
+  /** Lifts every fault to and from `peer`. */
+  healPeer(peer: number): void {
+    for (let j = 0; j < this.#n; j++) {
+      this.#directions[peer]![j] = { ...healthy };
+      this.#directions[j]![peer] = { ...healthy };
+    }
+  }
+
   /** Cuts `peer` off from every other peer, both ways. */
   isolate(peer: number): void {
     for (let j = 0; j < this.#n; j++) {
