@@ -8,6 +8,7 @@ import {
   spawnEchoPeer,
   startTransports,
   tokenUrl,
+  UNREACHABLE_ADDRESS,
   waitFor,
 } from "./helpers/websocket.ts";
 import { sanitized } from "./helpers/sanitized.ts";
@@ -17,9 +18,11 @@ import { encodeFrame, isRefusal, parseFrame } from "../src/transport/_websocket_
 import {
   importSecret,
   newNonce,
+  parseUpgradeToken,
   signTranscript,
   signUpgrade,
   UpgradeReplayGuard,
+  withUpgradeToken,
 } from "../src/transport/_websocket_handshake.ts";
 
 Deno.test("calls reach the peer's handler and return its reply", sanitized, async () => {
@@ -246,9 +249,9 @@ Deno.test(
       const stats = cluster.transports[0]!.stats;
       assert.deepEqual(stats.refusedHandshakes + stats.refusedFrames, bad.length + 1);
       assert.deepEqual(cluster.handlers[0]!.served.length, 0, "no bad frame reached the handler");
-      // A dialer may send only its handshake, so its frames are limited to 1 KiB, whatever
+      // A dialer may send only its handshake, so its frames are limited to 2 KiB, whatever
       // maxMessageBytes says (that limit is for the frames a dialer receives).
-      assert.ok(cluster.logs[0]!.some((line) => line.includes("over the limit of 1024")));
+      assert.ok(cluster.logs[0]!.some((line) => line.includes("over the limit of 2048")));
       // The insider displaced peer 1's link; peer 1 redials and the cluster serves on.
       await waitFor(
         "calls from peer 1 to succeed again",
@@ -294,6 +297,8 @@ Deno.test("options are checked", sanitized, async () => {
   await rejects({ me: 0, peers: ["http://x:1", urls[1]!], secret: SECRET }, "http://x:1");
   await rejects({ me: 0, peers: urls, secret: "short" }, "at least 16 bytes");
   await rejects({ me: 0, peers: urls, secret: SECRET, callTimeoutMs: -1 }, "callTimeoutMs");
+  // Its own URL goes into every hello it sends, where quotes are refused.
+  await rejects({ me: 0, peers: ['ws://a"b:1', urls[1]!], secret: SECRET }, "Own peer URL");
 });
 
 Deno.test(
@@ -473,7 +478,13 @@ Deno.test(
           socket.onmessage = async (event) => {
             const hello = parseFrame(event.data, 1 << 20);
             if (isRefusal(hello) || hello.type !== "hello") return;
-            const transcript = { from: 0, to: 1, serverNonce, dialerNonce: hello.nonce };
+            const transcript = {
+              from: 0,
+              to: 1,
+              serverNonce,
+              dialerNonce: hello.nonce,
+              dialerAddress: hello.address,
+            };
             const proof = await signTranscript(key, "server", transcript);
             socket.send(encodeFrame({ v: 1, type: "welcome", proof }));
             socket.send(
@@ -753,6 +764,70 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "a hello carries the dialer's address, and its proof covers the address",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(2);
+    try {
+      const url = cluster.urls[0]!;
+      const elsewhere = "ws://127.0.0.1:9/elsewhere";
+      // A proof for one address, sent with another: refused like a wrong secret.
+      const tampered = new RawClient(await tokenUrl(url, 1, 0, SECRET));
+      await tampered.authenticate(1, 0, SECRET, elsewhere, UNREACHABLE_ADDRESS);
+      assert.deepEqual((await tampered.closed).code, 4008);
+      assert.ok(
+        cluster.logs[0]!.some((line) => line.includes("peer 1 failed to prove the cluster secret")),
+        `expected a refusal in peer 0's log, got ${JSON.stringify(cluster.logs[0])}`,
+      );
+      const honest = new RawClient(await tokenUrl(url, 1, 0, SECRET));
+      await honest.authenticate(1, 0, SECRET, elsewhere);
+      await waitFor("the welcome", () => honest.received.length === 2);
+      await honest.close();
+    } finally {
+      await cluster.close();
+    }
+  },
+);
+
+Deno.test("a hello needs a printable address; peer ids are any non-negative safe integer", async () => {
+  const hello = (fields: Record<string, unknown>) =>
+    JSON.stringify({
+      v: 1,
+      type: "hello",
+      from: 1,
+      to: 0,
+      nonce: "AAAA",
+      proof: "AAAA",
+      address: "ws://h:1/",
+      ...fields,
+    });
+  const refusal = (text: string) => {
+    const frame = parseFrame(text, 4096);
+    return isRefusal(frame) ? frame.refused : "";
+  };
+  assert.deepEqual(refusal(hello({})), "");
+  assert.deepEqual(refusal(hello({ from: Number.MAX_SAFE_INTEGER, to: 2 ** 20 })), "");
+  assert.match(refusal(hello({ from: 2 ** 53 })), /invalid peer ids/);
+  assert.match(refusal(hello({ address: undefined })), /invalid address/);
+  assert.match(refusal(hello({ address: 'ws://a"b/' })), /invalid address/);
+  assert.match(refusal(hello({ address: "ws://h/\\x" })), /invalid address/);
+  assert.match(refusal(hello({ address: "ws://h/é" })), /invalid address/);
+  assert.deepEqual(
+    refusal(hello({ address: "ws://h/" + "a".repeat(1017) })),
+    "",
+    "1024 characters",
+  );
+  assert.match(refusal(hello({ address: "ws://h/" + "a".repeat(1018) })), /invalid address/);
+
+  const key = await importSecret(SECRET);
+  const target = (from: number) => withUpgradeToken("ws://h:1", { ...token, from }).search;
+  const token = await signUpgrade(key, 1, 0);
+  const largest = parseUpgradeToken(target(Number.MAX_SAFE_INTEGER));
+  assert.ok(typeof largest !== "string" && largest.from === Number.MAX_SAFE_INTEGER);
+  assert.match(String(parseUpgradeToken(target(2 ** 53))), /malformed numbers/);
+});
 
 Deno.test("a frame nested deeper than 128 levels is refused before it is parsed", () => {
   const nested = (depth: number) => "[".repeat(depth) + "]".repeat(depth);

@@ -18,13 +18,17 @@
  *
  * ```
  * server -> dialer   challenge { nonce: Ns }
- * dialer -> server   hello     { from, to, nonce: Nd, proof: HMAC(secret, "dialer|from|to|Ns|Nd") }
- * server -> dialer   welcome   { proof: HMAC(secret, "server|from|to|Ns|Nd") }
+ * dialer -> server   hello     { from, to, nonce: Nd, address: A,
+ *                                proof: HMAC(secret, "dialer|from|to|Ns|Nd|A") }
+ * server -> dialer   welcome   { proof: HMAC(secret, "server|from|to|Ns|Nd|A") }
  * ```
  *
  * Fresh nonces on both sides make an old proof useless on a new connection; the role labels keep
  * one side's proof from being reflected back as the other's; the indexes bind the proof to the
- * link, so a peer cannot claim another peer's index.
+ * link, so a peer cannot claim another peer's index. `A` is the URL at which the dialer's own
+ * server is reached: a server that has no link to the dialer yet (a peer added to the cluster
+ * while it was away) dials it back there, so the proof covers it too, and no one without the
+ * secret can send a server elsewhere.
  *
  * @module
  */
@@ -47,6 +51,8 @@ export interface HandshakeTranscript {
   serverNonce: string;
   /** The dialer's nonce (base64). */
   dialerNonce: string;
+  /** The URL the dialer advertises for its own server. */
+  dialerAddress: string;
 }
 
 /**
@@ -98,9 +104,10 @@ function transcriptBytes(
   role: HandshakeRole,
   transcript: HandshakeTranscript,
 ): Uint8Array<ArrayBuffer> {
-  const { from, to, serverNonce, dialerNonce } = transcript;
+  const { from, to, serverNonce, dialerNonce, dialerAddress } = transcript;
+  // The address comes last, so a "|" in it cannot shift the fields before it.
   return new TextEncoder().encode(
-    `denoraft-ws-v1|${role}|${from}|${to}|${serverNonce}|${dialerNonce}`,
+    `denoraft-ws-v2|${role}|${from}|${to}|${serverNonce}|${dialerNonce}|${dialerAddress}`,
   );
 }
 
@@ -158,7 +165,8 @@ export function parseUpgradeToken(target: string): UpgradeToken | string {
   const params = new URLSearchParams(target.slice(query + 1));
   const [from, to, time] = (["from", "to", "time"] as const).map((name) => {
     const text = params.get(name) ?? "";
-    return /^[0-9]{1,15}$/.test(text) ? Number(text) : -1;
+    const value = /^[0-9]{1,16}$/.test(text) ? Number(text) : -1;
+    return Number.isSafeInteger(value) ? value : -1;
   });
   const nonce = params.get("nonce") ?? "";
   const proof = params.get("proof") ?? "";

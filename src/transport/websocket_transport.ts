@@ -31,7 +31,14 @@ import { GuardedListener, type PendingConnection } from "../net/_guarded_listene
 import { MAX_HEAD_BYTES, parseRequestHead, respondAndClose } from "../net/_http1.ts";
 import { RateLimitedLog } from "../net/_rate_limited_log.ts";
 import { WebSocketConnection } from "./_websocket_connection.ts";
-import { encodeFrame, type Frame, isRefusal, parseFrame } from "./_websocket_envelope.ts";
+import {
+  encodeFrame,
+  type Frame,
+  isAdvertisedAddress,
+  isRefusal,
+  MAX_ADVERTISED_ADDRESS_LENGTH,
+  parseFrame,
+} from "./_websocket_envelope.ts";
 import {
   importSecret,
   newNonce,
@@ -89,7 +96,7 @@ export interface WebSocketTransportOptions {
    * AppendEntries batch of modest commands; a larger frame is dropped when sending, and closes
    * the connection when received, as soon as its header announces its length (its payload is
    * never read). Only the dialing side receives such frames: a dialer may send nothing but its
-   * handshake, so the accepting side refuses any frame over 1 KiB.
+   * handshake, so the accepting side refuses any frame over 2 KiB.
    */
   maxMessageBytes?: number;
   /**
@@ -250,10 +257,10 @@ const CLOSE_WAIT_MS = 2000;
 const FIRST_REQUEST_ID_RANGE = 2 ** 48;
 
 /**
- * Largest frame the accepting side takes from a dialer: its hello is about 250 bytes, and it may
- * send nothing else.
+ * Largest frame the accepting side takes from a dialer: its hello is about 250 bytes plus its
+ * address (at most 1024 characters that JSON does not escape), and it may send nothing else.
  */
-const DIALER_FRAME_BYTES = 1024;
+const DIALER_FRAME_BYTES = 2048;
 
 /** First buffer for a request head: a peer's upgrade request, token included, is about 600 bytes. */
 const INITIAL_HEAD_BUFFER_BYTES = 1024;
@@ -298,6 +305,8 @@ const DEFAULTS = {
  */
 export class WebSocketTransport {
   readonly #me: number;
+  /** Where other peers dial this one: `peers[me]`, serialized, as the hello advertises it. */
+  readonly #address: string;
   readonly #links: (Link | undefined)[];
   readonly #key: CryptoKey;
   readonly #options: typeof DEFAULTS;
@@ -332,6 +341,7 @@ export class WebSocketTransport {
 
   private constructor(options: WebSocketTransportOptions, key: CryptoKey) {
     this.#me = options.me;
+    this.#address = new URL(options.peers[options.me]!).href;
     this.#key = key;
     const settings = { ...DEFAULTS };
     for (const name of Object.keys(DEFAULTS) as (keyof typeof DEFAULTS)[]) {
@@ -379,15 +389,14 @@ export class WebSocketTransport {
     if (!Number.isInteger(me) || me < 0 || me >= peers.length) {
       throw new RangeError(`Peer index must be within 0..${peers.length - 1}, got ${me}`);
     }
-    const urls = peers.map((text) => {
-      const url = URL.parse(text);
-      if (
-        url === null || (url.protocol !== "ws:" && url.protocol !== "wss:") || url.hash !== ""
-      ) {
-        throw new RangeError(`Peer URL must be ws:// or wss:// without a fragment, got "${text}"`);
-      }
-      return url;
-    });
+    const urls = peers.map(checkPeerUrl);
+    const advertised = urls[me]!.href;
+    if (!isAdvertisedAddress(advertised)) {
+      throw new RangeError(
+        `Own peer URL must serialize to at most ${MAX_ADVERTISED_ADDRESS_LENGTH} characters of ` +
+          `printable ASCII without quotes or backslashes, got "${advertised}"`,
+      );
+    }
     for (const name of Object.keys(DEFAULTS) as (keyof typeof DEFAULTS)[]) {
       const value = options[name];
       if (value !== undefined && !(Number.isFinite(value) && value > 0)) {
@@ -698,7 +707,13 @@ export class WebSocketTransport {
         state = "signing";
         serverNonce = frame.nonce;
         dialerNonce = newNonce();
-        const transcript = { from: this.#me, to: peer, serverNonce, dialerNonce };
+        const transcript = {
+          from: this.#me,
+          to: peer,
+          serverNonce,
+          dialerNonce,
+          dialerAddress: this.#address,
+        };
         const proof = await signTranscript(this.#key, "dialer", transcript);
         if (!socket.open) return;
         socket.send(encodeFrame({
@@ -707,6 +722,7 @@ export class WebSocketTransport {
           from: this.#me,
           to: peer,
           nonce: dialerNonce,
+          address: this.#address,
           proof,
         }));
         state = "welcome";
@@ -714,7 +730,13 @@ export class WebSocketTransport {
       }
       if (state === "welcome" && frame.type === "welcome") {
         state = "verifying";
-        const transcript = { from: this.#me, to: peer, serverNonce, dialerNonce };
+        const transcript = {
+          from: this.#me,
+          to: peer,
+          serverNonce,
+          dialerNonce,
+          dialerAddress: this.#address,
+        };
         if (!await verifyTranscript(this.#key, "server", transcript, frame.proof)) {
           return drop(
             `peer ${peer} at ${link.url} failed to prove the cluster secret`,
@@ -1023,7 +1045,13 @@ export class WebSocketTransport {
           "refusedHandshakes",
         );
       }
-      const transcript = { from: frame.from, to: this.#me, serverNonce, dialerNonce: frame.nonce };
+      const transcript = {
+        from: frame.from,
+        to: this.#me,
+        serverNonce,
+        dialerNonce: frame.nonce,
+        dialerAddress: frame.address,
+      };
       if (!await verifyTranscript(this.#key, "dialer", transcript, frame.proof)) {
         settle();
         return this.#refuse(
@@ -1066,4 +1094,16 @@ export class WebSocketTransport {
     };
     return handshake;
   }
+}
+
+/**
+ * `text` as a URL if it is a peer URL: `ws://` or `wss://`, without a fragment. Throws a
+ * `RangeError` otherwise.
+ */
+function checkPeerUrl(text: string): URL {
+  const url = URL.parse(text);
+  if (url === null || (url.protocol !== "ws:" && url.protocol !== "wss:") || url.hash !== "") {
+    throw new RangeError(`Peer URL must be ws:// or wss:// without a fragment, got "${text}"`);
+  }
+  return url;
 }

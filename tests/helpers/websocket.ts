@@ -21,6 +21,12 @@ import {
 
 export const SECRET = "test-secret-0123456789abcdef";
 
+/**
+ * What a {@linkcode RawClient} advertises by default: nothing listens on port 9 (discard) of
+ * loopback in the tests, so a server that dials it back gets nowhere.
+ */
+export const UNREACHABLE_ADDRESS = "ws://127.0.0.1:9/";
+
 /** A handler that echoes, records what it served, and can be told to hang or delay. */
 export class FakeHandler implements RpcHandler {
   readonly served: { method: string; args: unknown }[] = [];
@@ -158,8 +164,17 @@ export class RawClient {
     return frame.nonce;
   }
 
-  /** Completes the handshake as peer `from` dialing peer `to`, proving `secret`. */
-  async authenticate(from: number, to: number, secret: string): Promise<void> {
+  /**
+   * Completes the handshake as peer `from` dialing peer `to`, proving `secret`, and advertising
+   * `address` as its own (signing `signedAddress`, by default the same).
+   */
+  async authenticate(
+    from: number,
+    to: number,
+    secret: string,
+    address = UNREACHABLE_ADDRESS,
+    signedAddress = address,
+  ): Promise<void> {
     const serverNonce = await this.challenge();
     const dialerNonce = newNonce();
     const proof = await signTranscript(await importSecret(secret), "dialer", {
@@ -167,8 +182,11 @@ export class RawClient {
       to,
       serverNonce,
       dialerNonce,
+      dialerAddress: signedAddress,
     });
-    this.socket.send(encodeFrame({ v: 1, type: "hello", from, to, nonce: dialerNonce, proof }));
+    this.socket.send(
+      encodeFrame({ v: 1, type: "hello", from, to, nonce: dialerNonce, address, proof }),
+    );
   }
 
   /** Closes the connection (if still open) and waits until it has closed. */
