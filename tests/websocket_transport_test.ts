@@ -3,6 +3,7 @@ import { WebSocketTransport } from "../src/transport/websocket_transport.ts";
 import {
   FakeHandler,
   freePorts,
+  HandshakingServer,
   RawClient,
   SECRET,
   spawnEchoPeer,
@@ -17,9 +18,7 @@ import { ManualClock } from "./helpers/manual_clock.ts";
 import { encodeFrame, isRefusal, parseFrame } from "../src/transport/_websocket_envelope.ts";
 import {
   importSecret,
-  newNonce,
   parseUpgradeToken,
-  signTranscript,
   signUpgrade,
   UpgradeReplayGuard,
   withUpgradeToken,
@@ -452,7 +451,6 @@ Deno.test(
   async () => {
     const [realPort, fakePort] = freePorts(2);
     const urls = [`ws://127.0.0.1:${realPort}`, `ws://127.0.0.1:${fakePort}`];
-    const key = await importSecret(SECRET);
     const transport = await WebSocketTransport.create({
       me: 0,
       peers: urls,
@@ -462,39 +460,17 @@ Deno.test(
     transport.setHandler(new FakeHandler());
     // Peer 1's dialed connection into peer 0, on which peer 0 writes its reply.
     const insider = new RawClient(await tokenUrl(urls[0]!, 1, 0, SECRET));
-    let fake: Deno.HttpServer | undefined;
+    let fake: HandshakingServer | undefined;
     try {
       await insider.authenticate(1, 0, SECRET);
       await waitFor("the welcome", () => insider.received.length === 2);
-      // Only now, with the connection for replies in place, peer 1's server comes up. It sends its first request in the same breath as its welcome, while
-      // peer 0 is still verifying the welcome's proof.
-      fake = Deno.serve(
-        { hostname: "127.0.0.1", port: fakePort!, onListen: () => {} },
-        (request) => {
-          const { socket, response } = Deno.upgradeWebSocket(request);
-          const serverNonce = newNonce();
-          socket.onopen = () =>
-            socket.send(encodeFrame({ v: 1, type: "challenge", nonce: serverNonce }));
-          socket.onmessage = async (event) => {
-            const hello = parseFrame(event.data, 1 << 20);
-            if (isRefusal(hello) || hello.type !== "hello") return;
-            const transcript = {
-              from: 0,
-              to: 1,
-              serverNonce,
-              dialerNonce: hello.nonce,
-              dialerAddress: hello.address,
-            };
-            const proof = await signTranscript(key, "server", transcript);
-            socket.send(encodeFrame({ v: 1, type: "welcome", proof }));
-            socket.send(
-              encodeFrame({ v: 1, type: "request", id: 7, method: "Echo", args: "early" }),
-            );
-          };
-          socket.onerror = (event) => event.preventDefault();
-          return response;
-        },
-      );
+      // Only now, with the connection for replies in place, peer 1's server comes up. It sends
+      // its first request in the same breath as its welcome, while peer 0 is still verifying the
+      // welcome's proof.
+      fake = new HandshakingServer(fakePort!, SECRET, (socket) =>
+        socket.send(
+          encodeFrame({ v: 1, type: "request", id: 7, method: "Echo", args: "early" }),
+        ));
       await waitFor("a reply to the early request", () =>
         insider.received.some((data) => {
           const frame = parseFrame(data, 1 << 20);
@@ -912,4 +888,247 @@ Deno.test("await using closes a transport at the end of its scope", sanitized, a
   // The server is gone: the port can be listened on again.
   const listener = Deno.listen({ hostname: "127.0.0.1", port: closedPort });
   listener.close();
+});
+
+// ---- Membership: peers added and removed at run time. ----
+
+Deno.test(
+  "addPeer grows three transports to four, and calls work both ways",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(3, { reconnectMaxDelayMs: 100 });
+    const url = `ws://127.0.0.1:${freePorts(1)[0]}`;
+    let newcomer: WebSocketTransport | undefined;
+    try {
+      // The old peers add peer 3 before it runs: they dial it, and keep redialing.
+      const ends = cluster.transports.map((transport) => transport.addPeer(3, url));
+      for (const transport of cluster.transports) {
+        assert.deepEqual(transport.addressOf(3), url);
+        assert.ok(!transport.connectedPeers().includes(3));
+      }
+      assert.deepEqual(await ends[0]!.call("Echo", 0), undefined, "a call before peer 3 runs");
+
+      newcomer = await WebSocketTransport.create({
+        me: 3,
+        peers: [...cluster.urls, url],
+        secret: SECRET,
+        reconnectMaxDelayMs: 100,
+        log: () => {},
+      });
+      const handler = new FakeHandler();
+      newcomer.setHandler(handler);
+      const joined = newcomer;
+      await waitFor(
+        "every link to peer 3",
+        () =>
+          joined.connectedPeers().length === 3 &&
+          cluster.transports.every((transport) => transport.connectedPeers().includes(3)),
+      );
+      for (let peer = 0; peer < 3; peer++) {
+        assert.deepEqual(await ends[peer]!.call("Echo", peer), { echo: peer });
+        assert.deepEqual(await newcomer.clientEnds()[peer]!.call("Echo", `to ${peer}`), {
+          echo: `to ${peer}`,
+        });
+      }
+      assert.deepEqual(handler.served.length, 3);
+      assert.deepEqual(cluster.transports[0]!.connectedPeers(), [1, 2, 3]);
+      assert.deepEqual(cluster.transports[0]!.clientEnds().length, 3, "as many as create() got");
+      assert.deepEqual(
+        await cluster.transports[0]!.clientEnd(3).call("Echo", "end"),
+        { echo: "end" },
+      );
+
+      // The same URL again (the same once serialized) changes nothing.
+      const again = cluster.transports[0]!.addPeer(3, `${url}/`);
+      assert.deepEqual(cluster.transports[0]!.connectedPeers(), [1, 2, 3], "the link stayed up");
+      assert.deepEqual(cluster.transports[0]!.addressOf(3), url);
+      assert.deepEqual(await again.call("Echo", "again"), { echo: "again" });
+    } finally {
+      await newcomer?.close();
+      await cluster.close();
+    }
+  },
+);
+
+Deno.test(
+  "addPeer at another URL closes the link, fails its calls and dials the new URL",
+  sanitized,
+  async () => {
+    // Calls wait up to 10 s for a reply: one that resolves sooner was failed by the transport.
+    const cluster = await startTransports(2, { callTimeoutMs: 10_000, reconnectMaxDelayMs: 100 });
+    try {
+      const [a, b] = cluster.transports;
+      const hanging = a!.clientEnd(1).call("Hang", null);
+      await waitFor("peer 1 to start serving", () => cluster.handlers[1]!.served.length === 1);
+      const started = performance.now();
+      a!.addPeer(1, UNREACHABLE_ADDRESS);
+      assert.deepEqual(a!.connectedPeers(), [], "the link is down at once");
+      assert.deepEqual(await hanging, undefined);
+      assert.ok(performance.now() - started < 1000, "the call was failed, not timed out");
+      assert.deepEqual(a!.addressOf(1), UNREACHABLE_ADDRESS);
+      assert.deepEqual(await a!.clientEnd(1).call("Echo", 1), undefined);
+      await waitFor("peer 1 to see the link down", () => b!.connectedPeers().length === 0);
+
+      a!.addPeer(1, cluster.urls[1]!);
+      await waitFor(
+        "the link at the right URL",
+        () => a!.connectedPeers().length === 1 && b!.connectedPeers().length === 1,
+      );
+      assert.deepEqual(await a!.clientEnd(1).call("Echo", 2), { echo: 2 });
+      assert.deepEqual(await b!.clientEnd(0).call("Echo", 3), { echo: 3 });
+    } finally {
+      await cluster.close();
+    }
+  },
+);
+
+Deno.test(
+  "removePeer fails calls at once, closes both connections and stops redialing",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(3, { callTimeoutMs: 10_000, reconnectMaxDelayMs: 100 });
+    try {
+      const [a, b, c] = cluster.transports;
+      const end = a!.clientEnds()[2]!;
+      const hanging = end.call("Hang", null);
+      await waitFor("peer 2 to start serving", () => cluster.handlers[2]!.served.length === 1);
+      const started = performance.now();
+      a!.removePeer(2);
+      assert.deepEqual(a!.connectedPeers(), [1], "the link is gone at once");
+      assert.deepEqual(await hanging, undefined);
+      assert.ok(performance.now() - started < 1000, "the call was failed, not timed out");
+      assert.deepEqual(a!.addressOf(2), undefined);
+      assert.deepEqual(
+        await end.call("Echo", 1),
+        undefined,
+        "a call on an end of the removed peer",
+      );
+
+      // Peer 2 sees both connections close. It keeps redialing peer 0, which refuses it.
+      await waitFor("peer 2 to see the link down", () => !c!.connectedPeers().includes(0));
+      const refused = a!.stats.refusedUpgrades;
+      await waitFor("two more redials refused", () => a!.stats.refusedUpgrades >= refused + 2);
+      assert.deepEqual(a!.connectedPeers(), [1]);
+      assert.deepEqual(c!.connectedPeers(), [1]);
+      assert.deepEqual(await c!.clientEnd(0).call("Echo", 1), undefined);
+      assert.deepEqual(cluster.handlers[0]!.served, [], "peer 0 served nothing from peer 2");
+      // The rest of the cluster is untouched.
+      assert.deepEqual(await a!.clientEnd(1).call("Echo", 2), { echo: 2 });
+      assert.deepEqual(await c!.clientEnd(1).call("Echo", 3), { echo: 3 });
+      assert.deepEqual(b!.connectedPeers(), [0, 2]);
+
+      a!.removePeer(2); // again: nothing to do
+      a!.removePeer(7); // never known
+      for (const id of [0, -1, 1.5, 2 ** 53]) {
+        assert.throws(() => a!.removePeer(id), RangeError, `removePeer(${id})`);
+      }
+
+      // Added back, the peer links again.
+      a!.addPeer(2, cluster.urls[2]!);
+      await waitFor(
+        "the link to come back",
+        () => a!.connectedPeers().includes(2) && c!.connectedPeers().includes(0),
+      );
+      assert.deepEqual(await end.call("Echo", 4), { echo: 4 }, "the old end works again");
+      assert.deepEqual(await c!.clientEnd(0).call("Echo", 5), { echo: 5 });
+    } finally {
+      await cluster.close();
+    }
+  },
+);
+
+Deno.test("removePeer closes both connections of the link", sanitized, async () => {
+  const [realPort, fakePort] = freePorts(2);
+  const urls = [`ws://127.0.0.1:${realPort}`, `ws://127.0.0.1:${fakePort}`];
+  const transport = await WebSocketTransport.create({
+    me: 0,
+    peers: urls,
+    secret: SECRET,
+    reconnectMaxDelayMs: 100,
+    log: () => {},
+  });
+  // Peer 1 by hand: its server, which peer 0 dials, and its dial into peer 0.
+  const fake = new HandshakingServer(fakePort!, SECRET);
+  const dialer = new RawClient(await tokenUrl(urls[0]!, 1, 0, SECRET));
+  try {
+    await dialer.authenticate(1, 0, SECRET);
+    await waitFor("the link", () => transport.connectedPeers().length === 1);
+    assert.deepEqual(fake.connections.length, 1);
+    transport.removePeer(1);
+    await waitFor(
+      "the connection peer 1 dialed to close",
+      () => dialer.socket.readyState === WebSocket.CLOSED,
+    );
+    await waitFor("the connection peer 0 dialed to close", () => fake.connections[0]!.closed);
+    assert.deepEqual(fake.connections.length, 1, "no redial");
+  } finally {
+    await dialer.close();
+    await transport.close();
+    await fake.shutdown();
+  }
+});
+
+Deno.test("removePeer stops redialing a peer that never answered", sanitized, async () => {
+  // Peer 1 accepts connections and closes them at once, so every dial fails and is retried.
+  const refuser = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let dials = 0;
+  const refusing = (async () => {
+    for await (const conn of refuser) {
+      dials++;
+      conn.close();
+    }
+  })();
+  const transport = await WebSocketTransport.create({
+    me: 0,
+    peers: [`ws://127.0.0.1:${freePorts(1)[0]}`, `ws://127.0.0.1:${refuser.addr.port}`],
+    secret: SECRET,
+    reconnectMinDelayMs: 10,
+    reconnectMaxDelayMs: 20,
+    log: () => {},
+  });
+  try {
+    await waitFor("a few dials", () => dials >= 3);
+    transport.removePeer(1);
+    const removedAt = dials;
+    // Redials come every 10-20 ms: ten would arrive meanwhile.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.ok(dials <= removedAt + 1, `${dials - removedAt} dials after the removal`);
+  } finally {
+    await transport.close();
+    refuser.close();
+    await refusing.catch(() => undefined);
+  }
+});
+
+Deno.test("addPeer, clientEnd and addressOf check their arguments", sanitized, async () => {
+  const [port] = freePorts(1);
+  const own = `ws://127.0.0.1:${port}`;
+  const transport = await WebSocketTransport.create({
+    me: 0,
+    peers: [own],
+    secret: SECRET,
+    log: () => {},
+  });
+  try {
+    const bad: [number, string, string][] = [
+      [-1, "ws://127.0.0.1:1", "non-negative safe integer"],
+      [1.5, "ws://127.0.0.1:1", "non-negative safe integer"],
+      [2 ** 53, "ws://127.0.0.1:1", "non-negative safe integer"],
+      [0, "ws://127.0.0.1:1", "it is this peer"],
+      [1, "http://127.0.0.1:1", "ws:// or wss://"],
+      [1, "ws://127.0.0.1:1/#x", "without a fragment"],
+      [1, "not a url", "ws:// or wss://"],
+    ];
+    for (const [id, url, text] of bad) {
+      assert.throws(() => transport.addPeer(id, url), RangeError, text);
+      assert.deepEqual(transport.addressOf(id), id === 0 ? own : undefined, "nothing was added");
+    }
+    assert.throws(() => transport.clientEnd(-1), RangeError);
+    assert.deepEqual(await transport.clientEnd(0).call("Echo", 1), undefined, "this peer");
+    assert.deepEqual(await transport.clientEnd(99).call("Echo", 1), undefined, "an unknown peer");
+    assert.deepEqual(transport.addressOf(99), undefined);
+    assert.deepEqual(transport.addressOf(0), own);
+  } finally {
+    await transport.close();
+  }
 });

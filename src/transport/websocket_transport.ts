@@ -237,6 +237,32 @@ interface Link {
   requestsInProgress: number;
   /** Fault injection: traffic to and from this peer is dropped. */
   cutOff: boolean;
+  /**
+   * Set once the link is removed or replaced: it dials no more, and its connections are closed.
+   */
+  retired: boolean;
+  /** Stops the dial in progress, or closes the dialed connection, without redialing. */
+  stopDialing: (() => void) | undefined;
+}
+
+/** A link to the peer at `url`, with no connection yet. */
+function newLink(url: string): Link {
+  return {
+    url,
+    dialed: undefined,
+    accepted: undefined,
+    dialedAt: 0,
+    abandonDialed: undefined,
+    requestsInProgress: 0,
+    dialedLastReceived: 0,
+    acceptedLastSent: 0,
+    failedDials: 0,
+    cancelRedial: undefined,
+    pending: new Map(),
+    cutOff: false,
+    retired: false,
+    stopDialing: undefined,
+  };
 }
 
 /** A server connection whose token was valid, in its challenge-response. */
@@ -305,9 +331,14 @@ const DEFAULTS = {
  */
 export class WebSocketTransport {
   readonly #me: number;
+  /** `peers[me]` as given. */
+  readonly #ownUrl: string;
   /** Where other peers dial this one: `peers[me]`, serialized, as the hello advertises it. */
   readonly #address: string;
-  readonly #links: (Link | undefined)[];
+  /** How many peers `create()` was given: the length of `clientEnds()`. */
+  readonly #peerCount: number;
+  /** Every other peer this one reaches, by id. */
+  readonly #links = new Map<number, Link>();
   readonly #key: CryptoKey;
   readonly #options: typeof DEFAULTS;
   readonly #caCerts: string[] | undefined;
@@ -341,7 +372,9 @@ export class WebSocketTransport {
 
   private constructor(options: WebSocketTransportOptions, key: CryptoKey) {
     this.#me = options.me;
-    this.#address = new URL(options.peers[options.me]!).href;
+    this.#ownUrl = options.peers[options.me]!;
+    this.#address = new URL(this.#ownUrl).href;
+    this.#peerCount = options.peers.length;
     this.#key = key;
     const settings = { ...DEFAULTS };
     for (const name of Object.keys(DEFAULTS) as (keyof typeof DEFAULTS)[]) {
@@ -361,22 +394,9 @@ export class WebSocketTransport {
     this.#random = options.random ?? Math.random;
     this.#replayGuard = new UpgradeReplayGuard(settings.maxClockSkewMs, REMEMBERED_TOKENS_PER_PEER);
     this.#nextRequestId = Math.floor(this.#random() * FIRST_REQUEST_ID_RANGE);
-    this.#links = options.peers.map((url, peer) =>
-      peer === options.me ? undefined : {
-        url,
-        dialed: undefined,
-        accepted: undefined,
-        dialedAt: 0,
-        abandonDialed: undefined,
-        requestsInProgress: 0,
-        dialedLastReceived: 0,
-        acceptedLastSent: 0,
-        failedDials: 0,
-        cancelRedial: undefined,
-        pending: new Map(),
-        cutOff: false,
-      }
-    );
+    options.peers.forEach((url, peer) => {
+      if (peer !== options.me) this.#links.set(peer, newLink(url));
+    });
   }
 
   /**
@@ -388,6 +408,9 @@ export class WebSocketTransport {
     const { me, peers } = options;
     if (!Number.isInteger(me) || me < 0 || me >= peers.length) {
       throw new RangeError(`Peer index must be within 0..${peers.length - 1}, got ${me}`);
+    }
+    if (peers[me] === undefined) {
+      throw new RangeError(`Peers must hold this peer's own URL at index ${me}, got none`);
     }
     const urls = peers.map(checkPeerUrl);
     const advertised = urls[me]!.href;
@@ -418,9 +441,7 @@ export class WebSocketTransport {
       clock: transport.#clock,
       log: (line) => transport.#refusalLog.log(line),
     }, (connection) => void transport.#accept(connection));
-    transport.#links.forEach((link, peer) => {
-      if (link !== undefined) transport.#dial(peer, link);
-    });
+    for (const [peer, link] of transport.#links) transport.#dial(peer, link);
     transport.#scheduleKeepalive();
     return transport;
   }
@@ -452,22 +473,84 @@ export class WebSocketTransport {
   }
 
   /**
-   * One {@linkcode ClientEnd} per peer, indexed like `peers`, as `make()` expects. Calls to this
-   * peer's own entry resolve `undefined`.
+   * One {@linkcode ClientEnd} per peer of the `peers` given to `create()`, indexed like it, as
+   * `make()` expects. Calls to this peer's own entry resolve `undefined`. For peers added since,
+   * see {@linkcode WebSocketTransport.clientEnd}.
    */
   clientEnds(): ClientEnd[] {
-    return this.#links.map((_, peer) => ({
-      call: (method: string, args: unknown) => this.#call(peer, method, args),
-    }));
+    return Array.from({ length: this.#peerCount }, (_, peer) => this.clientEnd(peer));
   }
 
-  /** The peers with both connections of their link authenticated and open. */
+  /**
+   * A {@linkcode ClientEnd} for peer `id`, whether this transport reaches it or not: its calls
+   * resolve `undefined` while there is no link to `id` (and always for this peer's own id), and
+   * go out on the link once there is one. Throws a `RangeError` unless `id` is a non-negative
+   * safe integer.
+   */
+  clientEnd(id: number): ClientEnd {
+    checkPeerId(id);
+    return { call: (method: string, args: unknown) => this.#call(id, method, args) };
+  }
+
+  /**
+   * Starts reaching peer `id` at `address` (`ws://` or `wss://`): creates its link, dials it, and
+   * returns a {@linkcode ClientEnd} for it. Calls succeed once both connections of the link are
+   * up, which takes the peer dialing back too. Adding a peer already reached at the same URL
+   * changes nothing; at another URL, its connections are closed (calls in flight resolve
+   * `undefined`) and it is dialed at the new one. Throws a `RangeError` for a bad URL, an id that
+   * is not a non-negative safe integer, or this peer's own id.
+   *
+   * @example A server that joined the cluster
+   * ```ts ignore
+   * const end = transport.addPeer(3, "ws://10.0.0.4:7000");
+   * const reply = await end.call("RequestVote", args); // undefined until the link is up
+   * ```
+   */
+  addPeer(id: number, address: string): ClientEnd {
+    this.#checkOtherPeer(id, "add");
+    checkPeerUrl(address);
+    const link = this.#links.get(id);
+    if (link === undefined || !sameUrl(link.url, address)) {
+      const fresh = newLink(address);
+      if (link !== undefined) {
+        fresh.cutOff = link.cutOff;
+        this.#retire(link);
+      }
+      this.#links.set(id, fresh);
+      this.#dial(id, fresh);
+    }
+    return this.clientEnd(id);
+  }
+
+  /**
+   * Stops reaching peer `id`: stops redialing it, resolves its calls in flight to `undefined`,
+   * closes both connections of its link and forgets it. Its ends stay usable, and resolve
+   * `undefined`. Removing a peer this transport does not reach does nothing. Throws a
+   * `RangeError` for an id that is not a non-negative safe integer, or this peer's own id.
+   */
+  removePeer(id: number): void {
+    this.#checkOtherPeer(id, "remove");
+    const link = this.#links.get(id);
+    if (link === undefined) return;
+    this.#links.delete(id);
+    this.#retire(link);
+  }
+
+  /**
+   * The URL this transport knows for peer `id`: as given to `create()` or `addPeer()`, and for
+   * this peer, `peers[me]`; `undefined` for a peer it does not reach.
+   */
+  addressOf(id: number): string | undefined {
+    return id === this.#me ? this.#ownUrl : this.#links.get(id)?.url;
+  }
+
+  /** The peers with both connections of their link authenticated and open, by ascending id. */
   connectedPeers(): number[] {
     const peers: number[] = [];
-    this.#links.forEach((link, peer) => {
-      if (link?.dialed !== undefined && link.accepted !== undefined) peers.push(peer);
-    });
-    return peers;
+    for (const [peer, link] of this.#links) {
+      if (link.dialed !== undefined && link.accepted !== undefined) peers.push(peer);
+    }
+    return peers.sort((a, b) => a - b);
   }
 
   /**
@@ -511,8 +594,7 @@ export class WebSocketTransport {
     if (this.#closed) return;
     this.#closed = true;
     this.#cancelKeepalive?.();
-    for (const link of this.#links) {
-      if (link === undefined) continue;
+    for (const link of this.#links.values()) {
       link.cancelRedial?.();
       link.cancelRedial = undefined;
       this.#failPending(link);
@@ -532,14 +614,35 @@ export class WebSocketTransport {
   }
 
   #selectLinks(peer: number | undefined): Link[] {
-    if (peer === undefined) return this.#links.filter((link) => link !== undefined);
-    const link = this.#links[peer];
+    if (peer === undefined) return [...this.#links.values()];
+    const link = this.#links.get(peer);
     if (link === undefined) throw new RangeError(`No link to peer ${peer}`);
     return [link];
   }
 
+  /** Throws a `RangeError` unless `id` could be another peer's id. */
+  #checkOtherPeer(id: number, verb: string): void {
+    checkPeerId(id);
+    if (id === this.#me) throw new RangeError(`Cannot ${verb} peer ${id}: it is this peer`);
+  }
+
+  /**
+   * Gives up a link that was removed or replaced: no more dials, calls in flight resolve
+   * `undefined`, both connections close.
+   */
+  #retire(link: Link): void {
+    link.retired = true;
+    link.cancelRedial?.();
+    link.cancelRedial = undefined;
+    link.stopDialing?.();
+    const accepted = link.accepted;
+    link.accepted = undefined;
+    accepted?.close();
+    this.#failPending(link);
+  }
+
   #call(peer: number, method: string, args: unknown): Promise<unknown | undefined> {
-    const link = this.#links[peer];
+    const link = this.#links.get(peer);
     if (this.#closed || link === undefined || link.cutOff) return Promise.resolve(undefined);
     // A reply can only come back on the connection we dialed.
     if (link.dialed === undefined || link.accepted === undefined) return Promise.resolve(undefined);
@@ -587,7 +690,7 @@ export class WebSocketTransport {
       return false;
     }
     socket.send(text);
-    const link = this.#links[peer];
+    const link = this.#links.get(peer);
     if (link !== undefined && link.accepted === socket) link.acceptedLastSent = this.#clock.now();
     return true;
   }
@@ -603,8 +706,7 @@ export class WebSocketTransport {
     this.#cancelKeepalive = this.#clock.schedule(keepaliveMs / 2, () => {
       if (this.#closed) return;
       const now = this.#clock.now();
-      this.#links.forEach((link, peer) => {
-        if (link === undefined) return;
+      for (const [peer, link] of this.#links) {
         const accepted = link.accepted;
         if (accepted !== undefined) {
           if (now - accepted.lastReceivedAt > ACCEPTED_SILENCE_KEEPALIVES * keepaliveMs) {
@@ -619,7 +721,7 @@ export class WebSocketTransport {
           this.#log(`Peer ${peer} sent nothing for ${now - link.dialedLastReceived} ms: redialing`);
           link.abandonDialed();
         }
-      });
+      }
       this.#scheduleKeepalive();
     });
   }
@@ -653,7 +755,7 @@ export class WebSocketTransport {
   // ---- The dialing side: authenticate, then read the peer's requests and replies. ----
 
   #dial(peer: number, link: Link): void {
-    if (this.#closed) return;
+    if (this.#closed || link.retired) return;
     link.cancelRedial = undefined;
     const dial = new AbortController();
     this.#dials.add(dial);
@@ -687,6 +789,16 @@ export class WebSocketTransport {
     const cancelHandshakeTimeout = this.#clock.schedule(this.#options.handshakeTimeoutMs, () => {
       if (state !== "open") drop(`peer ${peer} did not finish the handshake`, "refusedHandshakes");
     });
+    link.stopDialing = () => {
+      if (abandoned) return;
+      abandoned = true;
+      cancelHandshakeTimeout();
+      dial.abort();
+      this.#dials.delete(dial);
+      if (socket === undefined) return;
+      this.#forgetDialed(link, socket);
+      socket.close();
+    };
 
     const receive = async (data: string | Uint8Array): Promise<void> => {
       if (abandoned || socket === undefined) return;
@@ -830,7 +942,7 @@ export class WebSocketTransport {
   }
 
   #scheduleRedial(peer: number, link: Link): void {
-    if (this.#closed || link.cancelRedial !== undefined) return;
+    if (this.#closed || link.retired || link.cancelRedial !== undefined) return;
     const { reconnectMinDelayMs, reconnectMaxDelayMs } = this.#options;
     const ceiling = Math.min(
       reconnectMaxDelayMs,
@@ -936,13 +1048,13 @@ export class WebSocketTransport {
     if (typeof token === "string") {
       return this.#refuseUpgrade(connection, 401, "Unauthorized", `${token}.`);
     }
-    if (token.to !== this.#me || this.#links[token.from] === undefined) {
+    if (token.to !== this.#me || !this.#links.has(token.from)) {
       return this.#refuseUpgrade(
         connection,
         401,
         "Unauthorized",
         `Client claims to be peer ${token.from} dialing peer ${token.to}, but this is peer ` +
-          `${this.#me} of ${this.#links.length}.`,
+          `${this.#me}, with no link to peer ${token.from}.`,
       );
     }
     if (!await verifyUpgrade(this.#key, token)) {
@@ -997,6 +1109,8 @@ export class WebSocketTransport {
     const serverNonce = newNonce();
     let state: "hello" | "verifying" | "open" = "hello";
     let peer = -1;
+    /** The link this connection became the accepted connection of. */
+    let acceptedFor: Link | undefined;
     const settle = () => {
       cancelHandshakeTimeout();
       this.#handshakes.delete(handshake);
@@ -1035,13 +1149,12 @@ export class WebSocketTransport {
         return this.#refuse(socket, `from ${who}: unexpected ${frame.type} frame`, counter);
       }
       state = "verifying";
-      const link = this.#links[frame.from];
-      if (frame.to !== this.#me || frame.from !== claimed || link === undefined) {
+      if (frame.to !== this.#me || frame.from !== claimed) {
         settle();
         return this.#refuse(
           socket,
           `client claims to be peer ${frame.from} dialing peer ${frame.to}, but its token ` +
-            `says peer ${claimed} and this is peer ${this.#me} of ${this.#links.length}`,
+            `says peer ${claimed} and this is peer ${this.#me}`,
           "refusedHandshakes",
         );
       }
@@ -1062,9 +1175,21 @@ export class WebSocketTransport {
       }
       const proof = await signTranscript(this.#key, "server", transcript);
       if (!socket.open || this.#closed || !this.#handshakes.has(handshake)) return;
+      // Looked up only now: the peer may have been removed while the proofs were computed.
+      const found = this.#links.get(frame.from);
+      if (found === undefined) {
+        settle();
+        return this.#refuse(
+          socket,
+          `peer ${frame.from} proved the cluster secret, but this peer has no link to it`,
+          "refusedHandshakes",
+        );
+      }
+      const link = found;
       socket.send(encodeFrame({ v: 1, type: "welcome", proof }));
       state = "open";
       peer = frame.from;
+      acceptedFor = link;
       settle();
       // A peer that restarted dials again before we notice its old connection died.
       const previous = link.accepted;
@@ -1086,10 +1211,9 @@ export class WebSocketTransport {
     };
     socket.onclose = () => {
       settle();
-      const link = peer < 0 ? undefined : this.#links[peer];
-      if (link !== undefined && link.accepted === socket) {
-        link.accepted = undefined;
-        this.#failPending(link); // requests queued on it are lost
+      if (acceptedFor !== undefined && acceptedFor.accepted === socket) {
+        acceptedFor.accepted = undefined;
+        this.#failPending(acceptedFor); // requests queued on it are lost
       }
     };
     return handshake;
@@ -1106,4 +1230,16 @@ function checkPeerUrl(text: string): URL {
     throw new RangeError(`Peer URL must be ws:// or wss:// without a fragment, got "${text}"`);
   }
   return url;
+}
+
+/** Throws a `RangeError` unless `id` is a non-negative safe integer. */
+function checkPeerId(id: number): void {
+  if (!Number.isSafeInteger(id) || id < 0) {
+    throw new RangeError(`Peer id must be a non-negative safe integer, got ${id}`);
+  }
+}
+
+/** Whether two peer URLs are the same once serialized (`ws://h:1` and `ws://h:1/` are). */
+function sameUrl(a: string, b: string): boolean {
+  return new URL(a).href === new URL(b).href;
 }

@@ -196,6 +196,50 @@ export class RawClient {
   }
 }
 
+/**
+ * A peer's server played by hand (`Deno.serve`): it challenges each dialer and answers its hello
+ * with a valid welcome for `secret`, without checking the dialer's proof. It records each
+ * connection it welcomed and whether it has closed; `afterWelcome` may send on it.
+ */
+export class HandshakingServer {
+  /** The connections welcomed, oldest first. */
+  readonly connections: { socket: WebSocket; closed: boolean }[] = [];
+  readonly #server: Deno.HttpServer;
+
+  constructor(port: number, secret: string, afterWelcome: (socket: WebSocket) => void = () => {}) {
+    const key = importSecret(secret);
+    this.#server = Deno.serve({ hostname: "127.0.0.1", port, onListen: () => {} }, (request) => {
+      const { socket, response } = Deno.upgradeWebSocket(request);
+      const serverNonce = newNonce();
+      const connection = { socket, closed: false };
+      socket.onopen = () =>
+        socket.send(encodeFrame({ v: 1, type: "challenge", nonce: serverNonce }));
+      socket.onmessage = async (event) => {
+        const hello = parseFrame(event.data, 1 << 20);
+        if (isRefusal(hello) || hello.type !== "hello") return;
+        const proof = await signTranscript(await key, "server", {
+          from: hello.from,
+          to: hello.to,
+          serverNonce,
+          dialerNonce: hello.nonce,
+          dialerAddress: hello.address,
+        });
+        socket.send(encodeFrame({ v: 1, type: "welcome", proof }));
+        this.connections.push(connection);
+        afterWelcome(socket);
+      };
+      socket.onclose = () => connection.closed = true;
+      socket.onerror = (event) => event.preventDefault();
+      return response;
+    });
+  }
+
+  /** Stops serving and closes every connection. */
+  shutdown(): Promise<void> {
+    return this.#server.shutdown();
+  }
+}
+
 /** Starts `tests/helpers/echo_peer.ts` as peer `me` in its own process; resolves once it listens. */
 export async function spawnEchoPeer(me: number, urls: string[]): Promise<Deno.ChildProcess> {
   const child = new Deno.Command(Deno.execPath(), {
