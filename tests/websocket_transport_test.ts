@@ -1132,3 +1132,215 @@ Deno.test("addPeer, clientEnd and addressOf check their arguments", sanitized, a
     await transport.close();
   }
 });
+
+// ---- Peers that were never added, known from their handshakes. ----
+
+Deno.test(
+  "a peer that was never added reaches the others by proving the secret, and is dialed back",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(3, { reconnectMaxDelayMs: 100 });
+    const url = `ws://127.0.0.1:${freePorts(1)[0]}`;
+    // Peer 3 knows everyone; peers 0-2 were never told of it.
+    const newcomer = await WebSocketTransport.create({
+      me: 3,
+      peers: [...cluster.urls, url],
+      secret: SECRET,
+      reconnectMaxDelayMs: 100,
+      log: () => {},
+    });
+    const handler = new FakeHandler();
+    newcomer.setHandler(handler);
+    try {
+      await waitFor("peer 3's link to peer 0", () => newcomer.connectedPeers().includes(0));
+      assert.deepEqual(await newcomer.clientEnds()[0]!.call("Echo", "hi"), { echo: "hi" });
+      const [a] = cluster.transports;
+      assert.deepEqual(await a!.clientEnd(3).call("Echo", "back"), { echo: "back" });
+      assert.deepEqual(handler.served, [{ method: "Echo", args: "back" }]);
+      assert.deepEqual(a!.addressOf(3), `${url}/`, "as peer 3 advertised it");
+      assert.ok(
+        cluster.logs[0]!.some((line) => line.includes("Peer 3 proved the cluster secret")),
+        JSON.stringify(cluster.logs[0]),
+      );
+      await waitFor(
+        "every link to peer 3",
+        () =>
+          newcomer.connectedPeers().length === 3 &&
+          cluster.transports.every((transport) => transport.connectedPeers().includes(3)),
+      );
+      assert.deepEqual(a!.clientEnds().length, 3, "clientEnds() keeps to the peers of create()");
+    } finally {
+      await newcomer.close();
+      await cluster.close();
+    }
+  },
+);
+
+Deno.test(
+  "a removed peer is refused, secret or not, until it is added again",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(3, { reconnectMaxDelayMs: 100 });
+    const url = `ws://127.0.0.1:${freePorts(1)[0]}`;
+    const newcomer = await WebSocketTransport.create({
+      me: 3,
+      peers: [...cluster.urls, url],
+      secret: SECRET,
+      reconnectMaxDelayMs: 100,
+      log: () => {},
+    });
+    newcomer.setHandler(new FakeHandler());
+    // A handshake that is past its upgrade when the peer is removed.
+    let late: RawClient | undefined;
+    try {
+      const [a] = cluster.transports;
+      await waitFor("the link from peer 0 to peer 3", () => a!.connectedPeers().includes(3));
+      late = new RawClient(await tokenUrl(cluster.urls[0]!, 3, 0, SECRET));
+      await late.challenge();
+
+      a!.removePeer(3);
+      assert.deepEqual(a!.connectedPeers(), [1, 2]);
+      await late.authenticate(3, 0, SECRET, `${url}/`);
+      assert.deepEqual((await late.closed).code, 4008, "the handshake under way");
+      // Peer 3 keeps redialing, and is refused at its upgrade request each time.
+      await waitFor("peer 3 to see the link down", () => !newcomer.connectedPeers().includes(0));
+      const refused = a!.stats.refusedUpgrades;
+      await waitFor("two more redials refused", () => a!.stats.refusedUpgrades >= refused + 2);
+      assert.deepEqual(a!.connectedPeers(), [1, 2]);
+      assert.deepEqual(a!.addressOf(3), undefined);
+      assert.deepEqual(await newcomer.clientEnds()[0]!.call("Echo", 1), undefined);
+      assert.ok(
+        cluster.logs[0]!.some((line) => line.includes("Peer 3 was removed")),
+        JSON.stringify(cluster.logs[0]),
+      );
+      // The others, which never removed it, still talk to it.
+      assert.deepEqual(await cluster.transports[1]!.clientEnd(3).call("Echo", 2), { echo: 2 });
+
+      a!.addPeer(3, url);
+      await waitFor("the link to come back", () => a!.connectedPeers().includes(3));
+      assert.deepEqual(await a!.clientEnd(3).call("Echo", 3), { echo: 3 });
+      await waitFor("peer 3 to see it", () => newcomer.connectedPeers().includes(0));
+      assert.deepEqual(await newcomer.clientEnds()[0]!.call("Echo", 4), { echo: 4 });
+    } finally {
+      await late?.close();
+      await newcomer.close();
+      await cluster.close();
+    }
+  },
+);
+
+Deno.test(
+  "a dialer without the secret creates no link and is not dialed back",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(2);
+    const [a] = cluster.transports;
+    // Where the strangers say they listen: a plain listener that counts dials back.
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const address = `ws://127.0.0.1:${listener.addr.port}/`;
+    let dialsBack = 0;
+    const counting = (async () => {
+      for await (const conn of listener) {
+        dialsBack++;
+        conn.close();
+      }
+    })();
+    const intruder = await WebSocketTransport.create({
+      me: 2,
+      peers: [...cluster.urls, address],
+      secret: "not-the-cluster-secret",
+      listen: { port: 0 },
+      log: () => {},
+    });
+    const clients: RawClient[] = [];
+    try {
+      // A transport with the wrong secret is refused at its upgrade request.
+      await waitFor("peer 0 to refuse the intruder", () => a!.stats.refusedUpgrades > 0);
+      // A client with a valid token (seen on the wire, say) but not the secret gets as far as
+      // the challenge, and no further.
+      const eavesdropper = new RawClient(await tokenUrl(cluster.urls[0]!, 5, 0, SECRET));
+      clients.push(eavesdropper);
+      await eavesdropper.authenticate(5, 0, "not-the-cluster-secret", address);
+      assert.deepEqual((await eavesdropper.closed).code, 4008);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      for (const id of [2, 5]) assert.deepEqual(a!.addressOf(id), undefined, `peer ${id}`);
+      assert.deepEqual(a!.connectedPeers(), [1]);
+      assert.deepEqual(dialsBack, 0, "peer 0 dialed a stranger back");
+
+      // With the secret, the same stranger is linked and dialed back.
+      const member = new RawClient(await tokenUrl(cluster.urls[0]!, 5, 0, SECRET));
+      clients.push(member);
+      await member.authenticate(5, 0, SECRET, address);
+      await waitFor("the dial back", () => dialsBack > 0);
+      assert.deepEqual(a!.addressOf(5), address);
+    } finally {
+      for (const client of clients) await client.close();
+      await intruder.close();
+      await cluster.close();
+      listener.close();
+      await counting.catch(() => undefined);
+    }
+  },
+);
+
+Deno.test(
+  "peers are taken in from handshakes only up to maxPeers links; added ones always",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(2, { maxPeers: 2 });
+    const [a] = cluster.transports;
+    const clients: RawClient[] = [];
+    const join = async (id: number, address = UNREACHABLE_ADDRESS): Promise<RawClient> => {
+      const client = new RawClient(await tokenUrl(cluster.urls[0]!, id, 0, SECRET));
+      clients.push(client);
+      await client.authenticate(id, 0, SECRET, address);
+      return client;
+    };
+    try {
+      const second = await join(2);
+      await waitFor("peer 2's welcome", () => second.received.length === 2);
+      assert.deepEqual(a!.addressOf(2), UNREACHABLE_ADDRESS);
+      // Two links now: peer 3 is refused at its upgrade request, before any WebSocket.
+      const third = new RawClient(await tokenUrl(cluster.urls[0]!, 3, 0, SECRET));
+      clients.push(third);
+      await third.closed;
+      assert.deepEqual(third.wasOpened, false);
+      assert.deepEqual(a!.addressOf(3), undefined);
+      assert.ok(cluster.logs[0]!.some((line) => line.includes("(maxPeers 2)")));
+      // The transport's owner is not limited.
+      a!.addPeer(4, "ws://127.0.0.1:9/four");
+      assert.deepEqual(a!.addressOf(4), "ws://127.0.0.1:9/four");
+
+      // A learned peer's URL follows its later hellos; an added peer's does not.
+      const moved = "ws://127.0.0.1:9/moved";
+      const again = await join(2, moved);
+      await waitFor("peer 2's welcome", () => again.received.length === 2);
+      assert.deepEqual(a!.addressOf(2), moved);
+      const impostor = await join(1, moved);
+      await waitFor("peer 1's welcome", () => impostor.received.length === 2);
+      assert.deepEqual(a!.addressOf(1), cluster.urls[1]);
+      a!.addPeer(2, moved); // now the owner vouches for it
+      const vouched = await join(2, UNREACHABLE_ADDRESS);
+      await waitFor("peer 2's welcome", () => vouched.received.length === 2);
+      assert.deepEqual(a!.addressOf(2), moved);
+    } finally {
+      for (const client of clients) await client.close();
+      await cluster.close();
+    }
+  },
+);
+
+Deno.test("the replay guard tracks strangers only up to its limit, within the window", async () => {
+  const key = await importSecret(SECRET);
+  const now = Date.now();
+  const guard = new UpgradeReplayGuard(60_000, 4, 2);
+  assert.deepEqual(guard.admit(await signUpgrade(key, 1, 0, now), now, true), null);
+  assert.deepEqual(guard.admit(await signUpgrade(key, 2, 0, now), now, true), null);
+  assert.match(guard.admit(await signUpgrade(key, 3, 0, now), now, true) ?? "", /unknown/);
+  assert.deepEqual(guard.admit(await signUpgrade(key, 3, 0, now), now), null, "a known peer");
+  assert.deepEqual(guard.trackedPeers, 3);
+  // Once every token it remembers is out of the window, a stranger's entry goes.
+  const later = now + 61_000;
+  assert.deepEqual(guard.admit(await signUpgrade(key, 4, 0, later), later, true), null);
+  assert.deepEqual(guard.trackedPeers, 1);
+});

@@ -13,6 +13,13 @@
  * side. A dialing side writes only the small handshake frames; anything else it receives from a
  * dialer is a protocol violation.
  *
+ * ## Peers that come and go
+ *
+ * Links are kept by peer id. `addPeer()` and `removePeer()` follow membership changes; a peer
+ * that was never added but proves the secret in its handshake is linked to at the address it
+ * advertises there, and dialed back, so that a server that missed the entry adding a peer still
+ * hears from it (unless it removed that peer, or has `maxPeers` links).
+ *
  * ## Hostile clients
  *
  * A client must prove the secret in its upgrade request, before any WebSocket exists; until then
@@ -147,6 +154,16 @@ export interface WebSocketTransportOptions {
    */
   maxClockSkewMs?: number;
   /**
+   * Most other peers this transport links to through handshakes: a peer with no link that
+   * proves the secret (see {@linkcode WebSocketTransport.addPeer}) is taken in only while fewer
+   * links exist, and only while fewer such peers than this have dialed within `maxClockSkewMs`
+   * (their tokens are remembered that long). Peers given to `create()` or `addPeer()` are never
+   * refused by it. Default 1000: the most members a Raft configuration of this library may have,
+   * while what a holder of the secret claiming ever new peer ids can make this peer hold stays
+   * bounded.
+   */
+  maxPeers?: number;
+  /**
    * Most requests from one peer that the handler may be serving at once; further requests from
    * that peer are dropped unanswered (their calls time out) until some finish. Default 1024: far
    * above what Raft keeps in flight to one peer, low enough that a flood cannot pile up handler
@@ -194,7 +211,8 @@ export interface TransportStats {
   pendingHandshakes: number;
   /**
    * Requests answered with an HTTP error instead of an upgrade: not a WebSocket upgrade (426),
-   * malformed (400, 431), without a valid, fresh token (401), or while shutting down (503).
+   * malformed (400, 431), without a valid, fresh token (401), from a removed peer or a new one
+   * past `maxPeers` (403), or while shutting down (503).
    */
   refusedUpgrades: number;
   /** Unauthenticated connections closed to make room for newer ones (`maxPendingHandshakes`). */
@@ -213,7 +231,13 @@ interface PendingCall {
 
 /** What this peer knows of one other peer. */
 interface Link {
-  readonly url: string;
+  /** Where we dial the peer. */
+  url: string;
+  /**
+   * Whether the link was made for a peer that proved the secret without being added: then a
+   * later hello from it may move `url`, since its hello is where `url` came from.
+   */
+  learned: boolean;
   /** Our authenticated connection to the peer's server: we only read from it. */
   dialed: WebSocketConnection | undefined;
   /** The peer's authenticated connection to our server: we write requests and replies on it. */
@@ -246,9 +270,10 @@ interface Link {
 }
 
 /** A link to the peer at `url`, with no connection yet. */
-function newLink(url: string): Link {
+function newLink(url: string, learned = false): Link {
   return {
     url,
+    learned,
     dialed: undefined,
     accepted: undefined,
     dialedAt: 0,
@@ -313,6 +338,7 @@ const DEFAULTS = {
   maxClockSkewMs: 60_000,
   maxRequestsInProgress: 1024,
   keepaliveMs: 1000,
+  maxPeers: 1000,
 };
 
 /**
@@ -339,6 +365,8 @@ export class WebSocketTransport {
   readonly #peerCount: number;
   /** Every other peer this one reaches, by id. */
   readonly #links = new Map<number, Link>();
+  /** Peers removed and not added since: refused even if they prove the secret. */
+  readonly #removed = new Set<number>();
   readonly #key: CryptoKey;
   readonly #options: typeof DEFAULTS;
   readonly #caCerts: string[] | undefined;
@@ -392,7 +420,11 @@ export class WebSocketTransport {
       clock: this.#clock,
     });
     this.#random = options.random ?? Math.random;
-    this.#replayGuard = new UpgradeReplayGuard(settings.maxClockSkewMs, REMEMBERED_TOKENS_PER_PEER);
+    this.#replayGuard = new UpgradeReplayGuard(
+      settings.maxClockSkewMs,
+      REMEMBERED_TOKENS_PER_PEER,
+      settings.maxPeers,
+    );
     this.#nextRequestId = Math.floor(this.#random() * FIRST_REQUEST_ID_RANGE);
     options.peers.forEach((url, peer) => {
       if (peer !== options.me) this.#links.set(peer, newLink(url));
@@ -497,8 +529,14 @@ export class WebSocketTransport {
    * returns a {@linkcode ClientEnd} for it. Calls succeed once both connections of the link are
    * up, which takes the peer dialing back too. Adding a peer already reached at the same URL
    * changes nothing; at another URL, its connections are closed (calls in flight resolve
-   * `undefined`) and it is dialed at the new one. Throws a `RangeError` for a bad URL, an id that
-   * is not a non-negative safe integer, or this peer's own id.
+   * `undefined`) and it is dialed at the new one. A removed peer is taken back. Throws a
+   * `RangeError` for a bad URL, an id that is not a non-negative safe integer, or this peer's own
+   * id.
+   *
+   * A peer need not be added for it to reach this one: a peer with no link that dials in and
+   * proves the cluster secret gets a link at the address its handshake advertises (its own
+   * `peers[me]`), and is dialed back, unless it was removed or `maxPeers` links exist. That is
+   * how a server that missed the configuration change adding a peer still hears from it.
    *
    * @example A server that joined the cluster
    * ```ts ignore
@@ -509,8 +547,11 @@ export class WebSocketTransport {
   addPeer(id: number, address: string): ClientEnd {
     this.#checkOtherPeer(id, "add");
     checkPeerUrl(address);
+    this.#removed.delete(id);
     const link = this.#links.get(id);
-    if (link === undefined || !sameUrl(link.url, address)) {
+    if (link !== undefined && sameUrl(link.url, address)) {
+      link.learned = false;
+    } else {
       const fresh = newLink(address);
       if (link !== undefined) {
         fresh.cutOff = link.cutOff;
@@ -525,11 +566,14 @@ export class WebSocketTransport {
   /**
    * Stops reaching peer `id`: stops redialing it, resolves its calls in flight to `undefined`,
    * closes both connections of its link and forgets it. Its ends stay usable, and resolve
-   * `undefined`. Removing a peer this transport does not reach does nothing. Throws a
-   * `RangeError` for an id that is not a non-negative safe integer, or this peer's own id.
+   * `undefined`. From then on, its handshakes are refused, secret or not, until it is added
+   * again: a removed server that does not know it was removed keeps dialing. Removing a peer
+   * this transport does not reach closes nothing, but refuses it too. Throws a `RangeError` for
+   * an id that is not a non-negative safe integer, or this peer's own id.
    */
   removePeer(id: number): void {
     this.#checkOtherPeer(id, "remove");
+    this.#removed.add(id);
     const link = this.#links.get(id);
     if (link === undefined) return;
     this.#links.delete(id);
@@ -537,8 +581,9 @@ export class WebSocketTransport {
   }
 
   /**
-   * The URL this transport knows for peer `id`: as given to `create()` or `addPeer()`, and for
-   * this peer, `peers[me]`; `undefined` for a peer it does not reach.
+   * The URL this transport knows for peer `id`: as given to `create()` or `addPeer()`, or as the
+   * peer advertised it in its handshake (serialized: `ws://10.0.0.4:7000/`) if it was not added;
+   * `peers[me]` for this peer; `undefined` for a peer it does not reach.
    */
   addressOf(id: number): string | undefined {
     return id === this.#me ? this.#ownUrl : this.#links.get(id)?.url;
@@ -618,6 +663,19 @@ export class WebSocketTransport {
     const link = this.#links.get(peer);
     if (link === undefined) throw new RangeError(`No link to peer ${peer}`);
     return [link];
+  }
+
+  /**
+   * Why a peer with no link, `id`, may not have one now (it was removed, or `maxPeers` links
+   * exist), or `undefined` if it may.
+   */
+  #refusalOfNewPeer(id: number): string | undefined {
+    if (this.#removed.has(id)) return `Peer ${id} was removed; it is refused until added again`;
+    if (this.#links.size >= this.#options.maxPeers) {
+      return `Peer ${id} is not linked yet, and this peer already has ${this.#links.size} ` +
+        `links (maxPeers ${this.#options.maxPeers})`;
+    }
+    return undefined;
   }
 
   /** Throws a `RangeError` unless `id` could be another peer's id. */
@@ -1048,13 +1106,13 @@ export class WebSocketTransport {
     if (typeof token === "string") {
       return this.#refuseUpgrade(connection, 401, "Unauthorized", `${token}.`);
     }
-    if (token.to !== this.#me || !this.#links.has(token.from)) {
+    if (token.to !== this.#me || token.from === this.#me) {
       return this.#refuseUpgrade(
         connection,
         401,
         "Unauthorized",
         `Client claims to be peer ${token.from} dialing peer ${token.to}, but this is peer ` +
-          `${this.#me}, with no link to peer ${token.from}.`,
+          `${this.#me}.`,
       );
     }
     if (!await verifyUpgrade(this.#key, token)) {
@@ -1065,7 +1123,13 @@ export class WebSocketTransport {
         `Client claiming to be peer ${token.from} failed to prove the cluster secret.`,
       );
     }
-    const stale = this.#replayGuard.admit(token, Date.now());
+    // Only now, with the secret shown: whom this peer refuses is nobody else's business.
+    const newPeer = !this.#links.has(token.from);
+    const refusal = newPeer ? this.#refusalOfNewPeer(token.from) : undefined;
+    if (refusal !== undefined) {
+      return this.#refuseUpgrade(connection, 403, "Forbidden", `${refusal}.`);
+    }
+    const stale = this.#replayGuard.admit(token, Date.now(), newPeer);
     if (stale !== null) return this.#refuseUpgrade(connection, 401, "Unauthorized", `${stale}.`);
     // Evicted or timed out while the proof was checked.
     if (!connection.admit()) return;
@@ -1175,17 +1239,25 @@ export class WebSocketTransport {
       }
       const proof = await signTranscript(this.#key, "server", transcript);
       if (!socket.open || this.#closed || !this.#handshakes.has(handshake)) return;
-      // Looked up only now: the peer may have been removed while the proofs were computed.
-      const found = this.#links.get(frame.from);
-      if (found === undefined) {
-        settle();
-        return this.#refuse(
-          socket,
-          `peer ${frame.from} proved the cluster secret, but this peer has no link to it`,
-          "refusedHandshakes",
-        );
+      // Looked up only now: the peer may have been added or removed while the proofs were
+      // computed.
+      let link = this.#links.get(frame.from);
+      const learned = link === undefined;
+      if (link === undefined) {
+        // A peer that has proved the secret but was never added, e.g. added to the cluster by
+        // an entry this server has not received: link to it where it says it listens.
+        const refusal = this.#refusalOfNewPeer(frame.from) ?? peerUrlProblem(frame.address);
+        if (refusal !== undefined) {
+          settle();
+          return this.#refuse(socket, `peer ${frame.from}: ${refusal}`, "refusedHandshakes");
+        }
+        link = newLink(frame.address, true);
+        this.#links.set(frame.from, link);
+        this.#log(`Peer ${frame.from} proved the cluster secret: linking to it at ${link.url}`);
+      } else if (link.learned && !sameUrl(link.url, frame.address)) {
+        this.#refusalLog.log(`Peer ${frame.from} moved from ${link.url} to ${frame.address}`);
+        link.url = frame.address; // its redials go there
       }
-      const link = found;
       socket.send(encodeFrame({ v: 1, type: "welcome", proof }));
       state = "open";
       peer = frame.from;
@@ -1196,6 +1268,7 @@ export class WebSocketTransport {
       link.accepted = socket;
       link.acceptedLastSent = this.#clock.now(); // the welcome
       if (previous !== undefined) previous.close();
+      if (learned) return this.#dial(peer, link);
       // The peer dialed us anew. If our own connection to it is older than a handshake takes,
       // the peer may have restarted on a host that vanished without closing it: that connection
       // would then read nothing forever, while the new process can only write to a connection
@@ -1225,11 +1298,18 @@ export class WebSocketTransport {
  * `RangeError` otherwise.
  */
 function checkPeerUrl(text: string): URL {
+  const problem = peerUrlProblem(text);
+  if (problem !== undefined) throw new RangeError(problem);
+  return new URL(text);
+}
+
+/** Why `text` is not a peer URL, or `undefined` if it is one. */
+function peerUrlProblem(text: string): string | undefined {
   const url = URL.parse(text);
   if (url === null || (url.protocol !== "ws:" && url.protocol !== "wss:") || url.hash !== "") {
-    throw new RangeError(`Peer URL must be ws:// or wss:// without a fragment, got "${text}"`);
+    return `Peer URL must be ws:// or wss:// without a fragment, got "${text}"`;
   }
-  return url;
+  return undefined;
 }
 
 /** Throws a `RangeError` unless `id` is a non-negative safe integer. */
