@@ -378,6 +378,11 @@ export class WebSocketTransport {
   readonly #sockets = new Set<WebSocketConnection>();
   /** Dials in progress, before their connection exists: aborted by `close()`. */
   readonly #dials = new Set<AbortController>();
+  /**
+   * Work that network events started (accepting a connection, dialing, a handshake step), for
+   * `close()` to wait for: it leaves nothing running behind it.
+   */
+  readonly #work = new Set<Promise<unknown>>();
   /** Server connections in their challenge-response, oldest first. */
   readonly #handshakes = new Set<Handshake>();
   readonly #stats = {
@@ -472,7 +477,7 @@ export class WebSocketTransport {
       pendingTimeoutMs: transport.#options.handshakeTimeoutMs,
       clock: transport.#clock,
       log: (line) => transport.#refusalLog.log(line),
-    }, (connection) => void transport.#accept(connection));
+    }, (connection) => transport.#background(transport.#accept(connection)));
     for (const [peer, link] of transport.#links) transport.#dial(peer, link);
     transport.#scheduleKeepalive();
     return transport;
@@ -638,6 +643,8 @@ export class WebSocketTransport {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // First, so that no connection is accepted meanwhile, and the unauthenticated ones close.
+    const listenerClosed = this.#listener?.close();
     this.#cancelKeepalive?.();
     for (const link of this.#links.values()) {
       link.cancelRedial?.();
@@ -647,15 +654,27 @@ export class WebSocketTransport {
     for (const dial of this.#dials) dial.abort();
     for (const handshake of [...this.#handshakes]) handshake.drop("shutting down");
     for (const socket of this.#sockets) socket.close();
-    // Each socket closes within its closing grace, even if the other side never answers.
+    // Each socket closes within its closing grace, even if the other side never answers; work
+    // under way (a proof being checked, a dial being aborted) ends soon after.
+    const finished = (async () => {
+      await Promise.all([...this.#sockets].map((socket) => socket.closed));
+      while (this.#work.size > 0) await Promise.allSettled([...this.#work]);
+    })();
     let cancelWait = () => {};
     await Promise.race([
-      Promise.all([...this.#sockets].map((socket) => socket.closed)),
+      finished,
       new Promise<void>((resolve) => cancelWait = this.#clock.schedule(CLOSE_WAIT_MS, resolve)),
     ]);
     cancelWait();
     for (const socket of this.#sockets) socket.abort();
-    await this.#listener?.close();
+    await listenerClosed;
+  }
+
+  /** Runs `work`, which `close()` then waits for. */
+  #background(work: Promise<unknown>): void {
+    this.#work.add(work);
+    // Rejections stay unhandled, as they would be without this.
+    void work.finally(() => this.#work.delete(work));
   }
 
   #selectLinks(peer: number | undefined): Link[] {
@@ -934,7 +953,7 @@ export class WebSocketTransport {
       drop(`from peer ${peer}: unexpected ${frame.type} frame`, counter);
     };
 
-    void (async () => {
+    this.#background((async () => {
       let connected: WebSocketConnection;
       try {
         const token = await signUpgrade(this.#key, this.#me, peer);
@@ -960,6 +979,7 @@ export class WebSocketTransport {
       }
       this.#dials.delete(dial);
       if (abandoned || this.#closed) {
+        cancelHandshakeTimeout();
         connected.abort();
         return;
       }
@@ -973,6 +993,7 @@ export class WebSocketTransport {
         received = received.then(() => receive(data)).catch((error) => {
           drop(`failed on a frame from peer ${peer}: ${error}`, "refusedFrames");
         });
+        this.#background(received);
       };
       socket.onrefused = (reason) => {
         const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
@@ -989,7 +1010,7 @@ export class WebSocketTransport {
         }
         this.#scheduleRedial(peer, link);
       };
-    })();
+    })());
   }
 
   #forgetDialed(link: Link, socket: WebSocketConnection): void {
@@ -1131,7 +1152,8 @@ export class WebSocketTransport {
     }
     const stale = this.#replayGuard.admit(token, Date.now(), newPeer);
     if (stale !== null) return this.#refuseUpgrade(connection, 401, "Unauthorized", `${stale}.`);
-    // Evicted or timed out while the proof was checked.
+    // Shutting down, evicted or timed out while the proof was checked.
+    if (this.#closed) return connection.close();
     if (!connection.admit()) return;
     const handshake = this.#admitHandshake(conn, reader, address, acceptedAt, token.from);
     try {
@@ -1200,7 +1222,7 @@ export class WebSocketTransport {
       settle();
       this.#refuse(socket, `from ${who}: ${reason}`, counter);
     };
-    socket.onmessage = async (data) => {
+    const receive = async (data: string | Uint8Array): Promise<void> => {
       const frame = parseFrame(data, DIALER_FRAME_BYTES);
       const who = peer < 0 ? "unauthenticated client" : `peer ${peer}`;
       const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
@@ -1282,6 +1304,7 @@ export class WebSocketTransport {
         link.abandonDialed();
       }
     };
+    socket.onmessage = (data) => this.#background(receive(data));
     socket.onclose = () => {
       settle();
       if (acceptedFor !== undefined && acceptedFor.accepted === socket) {
