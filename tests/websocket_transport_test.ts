@@ -1177,6 +1177,44 @@ Deno.test(
 );
 
 Deno.test(
+  "a server joining with the URLs of only some peers links to those, and the rest by addPeer",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(2, { reconnectMaxDelayMs: 100 });
+    const url = `ws://127.0.0.1:${freePorts(1)[0]}`;
+    // Server 5 knows only server 0 (and itself): the other entries are holes.
+    const peers: string[] = [cluster.urls[0]!];
+    peers[5] = url;
+    const newcomer = await WebSocketTransport.create({
+      me: 5,
+      peers,
+      secret: SECRET,
+      reconnectMaxDelayMs: 100,
+      log: () => {},
+    });
+    newcomer.setHandler(new FakeHandler());
+    try {
+      const [a, b] = cluster.transports;
+      await waitFor("the link to server 0", () => newcomer.connectedPeers().includes(0));
+      assert.deepEqual(newcomer.clientEnds().length, 6);
+      assert.deepEqual(await newcomer.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
+      assert.deepEqual(await a!.clientEnd(5).call("Echo", 2), { echo: 2 });
+      assert.deepEqual(await newcomer.clientEnds()[1]!.call("Echo", 3), undefined);
+      assert.deepEqual(newcomer.addressOf(1), undefined);
+      assert.deepEqual(b!.addressOf(5), undefined, "server 1 never heard of server 5");
+
+      newcomer.addPeer(1, cluster.urls[1]!);
+      await waitFor("the link to server 1", () => newcomer.connectedPeers().includes(1));
+      assert.deepEqual(await newcomer.clientEnd(1).call("Echo", 4), { echo: 4 });
+      assert.deepEqual(await b!.clientEnd(5).call("Echo", 5), { echo: 5 });
+    } finally {
+      await newcomer.close();
+      await cluster.close();
+    }
+  },
+);
+
+Deno.test(
   "a removed peer is refused, secret or not, until it is added again",
   sanitized,
   async () => {

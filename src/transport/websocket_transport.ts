@@ -68,7 +68,10 @@ export interface WebSocketTransportOptions {
   me: number;
   /**
    * Every peer's URL, `ws://host:port` or `wss://host:port`, indexed by peer; `peers[me]` is this
-   * peer's own address. All peers must be given the same list.
+   * peer's own address, where the others reach it. All peers of a cluster started together must
+   * be given the same list. A peer joining a running cluster may leave out the peers it does not
+   * know (holes in the array: `peers[5] = url` on a shorter one); others are added with
+   * {@linkcode WebSocketTransport.addPeer}.
    */
   peers: readonly string[];
   /**
