@@ -1354,6 +1354,12 @@ Deno.test(
       const again = await join(2, moved);
       await waitFor("peer 2's welcome", () => again.received.length === 2);
       assert.deepEqual(a!.addressOf(2), moved);
+      // An address that is no peer URL is not taken (and does not break the handshake).
+      for (const address of ["http://127.0.0.1:9/", "not-a-url"]) {
+        const unusable = await join(2, address);
+        await waitFor("peer 2's welcome", () => unusable.received.length === 2);
+        assert.deepEqual(a!.addressOf(2), moved, address);
+      }
       const impostor = await join(1, moved);
       await waitFor("peer 1's welcome", () => impostor.received.length === 2);
       assert.deepEqual(a!.addressOf(1), cluster.urls[1]);

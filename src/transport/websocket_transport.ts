@@ -1279,7 +1279,10 @@ export class WebSocketTransport {
         link = newLink(frame.address, true);
         this.#links.set(frame.from, link);
         this.#log(`Peer ${frame.from} proved the cluster secret: linking to it at ${link.url}`);
-      } else if (link.learned && !sameUrl(link.url, frame.address)) {
+      } else if (
+        link.learned && peerUrlProblem(frame.address) === undefined &&
+        !sameUrl(link.url, frame.address)
+      ) {
         this.#refusalLog.log(`Peer ${frame.from} moved from ${link.url} to ${frame.address}`);
         link.url = frame.address; // its redials go there
       }
