@@ -3,11 +3,13 @@ import { WebSocketTransport } from "../src/transport/websocket_transport.ts";
 import {
   FakeHandler,
   freePorts,
+  HandshakingServer,
   RawClient,
   SECRET,
   spawnEchoPeer,
   startTransports,
   tokenUrl,
+  UNREACHABLE_ADDRESS,
   waitFor,
 } from "./helpers/websocket.ts";
 import { sanitized } from "./helpers/sanitized.ts";
@@ -16,10 +18,10 @@ import { ManualClock } from "./helpers/manual_clock.ts";
 import { encodeFrame, isRefusal, parseFrame } from "../src/transport/_websocket_envelope.ts";
 import {
   importSecret,
-  newNonce,
-  signTranscript,
+  parseUpgradeToken,
   signUpgrade,
   UpgradeReplayGuard,
+  withUpgradeToken,
 } from "../src/transport/_websocket_handshake.ts";
 
 Deno.test("calls reach the peer's handler and return its reply", sanitized, async () => {
@@ -246,9 +248,9 @@ Deno.test(
       const stats = cluster.transports[0]!.stats;
       assert.deepEqual(stats.refusedHandshakes + stats.refusedFrames, bad.length + 1);
       assert.deepEqual(cluster.handlers[0]!.served.length, 0, "no bad frame reached the handler");
-      // A dialer may send only its handshake, so its frames are limited to 1 KiB, whatever
+      // A dialer may send only its handshake, so its frames are limited to 2 KiB, whatever
       // maxMessageBytes says (that limit is for the frames a dialer receives).
-      assert.ok(cluster.logs[0]!.some((line) => line.includes("over the limit of 1024")));
+      assert.ok(cluster.logs[0]!.some((line) => line.includes("over the limit of 2048")));
       // The insider displaced peer 1's link; peer 1 redials and the cluster serves on.
       await waitFor(
         "calls from peer 1 to succeed again",
@@ -294,6 +296,8 @@ Deno.test("options are checked", sanitized, async () => {
   await rejects({ me: 0, peers: ["http://x:1", urls[1]!], secret: SECRET }, "http://x:1");
   await rejects({ me: 0, peers: urls, secret: "short" }, "at least 16 bytes");
   await rejects({ me: 0, peers: urls, secret: SECRET, callTimeoutMs: -1 }, "callTimeoutMs");
+  // Its own URL goes into every hello it sends, where quotes are refused.
+  await rejects({ me: 0, peers: ['ws://a"b:1', urls[1]!], secret: SECRET }, "Own peer URL");
 });
 
 Deno.test(
@@ -447,7 +451,6 @@ Deno.test(
   async () => {
     const [realPort, fakePort] = freePorts(2);
     const urls = [`ws://127.0.0.1:${realPort}`, `ws://127.0.0.1:${fakePort}`];
-    const key = await importSecret(SECRET);
     const transport = await WebSocketTransport.create({
       me: 0,
       peers: urls,
@@ -457,33 +460,17 @@ Deno.test(
     transport.setHandler(new FakeHandler());
     // Peer 1's dialed connection into peer 0, on which peer 0 writes its reply.
     const insider = new RawClient(await tokenUrl(urls[0]!, 1, 0, SECRET));
-    let fake: Deno.HttpServer | undefined;
+    let fake: HandshakingServer | undefined;
     try {
       await insider.authenticate(1, 0, SECRET);
       await waitFor("the welcome", () => insider.received.length === 2);
-      // Only now, with the connection for replies in place, peer 1's server comes up. It sends its first request in the same breath as its welcome, while
-      // peer 0 is still verifying the welcome's proof.
-      fake = Deno.serve(
-        { hostname: "127.0.0.1", port: fakePort!, onListen: () => {} },
-        (request) => {
-          const { socket, response } = Deno.upgradeWebSocket(request);
-          const serverNonce = newNonce();
-          socket.onopen = () =>
-            socket.send(encodeFrame({ v: 1, type: "challenge", nonce: serverNonce }));
-          socket.onmessage = async (event) => {
-            const hello = parseFrame(event.data, 1 << 20);
-            if (isRefusal(hello) || hello.type !== "hello") return;
-            const transcript = { from: 0, to: 1, serverNonce, dialerNonce: hello.nonce };
-            const proof = await signTranscript(key, "server", transcript);
-            socket.send(encodeFrame({ v: 1, type: "welcome", proof }));
-            socket.send(
-              encodeFrame({ v: 1, type: "request", id: 7, method: "Echo", args: "early" }),
-            );
-          };
-          socket.onerror = (event) => event.preventDefault();
-          return response;
-        },
-      );
+      // Only now, with the connection for replies in place, peer 1's server comes up. It sends
+      // its first request in the same breath as its welcome, while peer 0 is still verifying the
+      // welcome's proof.
+      fake = new HandshakingServer(fakePort!, SECRET, (socket) =>
+        socket.send(
+          encodeFrame({ v: 1, type: "request", id: 7, method: "Echo", args: "early" }),
+        ));
       await waitFor("a reply to the early request", () =>
         insider.received.some((data) => {
           const frame = parseFrame(data, 1 << 20);
@@ -754,6 +741,70 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "a hello carries the dialer's address, and its proof covers the address",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(2);
+    try {
+      const url = cluster.urls[0]!;
+      const elsewhere = "ws://127.0.0.1:9/elsewhere";
+      // A proof for one address, sent with another: refused like a wrong secret.
+      const tampered = new RawClient(await tokenUrl(url, 1, 0, SECRET));
+      await tampered.authenticate(1, 0, SECRET, elsewhere, UNREACHABLE_ADDRESS);
+      assert.deepEqual((await tampered.closed).code, 4008);
+      assert.ok(
+        cluster.logs[0]!.some((line) => line.includes("peer 1 failed to prove the cluster secret")),
+        `expected a refusal in peer 0's log, got ${JSON.stringify(cluster.logs[0])}`,
+      );
+      const honest = new RawClient(await tokenUrl(url, 1, 0, SECRET));
+      await honest.authenticate(1, 0, SECRET, elsewhere);
+      await waitFor("the welcome", () => honest.received.length === 2);
+      await honest.close();
+    } finally {
+      await cluster.close();
+    }
+  },
+);
+
+Deno.test("a hello needs a printable address; peer ids are any non-negative safe integer", async () => {
+  const hello = (fields: Record<string, unknown>) =>
+    JSON.stringify({
+      v: 1,
+      type: "hello",
+      from: 1,
+      to: 0,
+      nonce: "AAAA",
+      proof: "AAAA",
+      address: "ws://h:1/",
+      ...fields,
+    });
+  const refusal = (text: string) => {
+    const frame = parseFrame(text, 4096);
+    return isRefusal(frame) ? frame.refused : "";
+  };
+  assert.deepEqual(refusal(hello({})), "");
+  assert.deepEqual(refusal(hello({ from: Number.MAX_SAFE_INTEGER, to: 2 ** 20 })), "");
+  assert.match(refusal(hello({ from: 2 ** 53 })), /invalid peer ids/);
+  assert.match(refusal(hello({ address: undefined })), /invalid address/);
+  assert.match(refusal(hello({ address: 'ws://a"b/' })), /invalid address/);
+  assert.match(refusal(hello({ address: "ws://h/\\x" })), /invalid address/);
+  assert.match(refusal(hello({ address: "ws://h/é" })), /invalid address/);
+  assert.deepEqual(
+    refusal(hello({ address: "ws://h/" + "a".repeat(1017) })),
+    "",
+    "1024 characters",
+  );
+  assert.match(refusal(hello({ address: "ws://h/" + "a".repeat(1018) })), /invalid address/);
+
+  const key = await importSecret(SECRET);
+  const target = (from: number) => withUpgradeToken("ws://h:1", { ...token, from }).search;
+  const token = await signUpgrade(key, 1, 0);
+  const largest = parseUpgradeToken(target(Number.MAX_SAFE_INTEGER));
+  assert.ok(typeof largest !== "string" && largest.from === Number.MAX_SAFE_INTEGER);
+  assert.match(String(parseUpgradeToken(target(2 ** 53))), /malformed numbers/);
+});
+
 Deno.test("a frame nested deeper than 128 levels is refused before it is parsed", () => {
   const nested = (depth: number) => "[".repeat(depth) + "]".repeat(depth);
   const frame = (args: string) => `{"v":1,"type":"request","id":1,"method":"M","args":${args}}`;
@@ -837,4 +888,503 @@ Deno.test("await using closes a transport at the end of its scope", sanitized, a
   // The server is gone: the port can be listened on again.
   const listener = Deno.listen({ hostname: "127.0.0.1", port: closedPort });
   listener.close();
+});
+
+// ---- Membership: peers added and removed at run time. ----
+
+Deno.test(
+  "addPeer grows three transports to four, and calls work both ways",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(3, { reconnectMaxDelayMs: 100 });
+    const url = `ws://127.0.0.1:${freePorts(1)[0]}`;
+    let newcomer: WebSocketTransport | undefined;
+    try {
+      // The old peers add peer 3 before it runs: they dial it, and keep redialing.
+      const ends = cluster.transports.map((transport) => transport.addPeer(3, url));
+      for (const transport of cluster.transports) {
+        assert.deepEqual(transport.addressOf(3), url);
+        assert.ok(!transport.connectedPeers().includes(3));
+      }
+      assert.deepEqual(await ends[0]!.call("Echo", 0), undefined, "a call before peer 3 runs");
+
+      newcomer = await WebSocketTransport.create({
+        me: 3,
+        peers: [...cluster.urls, url],
+        secret: SECRET,
+        reconnectMaxDelayMs: 100,
+        log: () => {},
+      });
+      const handler = new FakeHandler();
+      newcomer.setHandler(handler);
+      const joined = newcomer;
+      await waitFor(
+        "every link to peer 3",
+        () =>
+          joined.connectedPeers().length === 3 &&
+          cluster.transports.every((transport) => transport.connectedPeers().includes(3)),
+      );
+      for (let peer = 0; peer < 3; peer++) {
+        assert.deepEqual(await ends[peer]!.call("Echo", peer), { echo: peer });
+        assert.deepEqual(await newcomer.clientEnds()[peer]!.call("Echo", `to ${peer}`), {
+          echo: `to ${peer}`,
+        });
+      }
+      assert.deepEqual(handler.served.length, 3);
+      assert.deepEqual(cluster.transports[0]!.connectedPeers(), [1, 2, 3]);
+      assert.deepEqual(cluster.transports[0]!.clientEnds().length, 3, "as many as create() got");
+      assert.deepEqual(
+        await cluster.transports[0]!.clientEnd(3).call("Echo", "end"),
+        { echo: "end" },
+      );
+
+      // The same URL again (the same once serialized) changes nothing.
+      const again = cluster.transports[0]!.addPeer(3, `${url}/`);
+      assert.deepEqual(cluster.transports[0]!.connectedPeers(), [1, 2, 3], "the link stayed up");
+      assert.deepEqual(cluster.transports[0]!.addressOf(3), url);
+      assert.deepEqual(await again.call("Echo", "again"), { echo: "again" });
+    } finally {
+      await newcomer?.close();
+      await cluster.close();
+    }
+  },
+);
+
+Deno.test(
+  "addPeer at another URL closes the link, fails its calls and dials the new URL",
+  sanitized,
+  async () => {
+    // Calls wait up to 10 s for a reply: one that resolves sooner was failed by the transport.
+    const cluster = await startTransports(2, { callTimeoutMs: 10_000, reconnectMaxDelayMs: 100 });
+    try {
+      const [a, b] = cluster.transports;
+      const hanging = a!.clientEnd(1).call("Hang", null);
+      await waitFor("peer 1 to start serving", () => cluster.handlers[1]!.served.length === 1);
+      const started = performance.now();
+      a!.addPeer(1, UNREACHABLE_ADDRESS);
+      assert.deepEqual(a!.connectedPeers(), [], "the link is down at once");
+      assert.deepEqual(await hanging, undefined);
+      assert.ok(performance.now() - started < 1000, "the call was failed, not timed out");
+      assert.deepEqual(a!.addressOf(1), UNREACHABLE_ADDRESS);
+      assert.deepEqual(await a!.clientEnd(1).call("Echo", 1), undefined);
+      await waitFor("peer 1 to see the link down", () => b!.connectedPeers().length === 0);
+
+      a!.addPeer(1, cluster.urls[1]!);
+      await waitFor(
+        "the link at the right URL",
+        () => a!.connectedPeers().length === 1 && b!.connectedPeers().length === 1,
+      );
+      assert.deepEqual(await a!.clientEnd(1).call("Echo", 2), { echo: 2 });
+      assert.deepEqual(await b!.clientEnd(0).call("Echo", 3), { echo: 3 });
+    } finally {
+      await cluster.close();
+    }
+  },
+);
+
+Deno.test(
+  "removePeer fails calls at once, closes both connections and stops redialing",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(3, { callTimeoutMs: 10_000, reconnectMaxDelayMs: 100 });
+    try {
+      const [a, b, c] = cluster.transports;
+      const end = a!.clientEnds()[2]!;
+      const hanging = end.call("Hang", null);
+      await waitFor("peer 2 to start serving", () => cluster.handlers[2]!.served.length === 1);
+      const started = performance.now();
+      a!.removePeer(2);
+      assert.deepEqual(a!.connectedPeers(), [1], "the link is gone at once");
+      assert.deepEqual(await hanging, undefined);
+      assert.ok(performance.now() - started < 1000, "the call was failed, not timed out");
+      assert.deepEqual(a!.addressOf(2), undefined);
+      assert.deepEqual(
+        await end.call("Echo", 1),
+        undefined,
+        "a call on an end of the removed peer",
+      );
+
+      // Peer 2 sees both connections close. It keeps redialing peer 0, which refuses it.
+      await waitFor("peer 2 to see the link down", () => !c!.connectedPeers().includes(0));
+      const refused = a!.stats.refusedUpgrades;
+      await waitFor("two more redials refused", () => a!.stats.refusedUpgrades >= refused + 2);
+      assert.deepEqual(a!.connectedPeers(), [1]);
+      assert.deepEqual(c!.connectedPeers(), [1]);
+      assert.deepEqual(await c!.clientEnd(0).call("Echo", 1), undefined);
+      assert.deepEqual(cluster.handlers[0]!.served, [], "peer 0 served nothing from peer 2");
+      // The rest of the cluster is untouched.
+      assert.deepEqual(await a!.clientEnd(1).call("Echo", 2), { echo: 2 });
+      assert.deepEqual(await c!.clientEnd(1).call("Echo", 3), { echo: 3 });
+      assert.deepEqual(b!.connectedPeers(), [0, 2]);
+
+      a!.removePeer(2); // again: nothing to do
+      a!.removePeer(7); // never known
+      for (const id of [0, -1, 1.5, 2 ** 53]) {
+        assert.throws(() => a!.removePeer(id), RangeError, `removePeer(${id})`);
+      }
+
+      // Added back, the peer links again.
+      a!.addPeer(2, cluster.urls[2]!);
+      await waitFor(
+        "the link to come back",
+        () => a!.connectedPeers().includes(2) && c!.connectedPeers().includes(0),
+      );
+      assert.deepEqual(await end.call("Echo", 4), { echo: 4 }, "the old end works again");
+      assert.deepEqual(await c!.clientEnd(0).call("Echo", 5), { echo: 5 });
+    } finally {
+      await cluster.close();
+    }
+  },
+);
+
+Deno.test("removePeer closes both connections of the link", sanitized, async () => {
+  const [realPort, fakePort] = freePorts(2);
+  const urls = [`ws://127.0.0.1:${realPort}`, `ws://127.0.0.1:${fakePort}`];
+  const transport = await WebSocketTransport.create({
+    me: 0,
+    peers: urls,
+    secret: SECRET,
+    reconnectMaxDelayMs: 100,
+    log: () => {},
+  });
+  // Peer 1 by hand: its server, which peer 0 dials, and its dial into peer 0.
+  const fake = new HandshakingServer(fakePort!, SECRET);
+  const dialer = new RawClient(await tokenUrl(urls[0]!, 1, 0, SECRET));
+  try {
+    await dialer.authenticate(1, 0, SECRET);
+    await waitFor("the link", () => transport.connectedPeers().length === 1);
+    assert.deepEqual(fake.connections.length, 1);
+    transport.removePeer(1);
+    await waitFor(
+      "the connection peer 1 dialed to close",
+      () => dialer.socket.readyState === WebSocket.CLOSED,
+    );
+    await waitFor("the connection peer 0 dialed to close", () => fake.connections[0]!.closed);
+    assert.deepEqual(fake.connections.length, 1, "no redial");
+  } finally {
+    await dialer.close();
+    await transport.close();
+    await fake.shutdown();
+  }
+});
+
+Deno.test("removePeer stops redialing a peer that never answered", sanitized, async () => {
+  // Peer 1 accepts connections and closes them at once, so every dial fails and is retried.
+  const refuser = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let dials = 0;
+  const refusing = (async () => {
+    for await (const conn of refuser) {
+      dials++;
+      conn.close();
+    }
+  })();
+  const transport = await WebSocketTransport.create({
+    me: 0,
+    peers: [`ws://127.0.0.1:${freePorts(1)[0]}`, `ws://127.0.0.1:${refuser.addr.port}`],
+    secret: SECRET,
+    reconnectMinDelayMs: 10,
+    reconnectMaxDelayMs: 20,
+    log: () => {},
+  });
+  try {
+    await waitFor("a few dials", () => dials >= 3);
+    transport.removePeer(1);
+    const removedAt = dials;
+    // Redials come every 10-20 ms: ten would arrive meanwhile.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.ok(dials <= removedAt + 1, `${dials - removedAt} dials after the removal`);
+  } finally {
+    await transport.close();
+    refuser.close();
+    await refusing.catch(() => undefined);
+  }
+});
+
+Deno.test("addPeer, clientEnd and addressOf check their arguments", sanitized, async () => {
+  const [port] = freePorts(1);
+  const own = `ws://127.0.0.1:${port}`;
+  const transport = await WebSocketTransport.create({
+    me: 0,
+    peers: [own],
+    secret: SECRET,
+    log: () => {},
+  });
+  try {
+    const bad: [number, string, string][] = [
+      [-1, "ws://127.0.0.1:1", "non-negative safe integer"],
+      [1.5, "ws://127.0.0.1:1", "non-negative safe integer"],
+      [2 ** 53, "ws://127.0.0.1:1", "non-negative safe integer"],
+      [0, "ws://127.0.0.1:1", "it is this peer"],
+      [1, "http://127.0.0.1:1", "ws:// or wss://"],
+      [1, "ws://127.0.0.1:1/#x", "without a fragment"],
+      [1, "not a url", "ws:// or wss://"],
+    ];
+    for (const [id, url, text] of bad) {
+      assert.throws(() => transport.addPeer(id, url), RangeError, text);
+      assert.deepEqual(transport.addressOf(id), id === 0 ? own : undefined, "nothing was added");
+    }
+    assert.throws(() => transport.clientEnd(-1), RangeError);
+    assert.deepEqual(await transport.clientEnd(0).call("Echo", 1), undefined, "this peer");
+    assert.deepEqual(await transport.clientEnd(99).call("Echo", 1), undefined, "an unknown peer");
+    assert.deepEqual(transport.addressOf(99), undefined);
+    assert.deepEqual(transport.addressOf(0), own);
+  } finally {
+    await transport.close();
+  }
+});
+
+// ---- Peers that were never added, known from their handshakes. ----
+
+Deno.test(
+  "a peer that was never added reaches the others by proving the secret, and is dialed back",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(3, { reconnectMaxDelayMs: 100 });
+    const url = `ws://127.0.0.1:${freePorts(1)[0]}`;
+    // Peer 3 knows everyone; peers 0-2 were never told of it.
+    const newcomer = await WebSocketTransport.create({
+      me: 3,
+      peers: [...cluster.urls, url],
+      secret: SECRET,
+      reconnectMaxDelayMs: 100,
+      log: () => {},
+    });
+    const handler = new FakeHandler();
+    newcomer.setHandler(handler);
+    try {
+      await waitFor("peer 3's link to peer 0", () => newcomer.connectedPeers().includes(0));
+      assert.deepEqual(await newcomer.clientEnds()[0]!.call("Echo", "hi"), { echo: "hi" });
+      const [a] = cluster.transports;
+      assert.deepEqual(await a!.clientEnd(3).call("Echo", "back"), { echo: "back" });
+      assert.deepEqual(handler.served, [{ method: "Echo", args: "back" }]);
+      assert.deepEqual(a!.addressOf(3), `${url}/`, "as peer 3 advertised it");
+      assert.ok(
+        cluster.logs[0]!.some((line) => line.includes("Peer 3 proved the cluster secret")),
+        JSON.stringify(cluster.logs[0]),
+      );
+      await waitFor(
+        "every link to peer 3",
+        () =>
+          newcomer.connectedPeers().length === 3 &&
+          cluster.transports.every((transport) => transport.connectedPeers().includes(3)),
+      );
+      assert.deepEqual(a!.clientEnds().length, 3, "clientEnds() keeps to the peers of create()");
+    } finally {
+      await newcomer.close();
+      await cluster.close();
+    }
+  },
+);
+
+Deno.test(
+  "a server joining with the URLs of only some peers links to those, and the rest by addPeer",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(2, { reconnectMaxDelayMs: 100 });
+    const url = `ws://127.0.0.1:${freePorts(1)[0]}`;
+    // Server 5 knows only server 0 (and itself): the other entries are holes.
+    const peers: string[] = [cluster.urls[0]!];
+    peers[5] = url;
+    const newcomer = await WebSocketTransport.create({
+      me: 5,
+      peers,
+      secret: SECRET,
+      reconnectMaxDelayMs: 100,
+      log: () => {},
+    });
+    newcomer.setHandler(new FakeHandler());
+    try {
+      const [a, b] = cluster.transports;
+      await waitFor("the link to server 0", () => newcomer.connectedPeers().includes(0));
+      assert.deepEqual(newcomer.clientEnds().length, 6);
+      assert.deepEqual(await newcomer.clientEnds()[0]!.call("Echo", 1), { echo: 1 });
+      assert.deepEqual(await a!.clientEnd(5).call("Echo", 2), { echo: 2 });
+      assert.deepEqual(await newcomer.clientEnds()[1]!.call("Echo", 3), undefined);
+      assert.deepEqual(newcomer.addressOf(1), undefined);
+      assert.deepEqual(b!.addressOf(5), undefined, "server 1 never heard of server 5");
+
+      newcomer.addPeer(1, cluster.urls[1]!);
+      await waitFor("the link to server 1", () => newcomer.connectedPeers().includes(1));
+      assert.deepEqual(await newcomer.clientEnd(1).call("Echo", 4), { echo: 4 });
+      assert.deepEqual(await b!.clientEnd(5).call("Echo", 5), { echo: 5 });
+    } finally {
+      await newcomer.close();
+      await cluster.close();
+    }
+  },
+);
+
+Deno.test(
+  "a removed peer is refused, secret or not, until it is added again",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(3, { reconnectMaxDelayMs: 100 });
+    const url = `ws://127.0.0.1:${freePorts(1)[0]}`;
+    const newcomer = await WebSocketTransport.create({
+      me: 3,
+      peers: [...cluster.urls, url],
+      secret: SECRET,
+      reconnectMaxDelayMs: 100,
+      log: () => {},
+    });
+    newcomer.setHandler(new FakeHandler());
+    // A handshake that is past its upgrade when the peer is removed.
+    let late: RawClient | undefined;
+    try {
+      const [a] = cluster.transports;
+      await waitFor("the link from peer 0 to peer 3", () => a!.connectedPeers().includes(3));
+      late = new RawClient(await tokenUrl(cluster.urls[0]!, 3, 0, SECRET));
+      await late.challenge();
+
+      a!.removePeer(3);
+      assert.deepEqual(a!.connectedPeers(), [1, 2]);
+      await late.authenticate(3, 0, SECRET, `${url}/`);
+      assert.deepEqual((await late.closed).code, 4008, "the handshake under way");
+      // Peer 3 keeps redialing, and is refused at its upgrade request each time.
+      await waitFor("peer 3 to see the link down", () => !newcomer.connectedPeers().includes(0));
+      const refused = a!.stats.refusedUpgrades;
+      await waitFor("two more redials refused", () => a!.stats.refusedUpgrades >= refused + 2);
+      assert.deepEqual(a!.connectedPeers(), [1, 2]);
+      assert.deepEqual(a!.addressOf(3), undefined);
+      assert.deepEqual(await newcomer.clientEnds()[0]!.call("Echo", 1), undefined);
+      assert.ok(
+        cluster.logs[0]!.some((line) => line.includes("Peer 3 was removed")),
+        JSON.stringify(cluster.logs[0]),
+      );
+      // The others, which never removed it, still talk to it.
+      assert.deepEqual(await cluster.transports[1]!.clientEnd(3).call("Echo", 2), { echo: 2 });
+
+      a!.addPeer(3, url);
+      await waitFor("the link to come back", () => a!.connectedPeers().includes(3));
+      assert.deepEqual(await a!.clientEnd(3).call("Echo", 3), { echo: 3 });
+      await waitFor("peer 3 to see it", () => newcomer.connectedPeers().includes(0));
+      assert.deepEqual(await newcomer.clientEnds()[0]!.call("Echo", 4), { echo: 4 });
+    } finally {
+      await late?.close();
+      await newcomer.close();
+      await cluster.close();
+    }
+  },
+);
+
+Deno.test(
+  "a dialer without the secret creates no link and is not dialed back",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(2);
+    const [a] = cluster.transports;
+    // Where the strangers say they listen: a plain listener that counts dials back.
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const address = `ws://127.0.0.1:${listener.addr.port}/`;
+    let dialsBack = 0;
+    const counting = (async () => {
+      for await (const conn of listener) {
+        dialsBack++;
+        conn.close();
+      }
+    })();
+    const intruder = await WebSocketTransport.create({
+      me: 2,
+      peers: [...cluster.urls, address],
+      secret: "not-the-cluster-secret",
+      listen: { port: 0 },
+      log: () => {},
+    });
+    const clients: RawClient[] = [];
+    try {
+      // A transport with the wrong secret is refused at its upgrade request.
+      await waitFor("peer 0 to refuse the intruder", () => a!.stats.refusedUpgrades > 0);
+      // A client with a valid token (seen on the wire, say) but not the secret gets as far as
+      // the challenge, and no further.
+      const eavesdropper = new RawClient(await tokenUrl(cluster.urls[0]!, 5, 0, SECRET));
+      clients.push(eavesdropper);
+      await eavesdropper.authenticate(5, 0, "not-the-cluster-secret", address);
+      assert.deepEqual((await eavesdropper.closed).code, 4008);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      for (const id of [2, 5]) assert.deepEqual(a!.addressOf(id), undefined, `peer ${id}`);
+      assert.deepEqual(a!.connectedPeers(), [1]);
+      assert.deepEqual(dialsBack, 0, "peer 0 dialed a stranger back");
+
+      // With the secret, the same stranger is linked and dialed back.
+      const member = new RawClient(await tokenUrl(cluster.urls[0]!, 5, 0, SECRET));
+      clients.push(member);
+      await member.authenticate(5, 0, SECRET, address);
+      await waitFor("the dial back", () => dialsBack > 0);
+      assert.deepEqual(a!.addressOf(5), address);
+    } finally {
+      for (const client of clients) await client.close();
+      await intruder.close();
+      await cluster.close();
+      listener.close();
+      await counting.catch(() => undefined);
+    }
+  },
+);
+
+Deno.test(
+  "peers are taken in from handshakes only up to maxPeers links; added ones always",
+  sanitized,
+  async () => {
+    const cluster = await startTransports(2, { maxPeers: 2 });
+    const [a] = cluster.transports;
+    const clients: RawClient[] = [];
+    const join = async (id: number, address = UNREACHABLE_ADDRESS): Promise<RawClient> => {
+      const client = new RawClient(await tokenUrl(cluster.urls[0]!, id, 0, SECRET));
+      clients.push(client);
+      await client.authenticate(id, 0, SECRET, address);
+      return client;
+    };
+    try {
+      const second = await join(2);
+      await waitFor("peer 2's welcome", () => second.received.length === 2);
+      assert.deepEqual(a!.addressOf(2), UNREACHABLE_ADDRESS);
+      // Two links now: peer 3 is refused at its upgrade request, before any WebSocket.
+      const third = new RawClient(await tokenUrl(cluster.urls[0]!, 3, 0, SECRET));
+      clients.push(third);
+      await third.closed;
+      assert.deepEqual(third.wasOpened, false);
+      assert.deepEqual(a!.addressOf(3), undefined);
+      assert.ok(cluster.logs[0]!.some((line) => line.includes("(maxPeers 2)")));
+      // The transport's owner is not limited.
+      a!.addPeer(4, "ws://127.0.0.1:9/four");
+      assert.deepEqual(a!.addressOf(4), "ws://127.0.0.1:9/four");
+
+      // A learned peer's URL follows its later hellos; an added peer's does not.
+      const moved = "ws://127.0.0.1:9/moved";
+      const again = await join(2, moved);
+      await waitFor("peer 2's welcome", () => again.received.length === 2);
+      assert.deepEqual(a!.addressOf(2), moved);
+      // An address that is no peer URL is not taken (and does not break the handshake).
+      for (const address of ["http://127.0.0.1:9/", "not-a-url"]) {
+        const unusable = await join(2, address);
+        await waitFor("peer 2's welcome", () => unusable.received.length === 2);
+        assert.deepEqual(a!.addressOf(2), moved, address);
+      }
+      const impostor = await join(1, moved);
+      await waitFor("peer 1's welcome", () => impostor.received.length === 2);
+      assert.deepEqual(a!.addressOf(1), cluster.urls[1]);
+      a!.addPeer(2, moved); // now the owner vouches for it
+      const vouched = await join(2, UNREACHABLE_ADDRESS);
+      await waitFor("peer 2's welcome", () => vouched.received.length === 2);
+      assert.deepEqual(a!.addressOf(2), moved);
+    } finally {
+      for (const client of clients) await client.close();
+      await cluster.close();
+    }
+  },
+);
+
+Deno.test("the replay guard tracks strangers only up to its limit, within the window", async () => {
+  const key = await importSecret(SECRET);
+  const now = Date.now();
+  const guard = new UpgradeReplayGuard(60_000, 4, 2);
+  assert.deepEqual(guard.admit(await signUpgrade(key, 1, 0, now), now, true), null);
+  assert.deepEqual(guard.admit(await signUpgrade(key, 2, 0, now), now, true), null);
+  assert.match(guard.admit(await signUpgrade(key, 3, 0, now), now, true) ?? "", /unknown/);
+  assert.deepEqual(guard.admit(await signUpgrade(key, 3, 0, now), now), null, "a known peer");
+  assert.deepEqual(guard.trackedPeers, 3);
+  // Once every token it remembers is out of the window, a stranger's entry goes.
+  const later = now + 61_000;
+  assert.deepEqual(guard.admit(await signUpgrade(key, 4, 0, later), later, true), null);
+  assert.deepEqual(guard.trackedPeers, 1);
 });

@@ -23,6 +23,9 @@ export const MAX_FRAME_DEPTH = 128;
 /** Length of a handshake nonce or proof, in characters of base64 text. */
 const MAX_TOKEN_LENGTH = 128;
 
+/** Longest address a dialer may advertise in its hello, in characters. */
+export const MAX_ADVERTISED_ADDRESS_LENGTH = 1024;
+
 /** The server's opening frame: a fresh nonce the dialer must sign. */
 export interface ChallengeFrame {
   /** Envelope version. */
@@ -33,19 +36,29 @@ export interface ChallengeFrame {
   nonce: string;
 }
 
-/** The dialer's answer: who it is, whom it meant to reach, and its proof of the secret. */
+/**
+ * The dialer's answer: who it is, whom it meant to reach, where it can be reached, and its proof
+ * of the secret.
+ */
 export interface HelloFrame {
   /** Envelope version. */
   v: typeof ENVELOPE_VERSION;
   /** Frame kind. */
   type: "hello";
-  /** The dialer's peer index. */
+  /** The dialer's peer id. */
   from: number;
-  /** The peer index the dialer believes it reached. */
+  /** The peer id the dialer believes it reached. */
   to: number;
   /** Base64 of the dialer's own fresh nonce, which the server must sign back. */
   nonce: string;
-  /** Base64 HMAC over both nonces and both indexes. */
+  /**
+   * The URL of the dialer's own server, as other peers should dial it: a server with no link to
+   * the dialer yet dials it back there. Printable ASCII without quotes or backslashes (a
+   * serialized URL is), at most {@linkcode MAX_ADVERTISED_ADDRESS_LENGTH} characters; whether it
+   * is a peer URL is for the transport to check.
+   */
+  address: string;
+  /** Base64 HMAC over both nonces, both ids and the address. */
   proof: string;
 }
 
@@ -55,7 +68,7 @@ export interface WelcomeFrame {
   v: typeof ENVELOPE_VERSION;
   /** Frame kind. */
   type: "welcome";
-  /** Base64 HMAC over both nonces and both indexes, with the server's role label. */
+  /** Base64 HMAC over the hello's transcript, with the server's role label. */
   proof: string;
 }
 
@@ -144,11 +157,14 @@ export function parseFrame(data: unknown, maxBytes: number): Frame | FrameRefusa
       if (!isToken(value.nonce)) return { refused: "Challenge has no valid nonce" };
       return { v: ENVELOPE_VERSION, type: "challenge", nonce: value.nonce };
     case "hello":
-      if (!isPeerIndex(value.from) || !isPeerIndex(value.to)) {
-        return { refused: `Hello has invalid peer indexes ${show(value.from)}, ${show(value.to)}` };
+      if (!isPeerId(value.from) || !isPeerId(value.to)) {
+        return { refused: `Hello has invalid peer ids ${show(value.from)}, ${show(value.to)}` };
       }
       if (!isToken(value.nonce) || !isToken(value.proof)) {
         return { refused: "Hello has no valid nonce or proof" };
+      }
+      if (!isAdvertisedAddress(value.address)) {
+        return { refused: `Hello has invalid address ${show(value.address)}` };
       }
       return {
         v: ENVELOPE_VERSION,
@@ -156,6 +172,7 @@ export function parseFrame(data: unknown, maxBytes: number): Frame | FrameRefusa
         from: value.from,
         to: value.to,
         nonce: value.nonce,
+        address: value.address,
         proof: value.proof,
       };
     case "welcome":
@@ -233,8 +250,15 @@ function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
-function isPeerIndex(value: unknown): value is number {
-  return Number.isSafeInteger(value) && (value as number) >= 0 && (value as number) < 1 << 16;
+function isPeerId(value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 0;
+}
+
+/** Whether `value` may be advertised as a dialer's address (see {@linkcode HelloFrame}). */
+export function isAdvertisedAddress(value: unknown): value is string {
+  // Printable ASCII but `"` and `\`, which JSON would escape: the frame stays under 2 KiB.
+  return typeof value === "string" && value.length > 0 &&
+    value.length <= MAX_ADVERTISED_ADDRESS_LENGTH && /^[\x21\x23-\x5b\x5d-\x7e]+$/.test(value);
 }
 
 function isRequestId(value: unknown): value is number {

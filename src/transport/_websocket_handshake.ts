@@ -18,13 +18,17 @@
  *
  * ```
  * server -> dialer   challenge { nonce: Ns }
- * dialer -> server   hello     { from, to, nonce: Nd, proof: HMAC(secret, "dialer|from|to|Ns|Nd") }
- * server -> dialer   welcome   { proof: HMAC(secret, "server|from|to|Ns|Nd") }
+ * dialer -> server   hello     { from, to, nonce: Nd, address: A,
+ *                                proof: HMAC(secret, "dialer|from|to|Ns|Nd|A") }
+ * server -> dialer   welcome   { proof: HMAC(secret, "server|from|to|Ns|Nd|A") }
  * ```
  *
  * Fresh nonces on both sides make an old proof useless on a new connection; the role labels keep
  * one side's proof from being reflected back as the other's; the indexes bind the proof to the
- * link, so a peer cannot claim another peer's index.
+ * link, so a peer cannot claim another peer's index. `A` is the URL at which the dialer's own
+ * server is reached: a server that has no link to the dialer yet (a peer added to the cluster
+ * while it was away) dials it back there, so the proof covers it too, and no one without the
+ * secret can send a server elsewhere.
  *
  * @module
  */
@@ -47,6 +51,8 @@ export interface HandshakeTranscript {
   serverNonce: string;
   /** The dialer's nonce (base64). */
   dialerNonce: string;
+  /** The URL the dialer advertises for its own server. */
+  dialerAddress: string;
 }
 
 /**
@@ -98,9 +104,10 @@ function transcriptBytes(
   role: HandshakeRole,
   transcript: HandshakeTranscript,
 ): Uint8Array<ArrayBuffer> {
-  const { from, to, serverNonce, dialerNonce } = transcript;
+  const { from, to, serverNonce, dialerNonce, dialerAddress } = transcript;
+  // The address comes last, so a "|" in it cannot shift the fields before it.
   return new TextEncoder().encode(
-    `denoraft-ws-v1|${role}|${from}|${to}|${serverNonce}|${dialerNonce}`,
+    `denoraft-ws-v2|${role}|${from}|${to}|${serverNonce}|${dialerNonce}|${dialerAddress}`,
   );
 }
 
@@ -158,7 +165,8 @@ export function parseUpgradeToken(target: string): UpgradeToken | string {
   const params = new URLSearchParams(target.slice(query + 1));
   const [from, to, time] = (["from", "to", "time"] as const).map((name) => {
     const text = params.get(name) ?? "";
-    return /^[0-9]{1,15}$/.test(text) ? Number(text) : -1;
+    const value = /^[0-9]{1,16}$/.test(text) ? Number(text) : -1;
+    return Number.isSafeInteger(value) ? value : -1;
   });
   const nonce = params.get("nonce") ?? "";
   const proof = params.get("proof") ?? "";
@@ -174,29 +182,48 @@ export function parseUpgradeToken(target: string): UpgradeToken | string {
  * recorded token cannot be used again. Memory is bounded: past `capacityPerPeer` nonces, the
  * oldest is forgotten, and every token no newer than a forgotten one is refused from then on.
  * An honest dialer signs each token just before it uses it, so its tokens are never that old.
+ * Dialers the server has no link to yet (strangers) are tracked only while fewer than
+ * `maxPeers` dialers are, so that a holder of the secret cannot make it remember one entry for
+ * every peer id it cares to claim.
  */
 export class UpgradeReplayGuard {
   readonly #windowMs: number;
   readonly #capacityPerPeer: number;
+  readonly #maxPeers: number;
   readonly #byPeer = new Map<number, { seen: Map<string, number>; floor: number }>();
 
-  /** Tokens more than `windowMs` from the server's clock are refused. */
-  constructor(windowMs: number, capacityPerPeer: number) {
+  /**
+   * Tokens more than `windowMs` from the server's clock are refused; at most `capacityPerPeer`
+   * are remembered per dialer, and strangers only while fewer than `maxPeers` dialers are.
+   */
+  constructor(windowMs: number, capacityPerPeer: number, maxPeers = Infinity) {
     this.#windowMs = windowMs;
     this.#capacityPerPeer = capacityPerPeer;
+    this.#maxPeers = maxPeers;
+  }
+
+  /** How many dialers it remembers tokens of. */
+  get trackedPeers(): number {
+    return this.#byPeer.size;
   }
 
   /**
    * `null` if `token` (already verified) is fresh, and then remembers it; otherwise a sentence
-   * saying why it is refused. `now` is the server's wall clock.
+   * saying why it is refused. `now` is the server's wall clock; `stranger` says that the server
+   * has no link to the dialer.
    */
-  admit(token: UpgradeToken, now: number): string | null {
+  admit(token: UpgradeToken, now: number, stranger = false): string | null {
     if (Math.abs(now - token.time) > this.#windowMs) {
       return `Upgrade token is ${Math.round((now - token.time) / 1000)} s away from this ` +
         `peer's clock; at most ${this.#windowMs / 1000} s allowed`;
     }
     let peer = this.#byPeer.get(token.from);
     if (peer === undefined) {
+      if (stranger && this.#byPeer.size >= this.#maxPeers) this.#forgetExpired(now);
+      if (stranger && this.#byPeer.size >= this.#maxPeers) {
+        return `Upgrade token comes from peer ${token.from}, unknown to this peer, while ` +
+          `${this.#byPeer.size} peers have dialed within ${this.#windowMs / 1000} s`;
+      }
       peer = { seen: new Map(), floor: -Infinity };
       this.#byPeer.set(token.from, peer);
     }
@@ -216,6 +243,18 @@ export class UpgradeReplayGuard {
     }
     peer.seen.set(token.nonce, token.time);
     return null;
+  }
+
+  /**
+   * Forgets the dialers whose remembered tokens and floor are all outside the window: any token
+   * they would refuse is refused by its time already.
+   */
+  #forgetExpired(now: number): void {
+    const expired = now - this.#windowMs;
+    for (const [from, peer] of this.#byPeer) {
+      if (peer.floor >= expired) continue;
+      if ([...peer.seen.values()].every((time) => time < expired)) this.#byPeer.delete(from);
+    }
   }
 }
 

@@ -13,6 +13,13 @@
  * side. A dialing side writes only the small handshake frames; anything else it receives from a
  * dialer is a protocol violation.
  *
+ * ## Peers that come and go
+ *
+ * Links are kept by peer id. `addPeer()` and `removePeer()` follow membership changes; a peer
+ * that was never added but proves the secret in its handshake is linked to at the address it
+ * advertises there, and dialed back, so that a server that missed the entry adding a peer still
+ * hears from it (unless it removed that peer, or has `maxPeers` links).
+ *
  * ## Hostile clients
  *
  * A client must prove the secret in its upgrade request, before any WebSocket exists; until then
@@ -31,7 +38,14 @@ import { GuardedListener, type PendingConnection } from "../net/_guarded_listene
 import { MAX_HEAD_BYTES, parseRequestHead, respondAndClose } from "../net/_http1.ts";
 import { RateLimitedLog } from "../net/_rate_limited_log.ts";
 import { WebSocketConnection } from "./_websocket_connection.ts";
-import { encodeFrame, type Frame, isRefusal, parseFrame } from "./_websocket_envelope.ts";
+import {
+  encodeFrame,
+  type Frame,
+  isAdvertisedAddress,
+  isRefusal,
+  MAX_ADVERTISED_ADDRESS_LENGTH,
+  parseFrame,
+} from "./_websocket_envelope.ts";
 import {
   importSecret,
   newNonce,
@@ -54,7 +68,10 @@ export interface WebSocketTransportOptions {
   me: number;
   /**
    * Every peer's URL, `ws://host:port` or `wss://host:port`, indexed by peer; `peers[me]` is this
-   * peer's own address. All peers must be given the same list.
+   * peer's own address, where the others reach it. All peers of a cluster started together must
+   * be given the same list. A peer joining a running cluster may leave out the peers it does not
+   * know (holes in the array: `peers[5] = url` on a shorter one); others are added with
+   * {@linkcode WebSocketTransport.addPeer}.
    */
   peers: readonly string[];
   /**
@@ -89,7 +106,7 @@ export interface WebSocketTransportOptions {
    * AppendEntries batch of modest commands; a larger frame is dropped when sending, and closes
    * the connection when received, as soon as its header announces its length (its payload is
    * never read). Only the dialing side receives such frames: a dialer may send nothing but its
-   * handshake, so the accepting side refuses any frame over 1 KiB.
+   * handshake, so the accepting side refuses any frame over 2 KiB.
    */
   maxMessageBytes?: number;
   /**
@@ -140,6 +157,16 @@ export interface WebSocketTransportOptions {
    */
   maxClockSkewMs?: number;
   /**
+   * Most other peers this transport links to through handshakes: a peer with no link that
+   * proves the secret (see {@linkcode WebSocketTransport.addPeer}) is taken in only while fewer
+   * links exist, and only while fewer such peers than this have dialed within `maxClockSkewMs`
+   * (their tokens are remembered that long). Peers given to `create()` or `addPeer()` are never
+   * refused by it. Default 1000: the most members a Raft configuration of this library may have,
+   * while what a holder of the secret claiming ever new peer ids can make this peer hold stays
+   * bounded.
+   */
+  maxPeers?: number;
+  /**
    * Most requests from one peer that the handler may be serving at once; further requests from
    * that peer are dropped unanswered (their calls time out) until some finish. Default 1024: far
    * above what Raft keeps in flight to one peer, low enough that a flood cannot pile up handler
@@ -187,7 +214,8 @@ export interface TransportStats {
   pendingHandshakes: number;
   /**
    * Requests answered with an HTTP error instead of an upgrade: not a WebSocket upgrade (426),
-   * malformed (400, 431), without a valid, fresh token (401), or while shutting down (503).
+   * malformed (400, 431), without a valid, fresh token (401), from a removed peer or a new one
+   * past `maxPeers` (403), or while shutting down (503).
    */
   refusedUpgrades: number;
   /** Unauthenticated connections closed to make room for newer ones (`maxPendingHandshakes`). */
@@ -206,7 +234,13 @@ interface PendingCall {
 
 /** What this peer knows of one other peer. */
 interface Link {
-  readonly url: string;
+  /** Where we dial the peer. */
+  url: string;
+  /**
+   * Whether the link was made for a peer that proved the secret without being added: then a
+   * later hello from it may move `url`, since its hello is where `url` came from.
+   */
+  learned: boolean;
   /** Our authenticated connection to the peer's server: we only read from it. */
   dialed: WebSocketConnection | undefined;
   /** The peer's authenticated connection to our server: we write requests and replies on it. */
@@ -230,6 +264,33 @@ interface Link {
   requestsInProgress: number;
   /** Fault injection: traffic to and from this peer is dropped. */
   cutOff: boolean;
+  /**
+   * Set once the link is removed or replaced: it dials no more, and its connections are closed.
+   */
+  retired: boolean;
+  /** Stops the dial in progress, or closes the dialed connection, without redialing. */
+  stopDialing: (() => void) | undefined;
+}
+
+/** A link to the peer at `url`, with no connection yet. */
+function newLink(url: string, learned = false): Link {
+  return {
+    url,
+    learned,
+    dialed: undefined,
+    accepted: undefined,
+    dialedAt: 0,
+    abandonDialed: undefined,
+    requestsInProgress: 0,
+    dialedLastReceived: 0,
+    acceptedLastSent: 0,
+    failedDials: 0,
+    cancelRedial: undefined,
+    pending: new Map(),
+    cutOff: false,
+    retired: false,
+    stopDialing: undefined,
+  };
 }
 
 /** A server connection whose token was valid, in its challenge-response. */
@@ -250,10 +311,10 @@ const CLOSE_WAIT_MS = 2000;
 const FIRST_REQUEST_ID_RANGE = 2 ** 48;
 
 /**
- * Largest frame the accepting side takes from a dialer: its hello is about 250 bytes, and it may
- * send nothing else.
+ * Largest frame the accepting side takes from a dialer: its hello is about 250 bytes plus its
+ * address (at most 1024 characters that JSON does not escape), and it may send nothing else.
  */
-const DIALER_FRAME_BYTES = 1024;
+const DIALER_FRAME_BYTES = 2048;
 
 /** First buffer for a request head: a peer's upgrade request, token included, is about 600 bytes. */
 const INITIAL_HEAD_BUFFER_BYTES = 1024;
@@ -280,6 +341,7 @@ const DEFAULTS = {
   maxClockSkewMs: 60_000,
   maxRequestsInProgress: 1024,
   keepaliveMs: 1000,
+  maxPeers: 1000,
 };
 
 /**
@@ -298,7 +360,16 @@ const DEFAULTS = {
  */
 export class WebSocketTransport {
   readonly #me: number;
-  readonly #links: (Link | undefined)[];
+  /** `peers[me]` as given. */
+  readonly #ownUrl: string;
+  /** Where other peers dial this one: `peers[me]`, serialized, as the hello advertises it. */
+  readonly #address: string;
+  /** How many peers `create()` was given: the length of `clientEnds()`. */
+  readonly #peerCount: number;
+  /** Every other peer this one reaches, by id. */
+  readonly #links = new Map<number, Link>();
+  /** Peers removed and not added since: refused even if they prove the secret. */
+  readonly #removed = new Set<number>();
   readonly #key: CryptoKey;
   readonly #options: typeof DEFAULTS;
   readonly #caCerts: string[] | undefined;
@@ -310,6 +381,11 @@ export class WebSocketTransport {
   readonly #sockets = new Set<WebSocketConnection>();
   /** Dials in progress, before their connection exists: aborted by `close()`. */
   readonly #dials = new Set<AbortController>();
+  /**
+   * Work that network events started (accepting a connection, dialing, a handshake step), for
+   * `close()` to wait for: it leaves nothing running behind it.
+   */
+  readonly #work = new Set<Promise<unknown>>();
   /** Server connections in their challenge-response, oldest first. */
   readonly #handshakes = new Set<Handshake>();
   readonly #stats = {
@@ -332,6 +408,9 @@ export class WebSocketTransport {
 
   private constructor(options: WebSocketTransportOptions, key: CryptoKey) {
     this.#me = options.me;
+    this.#ownUrl = options.peers[options.me]!;
+    this.#address = new URL(this.#ownUrl).href;
+    this.#peerCount = options.peers.length;
     this.#key = key;
     const settings = { ...DEFAULTS };
     for (const name of Object.keys(DEFAULTS) as (keyof typeof DEFAULTS)[]) {
@@ -349,24 +428,15 @@ export class WebSocketTransport {
       clock: this.#clock,
     });
     this.#random = options.random ?? Math.random;
-    this.#replayGuard = new UpgradeReplayGuard(settings.maxClockSkewMs, REMEMBERED_TOKENS_PER_PEER);
-    this.#nextRequestId = Math.floor(this.#random() * FIRST_REQUEST_ID_RANGE);
-    this.#links = options.peers.map((url, peer) =>
-      peer === options.me ? undefined : {
-        url,
-        dialed: undefined,
-        accepted: undefined,
-        dialedAt: 0,
-        abandonDialed: undefined,
-        requestsInProgress: 0,
-        dialedLastReceived: 0,
-        acceptedLastSent: 0,
-        failedDials: 0,
-        cancelRedial: undefined,
-        pending: new Map(),
-        cutOff: false,
-      }
+    this.#replayGuard = new UpgradeReplayGuard(
+      settings.maxClockSkewMs,
+      REMEMBERED_TOKENS_PER_PEER,
+      settings.maxPeers,
     );
+    this.#nextRequestId = Math.floor(this.#random() * FIRST_REQUEST_ID_RANGE);
+    options.peers.forEach((url, peer) => {
+      if (peer !== options.me) this.#links.set(peer, newLink(url));
+    });
   }
 
   /**
@@ -379,15 +449,17 @@ export class WebSocketTransport {
     if (!Number.isInteger(me) || me < 0 || me >= peers.length) {
       throw new RangeError(`Peer index must be within 0..${peers.length - 1}, got ${me}`);
     }
-    const urls = peers.map((text) => {
-      const url = URL.parse(text);
-      if (
-        url === null || (url.protocol !== "ws:" && url.protocol !== "wss:") || url.hash !== ""
-      ) {
-        throw new RangeError(`Peer URL must be ws:// or wss:// without a fragment, got "${text}"`);
-      }
-      return url;
-    });
+    if (peers[me] === undefined) {
+      throw new RangeError(`Peers must hold this peer's own URL at index ${me}, got none`);
+    }
+    const urls = peers.map(checkPeerUrl);
+    const advertised = urls[me]!.href;
+    if (!isAdvertisedAddress(advertised)) {
+      throw new RangeError(
+        `Own peer URL must serialize to at most ${MAX_ADVERTISED_ADDRESS_LENGTH} characters of ` +
+          `printable ASCII without quotes or backslashes, got "${advertised}"`,
+      );
+    }
     for (const name of Object.keys(DEFAULTS) as (keyof typeof DEFAULTS)[]) {
       const value = options[name];
       if (value !== undefined && !(Number.isFinite(value) && value > 0)) {
@@ -408,10 +480,8 @@ export class WebSocketTransport {
       pendingTimeoutMs: transport.#options.handshakeTimeoutMs,
       clock: transport.#clock,
       log: (line) => transport.#refusalLog.log(line),
-    }, (connection) => void transport.#accept(connection));
-    transport.#links.forEach((link, peer) => {
-      if (link !== undefined) transport.#dial(peer, link);
-    });
+    }, (connection) => transport.#background(transport.#accept(connection)));
+    for (const [peer, link] of transport.#links) transport.#dial(peer, link);
     transport.#scheduleKeepalive();
     return transport;
   }
@@ -443,22 +513,97 @@ export class WebSocketTransport {
   }
 
   /**
-   * One {@linkcode ClientEnd} per peer, indexed like `peers`, as `make()` expects. Calls to this
-   * peer's own entry resolve `undefined`.
+   * One {@linkcode ClientEnd} per peer of the `peers` given to `create()`, indexed like it, as
+   * `make()` expects. Calls to this peer's own entry resolve `undefined`. For peers added since,
+   * see {@linkcode WebSocketTransport.clientEnd}.
    */
   clientEnds(): ClientEnd[] {
-    return this.#links.map((_, peer) => ({
-      call: (method: string, args: unknown) => this.#call(peer, method, args),
-    }));
+    return Array.from({ length: this.#peerCount }, (_, peer) => this.clientEnd(peer));
   }
 
-  /** The peers with both connections of their link authenticated and open. */
+  /**
+   * A {@linkcode ClientEnd} for peer `id`, whether this transport reaches it or not: its calls
+   * resolve `undefined` while there is no link to `id` (and always for this peer's own id), and
+   * go out on the link once there is one. Throws a `RangeError` unless `id` is a non-negative
+   * safe integer.
+   */
+  clientEnd(id: number): ClientEnd {
+    checkPeerId(id);
+    return { call: (method: string, args: unknown) => this.#call(id, method, args) };
+  }
+
+  /**
+   * Starts reaching peer `id` at `address` (`ws://` or `wss://`): creates its link, dials it, and
+   * returns a {@linkcode ClientEnd} for it. Calls succeed once both connections of the link are
+   * up, which takes the peer dialing back too. Adding a peer already reached at the same URL
+   * changes nothing; at another URL, its connections are closed (calls in flight resolve
+   * `undefined`) and it is dialed at the new one. A removed peer is taken back. Throws a
+   * `RangeError` for a bad URL, an id that is not a non-negative safe integer, or this peer's own
+   * id.
+   *
+   * A peer need not be added for it to reach this one: a peer with no link that dials in and
+   * proves the cluster secret gets a link at the address its handshake advertises (its own
+   * `peers[me]`), and is dialed back, unless it was removed or `maxPeers` links exist. That is
+   * how a server that missed the configuration change adding a peer still hears from it.
+   *
+   * @example A server that joined the cluster
+   * ```ts ignore
+   * const end = transport.addPeer(3, "ws://10.0.0.4:7000");
+   * const reply = await end.call("RequestVote", args); // undefined until the link is up
+   * ```
+   */
+  addPeer(id: number, address: string): ClientEnd {
+    this.#checkOtherPeer(id, "add");
+    checkPeerUrl(address);
+    this.#removed.delete(id);
+    const link = this.#links.get(id);
+    if (link !== undefined && sameUrl(link.url, address)) {
+      link.learned = false;
+    } else {
+      const fresh = newLink(address);
+      if (link !== undefined) {
+        fresh.cutOff = link.cutOff;
+        this.#retire(link);
+      }
+      this.#links.set(id, fresh);
+      this.#dial(id, fresh);
+    }
+    return this.clientEnd(id);
+  }
+
+  /**
+   * Stops reaching peer `id`: stops redialing it, resolves its calls in flight to `undefined`,
+   * closes both connections of its link and forgets it. Its ends stay usable, and resolve
+   * `undefined`. From then on, its handshakes are refused, secret or not, until it is added
+   * again: a removed server that does not know it was removed keeps dialing. Removing a peer
+   * this transport does not reach closes nothing, but refuses it too. Throws a `RangeError` for
+   * an id that is not a non-negative safe integer, or this peer's own id.
+   */
+  removePeer(id: number): void {
+    this.#checkOtherPeer(id, "remove");
+    this.#removed.add(id);
+    const link = this.#links.get(id);
+    if (link === undefined) return;
+    this.#links.delete(id);
+    this.#retire(link);
+  }
+
+  /**
+   * The URL this transport knows for peer `id`: as given to `create()` or `addPeer()`, or as the
+   * peer advertised it in its handshake (serialized: `ws://10.0.0.4:7000/`) if it was not added;
+   * `peers[me]` for this peer; `undefined` for a peer it does not reach.
+   */
+  addressOf(id: number): string | undefined {
+    return id === this.#me ? this.#ownUrl : this.#links.get(id)?.url;
+  }
+
+  /** The peers with both connections of their link authenticated and open, by ascending id. */
   connectedPeers(): number[] {
     const peers: number[] = [];
-    this.#links.forEach((link, peer) => {
-      if (link?.dialed !== undefined && link.accepted !== undefined) peers.push(peer);
-    });
-    return peers;
+    for (const [peer, link] of this.#links) {
+      if (link.dialed !== undefined && link.accepted !== undefined) peers.push(peer);
+    }
+    return peers.sort((a, b) => a - b);
   }
 
   /**
@@ -501,9 +646,10 @@ export class WebSocketTransport {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // First, so that no connection is accepted meanwhile, and the unauthenticated ones close.
+    const listenerClosed = this.#listener?.close();
     this.#cancelKeepalive?.();
-    for (const link of this.#links) {
-      if (link === undefined) continue;
+    for (const link of this.#links.values()) {
       link.cancelRedial?.();
       link.cancelRedial = undefined;
       this.#failPending(link);
@@ -511,26 +657,72 @@ export class WebSocketTransport {
     for (const dial of this.#dials) dial.abort();
     for (const handshake of [...this.#handshakes]) handshake.drop("shutting down");
     for (const socket of this.#sockets) socket.close();
-    // Each socket closes within its closing grace, even if the other side never answers.
+    // Each socket closes within its closing grace, even if the other side never answers; work
+    // under way (a proof being checked, a dial being aborted) ends soon after.
+    const finished = (async () => {
+      await Promise.all([...this.#sockets].map((socket) => socket.closed));
+      while (this.#work.size > 0) await Promise.allSettled([...this.#work]);
+    })();
     let cancelWait = () => {};
     await Promise.race([
-      Promise.all([...this.#sockets].map((socket) => socket.closed)),
+      finished,
       new Promise<void>((resolve) => cancelWait = this.#clock.schedule(CLOSE_WAIT_MS, resolve)),
     ]);
     cancelWait();
     for (const socket of this.#sockets) socket.abort();
-    await this.#listener?.close();
+    await listenerClosed;
+  }
+
+  /** Runs `work`, which `close()` then waits for. */
+  #background(work: Promise<unknown>): void {
+    this.#work.add(work);
+    // Rejections stay unhandled, as they would be without this.
+    void work.finally(() => this.#work.delete(work));
   }
 
   #selectLinks(peer: number | undefined): Link[] {
-    if (peer === undefined) return this.#links.filter((link) => link !== undefined);
-    const link = this.#links[peer];
+    if (peer === undefined) return [...this.#links.values()];
+    const link = this.#links.get(peer);
     if (link === undefined) throw new RangeError(`No link to peer ${peer}`);
     return [link];
   }
 
+  /**
+   * Why a peer with no link, `id`, may not have one now (it was removed, or `maxPeers` links
+   * exist), or `undefined` if it may.
+   */
+  #refusalOfNewPeer(id: number): string | undefined {
+    if (this.#removed.has(id)) return `Peer ${id} was removed; it is refused until added again`;
+    if (this.#links.size >= this.#options.maxPeers) {
+      return `Peer ${id} is not linked yet, and this peer already has ${this.#links.size} ` +
+        `links (maxPeers ${this.#options.maxPeers})`;
+    }
+    return undefined;
+  }
+
+  /** Throws a `RangeError` unless `id` could be another peer's id. */
+  #checkOtherPeer(id: number, verb: string): void {
+    checkPeerId(id);
+    if (id === this.#me) throw new RangeError(`Cannot ${verb} peer ${id}: it is this peer`);
+  }
+
+  /**
+   * Gives up a link that was removed or replaced: no more dials, calls in flight resolve
+   * `undefined`, both connections close.
+   */
+  #retire(link: Link): void {
+    link.retired = true;
+    link.cancelRedial?.();
+    link.cancelRedial = undefined;
+    link.stopDialing?.();
+    const accepted = link.accepted;
+    link.accepted = undefined;
+    accepted?.close();
+    this.#failPending(link);
+  }
+
   #call(peer: number, method: string, args: unknown): Promise<unknown | undefined> {
-    const link = this.#links[peer];
+    const link = this.#links.get(peer);
     if (this.#closed || link === undefined || link.cutOff) return Promise.resolve(undefined);
     // A reply can only come back on the connection we dialed.
     if (link.dialed === undefined || link.accepted === undefined) return Promise.resolve(undefined);
@@ -578,7 +770,7 @@ export class WebSocketTransport {
       return false;
     }
     socket.send(text);
-    const link = this.#links[peer];
+    const link = this.#links.get(peer);
     if (link !== undefined && link.accepted === socket) link.acceptedLastSent = this.#clock.now();
     return true;
   }
@@ -594,8 +786,7 @@ export class WebSocketTransport {
     this.#cancelKeepalive = this.#clock.schedule(keepaliveMs / 2, () => {
       if (this.#closed) return;
       const now = this.#clock.now();
-      this.#links.forEach((link, peer) => {
-        if (link === undefined) return;
+      for (const [peer, link] of this.#links) {
         const accepted = link.accepted;
         if (accepted !== undefined) {
           if (now - accepted.lastReceivedAt > ACCEPTED_SILENCE_KEEPALIVES * keepaliveMs) {
@@ -610,7 +801,7 @@ export class WebSocketTransport {
           this.#log(`Peer ${peer} sent nothing for ${now - link.dialedLastReceived} ms: redialing`);
           link.abandonDialed();
         }
-      });
+      }
       this.#scheduleKeepalive();
     });
   }
@@ -644,7 +835,7 @@ export class WebSocketTransport {
   // ---- The dialing side: authenticate, then read the peer's requests and replies. ----
 
   #dial(peer: number, link: Link): void {
-    if (this.#closed) return;
+    if (this.#closed || link.retired) return;
     link.cancelRedial = undefined;
     const dial = new AbortController();
     this.#dials.add(dial);
@@ -678,6 +869,16 @@ export class WebSocketTransport {
     const cancelHandshakeTimeout = this.#clock.schedule(this.#options.handshakeTimeoutMs, () => {
       if (state !== "open") drop(`peer ${peer} did not finish the handshake`, "refusedHandshakes");
     });
+    link.stopDialing = () => {
+      if (abandoned) return;
+      abandoned = true;
+      cancelHandshakeTimeout();
+      dial.abort();
+      this.#dials.delete(dial);
+      if (socket === undefined) return;
+      this.#forgetDialed(link, socket);
+      socket.close();
+    };
 
     const receive = async (data: string | Uint8Array): Promise<void> => {
       if (abandoned || socket === undefined) return;
@@ -698,7 +899,13 @@ export class WebSocketTransport {
         state = "signing";
         serverNonce = frame.nonce;
         dialerNonce = newNonce();
-        const transcript = { from: this.#me, to: peer, serverNonce, dialerNonce };
+        const transcript = {
+          from: this.#me,
+          to: peer,
+          serverNonce,
+          dialerNonce,
+          dialerAddress: this.#address,
+        };
         const proof = await signTranscript(this.#key, "dialer", transcript);
         if (!socket.open) return;
         socket.send(encodeFrame({
@@ -707,6 +914,7 @@ export class WebSocketTransport {
           from: this.#me,
           to: peer,
           nonce: dialerNonce,
+          address: this.#address,
           proof,
         }));
         state = "welcome";
@@ -714,7 +922,13 @@ export class WebSocketTransport {
       }
       if (state === "welcome" && frame.type === "welcome") {
         state = "verifying";
-        const transcript = { from: this.#me, to: peer, serverNonce, dialerNonce };
+        const transcript = {
+          from: this.#me,
+          to: peer,
+          serverNonce,
+          dialerNonce,
+          dialerAddress: this.#address,
+        };
         if (!await verifyTranscript(this.#key, "server", transcript, frame.proof)) {
           return drop(
             `peer ${peer} at ${link.url} failed to prove the cluster secret`,
@@ -742,7 +956,7 @@ export class WebSocketTransport {
       drop(`from peer ${peer}: unexpected ${frame.type} frame`, counter);
     };
 
-    void (async () => {
+    this.#background((async () => {
       let connected: WebSocketConnection;
       try {
         const token = await signUpgrade(this.#key, this.#me, peer);
@@ -768,6 +982,7 @@ export class WebSocketTransport {
       }
       this.#dials.delete(dial);
       if (abandoned || this.#closed) {
+        cancelHandshakeTimeout();
         connected.abort();
         return;
       }
@@ -781,6 +996,7 @@ export class WebSocketTransport {
         received = received.then(() => receive(data)).catch((error) => {
           drop(`failed on a frame from peer ${peer}: ${error}`, "refusedFrames");
         });
+        this.#background(received);
       };
       socket.onrefused = (reason) => {
         const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
@@ -797,7 +1013,7 @@ export class WebSocketTransport {
         }
         this.#scheduleRedial(peer, link);
       };
-    })();
+    })());
   }
 
   #forgetDialed(link: Link, socket: WebSocketConnection): void {
@@ -808,7 +1024,7 @@ export class WebSocketTransport {
   }
 
   #scheduleRedial(peer: number, link: Link): void {
-    if (this.#closed || link.cancelRedial !== undefined) return;
+    if (this.#closed || link.retired || link.cancelRedial !== undefined) return;
     const { reconnectMinDelayMs, reconnectMaxDelayMs } = this.#options;
     const ceiling = Math.min(
       reconnectMaxDelayMs,
@@ -914,13 +1130,13 @@ export class WebSocketTransport {
     if (typeof token === "string") {
       return this.#refuseUpgrade(connection, 401, "Unauthorized", `${token}.`);
     }
-    if (token.to !== this.#me || this.#links[token.from] === undefined) {
+    if (token.to !== this.#me || token.from === this.#me) {
       return this.#refuseUpgrade(
         connection,
         401,
         "Unauthorized",
         `Client claims to be peer ${token.from} dialing peer ${token.to}, but this is peer ` +
-          `${this.#me} of ${this.#links.length}.`,
+          `${this.#me}.`,
       );
     }
     if (!await verifyUpgrade(this.#key, token)) {
@@ -931,9 +1147,16 @@ export class WebSocketTransport {
         `Client claiming to be peer ${token.from} failed to prove the cluster secret.`,
       );
     }
-    const stale = this.#replayGuard.admit(token, Date.now());
+    // Only now, with the secret shown: whom this peer refuses is nobody else's business.
+    const newPeer = !this.#links.has(token.from);
+    const refusal = newPeer ? this.#refusalOfNewPeer(token.from) : undefined;
+    if (refusal !== undefined) {
+      return this.#refuseUpgrade(connection, 403, "Forbidden", `${refusal}.`);
+    }
+    const stale = this.#replayGuard.admit(token, Date.now(), newPeer);
     if (stale !== null) return this.#refuseUpgrade(connection, 401, "Unauthorized", `${stale}.`);
-    // Evicted or timed out while the proof was checked.
+    // Shutting down, evicted or timed out while the proof was checked.
+    if (this.#closed) return connection.close();
     if (!connection.admit()) return;
     const handshake = this.#admitHandshake(conn, reader, address, acceptedAt, token.from);
     try {
@@ -975,6 +1198,8 @@ export class WebSocketTransport {
     const serverNonce = newNonce();
     let state: "hello" | "verifying" | "open" = "hello";
     let peer = -1;
+    /** The link this connection became the accepted connection of. */
+    let acceptedFor: Link | undefined;
     const settle = () => {
       cancelHandshakeTimeout();
       this.#handshakes.delete(handshake);
@@ -1000,7 +1225,7 @@ export class WebSocketTransport {
       settle();
       this.#refuse(socket, `from ${who}: ${reason}`, counter);
     };
-    socket.onmessage = async (data) => {
+    const receive = async (data: string | Uint8Array): Promise<void> => {
       const frame = parseFrame(data, DIALER_FRAME_BYTES);
       const who = peer < 0 ? "unauthenticated client" : `peer ${peer}`;
       const counter = state === "open" ? "refusedFrames" : "refusedHandshakes";
@@ -1013,17 +1238,22 @@ export class WebSocketTransport {
         return this.#refuse(socket, `from ${who}: unexpected ${frame.type} frame`, counter);
       }
       state = "verifying";
-      const link = this.#links[frame.from];
-      if (frame.to !== this.#me || frame.from !== claimed || link === undefined) {
+      if (frame.to !== this.#me || frame.from !== claimed) {
         settle();
         return this.#refuse(
           socket,
           `client claims to be peer ${frame.from} dialing peer ${frame.to}, but its token ` +
-            `says peer ${claimed} and this is peer ${this.#me} of ${this.#links.length}`,
+            `says peer ${claimed} and this is peer ${this.#me}`,
           "refusedHandshakes",
         );
       }
-      const transcript = { from: frame.from, to: this.#me, serverNonce, dialerNonce: frame.nonce };
+      const transcript = {
+        from: frame.from,
+        to: this.#me,
+        serverNonce,
+        dialerNonce: frame.nonce,
+        dialerAddress: frame.address,
+      };
       if (!await verifyTranscript(this.#key, "dialer", transcript, frame.proof)) {
         settle();
         return this.#refuse(
@@ -1034,15 +1264,39 @@ export class WebSocketTransport {
       }
       const proof = await signTranscript(this.#key, "server", transcript);
       if (!socket.open || this.#closed || !this.#handshakes.has(handshake)) return;
+      // Looked up only now: the peer may have been added or removed while the proofs were
+      // computed.
+      let link = this.#links.get(frame.from);
+      const learned = link === undefined;
+      if (link === undefined) {
+        // A peer that has proved the secret but was never added, e.g. added to the cluster by
+        // an entry this server has not received: link to it where it says it listens.
+        const refusal = this.#refusalOfNewPeer(frame.from) ?? peerUrlProblem(frame.address);
+        if (refusal !== undefined) {
+          settle();
+          return this.#refuse(socket, `peer ${frame.from}: ${refusal}`, "refusedHandshakes");
+        }
+        link = newLink(frame.address, true);
+        this.#links.set(frame.from, link);
+        this.#log(`Peer ${frame.from} proved the cluster secret: linking to it at ${link.url}`);
+      } else if (
+        link.learned && peerUrlProblem(frame.address) === undefined &&
+        !sameUrl(link.url, frame.address)
+      ) {
+        this.#refusalLog.log(`Peer ${frame.from} moved from ${link.url} to ${frame.address}`);
+        link.url = frame.address; // its redials go there
+      }
       socket.send(encodeFrame({ v: 1, type: "welcome", proof }));
       state = "open";
       peer = frame.from;
+      acceptedFor = link;
       settle();
       // A peer that restarted dials again before we notice its old connection died.
       const previous = link.accepted;
       link.accepted = socket;
       link.acceptedLastSent = this.#clock.now(); // the welcome
       if (previous !== undefined) previous.close();
+      if (learned) return this.#dial(peer, link);
       // The peer dialed us anew. If our own connection to it is older than a handshake takes,
       // the peer may have restarted on a host that vanished without closing it: that connection
       // would then read nothing forever, while the new process can only write to a connection
@@ -1056,14 +1310,45 @@ export class WebSocketTransport {
         link.abandonDialed();
       }
     };
+    socket.onmessage = (data) => this.#background(receive(data));
     socket.onclose = () => {
       settle();
-      const link = peer < 0 ? undefined : this.#links[peer];
-      if (link !== undefined && link.accepted === socket) {
-        link.accepted = undefined;
-        this.#failPending(link); // requests queued on it are lost
+      if (acceptedFor !== undefined && acceptedFor.accepted === socket) {
+        acceptedFor.accepted = undefined;
+        this.#failPending(acceptedFor); // requests queued on it are lost
       }
     };
     return handshake;
   }
+}
+
+/**
+ * `text` as a URL if it is a peer URL: `ws://` or `wss://`, without a fragment. Throws a
+ * `RangeError` otherwise.
+ */
+function checkPeerUrl(text: string): URL {
+  const problem = peerUrlProblem(text);
+  if (problem !== undefined) throw new RangeError(problem);
+  return new URL(text);
+}
+
+/** Why `text` is not a peer URL, or `undefined` if it is one. */
+function peerUrlProblem(text: string): string | undefined {
+  const url = URL.parse(text);
+  if (url === null || (url.protocol !== "ws:" && url.protocol !== "wss:") || url.hash !== "") {
+    return `Peer URL must be ws:// or wss:// without a fragment, got "${text}"`;
+  }
+  return undefined;
+}
+
+/** Throws a `RangeError` unless `id` is a non-negative safe integer. */
+function checkPeerId(id: number): void {
+  if (!Number.isSafeInteger(id) || id < 0) {
+    throw new RangeError(`Peer id must be a non-negative safe integer, got ${id}`);
+  }
+}
+
+/** Whether two peer URLs are the same once serialized (`ws://h:1` and `ws://h:1/` are). */
+function sameUrl(a: string, b: string): boolean {
+  return new URL(a).href === new URL(b).href;
 }

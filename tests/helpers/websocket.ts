@@ -21,6 +21,12 @@ import {
 
 export const SECRET = "test-secret-0123456789abcdef";
 
+/**
+ * What a {@linkcode RawClient} advertises by default: nothing listens on port 9 (discard) of
+ * loopback in the tests, so a server that dials it back gets nowhere.
+ */
+export const UNREACHABLE_ADDRESS = "ws://127.0.0.1:9/";
+
 /** A handler that echoes, records what it served, and can be told to hang or delay. */
 export class FakeHandler implements RpcHandler {
   readonly served: { method: string; args: unknown }[] = [];
@@ -158,8 +164,17 @@ export class RawClient {
     return frame.nonce;
   }
 
-  /** Completes the handshake as peer `from` dialing peer `to`, proving `secret`. */
-  async authenticate(from: number, to: number, secret: string): Promise<void> {
+  /**
+   * Completes the handshake as peer `from` dialing peer `to`, proving `secret`, and advertising
+   * `address` as its own (signing `signedAddress`, by default the same).
+   */
+  async authenticate(
+    from: number,
+    to: number,
+    secret: string,
+    address = UNREACHABLE_ADDRESS,
+    signedAddress = address,
+  ): Promise<void> {
     const serverNonce = await this.challenge();
     const dialerNonce = newNonce();
     const proof = await signTranscript(await importSecret(secret), "dialer", {
@@ -167,14 +182,61 @@ export class RawClient {
       to,
       serverNonce,
       dialerNonce,
+      dialerAddress: signedAddress,
     });
-    this.socket.send(encodeFrame({ v: 1, type: "hello", from, to, nonce: dialerNonce, proof }));
+    this.socket.send(
+      encodeFrame({ v: 1, type: "hello", from, to, nonce: dialerNonce, address, proof }),
+    );
   }
 
   /** Closes the connection (if still open) and waits until it has closed. */
   async close(): Promise<{ code: number }> {
     if (this.socket.readyState <= WebSocket.OPEN) this.socket.close();
     return await this.closed;
+  }
+}
+
+/**
+ * A peer's server played by hand (`Deno.serve`): it challenges each dialer and answers its hello
+ * with a valid welcome for `secret`, without checking the dialer's proof. It records each
+ * connection it welcomed and whether it has closed; `afterWelcome` may send on it.
+ */
+export class HandshakingServer {
+  /** The connections welcomed, oldest first. */
+  readonly connections: { socket: WebSocket; closed: boolean }[] = [];
+  readonly #server: Deno.HttpServer;
+
+  constructor(port: number, secret: string, afterWelcome: (socket: WebSocket) => void = () => {}) {
+    const key = importSecret(secret);
+    this.#server = Deno.serve({ hostname: "127.0.0.1", port, onListen: () => {} }, (request) => {
+      const { socket, response } = Deno.upgradeWebSocket(request);
+      const serverNonce = newNonce();
+      const connection = { socket, closed: false };
+      socket.onopen = () =>
+        socket.send(encodeFrame({ v: 1, type: "challenge", nonce: serverNonce }));
+      socket.onmessage = async (event) => {
+        const hello = parseFrame(event.data, 1 << 20);
+        if (isRefusal(hello) || hello.type !== "hello") return;
+        const proof = await signTranscript(await key, "server", {
+          from: hello.from,
+          to: hello.to,
+          serverNonce,
+          dialerNonce: hello.nonce,
+          dialerAddress: hello.address,
+        });
+        socket.send(encodeFrame({ v: 1, type: "welcome", proof }));
+        this.connections.push(connection);
+        afterWelcome(socket);
+      };
+      socket.onclose = () => connection.closed = true;
+      socket.onerror = (event) => event.preventDefault();
+      return response;
+    });
+  }
+
+  /** Stops serving and closes every connection. */
+  shutdown(): Promise<void> {
+    return this.#server.shutdown();
   }
 }
 
