@@ -573,9 +573,9 @@ class ExplorerRun {
   /**
    * Every 0.3-3 s of the faulty phase, the leader (if any) changes the membership by one server:
    * adds a spare as a learner, promotes a learner, demotes or removes a voter (itself now and
-   * then), or removes a learner. One change in four is followed at once by the leader's crash
-   * or isolation, the change likely on a minority; the next leader then changes the membership
-   * the moment it is elected, and the old one comes back 0.5-3 s later: the history behind the
+   * then), or removes a learner. One change in four is made by a leader just cut off (or about
+   * to crash), so that it stays on a minority; the next leader then changes the membership the
+   * moment it is elected, and the old one comes back 0.5-3 s later: the history behind the
    * single-server change bug.
    */
   async #changeMembership(): Promise<void> {
@@ -583,66 +583,116 @@ class ExplorerRun {
     while (!this.#clientStopped) {
       await sleep(this.#sim.clock, randomInt(random, 300, 3000));
       if (this.#clientStopped) break;
-      const leader = this.#leader();
-      if (leader === null || !this.#proposeChange(leader)) continue;
-      if (random() >= 0.25) continue;
-      await sleep(this.#sim.clock, randomInt(random, 0, 10));
-      if (this.#rafts[leader] === null) continue;
-      const isolate = random() < 0.5;
-      if (isolate) {
-        this.#log(`membership: isolates leader ${leader}`);
-        this.#faults.isolate(leader);
-        this.#applyFaults();
-      } else {
-        this.#crashPeer(leader);
+      if (random() >= 0.25) {
+        const leader = this.#leader();
+        if (leader !== null) this.#proposeChange(leader);
+        continue;
       }
-      // The next leader changes the membership as soon as it is elected.
-      const deadline = this.#sim.clock.now() + 3000;
-      while (this.#sim.clock.now() < deadline && !this.#clientStopped) {
-        await sleep(this.#sim.clock, randomInt(random, 1, 5));
-        const next = this.#leader();
-        if (next !== null && next !== leader) {
-          this.#proposeChange(next);
-          break;
-        }
-      }
-      await sleep(this.#sim.clock, randomInt(random, 500, 3000));
-      if (this.#clientStopped) break;
-      if (isolate) {
-        this.#log(`membership: heals leader ${leader}`);
-        this.#faults.healPeer(leader);
-        this.#applyFaults();
-      } else if (this.#rafts[leader] === null) {
-        await this.#startPeer(leader);
+      // A burst of failovers, each with a change on both sides.
+      const rounds = randomInt(random, 2, 8);
+      for (let round = 0; round < rounds && !this.#clientStopped; round++) {
+        await this.#failoverWithChanges();
+        await sleep(this.#sim.clock, randomInt(random, 50, 800));
       }
     }
   }
 
-  /** Leader `leader` proposes a change drawn at random; whether one was appended. */
-  #proposeChange(leader: number): boolean {
+  /**
+   * The leader makes a change that stays on a minority: it is cut off (alone, or with one other
+   * peer, which hears nothing of the next leader either) before its requests leave, or crashes
+   * before they do. The next leader changes the membership the moment it is elected, and the
+   * old one comes back 0.2-2 s later.
+   */
+  async #failoverWithChanges(): Promise<void> {
+    const random = this.#membershipRandom;
+    const leader = this.#leader();
+    if (leader === null) return;
+    const cut = random() < 0.85 ? [leader] : [];
+    if (cut.length > 0 && random() < 0.2) {
+      const others = [...Array(this.#n).keys()].filter((id) => id !== leader);
+      cut.push(others[randomInt(random, 0, others.length - 1)]!);
+    }
+    if (cut.length > 0) {
+      this.#log(`membership: cuts ${cut.join(" and ")} off from the rest`);
+      this.#faults.perform({ kind: "split", minority: cut }, leader, random, () => {});
+      this.#applyFaults();
+    }
+    const before = (this.#rafts[leader] as unknown as MembershipPeer).core.configuration;
+    const first = this.#proposeChange(leader, [0, 1, 5, 5]);
+    if (cut.length === 0) this.#crashPeer(leader);
+    // Whom the first change removed: the next leader, which lacks it, removes someone else.
+    const removed = first === null
+      ? []
+      : before.voters.map((m) => m.id).filter((id) => !first.voters.some((m) => m.id === id));
+    const deadline = this.#sim.clock.now() + 3000;
+    let next: number | null = null;
+    while (this.#sim.clock.now() < deadline && !this.#clientStopped) {
+      await sleep(this.#sim.clock, randomInt(random, 1, 5));
+      next = this.#leader();
+      if (next !== null && next !== leader) {
+        // Removals most: two changes that each move one voter away from an even-sized
+        // configuration can leave majorities that do not overlap.
+        this.#proposeChange(next, [1, 5, 5, 5], [leader, ...removed]);
+        break;
+      }
+    }
+    await sleep(this.#sim.clock, randomInt(random, 200, 2000));
+    if (this.#clientStopped) return;
+    if (cut.length > 0) {
+      if (next !== null && next !== leader && random() < 0.8) {
+        // First with everyone but the new leader: the old one campaigns before it hears of it.
+        this.#log(`membership: heals ${cut.join(" and ")}, except with ${next}`);
+        for (const id of cut) {
+          for (let other = 0; other < this.#n; other++) {
+            if (other !== next && !cut.includes(other)) this.#faults.healLink(id, other);
+          }
+        }
+        this.#applyFaults();
+        await sleep(this.#sim.clock, randomInt(random, 300, 2000));
+        if (this.#clientStopped) return;
+      }
+      this.#log(`membership: heals ${cut.join(" and ")}`);
+      for (const id of cut) this.#faults.healPeer(id);
+      this.#applyFaults();
+    } else if (this.#rafts[leader] === null) {
+      await this.#startPeer(leader);
+    }
+  }
+
+  /**
+   * Leader `leader` proposes a change drawn at random (of the `kinds` of {@linkcode #drawChange});
+   * whether one was appended.
+   */
+  #proposeChange(leader: number, kinds?: number[], avoid: number[] = []): Configuration | null {
     const peer = this.#rafts[leader] as unknown as MembershipPeer | null;
-    if (peer === null) return false;
-    const next = this.#drawChange(peer.core.configuration, leader);
-    if (next === null) return false;
+    if (peer === null) return null;
+    const next = this.#drawChange(peer.core.configuration, leader, kinds, avoid);
+    if (next === null) return null;
     const result = peer.proposeConfiguration(next);
     this.#log(
       `membership: leader ${leader} proposes voters ${next.voters.map((m) => m.id)} learners ${
         next.learners.map((m) => m.id)
       }: ${result.ok ? `appended at ${result.index}` : `refused (${result.message})`}`,
     );
-    if (result.ok) this.#membershipChanges++;
-    return result.ok;
+    if (!result.ok) return null;
+    this.#membershipChanges++;
+    return next;
   }
 
   /** One server's change to `current`, drawn at random; null when the draw has nothing to do. */
-  #drawChange(current: Configuration, leader: number): Configuration | null {
+  #drawChange(
+    current: Configuration,
+    leader: number,
+    kinds = [0, 1, 2, 3, 4],
+    avoid: number[] = [],
+  ): Configuration | null {
     const random = this.#membershipRandom;
     const voters = current.voters;
     const learners = current.learners;
     const members = new Set([...voters, ...learners].map((m) => m.id));
     const spares = [...Array(this.#n).keys()].filter((id) => !members.has(id));
     const pick = <T>(list: T[]): T => list[randomInt(random, 0, list.length - 1)]!;
-    switch (randomInt(random, 0, 4)) {
+    switch (pick(kinds)) {
       case 0: // add a learner
         if (spares.length === 0) return null;
         return { voters, learners: [...learners, { id: pick(spares), address: "" }] };
@@ -658,6 +708,12 @@ class ExplorerRun {
         if (voters.length === 1) return null;
         const victim = random() < 0.25 ? leader : pick(voters.map((m) => m.id));
         return { voters: voters.filter((m) => m.id !== victim), learners };
+      }
+      case 5: { // remove a voter that is neither the leader nor one to avoid
+        const candidates = voters.filter((m) => m.id !== leader && !avoid.includes(m.id));
+        if (voters.length === 1 || candidates.length === 0) return null;
+        const victim = pick(candidates);
+        return { voters: voters.filter((m) => m !== victim), learners };
       }
       case 3: { // demote a voter to learner
         if (voters.length === 1) return null;

@@ -105,6 +105,12 @@ export class NetworkFaults {
     }
   }
 
+  /** Lifts the faults between `a` and `b`, both ways. */
+  healLink(a: number, b: number): void {
+    this.#directions[a]![b] = { ...healthy };
+    this.#directions[b]![a] = { ...healthy };
+  }
+
   /** Lifts every fault to and from `peer`. */
   healPeer(peer: number): void {
     for (let j = 0; j < this.#n; j++) {
