@@ -652,6 +652,21 @@ export class RaftCore {
     now: number,
   ): AnyReply | null {
     const term = termOf(message);
+    if (
+      message.type === RequestVote && term !== null && term > this.#currentTerm &&
+      message.args.transfer !== true && this.#role !== "leader" && this.#hearsLeader(now)
+    ) {
+      // Thesis §4.2.3: within the minimum election timeout of hearing from the leader, a vote
+      // request for a later term neither raises this follower's term nor gets its vote. Without
+      // this, a voter that granted a pre-vote and then answered the leader's heartbeat (renewing
+      // its lease) would still help elect another leader while the lease holds. A candidate the
+      // leader handed its leadership to (TimeoutNow) says so, and is heard. (A leader may vote:
+      // it steps down as it does, and serves no more lease reads.)
+      this.#trace(
+        `RequestVote from ${message.args.candidateId} for term ${term}: refused, the leader was heard from within the election timeout`,
+      );
+      return { term: this.#currentTerm, voteGranted: false };
+    }
     if (term !== null && term > this.#currentTerm) {
       this.#becomeFollower(term, now);
     } else if (term !== null && term < this.#currentTerm) {
@@ -750,7 +765,7 @@ export class RaftCore {
       // a pre-vote, which the leader's followers would refuse while they hear from it.
       this.#leaderId = message.args.leaderId;
       this.#trace(`is handed leadership by ${message.args.leaderId}`);
-      this.#campaign("election", now);
+      this.#campaign("election", now, true);
       return { term: this.#currentTerm };
     }
     return null; // Late answers from when this peer campaigned or led.
@@ -782,10 +797,7 @@ export class RaftCore {
    * so that a peer that cannot hear the leader, or cannot win, cannot raise everyone's term.
    */
   #handlePreVote(args: RequestVoteArgs, now: number): RequestVoteReply {
-    const leaderActive = this.#role === "leader" ||
-      (this.#leaderId !== null &&
-        now - this.#leaderContactAt < this.#config.electionTimeoutMinMs);
-    const voteGranted = args.term > this.#currentTerm && !leaderActive &&
+    const voteGranted = args.term > this.#currentTerm && !this.#hearsLeader(now) &&
       this.#candidateLogIsUpToDate(args);
     this.#trace(
       `pre-vote from ${args.candidateId} for term ${args.term} (last ${args.lastLogIndex}@${args.lastLogTerm}): ${
@@ -793,6 +805,16 @@ export class RaftCore {
       }`,
     );
     return { term: voteGranted ? args.term : this.#currentTerm, voteGranted };
+  }
+
+  /**
+   * Whether this peer leads, or heard from the leader of its term within the minimum election
+   * timeout (thesis §4.2.3): it then refuses pre-votes and votes for a later term, so that a
+   * peer that cannot hear the leader cannot unseat it, and a leader's lease (§6.4.1) holds.
+   */
+  #hearsLeader(now: number): boolean {
+    return this.#role === "leader" ||
+      (this.#leaderId !== null && now - this.#leaderContactAt < this.#config.electionTimeoutMinMs);
   }
 
   /** §5.4.1: is the candidate's log at least as up-to-date as this peer's? */
@@ -1304,7 +1326,7 @@ export class RaftCore {
    * starts the election (§5.2: a candidate of the next term, voting for itself). A peer that
    * cannot win, or cannot hear, then no longer raises terms and unseats leaders.
    */
-  #campaign(kind: "preVote" | "election", now: number): void {
+  #campaign(kind: "preVote" | "election", now: number, transfer = false): void {
     const { me } = this.#config;
     this.#resetElectionDeadline(now);
     this.#leaderId = null;
@@ -1334,6 +1356,7 @@ export class RaftCore {
       lastLogTerm: this.#log.lastTerm,
     };
     if (kind === "preVote") args.preVote = true;
+    if (transfer) args.transfer = true;
     // A RequestVote reports this peer's vote for itself, which must be durable first; a pre-vote
     // changes nothing and may leave at once.
     const queue = kind === "preVote" ? this.#send : this.#sendAfterSave;

@@ -40,6 +40,11 @@ export interface RequestVoteArgs {
    * `term`, without the receiver changing its term or vote. Absent means a real vote.
    */
   preVote?: boolean;
+  /**
+   * The candidate was handed leadership by the leader (TimeoutNow, thesis §3.10): voters that
+   * hear from that leader grant the vote anyway. Absent otherwise.
+   */
+  transfer?: boolean;
 }
 
 /** Figure 2: RequestVote RPC results. */
@@ -300,6 +305,9 @@ export function parseRequestVoteArgs(
   if (args.preVote !== undefined && typeof args.preVote !== "boolean") {
     return { ok: false, error: badField(RequestVote, "preVote", "a boolean", args.preVote) };
   }
+  if (args.transfer !== undefined && typeof args.transfer !== "boolean") {
+    return { ok: false, error: badField(RequestVote, "transfer", "a boolean", args.transfer) };
+  }
   const value: RequestVoteArgs = {
     term: args.term as number,
     candidateId: args.candidateId as number,
@@ -307,6 +315,7 @@ export function parseRequestVoteArgs(
     lastLogTerm: args.lastLogTerm as number,
   };
   if (args.preVote === true) value.preVote = true;
+  if (args.transfer === true) value.transfer = true;
   return { ok: true, value };
 }
 

@@ -618,7 +618,9 @@ function describeRequest(request: Outgoing): string {
     const args: RequestVoteArgs = request.args;
     return `${
       args.preVote === true ? "PreVote" : "RequestVote"
-    } term ${args.term} last ${args.lastLogIndex}@${args.lastLogTerm}`;
+    } term ${args.term} last ${args.lastLogIndex}@${args.lastLogTerm}${
+      args.transfer === true ? " (transfer)" : ""
+    }`;
   }
   const args = request.args;
   const entries = args.entries.length === 0
