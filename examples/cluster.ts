@@ -32,6 +32,12 @@ export interface LocalClusterOptions {
   /** Extra command-line arguments for every peer (e.g. `["--snapshot-every", "2000"]`). */
   serverArgs?: string[];
   /**
+   * How many of the peers form the cluster at first: they know only each other. The others are
+   * slots for servers added later (`startPeer` starts them with `--join` and every address), as
+   * when a machine is replaced or the cluster grows. Default: all of them.
+   */
+  initialPeers?: number;
+  /**
    * Open-file limit (`ulimit -n`) for each peer process, to see how a peer behaves when it runs
    * out of file descriptors. Default: the launcher's own limit.
    */
@@ -80,6 +86,7 @@ export class LocalCluster {
   readonly #faultInjection: boolean;
   readonly #maxOpenFiles: number | undefined;
   readonly #serverArgs: string[];
+  readonly #initialPeers: number;
   readonly #processes: ({ child: Deno.ChildProcess; logged: Promise<void> } | undefined)[];
   readonly #http = Deno.createHttpClient({});
 
@@ -93,6 +100,7 @@ export class LocalCluster {
     this.#faultInjection = options.faultInjection ?? false;
     this.#maxOpenFiles = options.maxOpenFiles;
     this.#serverArgs = options.serverArgs ?? [];
+    this.#initialPeers = options.initialPeers ?? count;
     this.#processes = this.peerUrls.map(() => undefined);
   }
 
@@ -143,6 +151,9 @@ export class LocalCluster {
       create: true,
       append: true,
     });
+    // The first peers know each other; a peer added later knows everyone, itself included.
+    const joining = peer >= this.#initialPeers;
+    const known = joining ? this.peerUrls.length : this.#initialPeers;
     const args = [
       "run",
       "-A",
@@ -151,9 +162,10 @@ export class LocalCluster {
       "--me",
       String(peer),
       "--peers",
-      this.peerUrls.join(","),
+      this.peerUrls.slice(0, known).join(","),
       "--http",
-      this.httpUrls.join(","),
+      this.httpUrls.slice(0, known).join(","),
+      ...(joining ? ["--join"] : []),
       "--data",
       this.peerDataDir(peer),
       ...(this.#faultInjection ? ["--fault-injection"] : []),
@@ -234,6 +246,11 @@ export class LocalCluster {
   async data(peer: number): Promise<[string, string][] | undefined> {
     const reply = await this.#get(peer, "/debug/data") as { data: [string, string][] } | undefined;
     return reply?.data;
+  }
+
+  /** The cluster's shared secret (it also authenticates the membership API). */
+  get secret(): string {
+    return this.#secret;
   }
 
   /** Sends a fault-injection command (`cut-off`, `heal` or `disconnect`) to `peer`. */

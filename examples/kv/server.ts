@@ -22,6 +22,12 @@
  * invalid one, gets 400. Sessions expire after 10 idle minutes of the log's time, or when 10 000
  * newer ones push them out; a retry of an expired session gets 409 (start a new session).
  *
+ * Membership (docs/membership.md), for the operator, with the cluster's secret as a bearer token
+ * (`Authorization: Bearer $RAFT_SECRET`): `GET /members`; `POST /members` with
+ * `{"id": 3, "address": "ws://...", "voter": true}` (without `voter`, a learner);
+ * `POST /members/3/promote`; `DELETE /members/3`. A new peer starts with `--join`, and a `--peers`
+ * list (and `--http` list) that includes its own address at its id.
+ *
  * Against hostile clients: the HTTP server is the library's bounded one (`src/net/_http_server.ts`:
  * connections that send no request are capped and closed after 5 s, the accept loop survives
  * running out of file descriptors); a key with a malformed percent-escape gets 400; a body is read
@@ -32,10 +38,15 @@
 
 import { parseArgs } from "node:util";
 import {
+  ChangeInProgressError,
+  type Configuration,
+  LastVoterError,
+  MemberExistsError,
   NodeClosedError,
   NotLeaderError,
   OverloadedError,
   RaftNode,
+  UnknownMemberError,
   WebSocketTransport,
 } from "../../mod.ts";
 import { HttpServer } from "../../src/net/_http_server.ts";
@@ -69,6 +80,7 @@ const { values: flags } = parseArgs({
     "lease-reads": { type: "boolean", default: false },
     "snapshot-every": { type: "string" },
     "start-cut-off": { type: "boolean", default: false },
+    join: { type: "boolean", default: false },
   },
 });
 const me = Number(flags.me);
@@ -102,6 +114,7 @@ const node = await RaftNode.create<KvCommand, KvResult | KvRefusal | undefined>(
   stateMachine: state,
   addresses: httpUrls,
   leaseReads: flags["lease-reads"],
+  join: flags.join,
   ...(flags["snapshot-every"] === undefined
     ? {}
     : { snapshotEveryEntries: Number(flags["snapshot-every"]) }),
@@ -109,6 +122,18 @@ const node = await RaftNode.create<KvCommand, KvResult | KvRefusal | undefined>(
 node.closed.catch((error) => {
   console.error(`peer ${me} stopped:`, error);
   Deno.exit(1);
+});
+node.addEventListener("configurationchange", ({ detail }) => {
+  const { voters, learners } = detail.configuration;
+  const ids = (members: { id: number }[]) => members.map((member) => member.id).join(",");
+  console.error(
+    `peer ${me}: configuration at index ${detail.index}: voters ${ids(voters)}, learners ${
+      ids(learners) || "none"
+    }`,
+  );
+  if (![...voters, ...learners].some((member) => member.id === me) && !flags.join) {
+    console.error(`peer ${me}: removed from the cluster; it can be shut down`);
+  }
 });
 
 function json(body: unknown, status = 200): Response {
@@ -249,6 +274,80 @@ async function readValue(request: Request): Promise<string | Response> {
   }
 }
 
+/** Whether the request carries the cluster's secret: `Authorization: Bearer <RAFT_SECRET>`. */
+function isAdmin(request: Request): boolean {
+  const given = new TextEncoder().encode(request.headers.get("authorization") ?? "");
+  const expected = new TextEncoder().encode(`Bearer ${secret}`);
+  if (given.length !== expected.length) return false;
+  let difference = 0;
+  for (let i = 0; i < given.length; i++) difference |= given[i]! ^ expected[i]!;
+  return difference === 0;
+}
+
+/** The answer to a membership change that failed with `error`. */
+function membershipFailure(error: unknown, path: string): Response {
+  if (error instanceof NotLeaderError) return failure(error, path);
+  if (error instanceof UnknownMemberError) return json({ error: error.message }, 404);
+  if (
+    error instanceof ChangeInProgressError || error instanceof MemberExistsError ||
+    error instanceof LastVoterError
+  ) {
+    return json({ error: error.message }, 409);
+  }
+  if (error instanceof RangeError || error instanceof TypeError) {
+    return json({ error: error.message }, 400);
+  }
+  if (error instanceof DOMException && error.name === "TimeoutError") {
+    return json({ error: `${error.message}; the change may still commit` }, 504);
+  }
+  return failure(error, path);
+}
+
+/**
+ * The membership API, for the cluster's operator (the cluster's secret as a bearer token):
+ * `GET /members`; `POST /members` with `{ id, address, voter? }` (a learner, or with `voter`
+ * caught up and promoted); `POST /members/ID/promote`; `DELETE /members/ID`. Changes are made
+ * on the leader; a follower answers 421 with its address.
+ */
+async function serveMembers(request: Request, url: URL): Promise<Response> {
+  if (!isAdmin(request)) {
+    return json({ error: "membership changes need the cluster's secret" }, 401);
+  }
+  const configurationBody = (configuration: Configuration) =>
+    json({ configuration, leader: node.status().leaderId });
+  if (url.pathname === "/members" && request.method === "GET") {
+    return configurationBody(node.configuration());
+  }
+  if (stopping) return json({ error: "peer shutting down; retry" }, 503);
+  const options = { signal: stopped.signal, timeoutMs: 60_000 };
+  try {
+    if (url.pathname === "/members" && request.method === "POST") {
+      let body: { id?: unknown; address?: unknown; voter?: unknown };
+      try {
+        body = await request.json();
+      } catch {
+        return json({ error: "the body must be JSON: { id, address, voter? }" }, 400);
+      }
+      const { id, address, voter } = body ?? {};
+      const add = voter === true ? node.addVoter : node.addLearner;
+      return configurationBody(await add.call(node, id as number, address as string, options));
+    }
+    const match = url.pathname.match(/^\/members\/([0-9]+)(\/promote)?$/);
+    if (match !== null) {
+      const id = Number(match[1]);
+      if (match[2] !== undefined && request.method === "POST") {
+        return configurationBody(await node.promote(id, options));
+      }
+      if (match[2] === undefined && request.method === "DELETE") {
+        return configurationBody(await node.removeServer(id, options));
+      }
+    }
+  } catch (error) {
+    return membershipFailure(error, url.pathname);
+  }
+  return json({ error: "not found" }, 404);
+}
+
 async function serveHttp(request: Request): Promise<Response> {
   const url = new URL(request.url);
   if (url.pathname === "/status" && request.method === "GET") {
@@ -264,6 +363,7 @@ async function serveHttp(request: Request): Promise<Response> {
       lastLogIndex: status.lastLogIndex,
       snapshotIndex: status.snapshotIndex,
       followers: status.followers,
+      configuration: node.configuration(),
       sessions: state.sessionCount,
       links: transport.connectedPeers(),
       memory: Deno.memoryUsage(),
@@ -275,6 +375,9 @@ async function serveHttp(request: Request): Promise<Response> {
     return new Response(node.metrics(), {
       headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
     });
+  }
+  if (url.pathname === "/members" || url.pathname.startsWith("/members/")) {
+    return await serveMembers(request, url);
   }
   if (url.pathname === "/debug/data" && request.method === "GET") {
     return json({ appliedIndex: node.status().lastApplied, data: state.entries() });
