@@ -432,6 +432,8 @@ ${text}`,
         value("raft_apply_lag"),
         value("raft_commit_index") - value("raft_applied_index"),
       );
+      assert.equal(value("raft_voters"), leader.configuration().voters.length);
+      assert.equal(value("raft_learners"), 0);
       const followerText = follower.metrics();
       assert.match(followerText, /raft_proposals_rejected_total\{reason="not_leader"\} 1/);
       assert.match(followerText, /raft_rpcs_total\{method="AppendEntries",direction="in"\} \d+/);

@@ -1173,7 +1173,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
    * The node's metrics in the Prometheus text exposition format (version 0.0.4): term, role,
    * leader, leader changes, elections started and won, proposals committed and rejected by
    * reason, commit and applied indexes and the lag between them, RPCs and their bytes by method
-   * and direction, and a histogram of save latency.
+   * and direction, snapshots, voters and learners, and a histogram of save latency.
    */
   metrics(): string {
     const core = this.#peer.core;
@@ -1221,6 +1221,16 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
       this.#metrics.rpcBytes.render(),
       this.#metrics.snapshots.render(),
       gauge("raft_snapshot_index", "The last index of the latest snapshot.", core.snapshotIndex),
+      gauge(
+        "raft_voters",
+        "Voters in the configuration in effect here.",
+        core.configuration.voters.length,
+      ),
+      gauge(
+        "raft_learners",
+        "Learners in the configuration in effect here.",
+        core.configuration.learners.length,
+      ),
       this.#metrics.saveSeconds.render(),
     ].join("\n") + "\n";
   }
