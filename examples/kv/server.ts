@@ -6,7 +6,8 @@
  *     --http http://127.0.0.1:8001,http://127.0.0.1:8002,http://127.0.0.1:8003 \
  *     --data ./data/peer0
  *
- * HTTP API: `GET`, `PUT` (body: the value) and `DELETE /kv/:key`; `GET /status`. Every request,
+ * HTTP API: `GET`, `PUT` (body: the value) and `DELETE /kv/:key`; `GET /status`; `GET /events`
+ * (the live status stream of `observe.ts`, read-only, for the web view). Every request,
  * reads included, goes through the Raft log, so reads are linearizable. A peer that is not the
  * leader answers 421 with the leader's address, if it knows it. A client that wants a retried
  * write to apply once sends both `X-Client-Id` (non-empty, at most 256 characters) and
@@ -18,8 +19,9 @@
  */
 
 import { parseArgs } from "node:util";
-import type { ApplyMsg, Raft } from "../../mod.ts";
-import { make, WebSocketTransport } from "../../mod.ts";
+import type { ApplyMsg } from "../../mod.ts";
+import { WebSocketTransport } from "../../mod.ts";
+import { LogTail, ObserveEndpoint, startObservedLabPeer } from "./observe.ts";
 import { openPersister } from "./persister.ts";
 import {
   type KvCommand,
@@ -90,7 +92,14 @@ const transport = await WebSocketTransport.create({ me, peers: peerUrls, secret 
 // Tests start a peer cut off to see what it recovered from its own disk.
 if (flags["fault-injection"] && flags["start-cut-off"]) transport.cutOff();
 const persister = await openPersister(flags.data);
-const raft: Raft = await make(transport.clientEnds(), me, persister, applyCommitted);
+const logTail = new LogTail();
+const { raft, node } = await startObservedLabPeer(
+  transport.clientEnds(),
+  me,
+  logTail.watch(persister),
+  applyCommitted,
+);
+const observed = new ObserveEndpoint(node, { logTail }); // GET /events, read by examples/web/
 transport.setHandler(raft);
 
 function leader(): number | null {
@@ -173,6 +182,7 @@ async function serveHttp(request: Request): Promise<Response> {
       lastLogIndex: status.lastLogIndex,
     });
   }
+  if (url.pathname === "/events") return observed.serve(request);
   if (url.pathname === "/debug/data" && request.method === "GET") {
     return json({ appliedIndex: state.appliedIndex, data: state.entries() });
   }

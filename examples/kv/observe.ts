@@ -1,0 +1,698 @@
+/**
+ * A peer's live status for the web view (`examples/web/`), read-only: `GET /events` streams
+ * server-sent events, each a JSON {@linkcode PeerSnapshot} of the peer (term, role, leader,
+ * indexes, each follower's progress while it leads, the tail of its log, messages per second by
+ * kind, persister latency, and the leader, role and fatal events since the last snapshot).
+ *
+ * It reads a peer through {@linkcode ObservedNode}, the part of `RaftNode`'s surface it needs
+ * (`status()`, `metrics()`, `addEventListener`), so a `RaftNode` plugs in as it is. Neither
+ * interface exposes the terms of log entries, so the log tail comes from a {@linkcode LogTail}
+ * that watches the peer's persister.
+ *
+ * Cost: nothing runs while nobody watches. While at least one stream is open, one timer samples
+ * the peer every `interval` ms (the smallest asked for by an open stream; 250 by default) and
+ * sends the snapshot to every stream if it changed, or if a second passed since the last one.
+ *
+ * @module
+ */
+
+import type {
+  ApplyMsg,
+  ClientEnd,
+  FatalError,
+  FollowerStatus,
+  LeaderChange,
+  NodeStatus,
+  PersistChange,
+  PersistentState,
+  Persister,
+  Raft,
+  Role,
+  RoleChange,
+} from "../../mod.ts";
+import { startPeer } from "../../src/driver.ts";
+import { Histogram, SeriesFamily } from "../../src/node/metrics.ts";
+
+/** What {@linkcode ObserveEndpoint} reads of a peer: a `RaftNode` has all of it. */
+export interface ObservedNode {
+  /** Term, role, leader, indexes, and each follower's progress while leading. */
+  status(): NodeStatus;
+  /** Metrics in the Prometheus text format; the endpoint reads `raft_rpcs_total`,
+   * `raft_save_duration_seconds` and the election counters. */
+  metrics(): string;
+  /** Where `leaderchange`, `rolechange` and `fatal` events are heard. */
+  addEventListener(
+    type: "leaderchange" | "rolechange" | "fatal",
+    listener: (event: Event) => void,
+  ): void;
+}
+
+/** One entry of a log's tail: where it is and the term that wrote it. */
+export interface LogTailEntry {
+  /** The entry's log index. */
+  index: number;
+  /** The term of the leader that appended it. */
+  term: number;
+  /** Present (true) for the no-op entry a new leader appends (thesis §6.4). */
+  noop?: true;
+}
+
+/** A leader, role or fatal event, as a snapshot carries it. */
+export type ObservedEvent =
+  | { type: "leaderchange"; leaderId: number | null; term: number }
+  | { type: "rolechange"; role: Role; previous: Role; term: number }
+  | { type: "fatal"; message: string };
+
+/** What one server-sent event of `GET /events` holds. */
+export interface PeerSnapshot {
+  /** The peer's id. */
+  id: number;
+  /** The peer's process id. */
+  pid: number;
+  /** Term, role, leader, indexes and followers, as the node's `status()` gave them. */
+  status: NodeStatus;
+  /** The last entries of the log, oldest first (empty without a {@linkcode LogTail}). */
+  log: LogTailEntry[];
+  /** Pre-votes and elections this peer started, and elections it won, since it started. */
+  elections: { preVotesStarted: number; started: number; won: number };
+  /**
+   * RPCs per second over about the last second, by kind: `"AppendEntries sent"`,
+   * `"AppendEntries answered"`, `"RequestVote sent"`, `"RequestVote answered"` (pre-votes are
+   * RequestVotes). A kind never seen is absent.
+   */
+  messagesPerSecond: Record<string, number>;
+  /**
+   * Saves per second over about the last second; their mean latency, and an upper bound of the
+   * 99th percentile (a histogram bucket's bound), in ms, or null without saves.
+   */
+  saves: { perSecond: number; meanMs: number | null; p99Ms: number | null };
+  /** Events since the previous snapshot on this stream, oldest first. */
+  events: ObservedEvent[];
+}
+
+/** Options for {@linkcode ObserveEndpoint}. */
+export interface ObserveOptions {
+  /** Where the log tail comes from. Default: none (snapshots carry an empty `log`). */
+  logTail?: LogTail;
+  /** The process id to report. Default `Deno.pid`. */
+  pid?: number;
+  /**
+   * Most streams open at once; more get 503. Default 8: the launcher opens one per peer, and a
+   * few more leave room for a second launcher or a `curl`, not for a crowd.
+   */
+  maxStreams?: number;
+}
+
+/** Sampling interval when a stream asks for none, in ms: four updates a second. */
+const DEFAULT_INTERVAL_MS = 250;
+/** Bounds of the `interval` a stream may ask for, in ms. */
+const MIN_INTERVAL_MS = 50;
+const MAX_INTERVAL_MS = 10000;
+/** An unchanged snapshot is still sent this often, so a watcher can tell a stalled peer. */
+const KEEPALIVE_MS = 1000;
+/** Rates are averaged over this window. */
+const RATE_WINDOW_MS = 1000;
+/** A stream whose reader fell this many frames behind is closed rather than buffered. */
+const MAX_BACKLOG_FRAMES = 32;
+/** Events kept for the next snapshot; older ones are dropped if nobody samples. */
+const MAX_PENDING_EVENTS = 64;
+
+/**
+ * Records the last entries of a peer's log, index and term, by watching what its persister
+ * loads and saves. Bounded: it keeps `capacity` entries.
+ */
+export class LogTail {
+  readonly #capacity: number;
+  #entries: LogTailEntry[] = [];
+  #listener: (() => void) | null = null;
+
+  /** A tail of at most `capacity` entries (default 24: a row of them fits a phone's width twice). */
+  constructor(capacity = 24) {
+    if (!Number.isInteger(capacity) || capacity < 1) {
+      throw new RangeError(`Log tail capacity must be a positive integer, got ${capacity}`);
+    }
+    this.#capacity = capacity;
+  }
+
+  /** A persister that does what `persister` does and tells this tail about the log. */
+  watch(persister: Persister): Persister {
+    const watched: Persister = {
+      load: async () => {
+        const state = await persister.load();
+        this.#loaded(state);
+        return state;
+      },
+      save: (change) => {
+        this.#saved(change);
+        return persister.save(change);
+      },
+    };
+    if (persister.close !== undefined) watched.close = () => persister.close!();
+    if (persister.maxCommandBytes !== undefined) {
+      Object.defineProperty(watched, "maxCommandBytes", { value: persister.maxCommandBytes });
+    }
+    return watched;
+  }
+
+  /** The tail, oldest first (a copy). */
+  entries(): LogTailEntry[] {
+    return this.#entries.slice();
+  }
+
+  /** Calls `listener` after each change of the log (one listener; the endpoint's). */
+  onChange(listener: () => void): void {
+    this.#listener = listener;
+  }
+
+  #loaded(state: PersistentState): void {
+    const first = (state.snapshot?.index ?? 0) + 1;
+    const from = Math.max(0, state.log.length - this.#capacity);
+    this.#entries = state.log.slice(from).map((entry, i) =>
+      tailEntry(first + from + i, entry.term, entry.type)
+    );
+    this.#listener?.();
+  }
+
+  #saved(change: PersistChange): void {
+    const { snapshot, log } = change;
+    if (snapshot === undefined && log === undefined) return;
+    let entries = this.#entries;
+    if (snapshot !== undefined) entries = entries.filter((entry) => entry.index > snapshot.index);
+    if (log !== undefined) {
+      entries = entries.filter((entry) => entry.index < log.from);
+      const skip = Math.max(0, log.entries.length - this.#capacity);
+      for (let i = skip; i < log.entries.length; i++) {
+        const entry = log.entries[i]!;
+        entries.push(tailEntry(log.from + i, entry.term, entry.type));
+      }
+    }
+    this.#entries = entries.slice(-this.#capacity);
+    this.#listener?.();
+  }
+}
+
+function tailEntry(index: number, term: number, type: string | undefined): LogTailEntry {
+  return type === "noop" ? { index, term, noop: true } : { index, term };
+}
+
+/** Counters read from the metrics at one moment. */
+interface Sample {
+  at: number;
+  rpcs: Map<string, number>;
+  saveCount: number;
+  saveSumSeconds: number;
+  /** Cumulative bucket counts by upper bound in seconds, ascending. */
+  saveBuckets: [number, number][];
+}
+
+interface Stream {
+  controller: ReadableStreamDefaultController<Uint8Array>;
+  intervalMs: number;
+}
+
+/**
+ * The `GET /events` endpoint of one peer. Route the requests for it to
+ * {@linkcode ObserveEndpoint.serve}; it answers nothing else.
+ *
+ * @example Wiring it into a peer's HTTP server
+ * ```ts ignore
+ * const events = new ObserveEndpoint(node, { logTail });
+ * Deno.serve((request) =>
+ *   new URL(request.url).pathname === "/events" ? events.serve(request) : otherRoutes(request)
+ * );
+ * ```
+ */
+export class ObserveEndpoint {
+  readonly #node: ObservedNode;
+  readonly #logTail: LogTail | null;
+  readonly #pid: number;
+  readonly #maxStreams: number;
+  readonly #streams = new Set<Stream>();
+  readonly #encoder = new TextEncoder();
+  #pending: ObservedEvent[] = [];
+  #samples: Sample[] = [];
+  #timer: ReturnType<typeof setTimeout> | null = null;
+  #timerAt = Infinity;
+  #lastFrame = "";
+  #lastSentAt = -Infinity;
+  #changed = false;
+
+  /** An endpoint reporting on `node`. */
+  constructor(node: ObservedNode, options: ObserveOptions = {}) {
+    this.#node = node;
+    this.#logTail = options.logTail ?? null;
+    this.#pid = options.pid ?? Deno.pid;
+    this.#maxStreams = options.maxStreams ?? 8;
+    const heard = (event: ObservedEvent) => {
+      if (this.#streams.size === 0) return;
+      if (this.#pending.length === MAX_PENDING_EVENTS) this.#pending.shift();
+      this.#pending.push(event);
+      this.#soon();
+    };
+    node.addEventListener("leaderchange", (event) => {
+      const { leaderId, term } = (event as CustomEvent<LeaderChange>).detail;
+      heard({ type: "leaderchange", leaderId, term });
+    });
+    node.addEventListener("rolechange", (event) => {
+      const { role, previous, term } = (event as CustomEvent<RoleChange>).detail;
+      heard({ type: "rolechange", role, previous, term });
+    });
+    node.addEventListener("fatal", (event) => {
+      heard({ type: "fatal", message: String((event as CustomEvent<FatalError>).detail?.message) });
+    });
+    this.#logTail?.onChange(() => this.#soon());
+  }
+
+  /**
+   * Answers `GET /events` (optionally `?interval=MS`, 50 to 10000, the most time between
+   * snapshots) with a stream of server-sent events, one {@linkcode PeerSnapshot} each. Refuses
+   * other methods (405), requests from browsers (403: they carry `Origin`, and the page reads
+   * peers through its launcher, never directly), a bad interval (400) and streams past the
+   * limit (503).
+   */
+  serve(request: Request): Response {
+    if (request.method !== "GET") return plain(405, "Only GET is allowed here.\n");
+    if (request.headers.has("origin")) {
+      return plain(403, "This stream is for the cluster's launcher, not for browsers.\n");
+    }
+    const asked = new URL(request.url).searchParams.get("interval");
+    const intervalMs = asked === null ? DEFAULT_INTERVAL_MS : Number(asked);
+    if (
+      (asked !== null && !/^[0-9]{1,5}$/.test(asked)) ||
+      intervalMs < MIN_INTERVAL_MS || intervalMs > MAX_INTERVAL_MS
+    ) {
+      return plain(
+        400,
+        `Interval must be a whole number of ms from ${MIN_INTERVAL_MS} to ${MAX_INTERVAL_MS}, got ${
+          JSON.stringify(asked)
+        }.\n`,
+      );
+    }
+    if (this.#streams.size >= this.#maxStreams) {
+      return plain(503, `Too many streams open (${this.#maxStreams}); try again later.\n`);
+    }
+    let stream: Stream;
+    const body = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        stream = { controller, intervalMs };
+        this.#streams.add(stream);
+        controller.enqueue(this.#encoder.encode(`retry: 1000\n\n`));
+        controller.enqueue(this.#encoder.encode(this.#frame(this.#snapshot([]))));
+        this.#schedule();
+      },
+      cancel: () => this.#drop(stream),
+    });
+    return new Response(body, {
+      headers: {
+        "content-type": "text/event-stream",
+        "cache-control": "no-store",
+        "x-content-type-options": "nosniff",
+      },
+    });
+  }
+
+  /** The peer's snapshot now, without the events (for tests and for a stream's first frame). */
+  snapshot(): PeerSnapshot {
+    return this.#snapshot([]);
+  }
+
+  /** Open streams. */
+  get streams(): number {
+    return this.#streams.size;
+  }
+
+  /** Ends every stream and stops sampling. */
+  close(): void {
+    for (const stream of [...this.#streams]) this.#end(stream);
+  }
+
+  /** A change was heard: send a snapshot as soon as the interval allows. */
+  #soon(): void {
+    this.#changed = true;
+    this.#schedule();
+  }
+
+  #interval(): number {
+    let interval = MAX_INTERVAL_MS;
+    for (const stream of this.#streams) interval = Math.min(interval, stream.intervalMs);
+    return interval;
+  }
+
+  /** Arms the one timer for the next sample, unless an earlier one is armed. */
+  #schedule(): void {
+    if (this.#streams.size === 0) return;
+    const now = performance.now();
+    const interval = this.#interval();
+    const due = this.#changed ? Math.max(now, this.#lastSentAt + interval) : now + interval;
+    if (this.#timer !== null && this.#timerAt <= due) return;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timerAt = due;
+    this.#timer = setTimeout(() => this.#tick(), due - now);
+  }
+
+  #tick(): void {
+    this.#timer = null;
+    this.#timerAt = Infinity;
+    if (this.#streams.size === 0) return;
+    const snapshot = this.#snapshot(this.#pending);
+    this.#pending = [];
+    const frame = this.#frame(snapshot);
+    const now = performance.now();
+    if (frame !== this.#lastFrame || now - this.#lastSentAt >= KEEPALIVE_MS) {
+      this.#lastFrame = frame;
+      this.#lastSentAt = now;
+      const bytes = this.#encoder.encode(frame);
+      for (const stream of [...this.#streams]) this.#send(stream, bytes);
+    }
+    this.#changed = false;
+    // A closed node reports nothing new: its streams end after the snapshot that says so.
+    if (snapshot.status.closed) this.close();
+    this.#schedule();
+  }
+
+  #send(stream: Stream, bytes: Uint8Array): void {
+    const { controller } = stream;
+    if ((controller.desiredSize ?? 0) < -MAX_BACKLOG_FRAMES) return this.#end(stream);
+    try {
+      controller.enqueue(bytes);
+    } catch {
+      this.#drop(stream);
+    }
+  }
+
+  #end(stream: Stream): void {
+    this.#drop(stream);
+    try {
+      stream.controller.close();
+    } catch {
+      // Already closed or cancelled.
+    }
+  }
+
+  #drop(stream: Stream): void {
+    this.#streams.delete(stream);
+    if (this.#streams.size > 0) return;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#timerAt = Infinity;
+    this.#pending = [];
+    this.#samples = [];
+    this.#lastFrame = "";
+  }
+
+  #frame(snapshot: PeerSnapshot): string {
+    // JSON.stringify never emits a raw newline, so one data line holds the whole snapshot.
+    return `data: ${JSON.stringify(snapshot)}\n\n`;
+  }
+
+  #snapshot(events: ObservedEvent[]): PeerSnapshot {
+    const status = this.#node.status();
+    const metrics = parseMetrics(this.#node.metrics());
+    const now = performance.now();
+    const sample = takeSample(metrics, now);
+    // Keep the newest sample at least a window old, and every sample after it.
+    this.#samples.push(sample);
+    while (this.#samples.length > 2 && this.#samples[1]!.at <= now - RATE_WINDOW_MS) {
+      this.#samples.shift();
+    }
+    const oldest = this.#samples[0]!;
+    const seconds = (now - oldest.at) / 1000;
+    const messagesPerSecond: Record<string, number> = {};
+    for (const [kind, count] of sample.rpcs) {
+      const before = oldest.rpcs.get(kind) ?? 0;
+      messagesPerSecond[kind] = seconds > 0 ? round((count - before) / seconds) : 0;
+    }
+    const saves = seconds > 0 ? saveRates(oldest, sample, seconds) : noSaves;
+    const counter = (name: string) => metrics.get(name)?.[0]?.value ?? 0;
+    return {
+      id: status.id,
+      pid: this.#pid,
+      status,
+      log: this.#logTail?.entries() ?? [],
+      elections: {
+        preVotesStarted: counter("raft_prevotes_started_total"),
+        started: counter("raft_elections_started_total"),
+        won: counter("raft_elections_won_total"),
+      },
+      messagesPerSecond,
+      saves,
+      events,
+    };
+  }
+}
+
+const noSaves = { perSecond: 0, meanMs: null, p99Ms: null };
+
+function saveRates(
+  oldest: Sample,
+  newest: Sample,
+  seconds: number,
+): PeerSnapshot["saves"] {
+  const count = newest.saveCount - oldest.saveCount;
+  if (count <= 0) return noSaves;
+  const meanMs = round((newest.saveSumSeconds - oldest.saveSumSeconds) / count * 1000);
+  let p99Ms: number | null = null;
+  for (const [bound, cumulative] of newest.saveBuckets) {
+    const before = oldest.saveBuckets.find(([other]) => other === bound)?.[1] ?? 0;
+    if (cumulative - before >= 0.99 * count) {
+      p99Ms = bound === Infinity ? null : round(bound * 1000);
+      break;
+    }
+  }
+  return { perSecond: round(count / seconds), meanMs, p99Ms };
+}
+
+function takeSample(metrics: Metrics, at: number): Sample {
+  const rpcs = new Map<string, number>();
+  for (const { labels, value } of metrics.get("raft_rpcs_total") ?? []) {
+    const verb = labels.direction === "out" ? "sent" : "answered";
+    rpcs.set(`${labels.method} ${verb}`, value);
+  }
+  const saveBuckets: [number, number][] = (metrics.get("raft_save_duration_seconds_bucket") ?? [])
+    .map(({ labels, value }): [number, number] => [parseNumber(labels.le ?? "NaN"), value])
+    .filter(([bound]) => !Number.isNaN(bound))
+    .sort((a, b) => a[0] - b[0]);
+  return {
+    at,
+    rpcs,
+    saveCount: metrics.get("raft_save_duration_seconds_count")?.[0]?.value ?? 0,
+    saveSumSeconds: metrics.get("raft_save_duration_seconds_sum")?.[0]?.value ?? 0,
+    saveBuckets,
+  };
+}
+
+function round(value: number): number {
+  return Math.round(value * 100) / 100;
+}
+
+/** Series of a Prometheus text exposition, by metric name. */
+type Metrics = Map<string, { labels: Record<string, string>; value: number }[]>;
+
+/** Reads the Prometheus text format (0.0.4): names, labels and values; comments are skipped. */
+export function parseMetrics(text: string): Metrics {
+  const metrics: Metrics = new Map();
+  for (const line of text.split("\n")) {
+    const match = line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/);
+    if (match === null) continue;
+    const labels: Record<string, string> = {};
+    for (const pair of (match[2] ?? "").matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) {
+      labels[pair[1]!] = pair[2]!.replace(/\\(.)/g, (_, c: string) => (c === "n" ? "\n" : c));
+    }
+    const series = metrics.get(match[1]!) ?? [];
+    series.push({ labels, value: parseNumber(match[3]!) });
+    metrics.set(match[1]!, series);
+  }
+  return metrics;
+}
+
+function parseNumber(text: string): number {
+  if (text === "+Inf") return Infinity;
+  if (text === "-Inf") return -Infinity;
+  return Number(text);
+}
+
+function plain(status: number, text: string): Response {
+  return new Response(text, { status, headers: { "content-type": "text/plain; charset=utf-8" } });
+}
+
+/**
+ * Checks that `value`, read from a peer's stream, is a {@linkcode PeerSnapshot}; returns it, or
+ * throws a `TypeError` naming the first field that is not what it should be.
+ */
+export function parseSnapshot(value: unknown): PeerSnapshot {
+  const fail = (what: string, got: unknown): never => {
+    throw new TypeError(
+      `Peer snapshot field ${what} is malformed: got ${JSON.stringify(got)?.slice(0, 80)}`,
+    );
+  };
+  const object = (what: string, v: unknown): Record<string, unknown> =>
+    typeof v === "object" && v !== null && !Array.isArray(v)
+      ? v as Record<string, unknown>
+      : fail(what, v);
+  const count = (what: string, v: unknown): number =>
+    Number.isSafeInteger(v) && (v as number) >= 0 ? v as number : fail(what, v);
+  const id = (what: string, v: unknown): number | null => v === null ? null : count(what, v);
+  const rate = (what: string, v: unknown): number =>
+    typeof v === "number" && Number.isFinite(v) && v >= 0 ? v : fail(what, v);
+  const list = (what: string, v: unknown): unknown[] => Array.isArray(v) ? v : fail(what, v);
+  const role = (what: string, v: unknown): Role =>
+    v === "follower" || v === "precandidate" || v === "candidate" || v === "leader"
+      ? v
+      : fail(what, v);
+
+  const top = object("(the snapshot)", value);
+  const s = object("status", top.status);
+  const followers: FollowerStatus[] = list("status.followers", s.followers).map((f, i) => {
+    const o = object(`status.followers[${i}]`, f);
+    const state = o.state === "probe" || o.state === "replicate"
+      ? o.state
+      : fail(`status.followers[${i}].state`, o.state);
+    return {
+      id: count(`status.followers[${i}].id`, o.id),
+      matchIndex: count(`status.followers[${i}].matchIndex`, o.matchIndex),
+      nextIndex: count(`status.followers[${i}].nextIndex`, o.nextIndex),
+      state,
+      inflight: count(`status.followers[${i}].inflight`, o.inflight),
+    };
+  });
+  const status: NodeStatus = {
+    id: count("status.id", s.id),
+    term: count("status.term", s.term),
+    role: role("status.role", s.role),
+    leaderId: id("status.leaderId", s.leaderId),
+    commitIndex: count("status.commitIndex", s.commitIndex),
+    lastApplied: count("status.lastApplied", s.lastApplied),
+    lastLogIndex: count("status.lastLogIndex", s.lastLogIndex),
+    followers,
+    closed: typeof s.closed === "boolean" ? s.closed : fail("status.closed", s.closed),
+  };
+  const log = list("log", top.log).map((e, i): LogTailEntry => {
+    const o = object(`log[${i}]`, e);
+    const index = count(`log[${i}].index`, o.index);
+    const term = count(`log[${i}].term`, o.term);
+    return o.noop === true ? { index, term, noop: true } : { index, term };
+  });
+  const elections = object("elections", top.elections);
+  const messages = object("messagesPerSecond", top.messagesPerSecond);
+  const messagesPerSecond: Record<string, number> = {};
+  for (const [kind, v] of Object.entries(messages)) {
+    if (!/^(AppendEntries|RequestVote) (sent|answered)$/.test(kind)) {
+      fail("messagesPerSecond", kind);
+    }
+    messagesPerSecond[kind] = rate(`messagesPerSecond[${kind}]`, v);
+  }
+  const saves = object("saves", top.saves);
+  const optionalRate = (what: string, v: unknown) => v === null ? null : rate(what, v);
+  const events = list("events", top.events).map((e, i): ObservedEvent => {
+    const o = object(`events[${i}]`, e);
+    switch (o.type) {
+      case "leaderchange":
+        return {
+          type: "leaderchange",
+          leaderId: id(`events[${i}].leaderId`, o.leaderId),
+          term: count(`events[${i}].term`, o.term),
+        };
+      case "rolechange":
+        return {
+          type: "rolechange",
+          role: role(`events[${i}].role`, o.role),
+          previous: role(`events[${i}].previous`, o.previous),
+          term: count(`events[${i}].term`, o.term),
+        };
+      case "fatal":
+        return { type: "fatal", message: String(o.message).slice(0, 500) };
+      default:
+        return fail(`events[${i}].type`, o.type);
+    }
+  });
+  return {
+    id: count("id", top.id),
+    pid: count("pid", top.pid),
+    status,
+    log,
+    elections: {
+      preVotesStarted: count("elections.preVotesStarted", elections.preVotesStarted),
+      started: count("elections.started", elections.started),
+      won: count("elections.won", elections.won),
+    },
+    messagesPerSecond,
+    saves: {
+      perSecond: rate("saves.perSecond", saves.perSecond),
+      meanMs: optionalRate("saves.meanMs", saves.meanMs),
+      p99Ms: optionalRate("saves.p99Ms", saves.p99Ms),
+    },
+    events,
+  };
+}
+
+/**
+ * For the KV server until it runs on `RaftNode`: starts a peer as {@linkcode make} does (same
+ * arguments, same behaviour), and returns it with an {@linkcode ObservedNode} view of it, read
+ * from the same core, with the metric names and events a `RaftNode` has. Once the server builds
+ * a `RaftNode`, pass that to {@linkcode ObserveEndpoint} and delete this function.
+ */
+export async function startObservedLabPeer(
+  peers: ClientEnd[],
+  me: number,
+  persister: Persister,
+  applyCh: (msg: ApplyMsg) => void | Promise<void>,
+): Promise<{ raft: Raft; node: ObservedNode }> {
+  const events = new EventTarget();
+  const dispatch = (type: string, detail: unknown) =>
+    queueMicrotask(() => events.dispatchEvent(new CustomEvent(type, { detail })));
+  const rpcs = new SeriesFamily("raft_rpcs_total", "counter", "RPCs sent (out), answered (in).");
+  const saves = new Histogram("raft_save_duration_seconds", "Save latency.", [
+    ...[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1],
+  ]);
+  let seen: { role: Role; leaderId: number | null } | null = null;
+  const peer = await startPeer(peers, me, persister, applyCh, {
+    onFatal: (error) => {
+      console.error(error);
+      dispatch("fatal", error);
+    },
+  }, {
+    ready: () => {
+      const { role, leaderId, currentTerm: term } = peer.core;
+      if (seen === null) return;
+      if (role !== seen.role) dispatch("rolechange", { role, previous: seen.role, term });
+      if (leaderId !== seen.leaderId) dispatch("leaderchange", { leaderId, term });
+      seen = { role, leaderId };
+    },
+    saved: (ms) => saves.observe(ms / 1000),
+    rpc: (direction, method) => rpcs.add(1, { method, direction }),
+  });
+  seen = { role: peer.core.role, leaderId: peer.core.leaderId };
+  const node: ObservedNode = {
+    status: () => {
+      const core = peer.core;
+      const { term, role, leaderId, commitIndex, lastApplied, lastLogIndex } = peer.status();
+      return {
+        id: me,
+        term,
+        role,
+        leaderId,
+        commitIndex,
+        lastApplied,
+        lastLogIndex,
+        followers: core.followers().map((id) => {
+          const { matchIndex, nextIndex, state, inflights } = core.progress(id)!;
+          return { id, matchIndex, nextIndex, state, inflight: inflights.count };
+        }),
+        closed: peer.killed(),
+      };
+    },
+    metrics: () => {
+      const { preVotesStarted, electionsStarted, electionsWon } = peer.core.counters;
+      const counter = (name: string, value: number) => `# TYPE ${name} counter\n${name} ${value}`;
+      return [
+        rpcs.render(),
+        saves.render(),
+        counter("raft_prevotes_started_total", preVotesStarted),
+        counter("raft_elections_started_total", electionsStarted),
+        counter("raft_elections_won_total", electionsWon),
+      ].join("\n") + "\n";
+    },
+    addEventListener: (type, listener) => events.addEventListener(type, listener),
+  };
+  return { raft: peer, node };
+}
