@@ -45,8 +45,12 @@ export interface PeerStatus {
 
 const SERVER = new URL("./kv/server.ts", import.meta.url).pathname;
 
-/** N peer processes on 127.0.0.1, started and stopped together. */
-export class LocalCluster {
+/**
+ * N peer processes on 127.0.0.1, started and stopped together. Dispatches `peerstart` when a
+ * peer answers after {@linkcode LocalCluster.startPeer} and `peerstop` when one was stopped by
+ * {@linkcode LocalCluster.kill}; the detail of both is `{ peer, cutOff }`.
+ */
+export class LocalCluster extends EventTarget {
   /** The peers' Raft (WebSocket) addresses. */
   readonly peerUrls: string[];
   /** The peers' HTTP API addresses. */
@@ -55,15 +59,19 @@ export class LocalCluster {
   readonly dataDir: string;
   readonly #secret: string;
   readonly #faultInjection: boolean;
+  /** Proves to a peer's fault-injection endpoints that a request comes from this launcher. */
+  readonly #faultToken: string;
   readonly #processes: ({ child: Deno.ChildProcess; logged: Promise<void> } | undefined)[];
   readonly #http = Deno.createHttpClient({});
 
   private constructor(dataDir: string, count: number, faultInjection: boolean) {
+    super();
     this.dataDir = dataDir;
     const ports = freePorts(2 * count);
     this.peerUrls = ports.slice(0, count).map((port) => `ws://127.0.0.1:${port}`);
     this.httpUrls = ports.slice(count).map((port) => `http://127.0.0.1:${port}`);
     this.#secret = Array.from(crypto.getRandomValues(new Uint8Array(24)), hex).join("");
+    this.#faultToken = Array.from(crypto.getRandomValues(new Uint8Array(24)), hex).join("");
     this.#faultInjection = faultInjection;
     this.#processes = this.peerUrls.map(() => undefined);
   }
@@ -124,7 +132,10 @@ export class LocalCluster {
     ];
     const child = new Deno.Command(Deno.execPath(), {
       args,
-      env: { RAFT_SECRET: this.#secret },
+      env: {
+        RAFT_SECRET: this.#secret,
+        ...(this.#faultInjection ? { RAFT_FAULT_TOKEN: this.#faultToken } : {}),
+      },
       stdin: "null",
       stdout: "null",
       stderr: "piped",
@@ -145,6 +156,7 @@ export class LocalCluster {
       }
       if (Date.now() > deadline) throw new Error(`Peer ${peer} did not start within 15 s`);
     }
+    this.#dispatch("peerstart", peer, options.cutOff ?? false);
   }
 
   /** Sends `signal` to `peer` and waits for the process to exit. */
@@ -169,6 +181,11 @@ export class LocalCluster {
       await child.status;
     }
     await logged;
+    this.#dispatch("peerstop", peer, false);
+  }
+
+  #dispatch(type: "peerstart" | "peerstop", peer: number, cutOff: boolean): void {
+    this.dispatchEvent(new CustomEvent(type, { detail: { peer, cutOff } }));
   }
 
   /** Sends `signal` to `peer` without waiting for anything (see {@linkcode kill} for that). */
@@ -187,14 +204,28 @@ export class LocalCluster {
     return reply?.data;
   }
 
-  /** Sends a fault-injection command (`cut-off` or `heal`) to `peer`. */
+  /**
+   * Sends a fault-injection command (`cut-off` or `heal`) to `peer`, with this launcher's token;
+   * throws if the peer refuses it or does not answer within 2 s.
+   */
   async inject(peer: number, fault: "cut-off" | "heal"): Promise<void> {
-    const response = await fetch(`${this.httpUrls[peer]}/admin/${fault}`, {
-      method: "POST",
-      client: this.#http,
-    });
-    await response.body?.cancel();
-    if (!response.ok) throw new Error(`Peer ${peer} refused ${fault}: ${response.status}`);
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), 2000);
+    try {
+      const response = await fetch(`${this.httpUrls[peer]}/admin/${fault}`, {
+        method: "POST",
+        headers: { "x-fault-token": this.#faultToken },
+        client: this.#http,
+        signal: abort.signal,
+      });
+      await response.body?.cancel();
+      if (!response.ok) throw new Error(`Peer ${peer} refused ${fault}: ${response.status}`);
+    } catch (error) {
+      if (abort.signal.aborted) throw new Error(`Peer ${peer} did not answer ${fault} within 2 s`);
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**

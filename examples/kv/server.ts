@@ -69,6 +69,14 @@ if (secret === undefined) {
   console.error("Set RAFT_SECRET to the cluster's shared secret (16 bytes or more).");
   Deno.exit(2);
 }
+// Only requests carrying this token may inject faults: pages on other origins cannot send it.
+const faultToken = Deno.env.get("RAFT_FAULT_TOKEN") ?? "";
+if (flags["fault-injection"] && faultToken.length < 16) {
+  console.error(
+    "--fault-injection needs RAFT_FAULT_TOKEN (16 characters or more) in the environment.",
+  );
+  Deno.exit(2);
+}
 
 const state = new KvStateMachine();
 const waiters = new Map<number, Waiter>();
@@ -186,7 +194,10 @@ async function serveHttp(request: Request): Promise<Response> {
   if (url.pathname === "/debug/data" && request.method === "GET") {
     return json({ appliedIndex: state.appliedIndex, data: state.entries() });
   }
-  if (flags["fault-injection"] && request.method === "POST") {
+  if (
+    flags["fault-injection"] && request.method === "POST" &&
+    request.headers.get("x-fault-token") === faultToken
+  ) {
     if (url.pathname === "/admin/cut-off") return (transport.cutOff(), json({ cutOff: true }));
     if (url.pathname === "/admin/heal") return (transport.heal(), json({ cutOff: false }));
   }
