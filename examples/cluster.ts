@@ -4,6 +4,7 @@
  *
  *   deno task cluster            # 3 peers, data under a temporary directory; Ctrl-C stops them
  *   deno task cluster --peers 5 --data ./data
+ *   deno task cluster --web      # and a live view in the browser, with controls (docs/web.md)
  *
  * The {@linkcode LocalCluster} class is what the demo and the multi-process tests use.
  *
@@ -12,6 +13,7 @@
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
+import { Dashboard } from "./web/dashboard.ts";
 
 /** Options for {@linkcode LocalCluster.start}. */
 export interface LocalClusterOptions {
@@ -300,17 +302,27 @@ function sleep(ms: number): Promise<undefined> {
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { peers: { type: "string", default: "3" }, data: { type: "string" } },
+    options: {
+      peers: { type: "string", default: "3" },
+      data: { type: "string" },
+      web: { type: "boolean", default: false },
+    },
   });
   const cluster = await LocalCluster.start({
     peers: Number(values.peers),
     ...(values.data === undefined ? {} : { dataDir: values.data }),
+    faultInjection: values.web, // the page's "cut off" control
   });
   cluster.peerUrls.forEach((url, peer) => {
     console.log(`peer ${peer}: raft ${url}  http ${cluster.httpUrls[peer]}`);
   });
+  const web = values.web ? await Dashboard.start(cluster) : null;
+  if (web !== null) {
+    console.log(`live view (keep this address private: it carries the token): ${web.url}`);
+  }
   console.log(`data and logs under ${cluster.dataDir}; Ctrl-C stops the cluster`);
   await new Promise<void>((resolve) => Deno.addSignalListener("SIGINT", () => resolve()));
+  await web?.close();
   await cluster.stop();
   console.log("stopped");
 }
