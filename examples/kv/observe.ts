@@ -641,8 +641,10 @@ export async function startObservedLabPeer(
   const dispatch = (type: string, detail: unknown) =>
     queueMicrotask(() => events.dispatchEvent(new CustomEvent(type, { detail })));
   const rpcs = new SeriesFamily("raft_rpcs_total", "counter", "RPCs sent (out), answered (in).");
+  // RaftNode's buckets: 50 us to 2.5 s.
   const saves = new Histogram("raft_save_duration_seconds", "Save latency.", [
-    ...[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1],
+    ...[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
+    ...[0.5, 1, 2.5],
   ]);
   let seen: { role: Role; leaderId: number | null } | null = null;
   const peer = await startPeer(peers, me, persister, applyCh, {
