@@ -76,13 +76,13 @@ export interface PeerSnapshot {
   /** Pre-votes and elections this peer started, and elections it won, since it started. */
   elections: { preVotesStarted: number; started: number; won: number };
   /**
-   * RPCs per second over about the last second, by kind: `"AppendEntries sent"`,
+   * RPCs per second, averaged over about the last second (exponentially weighted), by kind: `"AppendEntries sent"`,
    * `"AppendEntries answered"`, `"RequestVote sent"`, `"RequestVote answered"` (pre-votes are
    * RequestVotes). A kind never seen is absent.
    */
   messagesPerSecond: Record<string, number>;
   /**
-   * Saves per second over about the last second; their mean latency, and an upper bound of the
+   * Saves per second, averaged as messages are; their mean latency, and an upper bound of the
    * 99th percentile (a histogram bucket's bound), in ms, or null without saves.
    */
   saves: { perSecond: number; meanMs: number | null; p99Ms: number | null };
@@ -110,7 +110,7 @@ const MIN_INTERVAL_MS = 50;
 const MAX_INTERVAL_MS = 10000;
 /** An unchanged snapshot is still sent this often, so a watcher can tell a stalled peer. */
 const KEEPALIVE_MS = 1000;
-/** Rates are averaged over this window. */
+/** Rates are averaged with this time constant. */
 const RATE_WINDOW_MS = 1000;
 /** A stream whose reader fell this many frames behind is closed rather than buffered. */
 const MAX_BACKLOG_FRAMES = 32;
@@ -195,14 +195,43 @@ function tailEntry(index: number, term: number, type: string | undefined): LogTa
   return type === "noop" ? { index, term, noop: true } : { index, term };
 }
 
-/** Counters read from the metrics at one moment. */
-interface Sample {
-  at: number;
-  rpcs: Map<string, number>;
-  saveCount: number;
-  saveSumSeconds: number;
-  /** Cumulative bucket counts by upper bound in seconds, ascending. */
-  saveBuckets: [number, number][];
+/**
+ * Per-second rates of counters, exponentially weighted with a time constant of a second (as a
+ * load average is): each sample moves a rate toward the latest one by `1 - e^(-dt / 1 s)`.
+ * It keeps one number per counter and changes them in place, so sampling 20 times a second
+ * leaves nothing behind for the garbage collector to promote (a window of samples did, and
+ * the peers' memory grew by a MiB a minute between full collections).
+ */
+class Rates {
+  readonly #last = new Map<string, number>();
+  readonly #rates = new Map<string, number>();
+  #lastAt = NaN;
+
+  /** Takes the counters' values at time `at` (ms). */
+  update(at: number, counters: Iterable<[string, number]>): void {
+    const seconds = (at - this.#lastAt) / 1000;
+    const weight = seconds > 0 ? 1 - Math.exp(-seconds / (RATE_WINDOW_MS / 1000)) : 0;
+    for (const [key, value] of counters) {
+      const last = this.#last.get(key);
+      this.#last.set(key, value);
+      // A counter seen for the first time, or that went back (a restarted peer), has no rate yet.
+      const rate = last === undefined || weight === 0 ? 0 : Math.max(0, value - last) / seconds;
+      this.#rates.set(key, (this.#rates.get(key) ?? 0) * (1 - weight) + rate * weight);
+    }
+    this.#lastAt = at;
+  }
+
+  /** The rate of `key`, per second (0 if never seen). */
+  rate(key: string): number {
+    return this.#rates.get(key) ?? 0;
+  }
+
+  /** Forgets everything (nobody watches any more). */
+  clear(): void {
+    this.#last.clear();
+    this.#rates.clear();
+    this.#lastAt = NaN;
+  }
 }
 
 interface Stream {
@@ -230,7 +259,10 @@ export class ObserveEndpoint {
   readonly #streams = new Set<Stream>();
   readonly #encoder = new TextEncoder();
   #pending: ObservedEvent[] = [];
-  #samples: Sample[] = [];
+  readonly #rates = new Rates();
+  /** The kinds of message seen, and the save latency buckets' bounds (seconds), ascending. */
+  #messageKinds: string[] = [];
+  #saveBounds: number[] = [];
   #timer: ReturnType<typeof setTimeout> | null = null;
   #timerAt = Infinity;
   #lastFrame = "";
@@ -396,7 +428,7 @@ export class ObserveEndpoint {
     this.#timer = null;
     this.#timerAt = Infinity;
     this.#pending = [];
-    this.#samples = [];
+    this.#rates.clear();
     this.#lastFrame = "";
   }
 
@@ -405,24 +437,49 @@ export class ObserveEndpoint {
     return `data: ${JSON.stringify(snapshot)}\n\n`;
   }
 
+  /** The counters rates are kept of: messages by kind, and the save histogram. */
+  *#counters(metrics: Metrics): Iterable<[string, number]> {
+    for (const { labels, value } of metrics.get("raft_rpcs_total") ?? []) {
+      const kind = `${labels.method} ${labels.direction === "out" ? "sent" : "answered"}`;
+      if (!this.#messageKinds.includes(kind)) this.#messageKinds.push(kind);
+      yield [kind, value];
+    }
+    yield ["saves", metrics.get("raft_save_duration_seconds_count")?.[0]?.value ?? 0];
+    yield ["save seconds", metrics.get("raft_save_duration_seconds_sum")?.[0]?.value ?? 0];
+    for (const { labels, value } of metrics.get("raft_save_duration_seconds_bucket") ?? []) {
+      const bound = parseNumber(labels.le ?? "NaN");
+      if (Number.isNaN(bound)) continue;
+      if (!this.#saveBounds.includes(bound)) {
+        this.#saveBounds.push(bound);
+        this.#saveBounds.sort((a, b) => a - b);
+      }
+      yield [`save bucket ${bound}`, value];
+    }
+  }
+
+  #saveRates(): PeerSnapshot["saves"] {
+    const perSecond = this.#rates.rate("saves");
+    // Below one save in 200 seconds, the decayed rate is noise: say there are none.
+    if (perSecond < 0.005) return { perSecond: 0, meanMs: null, p99Ms: null };
+    let p99Ms: number | null = null;
+    for (const bound of this.#saveBounds) {
+      if (this.#rates.rate(`save bucket ${bound}`) >= 0.99 * perSecond) {
+        p99Ms = bound === Infinity ? null : round(bound * 1000);
+        break;
+      }
+    }
+    const meanMs = round(this.#rates.rate("save seconds") / perSecond * 1000);
+    return { perSecond: round(perSecond), meanMs, p99Ms };
+  }
+
   #snapshot(events: ObservedEvent[]): PeerSnapshot {
     const status = this.#node.status();
     const metrics = parseMetrics(this.#node.metrics());
     const now = performance.now();
-    const sample = takeSample(metrics, now);
-    // Keep the newest sample at least a window old, and every sample after it.
-    this.#samples.push(sample);
-    while (this.#samples.length > 2 && this.#samples[1]!.at <= now - RATE_WINDOW_MS) {
-      this.#samples.shift();
-    }
-    const oldest = this.#samples[0]!;
-    const seconds = (now - oldest.at) / 1000;
+    this.#rates.update(now, this.#counters(metrics));
     const messagesPerSecond: Record<string, number> = {};
-    for (const [kind, count] of sample.rpcs) {
-      const before = oldest.rpcs.get(kind) ?? 0;
-      messagesPerSecond[kind] = seconds > 0 ? round((count - before) / seconds) : 0;
-    }
-    const saves = seconds > 0 ? saveRates(oldest, sample, seconds) : noSaves;
+    for (const kind of this.#messageKinds) messagesPerSecond[kind] = round(this.#rates.rate(kind));
+    const saves = this.#saveRates();
     const counter = (name: string) => metrics.get(name)?.[0]?.value ?? 0;
     return {
       id: status.id,
@@ -439,46 +496,6 @@ export class ObserveEndpoint {
       events,
     };
   }
-}
-
-const noSaves = { perSecond: 0, meanMs: null, p99Ms: null };
-
-function saveRates(
-  oldest: Sample,
-  newest: Sample,
-  seconds: number,
-): PeerSnapshot["saves"] {
-  const count = newest.saveCount - oldest.saveCount;
-  if (count <= 0) return noSaves;
-  const meanMs = round((newest.saveSumSeconds - oldest.saveSumSeconds) / count * 1000);
-  let p99Ms: number | null = null;
-  for (const [bound, cumulative] of newest.saveBuckets) {
-    const before = oldest.saveBuckets.find(([other]) => other === bound)?.[1] ?? 0;
-    if (cumulative - before >= 0.99 * count) {
-      p99Ms = bound === Infinity ? null : round(bound * 1000);
-      break;
-    }
-  }
-  return { perSecond: round(count / seconds), meanMs, p99Ms };
-}
-
-function takeSample(metrics: Metrics, at: number): Sample {
-  const rpcs = new Map<string, number>();
-  for (const { labels, value } of metrics.get("raft_rpcs_total") ?? []) {
-    const verb = labels.direction === "out" ? "sent" : "answered";
-    rpcs.set(`${labels.method} ${verb}`, value);
-  }
-  const saveBuckets: [number, number][] = (metrics.get("raft_save_duration_seconds_bucket") ?? [])
-    .map(({ labels, value }): [number, number] => [parseNumber(labels.le ?? "NaN"), value])
-    .filter(([bound]) => !Number.isNaN(bound))
-    .sort((a, b) => a[0] - b[0]);
-  return {
-    at,
-    rpcs,
-    saveCount: metrics.get("raft_save_duration_seconds_count")?.[0]?.value ?? 0,
-    saveSumSeconds: metrics.get("raft_save_duration_seconds_sum")?.[0]?.value ?? 0,
-    saveBuckets,
-  };
 }
 
 function round(value: number): number {
@@ -654,8 +671,8 @@ export async function startObservedLabPeer(
     },
   }, {
     ready: () => {
+      if (seen === null) return; // not before startPeer resolved (and `peer` exists)
       const { role, leaderId, currentTerm: term } = peer.core;
-      if (seen === null) return;
       if (role !== seen.role) dispatch("rolechange", { role, previous: seen.role, term });
       if (leaderId !== seen.leaderId) dispatch("leaderchange", { leaderId, term });
       seen = { role, leaderId };
