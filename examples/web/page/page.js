@@ -93,10 +93,10 @@ function renderPeer(view) {
   const badges = [];
   if (view.process === "stopped") badges.push(["down", "✕", "Down"]);
   else if (view.process === "starting") badges.push(["down", "…", "Starting"]);
-  else if (view.process === "paused") badges.push(["paused", "⏸", "Paused"]);
+  else if (view.process === "paused") badges.push(["paused", "‖", "Paused"]);
   else if (view.reachability !== "up") badges.push(["unheard", "?", "Not heard"]);
   else if (status !== undefined) badges.push([status.role, ...ROLE[status.role]]);
-  if (view.cutOff) badges.push(["cut", "⛓", "Cut off"]);
+  if (view.cutOff) badges.push(["cut", "✂", "Cut off"]);
   const badgeKey = JSON.stringify(badges);
   if (field("badges").dataset.key !== badgeKey) {
     field("badges").dataset.key = badgeKey;
