@@ -83,6 +83,8 @@ export class Browser {
       "--disable-background-networking",
       "--disable-sync",
       "--disable-component-update",
+      "--disable-breakpad", // no crash reporter writing outside the profile
+      "--disable-crash-reporter",
       "--hide-scrollbars",
       "--mute-audio",
       "--force-color-profile=srgb",
