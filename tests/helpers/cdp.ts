@@ -162,6 +162,12 @@ export class Browser {
     sessionId?: string,
   ): Promise<Record<string, unknown>> {
     const id = this.#nextId++;
+    if (this.#socket.readyState !== WebSocket.OPEN) {
+      // send() on a closed WebSocket drops the message silently: the reply would never come.
+      return Promise.reject(
+        new CdpError(`The DevTools connection is closed; cannot send ${method}`),
+      );
+    }
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { method, resolve, reject });
       this.#socket.send(
@@ -183,7 +189,8 @@ export class Browser {
 
   /** Closes the browser and removes its profile; resolves once the process has exited. */
   async close(): Promise<void> {
-    await this.send("Browser.close").catch(() => {});
+    // The browser may exit before it answers: wait for the process, not for the reply.
+    this.send("Browser.close").catch(() => {});
     let timer: ReturnType<typeof setTimeout> | undefined;
     const exited = await Promise.race([
       this.#process.status.then(() => true),
