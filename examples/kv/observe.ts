@@ -503,7 +503,7 @@ function round(value: number): number {
 }
 
 /** Series of a Prometheus text exposition, by metric name. */
-type Metrics = Map<string, { labels: Record<string, string>; value: number }[]>;
+export type Metrics = Map<string, { labels: Record<string, string>; value: number }[]>;
 
 /** Reads the Prometheus text format (0.0.4): names, labels and values; comments are skipped. */
 export function parseMetrics(text: string): Metrics {
