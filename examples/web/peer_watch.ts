@@ -96,8 +96,14 @@ export class PeerWatch {
 
   /** Reads one stream until it ends; resolves to whether any snapshot came. */
   async #stream(): Promise<boolean> {
+    // The abort stops a fetch still waiting for its headers; once the body flows, close()
+    // cancels the reader, which settles its pending read at once whatever the connection does.
     const abort = new AbortController();
-    const stop = () => abort.abort();
+    let reader: ReadableStreamDefaultReader<string> | null = null;
+    const stop = () => {
+      abort.abort();
+      reader?.cancel().catch(() => {});
+    };
     this.#abort.signal.addEventListener("abort", stop);
     let silence: ReturnType<typeof setTimeout> | undefined;
     const listen = () => {
@@ -118,9 +124,10 @@ export class PeerWatch {
         throw new Error(`HTTP ${response.status}`);
       }
       listen();
+      reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = "";
-      for await (const text of response.body.pipeThrough(new TextDecoderStream())) {
-        buffer += text;
+      for (let read = await reader.read(); !read.done; read = await reader.read()) {
+        buffer += read.value;
         if (buffer.length > MAX_FRAME_CHARS) {
           throw new Error(`a frame over ${MAX_FRAME_CHARS} characters`);
         }
@@ -145,6 +152,7 @@ export class PeerWatch {
     } finally {
       clearTimeout(silence);
       this.#abort.signal.removeEventListener("abort", stop);
+      await reader?.cancel().catch(() => {});
     }
   }
 }
