@@ -60,6 +60,28 @@ async function cpuMs(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
+/** CPU time of `root` and every process descended from it, in ms. */
+async function treeCpuMs(root: number): Promise<number> {
+  const parents = new Map<number, number>();
+  const cpu = new Map<number, number>();
+  for await (const entry of Deno.readDir("/proc")) {
+    if (!/^[0-9]+$/.test(entry.name)) continue;
+    try {
+      const stat = await Deno.readTextFile(`/proc/${entry.name}/stat`);
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      parents.set(Number(entry.name), Number(fields[1]));
+      cpu.set(Number(entry.name), (Number(fields[11]) + Number(fields[12])) * 10);
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  const inTree = (pid: number): boolean =>
+    pid === root || (pid > 1 && parents.has(pid) && inTree(parents.get(pid)!));
+  let total = 0;
+  for (const [pid, ms] of cpu) if (inTree(pid)) total += ms;
+  return total;
+}
+
 /** Opens a stream per peer at `intervalMs`; counts frames until `close()`. */
 function openStreams(cluster: LocalCluster, intervalMs: number) {
   const http = Deno.createHttpClient({});
@@ -94,14 +116,19 @@ async function idleRound(
   cluster: LocalCluster,
   pids: number[],
   page: Page | null,
-): Promise<number> {
+): Promise<{ peers: number; viewer: number }> {
   const watching = await watch(mode, cluster, page);
   await new Promise((resolve) => setTimeout(resolve, WARMUP_MS));
+  // The viewer: this process (the launcher's part, or the stream readers) and the browser.
+  const viewer = async () =>
+    (await cpuMs(Deno.pid)) + (browser === null ? 0 : await treeCpuMs(browser.pid));
   const before = (await Promise.all(pids.map(cpuMs))).reduce((a, b) => a + b, 0);
+  const viewerBefore = await viewer();
   await new Promise((resolve) => setTimeout(resolve, SECONDS * 1000));
   const after = (await Promise.all(pids.map(cpuMs))).reduce((a, b) => a + b, 0);
+  const viewerAfter = await viewer();
   await watching.close();
-  return (after - before) / SECONDS;
+  return { peers: (after - before) / SECONDS, viewer: (viewerAfter - viewerBefore) / SECONDS };
 }
 
 /** Starts watching the cluster as `mode` says. */
@@ -201,22 +228,33 @@ try {
       load.split(" ").slice(0, 3).join(" ")
     }`,
   );
-  const idle = new Map<Mode, number[]>(modes.map((mode) => [mode, []]));
+  const idle = new Map<Mode, { peers: number; viewer: number }[]>(
+    modes.map((mode) => [mode, []]),
+  );
   for (let r = 0; r < ROUNDS; r++) {
     for (const mode of modes.map((_, i) => modes[(i + r) % modes.length]!)) {
       idle.get(mode)!.push(await idleRound(mode, cluster, pids, page));
     }
   }
-  const idleBase = median(idle.get("none")!);
-  console.log("\nidle cluster (heartbeats only): the peers' CPU time, all three together");
-  console.log("| watching       | CPU ms/s (median) | added by watching, ms/s per peer |");
-  console.log("| -------------- | ----------------: | -------------------------------: |");
+  const idleBase = median(idle.get("none")!.map((r) => r.peers));
+  const viewerBase = median(idle.get("none")!.map((r) => r.viewer));
+  console.log(
+    "\nidle cluster (heartbeats only): CPU time of the three peers together, and of the viewer " +
+      "(launcher or stream readers, and the browser)",
+  );
+  console.log(
+    "| watching       | peers' CPU ms/s (median) | added per peer, ms/s | viewer's CPU ms/s, added |",
+  );
+  console.log(
+    "| -------------- | -----------------------: | -------------------: | -----------------------: |",
+  );
   for (const mode of modes) {
-    const cpu = median(idle.get(mode)!);
+    const cpu = median(idle.get(mode)!.map((r) => r.peers));
+    const viewer = median(idle.get(mode)!.map((r) => r.viewer));
     console.log(
-      `| ${mode.padEnd(14)} | ${cpu.toFixed(1).padStart(17)} | ${
-        ((cpu - idleBase) / 3).toFixed(1).padStart(32)
-      } |`,
+      `| ${mode.padEnd(14)} | ${cpu.toFixed(1).padStart(24)} | ${
+        ((cpu - idleBase) / 3).toFixed(1).padStart(20)
+      } | ${(viewer - viewerBase).toFixed(1).padStart(24)} |`,
     );
   }
   console.log("\nunder write load");

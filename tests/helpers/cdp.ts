@@ -145,6 +145,11 @@ export class Browser {
     return new Browser(process, socket, profile, stderr);
   }
 
+  /** The browser's process id (its renderers and helpers are its descendants). */
+  get pid(): number {
+    return this.#process.pid;
+  }
+
   /** Opens a new tab and attaches to it. */
   async newPage(): Promise<Page> {
     const { targetId } = await this.send("Target.createTarget", { url: "about:blank" });
