@@ -70,6 +70,7 @@ export class Dashboard {
   readonly #onPeer: (event: Event) => void;
   #server: Deno.HttpServer<Deno.NetAddr> | null = null;
   #writeStats: WriteStats | null = null;
+  #lastLeader: number | null = null;
   #pageArrived: (() => void) | null = null;
 
   private constructor(
@@ -94,9 +95,12 @@ export class Dashboard {
       })
     );
     this.#writes = new WriteLoad({
+      // The leader on the page, or else the last one while its process runs: a leader whose
+      // status is late (a busy machine) still takes writes, and a deposed one answers 421.
       target: () => {
-        const leader = this.#view.leader;
-        return leader === null ? null : cluster.httpUrls[leader.id]!;
+        this.#lastLeader = this.#view.leader?.id ?? this.#lastLeader;
+        const id = this.#lastLeader;
+        return id === null || !cluster.isRunning(id) ? null : cluster.httpUrls[id]!;
       },
       onStats: (stats) => {
         this.#writeStats = stats;
