@@ -9,6 +9,9 @@
  *
  *   deno task bench:web-memory                 (10 minutes)
  *   deno task bench:web-memory --minutes=60
+ *   DENO_V8_FLAGS=--gc-global deno task bench:web-memory --minutes=6
+ *                                              (every collection a full one, in the peers too:
+ *                                               the trend without V8's saw-tooth; docs/web.md)
  *
  * @module
  */
