@@ -4,6 +4,7 @@
  *
  *   deno task cluster            # 3 peers, data under a temporary directory; Ctrl-C stops them
  *   deno task cluster --peers 5 --data ./data
+ *   deno task cluster --web      # and a live view in the browser, with controls (docs/web.md)
  *
  * The {@linkcode LocalCluster} class is what the demo and the multi-process tests use.
  *
@@ -13,6 +14,7 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import type { TransportStats } from "../mod.ts";
+import { Dashboard } from "./web/dashboard.ts";
 
 /** Options for {@linkcode LocalCluster.start}. */
 export interface LocalClusterOptions {
@@ -74,8 +76,12 @@ export interface PeerStatus {
 
 const SERVER = new URL("./kv/server.ts", import.meta.url).pathname;
 
-/** N peer processes on 127.0.0.1, started and stopped together. */
-export class LocalCluster {
+/**
+ * N peer processes on 127.0.0.1, started and stopped together. Dispatches `peerstart` when a
+ * peer answers after {@linkcode LocalCluster.startPeer} and `peerstop` when one was stopped by
+ * {@linkcode LocalCluster.kill}; the detail of both is `{ peer, cutOff }`.
+ */
+export class LocalCluster extends EventTarget {
   /** The peers' Raft (WebSocket) addresses. */
   readonly peerUrls: string[];
   /** The peers' HTTP API addresses. */
@@ -84,6 +90,8 @@ export class LocalCluster {
   readonly dataDir: string;
   readonly #secret: string;
   readonly #faultInjection: boolean;
+  /** Proves to a peer's fault-injection endpoints that a request comes from this launcher. */
+  readonly #faultToken: string;
   readonly #maxOpenFiles: number | undefined;
   readonly #serverArgs: string[];
   readonly #initialPeers: number;
@@ -91,12 +99,14 @@ export class LocalCluster {
   readonly #http = Deno.createHttpClient({});
 
   private constructor(dataDir: string, count: number, options: LocalClusterOptions) {
+    super();
     this.dataDir = dataDir;
     const ports = freePorts(2 * count);
     this.peerUrls = ports.slice(0, count).map((port) => `ws://127.0.0.1:${port}`);
     this.httpUrls = ports.slice(count).map((port) => `http://127.0.0.1:${port}`);
     this.#secret = options.secret ??
       Array.from(crypto.getRandomValues(new Uint8Array(24)), hex).join("");
+    this.#faultToken = Array.from(crypto.getRandomValues(new Uint8Array(24)), hex).join("");
     this.#faultInjection = options.faultInjection ?? false;
     this.#maxOpenFiles = options.maxOpenFiles;
     this.#serverArgs = options.serverArgs ?? [];
@@ -185,7 +195,10 @@ export class LocalCluster {
     };
     const child = new Deno.Command(limited.command, {
       args: limited.args,
-      env: { RAFT_SECRET: this.#secret },
+      env: {
+        RAFT_SECRET: this.#secret,
+        ...(this.#faultInjection ? { RAFT_FAULT_TOKEN: this.#faultToken } : {}),
+      },
       stdin: "null",
       stdout: "null",
       stderr: "piped",
@@ -206,6 +219,7 @@ export class LocalCluster {
       }
       if (Date.now() > deadline) throw new Error(`Peer ${peer} did not start within 15 s`);
     }
+    this.#dispatch("peerstart", peer, options.cutOff ?? false);
   }
 
   /** Sends `signal` to `peer` and waits for the process to exit. */
@@ -230,6 +244,11 @@ export class LocalCluster {
       await child.status;
     }
     await logged;
+    this.#dispatch("peerstop", peer, false);
+  }
+
+  #dispatch(type: "peerstart" | "peerstop", peer: number, cutOff: boolean): void {
+    this.dispatchEvent(new CustomEvent(type, { detail: { peer, cutOff } }));
   }
 
   /** Sends `signal` to `peer` without waiting for anything (see {@linkcode kill} for that). */
@@ -255,12 +274,23 @@ export class LocalCluster {
 
   /** Sends a fault-injection command (`cut-off`, `heal` or `disconnect`) to `peer`. */
   async inject(peer: number, fault: "cut-off" | "heal" | "disconnect"): Promise<void> {
-    const response = await fetch(`${this.httpUrls[peer]}/admin/${fault}`, {
-      method: "POST",
-      client: this.#http,
-    });
-    await response.body?.cancel();
-    if (!response.ok) throw new Error(`Peer ${peer} refused ${fault}: ${response.status}`);
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), 2000);
+    try {
+      const response = await fetch(`${this.httpUrls[peer]}/admin/${fault}`, {
+        method: "POST",
+        headers: { "x-fault-token": this.#faultToken },
+        client: this.#http,
+        signal: abort.signal,
+      });
+      await response.body?.cancel();
+      if (!response.ok) throw new Error(`Peer ${peer} refused ${fault}: ${response.status}`);
+    } catch (error) {
+      if (abort.signal.aborted) throw new Error(`Peer ${peer} did not answer ${fault} within 2 s`);
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**
@@ -335,17 +365,27 @@ function sleep(ms: number): Promise<undefined> {
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { peers: { type: "string", default: "3" }, data: { type: "string" } },
+    options: {
+      peers: { type: "string", default: "3" },
+      data: { type: "string" },
+      web: { type: "boolean", default: false },
+    },
   });
   const cluster = await LocalCluster.start({
     peers: Number(values.peers),
     ...(values.data === undefined ? {} : { dataDir: values.data }),
+    faultInjection: values.web, // the page's "cut off" control
   });
   cluster.peerUrls.forEach((url, peer) => {
     console.log(`peer ${peer}: raft ${url}  http ${cluster.httpUrls[peer]}`);
   });
+  const web = values.web ? await Dashboard.start(cluster) : null;
+  if (web !== null) {
+    console.log(`live view (keep this address private: it carries the token): ${web.url}`);
+  }
   console.log(`data and logs under ${cluster.dataDir}; Ctrl-C stops the cluster`);
   await new Promise<void>((resolve) => Deno.addSignalListener("SIGINT", () => resolve()));
+  await web?.close();
   await cluster.stop();
   console.log("stopped");
 }

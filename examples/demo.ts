@@ -6,20 +6,35 @@
  * waits for it to catch up, then checks that every peer holds the same data and that every
  * acknowledged write is there. Exits 0 when all checks pass, 1 (saying what went wrong) otherwise.
  *
+ * With `--web` (`deno task demo --web`), it also serves the live view of examples/web/ and prints
+ * its address, waits up to a minute for a page to open it, goes step by step with a pause
+ * between steps, and keeps the cluster running for the page once done, until Ctrl-C.
+ *
  * @module
  */
 
 import { LocalCluster } from "./cluster.ts";
 import { KvClient } from "./kv/client.ts";
+import { Dashboard } from "./web/dashboard.ts";
 
 const started = performance.now();
 const acknowledged = new Map<string, string>();
 const progressOnOneLine = Deno.stdout.isTerminal();
 let retries: string[] = [];
 
+const web = Deno.args.includes("--web");
+/** The live view, with --web; the demo's steps go to its timeline too. */
+let dashboard: Dashboard | null = null;
+
 function say(line: string): void {
   const seconds = ((performance.now() - started) / 1000).toFixed(1).padStart(5);
   console.log(`[${seconds}s] ${line}`);
+  dashboard?.note(`Demo: ${line}`);
+}
+
+/** With --web, a pause that lets a person watch what the last step did. */
+function pause(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, web ? 2500 : 0));
 }
 
 class Violation extends Error {}
@@ -43,7 +58,18 @@ async function writeKeys(client: KvClient, prefix: string, count: number): Promi
   if (progressOnOneLine) console.log();
 }
 
-const cluster = await LocalCluster.start({ peers: 3 });
+const cluster = await LocalCluster.start({ peers: 3, faultInjection: web });
+if (web) {
+  dashboard = await Dashboard.start(cluster);
+  console.log(`live view: ${dashboard.url}`);
+  console.log("waiting up to a minute for a page to open it...\n");
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    dashboard.pageConnected(),
+    new Promise((resolve) => (timer = setTimeout(resolve, 60000))),
+  ]);
+  clearTimeout(timer);
+}
 const client = new KvClient(cluster.httpUrls, {
   deadlineMs: 20000,
   onRetry: (_peer, reason) => retries.push(reason),
@@ -65,8 +91,10 @@ try {
   const leaderStatus = await cluster.status(leader);
   say(`peer ${leader} elected leader in term ${leaderStatus?.term}`);
 
+  await pause();
   say("writing 30 keys through the client (each waits for a majority to commit)");
   await writeKeys(client, "before-", 30);
+  await pause();
 
   // Keep writing while the leader dies, to show writes carry on through the failover.
   say(
@@ -75,6 +103,7 @@ try {
   const killedAt = performance.now();
   retries = [];
   const writing = writeKeys(client, "during-", 30);
+  dashboard?.action(leader, `Demo: kill peer ${leader}, the leader (SIGKILL)`);
   await cluster.kill(leader, "SIGKILL");
   const newLeader = await cluster.waitForLeader(10000);
   const newStatus = await cluster.status(newLeader);
@@ -88,8 +117,10 @@ try {
     `writes continued: all 30 acknowledged; the client retried ${retries.length} times meanwhile`,
   );
   for (const reason of new Set(retries)) say(`  retry reason: ${reason}`);
+  await pause();
 
   say(`restarting peer ${leader} on its data directory`);
+  dashboard?.action(leader, `Demo: restart peer ${leader}`);
   await cluster.startPeer(leader);
   say(`peer ${leader} is back: pid ${(await cluster.status(leader))?.pid}`);
   say("writing 20 more keys");
@@ -142,6 +173,11 @@ try {
   console.log(`FAIL: ${error instanceof Violation ? error.message : error}`);
 } finally {
   client.close();
+  if (dashboard !== null) {
+    console.log(`\nthe cluster keeps running for the page at ${dashboard.url}; Ctrl-C stops it`);
+    await new Promise<void>((resolve) => Deno.addSignalListener("SIGINT", () => resolve()));
+    await dashboard.close();
+  }
   await cluster.stop();
   if (failed) {
     console.log(`Peer logs kept in ${cluster.dataDir}`);

@@ -280,3 +280,26 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "kv server: fault injection obeys only requests with the launcher's token",
+  sanitized,
+  async () => {
+    const cluster = await LocalCluster.start({ peers: 1, faultInjection: true });
+    const http = Deno.createHttpClient({});
+    try {
+      const url = `${cluster.httpUrls[0]}/admin/cut-off`;
+      // What a form on another origin could send, and a guessed token.
+      for (const headers of [{}, { "x-fault-token": "0".repeat(48) }]) {
+        const reply = await send(http, url, { method: "POST", headers });
+        assert.deepEqual(reply.status, 404, `headers ${JSON.stringify(headers)}`);
+      }
+      await cluster.inject(0, "cut-off"); // throws unless the peer obeys
+      await cluster.inject(0, "heal");
+    } finally {
+      http.close();
+      await cluster.stop();
+      await Deno.remove(cluster.dataDir, { recursive: true });
+    }
+  },
+);

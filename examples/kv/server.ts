@@ -7,7 +7,8 @@
  *     --data ./data/peer0
  *
  * HTTP API: `GET`, `PUT` (body: the value) and `DELETE /kv/:key`; `GET /status`; `GET /metrics`
- * (Prometheus text). Writes go through the Raft log; reads do not: a `GET` is served by the
+ * (Prometheus text); `GET /events` (the live status stream of `observe.ts`, read-only, for the
+ * web view). Writes go through the Raft log; reads do not: a `GET` is served by the
  * leader after `RaftNode.read()` (ReadIndex), so it is linearizable without a log write. With
  * `?consistent=follower`, any peer serves it after asking the leader for the read index (a
  * follower read, still linearizable); with `?consistent=lease` (and `--lease-reads`), the leader
@@ -50,6 +51,7 @@ import {
   WebSocketTransport,
 } from "../../mod.ts";
 import { HttpServer } from "../../src/net/_http_server.ts";
+import { LogTail, ObserveEndpoint } from "./observe.ts";
 import { openPersister } from "./persister.ts";
 import {
   type KvCommand,
@@ -95,6 +97,14 @@ if (secret === undefined) {
   console.error("Set RAFT_SECRET to the cluster's shared secret (16 bytes or more).");
   Deno.exit(2);
 }
+// Only requests carrying this token may inject faults: pages on other origins cannot send it.
+const faultToken = Deno.env.get("RAFT_FAULT_TOKEN") ?? "";
+if (flags["fault-injection"] && faultToken.length < 16) {
+  console.error(
+    "--fault-injection needs RAFT_FAULT_TOKEN (16 characters or more) in the environment.",
+  );
+  Deno.exit(2);
+}
 
 const state = new KvStateMachine();
 /** Set by the first SIGINT/SIGTERM. */
@@ -105,7 +115,9 @@ const stopped = new AbortController();
 const transport = await WebSocketTransport.create({ me, peers: peerUrls, secret });
 // Tests start a peer cut off to see what it recovered from its own disk.
 if (flags["fault-injection"] && flags["start-cut-off"]) transport.cutOff();
-const persister = await openPersister(flags.data);
+// The web view's log tail: the last entries' indexes and terms, as the persister loads and saves.
+const logTail = new LogTail();
+const persister = logTail.watch(await openPersister(flags.data));
 // The node owns the transport and the persister, and closes them in order.
 const node = await RaftNode.create<KvCommand, KvResult | KvRefusal | undefined>({
   id: me,
@@ -119,6 +131,7 @@ const node = await RaftNode.create<KvCommand, KvResult | KvRefusal | undefined>(
     ? {}
     : { snapshotEveryEntries: Number(flags["snapshot-every"]) }),
 });
+const observed = new ObserveEndpoint(node, { logTail }); // GET /events, read by examples/web/
 node.closed.catch((error) => {
   console.error(`peer ${me} stopped:`, error);
   Deno.exit(1);
@@ -382,7 +395,11 @@ async function serveHttp(request: Request): Promise<Response> {
   if (url.pathname === "/debug/data" && request.method === "GET") {
     return json({ appliedIndex: node.status().lastApplied, data: state.entries() });
   }
-  if (flags["fault-injection"] && request.method === "POST") {
+  if (url.pathname === "/events") return observed.serve(request);
+  if (
+    flags["fault-injection"] && request.method === "POST" &&
+    request.headers.get("x-fault-token") === faultToken
+  ) {
     if (url.pathname === "/admin/cut-off") return (transport.cutOff(), json({ cutOff: true }));
     if (url.pathname === "/admin/heal") return (transport.heal(), json({ cutOff: false }));
     if (url.pathname === "/admin/disconnect") {

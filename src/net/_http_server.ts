@@ -284,17 +284,46 @@ export class HttpServer {
     await respondAndClose(conn, status, reason, `${reason}: ${why}\n`);
   }
 
+  /**
+   * Writes `response`: whole, with a `Content-Length`, or for an event stream
+   * (`text/event-stream`, which does not end until the handler ends it), chunk by chunk as the
+   * handler produces them (`Transfer-Encoding: chunked`). A client that goes away ends the
+   * stream: the handler's body is cancelled.
+   */
   async #respond(conn: Deno.Conn, response: Response, keepAlive: boolean): Promise<void> {
-    const body = new Uint8Array(await response.arrayBuffer());
     const headers: [string, string][] = [];
     response.headers.forEach((value, name) => {
       if (name !== "content-length" && name !== "connection" && name !== "transfer-encoding") {
         headers.push([name, value]);
       }
     });
+    const reason = response.statusText || REASONS[response.status] || "Status";
+    const streamed = response.body !== null &&
+      (response.headers.get("content-type") ?? "").startsWith("text/event-stream");
+    if (streamed) {
+      headers.push(["transfer-encoding", "chunked"]);
+      headers.push(["connection", keepAlive ? "keep-alive" : "close"]);
+      await writeAll(conn, encodeResponseHead(response.status, reason, headers));
+      const reader = response.body!.getReader();
+      const encoder = new TextEncoder();
+      try {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          if (value.length === 0) continue;
+          const size = encoder.encode(`${value.length.toString(16)}\r\n`);
+          await writeAll(conn, concat(concat(size, value), encoder.encode("\r\n")));
+        }
+      } catch (error) {
+        await reader.cancel().catch(() => {});
+        throw error;
+      }
+      await writeAll(conn, encoder.encode("0\r\n\r\n"));
+      return;
+    }
+    const body = new Uint8Array(await response.arrayBuffer());
     headers.push(["content-length", String(body.length)]);
     headers.push(["connection", keepAlive ? "keep-alive" : "close"]);
-    const reason = response.statusText || REASONS[response.status] || "Status";
     const head = encodeResponseHead(response.status, reason, headers);
     await writeAll(conn, concat(head, body));
   }
