@@ -2,8 +2,9 @@
  * The web view in a real browser: headless Chromium, driven over the DevTools protocol, opens
  * the page of a real 3-process cluster, sees a leader, kills it with the page's own control,
  * and sees a new leader appear within the failover time and the timeline record it. Then it
- * restarts the killed peer from the keyboard, and checks the page at a phone's width. The
- * screenshots go to docs/images/, which the README shows.
+ * restarts the killed peer from the keyboard, and checks the page at a phone's width. With
+ * UPDATE_SCREENSHOTS=1, its screenshots replace those in docs/images/, which the docs show;
+ * otherwise they go to a temporary directory, so a test run leaves the checkout as it was.
  *
  * Without Chromium the test is skipped, saying how to install it; with CI=true a missing
  * browser fails it.
@@ -30,7 +31,9 @@ if (chromium === null && !required) {
  */
 const FAILOVER_LIMIT_MS = 5000;
 
-const IMAGES = new URL("../docs/images/", import.meta.url);
+const IMAGES = Deno.env.get("UPDATE_SCREENSHOTS") === "1"
+  ? new URL("../docs/images/", import.meta.url)
+  : new URL(`file://${Deno.makeTempDirSync({ prefix: "denoraft-screenshots-" })}/`);
 
 /** The page's leader, or null when it names none. */
 function leaderOnPage(page: Page): Promise<number | null> {
@@ -172,6 +175,9 @@ Deno.test({
       await browser.close();
       await cluster.stop();
       await Deno.remove(cluster.dataDir, { recursive: true });
+      if (Deno.env.get("UPDATE_SCREENSHOTS") !== "1") {
+        await Deno.remove(IMAGES, { recursive: true });
+      }
     }
   },
 });
