@@ -720,10 +720,11 @@ class ExplorerRun {
         const demoted = pick(voters);
         return { voters: voters.filter((m) => m !== demoted), learners: [...learners, demoted] };
       }
-      default: // remove a learner
+      default: { // remove a learner
         if (learners.length === 0) return null;
         const removed = pick(learners);
         return { voters, learners: learners.filter((m) => m !== removed) };
+      }
     }
   }
 
