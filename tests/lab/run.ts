@@ -13,7 +13,11 @@ import type { ConcurrentTest } from "../helpers/concurrent_tests.ts";
 
 /** Runs `test` with `options` (real time and in-memory persisters by default). */
 export async function runLabTest(test: LabTest, options: TesterOptions = {}): Promise<void> {
-  const cfg = await Tester.create(test.servers, { unreliable: test.unreliable, ...options });
+  const cfg = await Tester.create(test.servers, {
+    unreliable: test.unreliable,
+    snapshots: test.snapshots ?? false,
+    ...options,
+  });
   try {
     await test.body(cfg);
   } finally {
@@ -124,4 +128,11 @@ export const typicalLabSeconds: Readonly<Record<string, number>> = {
   TestFigure8Unreliable4B: 36.1,
   TestReliableChurn4B: 16.1,
   TestUnreliableChurn4B: 16.1,
+  TestSnapshotBasic3D: 2.9,
+  TestSnapshotInstall3D: 38.5,
+  TestSnapshotInstallUnreliable3D: 48.7,
+  TestSnapshotInstallCrash3D: 28.7,
+  TestSnapshotInstallUnCrash3D: 38.6,
+  TestSnapshotAllCrash3D: 7.6,
+  TestSnapshotInit3D: 3.3,
 };
