@@ -36,7 +36,8 @@ function durable(kind: "kv" | "file", tests: LabTest[]) {
 registerConcurrentTests(import.meta.url, [
   ...concurrentLabTests(lab4A),
   ...concurrentLabTests(lab4B),
-  ...concurrentLabTests(lab3D),
   ...durable("kv", durableScenarios),
   ...durable("file", durableScenarios),
+  // Last, so that `--filter 3D` starts no other test's child ahead of its turn.
+  ...concurrentLabTests(lab3D),
 ]);
