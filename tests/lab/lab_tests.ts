@@ -742,46 +742,54 @@ async function snapshotInit(cfg: Tester): Promise<void> {
 }
 
 /**
+ * A test of the lab's `snapcommon(t, name, disconnect, reliable, crash)`: three peers and the
+ * snapshotting service.
+ */
+function snapTest(
+  name: string,
+  description: string,
+  options: { disconnect: boolean; unreliable: boolean; crash: boolean },
+): LabTest {
+  const { disconnect, unreliable, crash } = options;
+  return {
+    name,
+    servers: 3,
+    unreliable,
+    snapshots: true,
+    body: (cfg) => snapCommon(cfg, description, disconnect, crash),
+  };
+}
+
+/**
  * Part 3D: log compaction. The tester runs as the lab's snapshotting service, which snapshots
  * every {@linkcode SnapShotInterval} commands and restores the snapshots Raft hands it.
  */
 export const lab3D: LabTest[] = [
-  {
-    name: "TestSnapshotBasic3D",
-    servers: 3,
+  snapTest("TestSnapshotBasic3D", "Test (3D): snapshots basic", {
+    disconnect: false,
     unreliable: false,
-    snapshots: true,
-    body: (cfg) => snapCommon(cfg, "Test (3D): snapshots basic", false, false),
-  },
-  {
-    name: "TestSnapshotInstall3D",
-    servers: 3,
+    crash: false,
+  }),
+  snapTest("TestSnapshotInstall3D", "Test (3D): install snapshots (disconnect)", {
+    disconnect: true,
     unreliable: false,
-    snapshots: true,
-    body: (cfg) => snapCommon(cfg, "Test (3D): install snapshots (disconnect)", true, false),
-  },
-  {
-    name: "TestSnapshotInstallUnreliable3D",
-    servers: 3,
+    crash: false,
+  }),
+  snapTest(
+    "TestSnapshotInstallUnreliable3D",
+    "Test (3D): install snapshots (disconnect+unreliable)",
+    { disconnect: true, unreliable: true, crash: false },
+  ),
+  snapTest("TestSnapshotInstallCrash3D", "Test (3D): install snapshots (crash)", {
+    disconnect: false,
+    unreliable: false,
+    crash: true,
+  }),
+  snapTest("TestSnapshotInstallUnCrash3D", "Test (3D): install snapshots (unreliable+crash)", {
+    disconnect: false,
     unreliable: true,
-    snapshots: true,
-    body: (cfg) =>
-      snapCommon(cfg, "Test (3D): install snapshots (disconnect+unreliable)", true, false),
-  },
-  {
-    name: "TestSnapshotInstallCrash3D",
-    servers: 3,
-    unreliable: false,
-    snapshots: true,
-    body: (cfg) => snapCommon(cfg, "Test (3D): install snapshots (crash)", false, true),
-  },
-  {
-    name: "TestSnapshotInstallUnCrash3D",
-    servers: 3,
-    unreliable: true,
-    snapshots: true,
-    body: (cfg) => snapCommon(cfg, "Test (3D): install snapshots (unreliable+crash)", false, true),
-  },
+    crash: true,
+  }),
   {
     name: "TestSnapshotAllCrash3D",
     servers: 3,
