@@ -1,10 +1,10 @@
-// The lab's 4A and 4B tests in real time, under the lab's names, on the in-memory network with
+// The lab's 4A, 4B and 3D tests in real time, under the lab's names, on the in-memory network with
 // in-memory persisters; then the lab's persistence scenarios again with every peer's state on
 // disk, each restarted peer reopening its Deno.Kv database or persister directory (same tests,
 // same checks). They mostly sleep, so each runs in its own child process, up to
 // RAFT_TEST_CONCURRENCY at once (tests/helpers/concurrent_tests.ts), and the file takes about as
 // long as its longest test. A new real-time lab suite joins the list below, to overlap with these.
-import { lab4A, lab4B, type LabTest } from "./lab/lab_tests.ts";
+import { lab3D, lab4A, lab4B, type LabTest } from "./lab/lab_tests.ts";
 import { concurrentLabTests, runLabTest } from "./lab/run.ts";
 import { durablePersistence } from "./helpers/durable_persistence.ts";
 import { registerConcurrentTests } from "./helpers/concurrent_tests.ts";
@@ -38,4 +38,6 @@ registerConcurrentTests(import.meta.url, [
   ...concurrentLabTests(lab4B),
   ...durable("kv", durableScenarios),
   ...durable("file", durableScenarios),
+  // Last, so that `--filter 3D` starts no other test's child ahead of its turn.
+  ...concurrentLabTests(lab3D),
 ]);

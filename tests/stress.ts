@@ -43,7 +43,7 @@ for (let run = 1; run <= runs; run++) {
   runTimes.push({ wall, cpu: user + system });
   let description = "";
   for (const line of text.split("\n")) {
-    const begin = line.match(/^(Test \(4[AB]\): .*) \.\.\.$/);
+    const begin = line.match(/^(Test \((?:4[AB]|3D)\): .*) \.\.\.$/);
     if (begin) description = begin[1]!;
     const passed = line.match(/^\s+\.\.\. Passed --\s+([\d.]+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)/);
     if (passed && description) {

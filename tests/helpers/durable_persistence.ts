@@ -14,16 +14,20 @@ export type DurableKind = "kv" | "file";
 export function durablePersistence(kind: DurableKind): TesterPersistence {
   let directory: Promise<string> | null = null;
   const open = new Map<number, KvPersister | FilePersister>();
+  const started = new Set<number>();
   const place = async (peer: number) => {
     directory ??= Deno.makeTempDir({ prefix: `raft-lab-${kind}-` });
     return `${await directory}/peer-${peer}${kind === "kv" ? ".kv" : ""}`;
   };
+  const reopen = async (peer: number) =>
+    kind === "kv"
+      ? await KvPersister.open(await place(peer))
+      : await FilePersister.open(await place(peer));
   return {
     async open(peer) {
-      const persister = kind === "kv"
-        ? await KvPersister.open(await place(peer))
-        : await FilePersister.open(await place(peer));
+      const persister = await reopen(peer);
       open.set(peer, persister);
+      started.add(peer);
       return persister;
     },
     async crash(peer, old) {
@@ -35,6 +39,18 @@ export function durablePersistence(kind: DurableKind): TesterPersistence {
       }
       open.delete(peer);
       await persister.close();
+    },
+    async saved(peer) {
+      const running = open.get(peer);
+      if (running !== undefined) return await running.load();
+      if (!started.has(peer)) return null;
+      // A crashed peer's store is closed: read it as its next instance will.
+      const persister = await reopen(peer);
+      try {
+        return await persister.load();
+      } finally {
+        await persister.close();
+      }
     },
     async close() {
       for (const persister of open.values()) await persister.close();

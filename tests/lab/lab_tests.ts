@@ -1,12 +1,12 @@
 /**
- * The lab's 4A and 4B tests (`test_test.go`), one for one: same peers, same steps, same checks.
- * Each is a body run against a fresh {@linkcode Tester}, so any suite (real time, or a simulator's
- * virtual time) can run the same tests.
+ * The lab's 4A, 4B and 3D tests (`test_test.go`), one for one: same peers, same steps, same
+ * checks. Each is a body run against a fresh {@linkcode Tester}, so any suite (real time, or a
+ * simulator's virtual time) can run the same tests.
  *
  * @module
  */
 
-import { RaftElectionTimeout, type Tester } from "./tester.ts";
+import { MAXLOGSIZE, RaftElectionTimeout, SnapShotInterval, type Tester } from "./tester.ts";
 
 /** One lab test: the cluster it needs and what it does to it. */
 export interface LabTest {
@@ -14,6 +14,8 @@ export interface LabTest {
   name: string;
   servers: number;
   unreliable: boolean;
+  /** Run the tester as the lab's snapshotting service (`TesterOptions.snapshots`). */
+  snapshots?: boolean;
   body(cfg: Tester): Promise<void>;
 }
 
@@ -626,4 +628,180 @@ export const lab4B: LabTest[] = [
   { name: "TestFigure8Unreliable4B", servers: 5, unreliable: true, body: figure8Unreliable },
   { name: "TestReliableChurn4B", servers: 5, unreliable: false, body: (cfg) => churn(cfg, false) },
   { name: "TestUnreliableChurn4B", servers: 5, unreliable: true, body: (cfg) => churn(cfg, true) },
+];
+
+/**
+ * The lab's `snapcommon`: 30 rounds in which a victim (a follower, or every third round the
+ * leader) is cut off or crashed while the others take enough commands for a snapshot, then comes
+ * back and must catch up, by an InstallSnapshot if the others compacted what it misses. No peer's
+ * persisted log may grow past {@linkcode MAXLOGSIZE}.
+ */
+async function snapCommon(
+  cfg: Tester,
+  name: string,
+  disconnect: boolean,
+  crash: boolean,
+): Promise<void> {
+  const iters = 30;
+  const servers = cfg.n;
+  cfg.begin(name);
+  await cfg.one(cfg.randomInt(), servers, true);
+  let leader1 = await cfg.checkOneLeader();
+  for (let i = 0; i < iters; i++) {
+    let victim = (leader1 + 1) % servers;
+    let sender = leader1;
+    if (i % 3 === 1) {
+      sender = (leader1 + 1) % servers;
+      victim = leader1;
+    }
+    if (disconnect) {
+      cfg.disconnect(victim);
+      await cfg.one(cfg.randomInt(), servers - 1, true);
+    }
+    if (crash) {
+      await cfg.crash1(victim);
+      await cfg.one(cfg.randomInt(), servers - 1, true);
+    }
+    // perhaps send enough to get a snapshot
+    const nn = SnapShotInterval / 2 + cfg.randomInt() % SnapShotInterval;
+    for (let j = 0; j < nn; j++) cfg.rafts[sender]!.start(cfg.randomInt());
+    // let applier threads catch up with the Start()'s
+    if (!disconnect && !crash) {
+      // make sure all followers have caught up, so that an InstallSnapshot RPC isn't required
+      // for TestSnapshotBasic3D().
+      await cfg.one(cfg.randomInt(), servers, true);
+    } else {
+      await cfg.one(cfg.randomInt(), servers - 1, true);
+    }
+    const size = await cfg.logSize();
+    if (size >= MAXLOGSIZE) {
+      cfg.fatal(`Log size too large: ${size} characters of persisted state, limit ${MAXLOGSIZE}`);
+    }
+    if (disconnect) {
+      // reconnect a follower, who maybe behind and needs to receive a snapshot to catch up.
+      cfg.connect(victim);
+      await cfg.one(cfg.randomInt(), servers, true);
+      leader1 = await cfg.checkOneLeader();
+    }
+    if (crash) {
+      await cfg.start1(victim);
+      cfg.connect(victim);
+      await cfg.one(cfg.randomInt(), servers, true);
+      leader1 = await cfg.checkOneLeader();
+    }
+  }
+  cfg.end();
+}
+
+/** Crashes every peer, then starts and connects them all again. */
+async function restartAll(cfg: Tester): Promise<void> {
+  for (let i = 0; i < cfg.n; i++) await cfg.crash1(i);
+  for (let i = 0; i < cfg.n; i++) {
+    await cfg.start1(i);
+    cfg.connect(i);
+  }
+}
+
+async function snapshotAllCrash(cfg: Tester): Promise<void> {
+  const servers = cfg.n;
+  const iters = 5;
+  cfg.begin("Test (3D): crash and restart all servers");
+  await cfg.one(cfg.randomInt(), servers, true);
+  for (let i = 0; i < iters; i++) {
+    // perhaps enough to get a snapshot
+    const nn = SnapShotInterval / 2 + cfg.randomInt() % SnapShotInterval;
+    for (let j = 0; j < nn; j++) await cfg.one(cfg.randomInt(), servers, true);
+    const index1 = await cfg.one(cfg.randomInt(), servers, true);
+    await restartAll(cfg);
+    const index2 = await cfg.one(cfg.randomInt(), servers, true);
+    if (index2 < index1 + 1) cfg.fatal(`index decreased from ${index1} to ${index2}`);
+  }
+  cfg.end();
+}
+
+/**
+ * Do restarted peers start from their saved snapshot, and keep it through the saves that follow?
+ * Each peer's service starts empty, so a restarted peer must be handed its snapshot before the
+ * command after it; a peer that lost its snapshot at the save after the first restart fails at
+ * the second.
+ */
+async function snapshotInit(cfg: Tester): Promise<void> {
+  const servers = cfg.n;
+  cfg.begin("Test (3D): snapshot initialization after crash");
+  await cfg.one(cfg.randomInt(), servers, true);
+  // enough ops to make a snapshot
+  const nn = SnapShotInterval + 1;
+  for (let i = 0; i < nn; i++) await cfg.one(cfg.randomInt(), servers, true);
+  await restartAll(cfg);
+  // a single op, to get something to be written back to persistent storage.
+  await cfg.one(cfg.randomInt(), servers, true);
+  await restartAll(cfg);
+  // do another op to trigger potential bug
+  await cfg.one(cfg.randomInt(), servers, true);
+  cfg.end();
+}
+
+/**
+ * A test of the lab's `snapcommon(t, name, disconnect, reliable, crash)`: three peers and the
+ * snapshotting service.
+ */
+function snapTest(
+  name: string,
+  description: string,
+  options: { disconnect: boolean; unreliable: boolean; crash: boolean },
+): LabTest {
+  const { disconnect, unreliable, crash } = options;
+  return {
+    name,
+    servers: 3,
+    unreliable,
+    snapshots: true,
+    body: (cfg) => snapCommon(cfg, description, disconnect, crash),
+  };
+}
+
+/**
+ * Part 3D: log compaction. The tester runs as the lab's snapshotting service, which snapshots
+ * every {@linkcode SnapShotInterval} commands and restores the snapshots Raft hands it.
+ */
+export const lab3D: LabTest[] = [
+  snapTest("TestSnapshotBasic3D", "Test (3D): snapshots basic", {
+    disconnect: false,
+    unreliable: false,
+    crash: false,
+  }),
+  snapTest("TestSnapshotInstall3D", "Test (3D): install snapshots (disconnect)", {
+    disconnect: true,
+    unreliable: false,
+    crash: false,
+  }),
+  snapTest(
+    "TestSnapshotInstallUnreliable3D",
+    "Test (3D): install snapshots (disconnect+unreliable)",
+    { disconnect: true, unreliable: true, crash: false },
+  ),
+  snapTest("TestSnapshotInstallCrash3D", "Test (3D): install snapshots (crash)", {
+    disconnect: false,
+    unreliable: false,
+    crash: true,
+  }),
+  snapTest("TestSnapshotInstallUnCrash3D", "Test (3D): install snapshots (unreliable+crash)", {
+    disconnect: false,
+    unreliable: true,
+    crash: true,
+  }),
+  {
+    name: "TestSnapshotAllCrash3D",
+    servers: 3,
+    unreliable: false,
+    snapshots: true,
+    body: snapshotAllCrash,
+  },
+  {
+    name: "TestSnapshotInit3D",
+    servers: 3,
+    unreliable: false,
+    snapshots: true,
+    body: snapshotInit,
+  },
 ];

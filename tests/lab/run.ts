@@ -13,7 +13,11 @@ import type { ConcurrentTest } from "../helpers/concurrent_tests.ts";
 
 /** Runs `test` with `options` (real time and in-memory persisters by default). */
 export async function runLabTest(test: LabTest, options: TesterOptions = {}): Promise<void> {
-  const cfg = await Tester.create(test.servers, { unreliable: test.unreliable, ...options });
+  const cfg = await Tester.create(test.servers, {
+    unreliable: test.unreliable,
+    snapshots: test.snapshots ?? false,
+    ...options,
+  });
   try {
     await test.body(cfg);
   } finally {
@@ -124,4 +128,12 @@ export const typicalLabSeconds: Readonly<Record<string, number>> = {
   TestFigure8Unreliable4B: 36.1,
   TestReliableChurn4B: 16.1,
   TestUnreliableChurn4B: 16.1,
+  // The 3D tests: the stress record in docs/testing.md.
+  TestSnapshotBasic3D: 2.6,
+  TestSnapshotInstall3D: 38.1,
+  TestSnapshotInstallUnreliable3D: 46.5,
+  TestSnapshotInstallCrash3D: 27.8,
+  TestSnapshotInstallUnCrash3D: 40.6,
+  TestSnapshotAllCrash3D: 7.5,
+  TestSnapshotInit3D: 3.3,
 };

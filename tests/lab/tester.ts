@@ -14,6 +14,7 @@ import {
   make,
   MemoryNetwork,
   MemoryPersister,
+  type PersistentState,
   type Persister,
   type Raft,
   type RaftOptions,
@@ -28,6 +29,16 @@ export const RaftElectionTimeout = 1000;
 /** The lab's limit on one test: a test that runs longer fails, even if all its checks passed. */
 export const LAB_TEST_TIME_LIMIT_MS = 120_000;
 
+/** In snapshot mode, each peer's service snapshots its state every this many commands. */
+export const SnapShotInterval = 10;
+
+/**
+ * The lab's `MAXLOGSIZE` for the snapshot tests, in characters of the JSON text of the persisted
+ * `{ term, votedFor, log }` (the snapshot not counted): a peer that compacts its log every
+ * {@linkcode SnapShotInterval} commands stays well under it.
+ */
+export const MAXLOGSIZE = 4000;
+
 /** A test that fails says so through this error. */
 export class TestFailure extends Error {
   override name = "TestFailure";
@@ -39,6 +50,11 @@ export interface TesterPersistence {
   open(peer: number): Promise<Persister>;
   /** `peer`'s instance crashed: cut `old` off, so late writes never reach the next instance. */
   crash(peer: number, old: Persister): Promise<void>;
+  /**
+   * What `peer`'s state is now: its running instance's persister's, or, while it is crashed,
+   * what its next instance will load. Null if it was never started.
+   */
+  saved(peer: number): Promise<PersistentState | null>;
   /** Releases everything at the end of a test. */
   close(): Promise<void>;
 }
@@ -56,6 +72,7 @@ export function memoryPersistence(): TesterPersistence {
       if (old instanceof MemoryPersister) saved.set(peer, old.copy());
       return Promise.resolve();
     },
+    saved: (peer) => Promise.resolve(saved.get(peer)?.state() ?? null),
     close: () => Promise.resolve(),
   };
 }
@@ -76,6 +93,14 @@ export interface TesterOptions {
   raftOptions?: RaftOptions;
   /** Builds each peer. Default: the library's `make` (regression tests pass a mutant's). */
   make?: typeof make;
+  /**
+   * Be the lab's snapshotting service (`applierSnap`): each peer applies commands strictly in
+   * order, snapshots everything it applied every {@linkcode SnapShotInterval} commands through
+   * `Raft.snapshot`, and installs the snapshots Raft hands it, checking their index and term. A
+   * restarted peer starts from nothing, so it must be handed its saved snapshot before any
+   * later command. Default: false, the 4A/4B applier, which only checks commands.
+   */
+  snapshots?: boolean;
   /** Print the lab's "Test ..." and "Passed" lines. Default: true. */
   print?: boolean;
   /**
@@ -112,12 +137,15 @@ export class Tester {
   readonly #persistence: TesterPersistence;
   readonly #raftOptions: RaftOptions;
   readonly #make: typeof make;
+  readonly #snapshots: boolean;
   readonly #print: boolean;
   readonly #printPrefix: string;
   readonly #persisters: (Persister | null)[];
   readonly #endNames: (string[] | null)[];
-  /** Copy of each peer's applied commands, by index, as JSON text. */
-  readonly #logs: Map<number, string>[];
+  /** Copy of each peer's applied commands, by index. */
+  readonly #logs: Map<number, AppliedEntry>[];
+  /** In snapshot mode: the last index each peer's current instance applied or installed. */
+  readonly #lastApplied: number[];
   #applyError: string | null = null;
   #maxIndex = 0;
   #nextEndId = 0;
@@ -145,6 +173,7 @@ export class Tester {
       ...options.raftOptions,
     };
     this.#make = options.make ?? make;
+    this.#snapshots = options.snapshots ?? false;
     this.#print = options.print ?? true;
     this.#printPrefix = options.printPrefix ?? "";
     this.rafts = new Array(n).fill(null);
@@ -152,6 +181,7 @@ export class Tester {
     this.#persisters = new Array(n).fill(null);
     this.#endNames = new Array(n).fill(null);
     this.#logs = Array.from({ length: n }, () => new Map());
+    this.#lastApplied = new Array(n).fill(0);
     this.#created = this.clock.now();
   }
 
@@ -217,13 +247,13 @@ export class Tester {
     oldNames?.forEach((name) => this.net.deleteEnd(name));
     const persister = await this.#persistence.open(i);
     this.#persisters[i] = persister;
-    const raft = await this.#make(
-      ends,
-      i,
-      persister,
-      (msg) => this.#applier(i, msg),
-      this.#raftOptions,
-    );
+    // The new instance's service starts from nothing: Raft hands it its snapshot, if any.
+    this.#lastApplied[i] = 0;
+    let raft: Raft | null = null;
+    const applier = this.#snapshots
+      ? (msg: ApplyMsg) => this.#applierSnap(i, msg, raft)
+      : (msg: ApplyMsg) => this.#applier(i, msg);
+    raft = await this.#make(ends, i, persister, applier, this.#raftOptions);
     this.rafts[i] = raft;
     this.net.addServer(serverName(i), raft);
   }
@@ -331,7 +361,7 @@ export class Tester {
     let count = 0;
     let text: string | undefined;
     for (let i = 0; i < this.n; i++) {
-      const applied = this.#logs[i]!.get(index);
+      const applied = this.#logs[i]!.get(index)?.command;
       if (applied === undefined) continue;
       if (count > 0 && applied !== text) {
         this.fatal(`committed values do not match: index ${index}, ${text}, ${applied}`);
@@ -404,6 +434,21 @@ export class Tester {
     this.fatal(`one(${wanted}) failed to reach agreement`);
   }
 
+  /**
+   * The lab's `LogSize()`: the largest persisted Raft state of any peer, running or crashed, in
+   * characters of the JSON text of `{ term, votedFor, log }` (the snapshot is not counted).
+   */
+  async logSize(): Promise<number> {
+    let largest = 0;
+    for (let i = 0; i < this.n; i++) {
+      const state = await this.#persistence.saved(i);
+      if (state === null) continue;
+      const { term, votedFor, log } = state;
+      largest = Math.max(largest, JSON.stringify({ term, votedFor, log }).length);
+    }
+    return largest;
+  }
+
   /** Starts a test: prints its description and notes the counters. */
   begin(description: string): void {
     if (this.#print) console.log(`${this.#printPrefix}${description} ...`);
@@ -446,24 +491,117 @@ export class Tester {
     await this.#persistence.close();
   }
 
-  /** The lab's apply check: every peer applies, in order, what every other applied there. */
+  /** The lab's `applier`: checks each command against what the other peers applied there. */
   #applier(i: number, msg: ApplyMsg): void {
     if (!msg.commandValid) return;
-    const text = JSON.stringify(msg.command);
-    for (let j = 0; j < this.n; j++) {
-      const old = this.#logs[j]!.get(msg.commandIndex);
-      if (old !== undefined && old !== text) {
-        // some server has already committed a different value for this entry!
-        this.#applyError ??=
-          `commit index=${msg.commandIndex} server=${i} ${text} != server=${j} ${old}`;
-      }
-    }
+    const error = this.#checkLogs(i, msg);
+    if (error !== null) this.#applyError ??= error;
+  }
+
+  /**
+   * The lab's `checkLogs`: records that peer `i` applied `msg`'s command, and returns what is
+   * wrong with that, if anything: another peer applied a different command, or the same one in
+   * another term, at that index (committed entries are the same entry everywhere, §5.4), or peer
+   * `i` skipped the index before it.
+   */
+  #checkLogs(i: number, msg: ApplyMsg): string | null {
+    const entry = { command: JSON.stringify(msg.command), term: msg.commandTerm };
+    let error = this.#conflict(i, msg.commandIndex, entry);
     const previousApplied = this.#logs[i]!.has(msg.commandIndex - 1);
-    this.#logs[i]!.set(msg.commandIndex, text);
+    this.#logs[i]!.set(msg.commandIndex, entry);
     this.#maxIndex = Math.max(this.#maxIndex, msg.commandIndex);
     if (msg.commandIndex > 1 && !previousApplied) {
-      this.#applyError ??= `server ${i} apply out of order ${msg.commandIndex}`;
+      error ??= `server ${i} apply out of order ${msg.commandIndex}`;
     }
+    return error;
+  }
+
+  /** What is wrong if some peer applied something other than `entry` at `index`, else null. */
+  #conflict(i: number, index: number, entry: AppliedEntry): string | null {
+    for (let j = 0; j < this.n; j++) {
+      const old = this.#logs[j]!.get(index);
+      if (old === undefined) continue;
+      if (old.command !== entry.command || old.term !== entry.term) {
+        // some server has already committed a different value for this entry!
+        return `commit index=${index} server=${i} ${entry.command} (term ${entry.term}) != ` +
+          `server=${j} ${old.command} (term ${old.term})`;
+      }
+    }
+    return null;
+  }
+
+  /**
+   * The lab's `applierSnap`, the service of the snapshot tests: commands must come one index
+   * after the other, every {@linkcode SnapShotInterval} commands the service hands `raft` a
+   * snapshot of everything it applied, and a snapshot replaces what it applied.
+   */
+  #applierSnap(i: number, msg: ApplyMsg, raft: Raft | null): void {
+    let error: string | null = null;
+    if (msg.snapshotValid) {
+      error = this.#ingestSnapshot(i, msg);
+    } else if (msg.commandValid) {
+      const expected = this.#lastApplied[i]! + 1;
+      if (msg.commandIndex !== expected) {
+        error =
+          `server ${i} apply out of order, expected index ${expected}, got ${msg.commandIndex}`;
+      }
+      error ??= this.#checkLogs(i, msg);
+      this.#lastApplied[i] = msg.commandIndex;
+      if ((msg.commandIndex + 1) % SnapShotInterval === 0 && raft !== null) {
+        raft.snapshot(msg.commandIndex, this.#encodeSnapshot(i, msg.commandIndex));
+      }
+    }
+    if (error !== null) this.#applyError ??= error;
+  }
+
+  /** Peer `i`'s service state through `index`: its applied entries, as JSON text. */
+  #encodeSnapshot(i: number, index: number): Uint8Array {
+    const log: ([number, string] | null)[] = [];
+    for (let j = 1; j <= index; j++) {
+      const entry = this.#logs[i]!.get(j);
+      log.push(entry === undefined ? null : [entry.term, entry.command]);
+    }
+    const state: SnapshotState = { lastIncludedIndex: index, log };
+    return new TextEncoder().encode(JSON.stringify(state));
+  }
+
+  /**
+   * The lab's `ingestSnap`: peer `i`'s service replaces its state with the snapshot `msg` carries,
+   * which must be one of the services' snapshots, through `msg.snapshotIndex`, whose last entry
+   * has term `msg.snapshotTerm`, agreeing with what every peer applied, and past what peer `i`
+   * applied (Raft hands the service its log in order). Returns what is wrong, if anything.
+   */
+  #ingestSnapshot(i: number, msg: ApplyMsg): string | null {
+    const { snapshotIndex: index, snapshotTerm: term } = msg;
+    if (msg.snapshot === null) return `server ${i} was handed a null snapshot through ${index}`;
+    const state = decodeSnapshot(msg.snapshot);
+    if (state === null) return `server ${i} snapshot decode error`;
+    if (state.lastIncludedIndex !== index) {
+      return `server ${i} snapshot doesn't match m.SnapshotIndex: ` +
+        `${state.lastIncludedIndex} in the data, ${index} in the message`;
+    }
+    if (index <= this.#lastApplied[i]!) {
+      return `server ${i} was handed a snapshot through ${index} after applying through ${
+        this.#lastApplied[i]
+      }`;
+    }
+    const last = state.log[index - 1];
+    if (last !== null && last !== undefined && last[0] !== term) {
+      return `server ${i} snapshot through ${index} has snapshotTerm ${term}, ` +
+        `but its entry there was applied in term ${last[0]}`;
+    }
+    const logs = new Map<number, AppliedEntry>();
+    for (let j = 1; j <= index; j++) {
+      const stored = state.log[j - 1];
+      if (stored === null || stored === undefined) continue;
+      const entry = { term: stored[0], command: stored[1] };
+      const error = this.#conflict(i, j, entry);
+      if (error !== null) return `snapshot of server ${i}: ${error}`;
+      logs.set(j, entry);
+    }
+    this.#logs[i] = logs;
+    this.#lastApplied[i] = index;
+    return null;
   }
 
   #checkApplyErrors(): void {
@@ -475,6 +613,37 @@ export class Tester {
       this.fatal(`test took longer than ${LAB_TEST_TIME_LIMIT_MS / 1000} seconds`);
     }
   }
+}
+
+/** A command a peer applied: its JSON text, and the term of its entry. */
+interface AppliedEntry {
+  command: string;
+  term: number;
+}
+
+/** What the snapshot mode's service puts in a snapshot: each entry's term and command text. */
+interface SnapshotState {
+  lastIncludedIndex: number;
+  log: ([number, string] | null)[];
+}
+
+function decodeSnapshot(data: Uint8Array): SnapshotState | null {
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder().decode(data));
+  } catch {
+    return null;
+  }
+  if (typeof value !== "object" || value === null) return null;
+  const { lastIncludedIndex, log } = value as Record<string, unknown>;
+  if (!Number.isSafeInteger(lastIncludedIndex) || !Array.isArray(log)) return null;
+  const wellFormed = log.every((entry) =>
+    entry === null ||
+    (Array.isArray(entry) && entry.length === 2 && Number.isSafeInteger(entry[0]) &&
+      typeof entry[1] === "string")
+  );
+  if (!wellFormed || log.length !== lastIncludedIndex) return null;
+  return { lastIncludedIndex: lastIncludedIndex as number, log: log as SnapshotState["log"] };
 }
 
 function serverName(i: number): string {
