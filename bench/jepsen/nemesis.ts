@@ -1,6 +1,7 @@
 /**
  * The nemesis of a Jepsen-style run: one fault at a time, each held for a while and then healed,
- * with quiet spells between them, all drawn from a seeded random source (the processes' timing is
+ * with quiet spells between them, every kind once (in a random order) before any kind twice, all
+ * drawn from a seeded random source (the processes' timing is
  * still the machine's, so a seed fixes the schedule, not the run).
  *
  * | fault     | what it does                                                                  |
@@ -46,7 +47,10 @@ export interface NemesisOptions {
   cluster: JepsenCluster;
   /** Draws every choice. */
   random: RandomSource;
-  /** The kinds to draw from, equally likely. Default: all of them. */
+  /**
+   * The kinds to draw from. They are dealt from a shuffled deck, so that every kind comes once
+   * before any comes twice. Default: all of them.
+   */
   faults?: readonly FaultKind[];
   /** Shortest and longest time a fault is held, in ms. Default 1000 to 5000. */
   holdMs?: readonly [number, number];
@@ -88,11 +92,13 @@ export class Nemesis {
    * and every peer is running, resumed and connected when the returned promise resolves.
    */
   async run(stop: AbortSignal): Promise<void> {
+    let deck: FaultKind[] = [];
     try {
       while (!stop.aborted) {
         await abortableSleep(this.#between(this.#quietMs), stop);
         if (stop.aborted) break;
-        await this.#inject(this.#pick(this.#kinds), stop);
+        if (deck.length === 0) deck = this.#shuffled(this.#kinds);
+        await this.#inject(deck.pop()!, stop);
       }
     } finally {
       await this.healAll();
@@ -110,6 +116,15 @@ export class Nemesis {
 
   #between([low, high]: readonly [number, number]): number {
     return low + Math.floor(this.#random() * (high - low + 1));
+  }
+
+  #shuffled<T>(items: readonly T[]): T[] {
+    const copy = [...items];
+    for (let i = copy.length - 1; i > 0; i--) {
+      const j = Math.floor(this.#random() * (i + 1));
+      [copy[i], copy[j]] = [copy[j]!, copy[i]!];
+    }
+    return copy;
   }
 
   #pick<T>(items: readonly T[]): T {

@@ -26,7 +26,7 @@ import { type AttemptEvent, JepsenClient, OperationStats } from "./client.ts";
 import { JepsenCluster, sleep } from "./cluster.ts";
 import { checkFinalState } from "./final_state.ts";
 import { findMutant, prepareMutant } from "./mutants.ts";
-import { FAULT_KINDS, type FaultKind, Nemesis } from "./nemesis.ts";
+import { abortableSleep, FAULT_KINDS, type FaultKind, Nemesis } from "./nemesis.ts";
 import { formatReport, type JepsenReport, summarize } from "./report.ts";
 
 /** The clients' shares of reads, by client number modulo 4. */
@@ -46,6 +46,10 @@ export interface JepsenOptions {
   seed?: number;
   /** Fault kinds the nemesis draws from. Default: all. */
   faults?: readonly FaultKind[];
+  /** Shortest and longest time a fault is held, in ms. Default 1000 to 5000. */
+  holdMs?: readonly [number, number];
+  /** Shortest and longest quiet spell before each fault, in ms. Default 500 to 3000. */
+  quietMs?: readonly [number, number];
   /**
    * How long the clients keep running after the last fault is healed, in ms, so the run shows
    * the cluster recovers. Default: a quarter of the duration, at most 5000.
@@ -63,6 +67,8 @@ export interface JepsenOptions {
   log?: (line: string) => void;
   /** Called after each client's HTTP attempt, for a trace. Default: nothing. */
   onAttempt?: (event: AttemptEvent) => void;
+  /** Aborting it ends the run early: everything started is stopped, and the run rejects. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -106,6 +112,8 @@ export async function runJepsen(options: JepsenOptions = {}): Promise<JepsenRepo
     ...(mutant === undefined ? {} : { mutant: mutant.name }),
   };
 
+  const cancel = options.signal ?? new AbortController().signal;
+  cancel.throwIfAborted();
   const root = mutant === undefined ? undefined : await prepareMutant(mutant);
   let cluster: JepsenCluster | undefined;
   const stopClients = new AbortController();
@@ -120,6 +128,7 @@ export async function runJepsen(options: JepsenOptions = {}): Promise<JepsenRepo
     });
     log(`peers started; data and logs under ${cluster.dataDir}`);
     await waitForLeader(cluster, 20_000);
+    cancel.throwIfAborted();
 
     // Times in ms since the clients started, so that explanations can be read against the log.
     const origin = performance.now();
@@ -155,6 +164,8 @@ export async function runJepsen(options: JepsenOptions = {}): Promise<JepsenRepo
       random: seededRandom(seed, 0),
       now,
       ...(options.faults === undefined ? {} : { faults: options.faults }),
+      ...(options.holdMs === undefined ? {} : { holdMs: options.holdMs }),
+      ...(options.quietMs === undefined ? {} : { quietMs: options.quietMs }),
       log,
     });
 
@@ -165,13 +176,15 @@ export async function runJepsen(options: JepsenOptions = {}): Promise<JepsenRepo
       nemesisError = error;
     });
     running = [...clientRuns, nemesisRun];
-    await sleep(durationMs - healedTailMs);
+    await abortableSleep(durationMs - healedTailMs, cancel);
+    cancel.throwIfAborted();
     stopFaults.abort();
     await nemesisRun;
     if (nemesisError !== undefined) throw nemesisError;
     const healed = now();
     log(`${((healed - start) / 1000).toFixed(1)} s: every fault healed`);
-    await sleep(Math.max(0, start + durationMs - now()));
+    await abortableSleep(Math.max(0, start + durationMs - now()), cancel);
+    cancel.throwIfAborted();
     stopClients.abort();
     await Promise.all(clientRuns);
     const end = now();
@@ -180,6 +193,7 @@ export async function runJepsen(options: JepsenOptions = {}): Promise<JepsenRepo
     );
 
     const final = await checkFinalState(cluster, recorder, keys, 30_000);
+    cancel.throwIfAborted();
     const history = recorder.history();
     log(`checking ${history.length} operations`);
     const checkStarted = performance.now();
@@ -261,9 +275,14 @@ if (import.meta.main) {
       );
     }
   }
+  // Ctrl-C or SIGTERM ends the run early, and it stops every process it started on the way out.
+  const interrupted = new AbortController();
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => interrupted.abort(new Error(`Interrupted by ${signal}`)));
+  }
   const started = performance.now();
   const trace: string[] = [];
-  const report = await runJepsen({
+  const running = runJepsen({
     durationMs: parseDuration(values.duration),
     peers: Number(values.peers),
     clients: Number(values.clients),
@@ -274,10 +293,16 @@ if (import.meta.main) {
     ...(values.mutant === undefined ? {} : { mutant: values.mutant }),
     checkTimeoutMs: parseDuration(values["check-timeout"]),
     keepData: values["keep-data"],
+    signal: interrupted.signal,
     ...(values.quiet ? {} : { log: (line: string) => console.error(line) }),
     ...(values.trace === undefined
       ? {}
       : { onAttempt: (event) => trace.push(JSON.stringify(event)) }),
+  });
+  const report = await running.catch((error) => {
+    if (!interrupted.signal.aborted) throw error;
+    console.error(`${interrupted.signal.reason.message}: every process started was stopped`);
+    Deno.exit(130);
   });
   if (values.trace !== undefined) await Deno.writeTextFile(values.trace, trace.join("\n") + "\n");
   console.log(values.json ? JSON.stringify(report, null, 2) : formatReport(report));
