@@ -4,6 +4,7 @@
  * time, and prints a Markdown table.
  *
  *   deno task jepsen:mutants                               # seeds 1..5, 30 s each
+ *   deno task jepsen:mutants --short --seeds 10            # the short run of the CI test
  *   deno task jepsen:mutants --seeds 10 --duration 20s --only leader-read-local,none
  *
  * Exit code 0 when every mutant was caught at least once and the baseline never was.
@@ -13,7 +14,7 @@
 
 import { parseArgs } from "node:util";
 import { serviceMutants } from "./mutants.ts";
-import { parseDuration, runJepsen } from "./run.ts";
+import { type JepsenOptions, parseDuration, runJepsen, SHORT_RUN } from "./run.ts";
 
 /** What the runs of one mutant found. */
 export interface MutantRate {
@@ -32,13 +33,13 @@ export interface MutantRate {
 }
 
 /**
- * Runs `names` (mutants, or `"none"`) on `seeds`, each for `durationMs`; resolves to what each
+ * Runs `names` (mutants, or `"none"`) on `seeds`, each with `options`; resolves to what each
  * found.
  */
 export async function mutantRates(
   names: readonly string[],
   seeds: readonly number[],
-  durationMs: number,
+  options: JepsenOptions,
   log: (line: string) => void = () => {},
 ): Promise<MutantRate[]> {
   const rates: MutantRate[] = [];
@@ -53,9 +54,9 @@ export async function mutantRates(
     };
     for (const seed of seeds) {
       const report = await runJepsen({
-        durationMs,
-        seed,
         checkTimeoutMs: 60_000,
+        ...options,
+        seed,
         ...(name === "none" ? {} : { mutant: name }),
       });
       if (report.check.verdict === "not linearizable") {
@@ -80,16 +81,16 @@ if (import.meta.main) {
     options: {
       seeds: { type: "string", default: "5" },
       duration: { type: "string", default: "30s" },
+      short: { type: "boolean", default: false },
       only: { type: "string" },
     },
   });
   const names = values.only?.split(",") ?? [...serviceMutants.map((m) => m.name), "none"];
   const seeds = Array.from({ length: Number(values.seeds) }, (_, i) => i + 1);
-  const durationMs = parseDuration(values.duration);
-  const rates = await mutantRates(names, seeds, durationMs, (line) => console.error(line));
-  console.log(
-    `Runs of ${values.duration} on seeds ${seeds[0]}..${seeds.at(-1)}, 3 peers, 8 clients:\n`,
-  );
+  const options = values.short ? SHORT_RUN : { durationMs: parseDuration(values.duration) };
+  const rates = await mutantRates(names, seeds, options, (line) => console.error(line));
+  const runs = values.short ? "Short runs (25 s, as in CI)" : `Runs of ${values.duration}`;
+  console.log(`${runs} on seeds ${seeds[0]}..${seeds.at(-1)}, 3 peers, 8 clients:\n`);
   console.log("| mutant | runs that caught it | seeds | bad end state | first violation |");
   console.log("| --- | ---: | --- | ---: | --- |");
   let wrong = false;

@@ -10,7 +10,8 @@
  *   deno task jepsen --duration 10m --peers 5 --clients 10 --seed 7
  *   deno task jepsen --mutant leader-read-local      # a bug the run must catch (exit code 1)
  *
- * Options: `--duration` (`90s`, `10m`, `500ms`; default 60s), `--peers` (3 or 5), `--clients`
+ * Options: `--short` (the run CI makes: {@linkcode SHORT_RUN}; other flags override it),
+ * `--duration` (`90s`, `10m`, `500ms`; default 60s), `--peers` (3 or 5), `--clients`
  * (default 8), `--keys` (default 5), `--seed`, `--faults kill,pause,isolate,split,deafen` (default
  * all), `--lease-reads` (peers serve `?consistent=lease`, clients send some), `--mutant NAME`
  * (see `bench/jepsen/mutants.ts`), `--check-timeout` (default 120s), `--keep-data`, `--quiet`,
@@ -248,19 +249,41 @@ export function parseDuration(text: string): number {
   return unit === "ms" ? value : unit === "s" ? value * 1000 : value * 60_000;
 }
 
-if (import.meta.main) {
+/**
+ * The short run CI makes (`tests/jepsen_test.ts`, `deno task jepsen --short`): 3 peers, 8
+ * clients, 25 s with the faults healed for the last 4, and shorter faults than the default so
+ * that 21 s see every kind.
+ */
+export const SHORT_RUN: Readonly<JepsenOptions> = {
+  durationMs: 25_000,
+  healedTailMs: 4000,
+  holdMs: [1000, 3500],
+  quietMs: [500, 1500],
+  peers: 3,
+  clients: 8,
+  checkTimeoutMs: 10_000,
+};
+
+/**
+ * Parses the command line of `deno task jepsen` (see the module documentation) into options;
+ * `--short` starts from {@linkcode SHORT_RUN}, and the other flags override it.
+ *
+ * @throws {RangeError} For a bad value.
+ */
+export function parseJepsenArgs(args: string[]): JepsenOptions & { json: boolean; trace?: string } {
   const { values } = parseArgs({
-    args: Deno.args,
+    args,
     options: {
-      duration: { type: "string", default: "60s" },
-      peers: { type: "string", default: "3" },
-      clients: { type: "string", default: "8" },
-      keys: { type: "string", default: "5" },
+      short: { type: "boolean", default: false },
+      duration: { type: "string" },
+      peers: { type: "string" },
+      clients: { type: "string" },
+      keys: { type: "string" },
       seed: { type: "string" },
       faults: { type: "string" },
       "lease-reads": { type: "boolean", default: false },
       mutant: { type: "string" },
-      "check-timeout": { type: "string", default: "120s" },
+      "check-timeout": { type: "string" },
       "keep-data": { type: "boolean", default: false },
       quiet: { type: "boolean", default: false },
       json: { type: "boolean", default: false },
@@ -275,6 +298,36 @@ if (import.meta.main) {
       );
     }
   }
+  const number = (text: string | undefined) => (text === undefined ? undefined : Number(text));
+  const flags: { [Name in keyof JepsenOptions]: JepsenOptions[Name] | undefined } = {
+    durationMs: values.duration === undefined ? undefined : parseDuration(values.duration),
+    peers: number(values.peers),
+    clients: number(values.clients),
+    keys: number(values.keys),
+    seed: number(values.seed),
+    faults,
+    leaseReads: values["lease-reads"] ? true : undefined,
+    mutant: values.mutant,
+    checkTimeoutMs: values["check-timeout"] === undefined
+      ? undefined
+      : parseDuration(values["check-timeout"]),
+    keepData: values["keep-data"],
+    ...(values.quiet ? {} : { log: (line: string) => console.error(line) }),
+  };
+  // Flags given override the preset; flags not given leave it alone.
+  const given = Object.fromEntries(
+    Object.entries(flags).filter(([, value]) => value !== undefined),
+  );
+  return {
+    ...(values.short ? SHORT_RUN : {}),
+    ...given,
+    json: values.json,
+    ...(values.trace === undefined ? {} : { trace: values.trace }),
+  };
+}
+
+if (import.meta.main) {
+  const { json, trace: tracePath, ...options } = parseJepsenArgs(Deno.args);
   // Ctrl-C or SIGTERM ends the run early, and it stops every process it started on the way out.
   const interrupted = new AbortController();
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
@@ -283,29 +336,17 @@ if (import.meta.main) {
   const started = performance.now();
   const trace: string[] = [];
   const running = runJepsen({
-    durationMs: parseDuration(values.duration),
-    peers: Number(values.peers),
-    clients: Number(values.clients),
-    keys: Number(values.keys),
-    ...(values.seed === undefined ? {} : { seed: Number(values.seed) }),
-    ...(faults === undefined ? {} : { faults }),
-    ...(values["lease-reads"] ? { leaseReads: true } : {}),
-    ...(values.mutant === undefined ? {} : { mutant: values.mutant }),
-    checkTimeoutMs: parseDuration(values["check-timeout"]),
-    keepData: values["keep-data"],
+    ...options,
     signal: interrupted.signal,
-    ...(values.quiet ? {} : { log: (line: string) => console.error(line) }),
-    ...(values.trace === undefined
-      ? {}
-      : { onAttempt: (event) => trace.push(JSON.stringify(event)) }),
+    ...(tracePath === undefined ? {} : { onAttempt: (event) => trace.push(JSON.stringify(event)) }),
   });
   const report = await running.catch((error) => {
     if (!interrupted.signal.aborted) throw error;
     console.error(`${interrupted.signal.reason.message}: every process started was stopped`);
     Deno.exit(130);
   });
-  if (values.trace !== undefined) await Deno.writeTextFile(values.trace, trace.join("\n") + "\n");
-  console.log(values.json ? JSON.stringify(report, null, 2) : formatReport(report));
+  if (tracePath !== undefined) await Deno.writeTextFile(tracePath, trace.join("\n") + "\n");
+  console.log(json ? JSON.stringify(report, null, 2) : formatReport(report));
   console.error(`wall time ${((performance.now() - started) / 1000).toFixed(1)} s`);
   Deno.exit(report.ok ? 0 : 1);
 }
