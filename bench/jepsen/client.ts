@@ -78,8 +78,11 @@ export interface JepsenClientOptions {
   readFraction: number;
   /** Fraction of reads sent to a random peer with `?consistent=follower`. */
   followerReadFraction: number;
-  /** Fraction of reads sent to the leader with `?consistent=lease` (peers need `--lease-reads`). */
-  leaseReadFraction: number;
+  /**
+   * How the other reads go to the leader: a plain `GET` (ReadIndex), or `?consistent=lease`
+   * (the peers need `--lease-reads`).
+   */
+  leaderReads: "leader" | "lease";
   /**
    * How long one HTTP attempt may take, in ms. A long one lets an answer from a peer that was
    * paused mid-request come back; a short one finds a new leader sooner.
@@ -168,16 +171,12 @@ export class JepsenClient {
   }
 
   async #operation(stop: AbortSignal): Promise<void> {
-    const { random, keys, readFraction, followerReadFraction, leaseReadFraction } = this.#options;
+    const { random, keys, readFraction, followerReadFraction, leaderReads } = this.#options;
     const key = this.#pick(keys);
     const draw = random();
     if (draw < readFraction) {
       const mode = random();
-      const readMode: ReadMode = mode < followerReadFraction
-        ? "follower"
-        : mode < followerReadFraction + leaseReadFraction
-        ? "lease"
-        : "leader";
+      const readMode: ReadMode = mode < followerReadFraction ? "follower" : leaderReads;
       await this.#read(key, readMode, stop);
     } else if (draw < readFraction + (1 - readFraction) * 0.7) {
       await this.#change(key, "write", `${this.#options.id}.${++this.#written}`, stop);
@@ -208,10 +207,14 @@ export class JepsenClient {
         return;
       }
       if (attempt.kind === "answer" && attempt.status === 400) break;
-      if (!this.#followHint(attempt, target)) {
-        if (mode === "follower") peer = (peer + 1) % httpUrls.length;
+      if (mode === "follower") {
+        // Any peer will do: try the next one. Whether this one failed says nothing about who
+        // leads, so the client's idea of the leader stays.
+        peer = (peer + 1) % httpUrls.length;
         await this.#backOff();
-      } else if (mode === "follower") peer = this.#leader;
+      } else if (!this.#followHint(attempt, target)) {
+        await this.#backOff();
+      }
     }
     // A read that got no answer changed nothing.
     operation.fail();

@@ -19,7 +19,10 @@ export interface ServiceMutant {
   file: string;
   /** Each exact text to replace, which must occur exactly once, and its replacement. */
   patches: readonly { find: string; replace: string }[];
-  /** Whether the peers must run with `--lease-reads` (and the clients send lease reads). */
+  /**
+   * Whether the peers must run with `--lease-reads` (and the clients send lease reads), whatever
+   * the run's options say.
+   */
   leaseReads: boolean;
 }
 

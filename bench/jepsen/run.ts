@@ -100,7 +100,7 @@ export async function runJepsen(options: JepsenOptions = {}): Promise<JepsenRepo
     throw new RangeError(`Keys must be a positive integer, got ${keyCount}`);
   }
   const mutant = options.mutant === undefined ? undefined : findMutant(options.mutant);
-  const leaseReads = options.leaseReads ?? mutant?.leaseReads ?? false;
+  const leaseReads = mutant?.leaseReads === true || (options.leaseReads ?? false);
   const keys = Array.from({ length: keyCount }, (_, i) => `k${i}`);
   const settings = {
     duration: `${durationMs / 1000}s`,
@@ -154,7 +154,8 @@ export async function runJepsen(options: JepsenOptions = {}): Promise<JepsenRepo
         // to a cut-off leader, and moves on.)
         readFraction: READ_FRACTIONS[id % READ_FRACTIONS.length]!,
         followerReadFraction: 0.3,
-        leaseReadFraction: leaseReads ? 0.3 : 0,
+        // With lease reads on, half the clients (among them the read-only ones) read on lease.
+        leaderReads: leaseReads && id % 4 >= 2 ? "lease" : "leader",
         attemptTimeoutMs: attemptTimeouts[id % attemptTimeouts.length]!,
         operationTimeoutMs: 8000,
         sessionPrefix: `jepsen-${seed}`,
@@ -251,8 +252,8 @@ export function parseDuration(text: string): number {
 
 /**
  * The short run CI makes (`tests/jepsen_test.ts`, `deno task jepsen --short`): 3 peers, 8
- * clients, 25 s with the faults healed for the last 4, and shorter faults than the default so
- * that 21 s see every kind.
+ * clients, every kind of read (lease reads on), 25 s with the faults healed for the last 4, and
+ * shorter faults than the default so that 21 s see every kind.
  */
 export const SHORT_RUN: Readonly<JepsenOptions> = {
   durationMs: 25_000,
@@ -261,6 +262,7 @@ export const SHORT_RUN: Readonly<JepsenOptions> = {
   quietMs: [500, 1500],
   peers: 3,
   clients: 8,
+  leaseReads: true,
   checkTimeoutMs: 10_000,
 };
 
