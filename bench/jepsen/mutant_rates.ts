@@ -87,8 +87,22 @@ if (import.meta.main) {
   });
   const names = values.only?.split(",") ?? [...serviceMutants.map((m) => m.name), "none"];
   const seeds = Array.from({ length: Number(values.seeds) }, (_, i) => i + 1);
-  const options = values.short ? SHORT_RUN : { durationMs: parseDuration(values.duration) };
-  const rates = await mutantRates(names, seeds, options, (line) => console.error(line));
+  // Ctrl-C or SIGTERM ends the run in progress, which stops every process it started.
+  const interrupted = new AbortController();
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => interrupted.abort(new Error(`Interrupted by ${signal}`)));
+  }
+  const options = {
+    ...(values.short ? SHORT_RUN : { durationMs: parseDuration(values.duration) }),
+    signal: interrupted.signal,
+  };
+  const rates = await mutantRates(names, seeds, options, (line) => console.error(line)).catch(
+    (error) => {
+      if (!interrupted.signal.aborted) throw error;
+      console.error(`${interrupted.signal.reason.message}: every process started was stopped`);
+      Deno.exit(130);
+    },
+  );
   const runs = values.short ? "Short runs (25 s, as in CI)" : `Runs of ${values.duration}`;
   console.log(`${runs} on seeds ${seeds[0]}..${seeds.at(-1)}, 3 peers, 8 clients:\n`);
   console.log("| mutant | runs that caught it | seeds | bad end state | first violation |");
