@@ -26,7 +26,12 @@ for (const mutant of serviceMutants) {
     fn: async () => {
       const verdicts: string[] = [];
       for (const seed of seeds) {
-        const report = await runJepsen({ ...SHORT_RUN, seed, mutant: mutant.name });
+        const report = await runJepsen({
+          ...SHORT_RUN,
+          seed,
+          mutant: mutant.name,
+          keepData: false,
+        });
         verdicts.push(`seed ${seed}: ${report.check.verdict}`);
         if (report.check.verdict === "not linearizable") {
           console.log(`caught on seed ${seed}: ${report.check.explanation?.split("\n")[0]}`);

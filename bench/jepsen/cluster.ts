@@ -14,7 +14,7 @@
  */
 
 import { join } from "node:path";
-import { freePorts, type PeerStatus } from "../../examples/cluster.ts";
+import type { PeerStatus } from "../../examples/cluster.ts";
 import { type CutMode, TcpProxy } from "../../tests/helpers/tcp_proxy.ts";
 
 /** Options for {@linkcode JepsenCluster.start}. */
@@ -69,7 +69,9 @@ export class JepsenCluster {
 
   private constructor(dataDir: string, count: number, options: JepsenClusterOptions) {
     this.dataDir = dataDir;
-    const ports = freePorts(2 * count);
+    // Held until the proxies listen, so that none of them is given a peer's port.
+    const held = holdPorts(2 * count);
+    const ports = held.map((listener) => listener.addr.port);
     this.raftPorts = ports.slice(0, count);
     this.httpUrls = ports.slice(count).map((port) => `http://127.0.0.1:${port}`);
     this.#root = options.root ?? new URL("../../", import.meta.url).pathname;
@@ -83,6 +85,7 @@ export class JepsenCluster {
       this.raftPorts.map((port, to) => (from === to ? undefined : new TcpProxy(port)))
     );
     this.#processes = this.raftPorts.map(() => undefined);
+    for (const listener of held) listener.close();
   }
 
   /**
@@ -101,7 +104,7 @@ export class JepsenCluster {
     try {
       await Promise.all(cluster.raftPorts.map((_, peer) => cluster.startPeer(peer)));
     } catch (error) {
-      await cluster.close();
+      await cluster.close({ keepData: true }); // the error names a peer's log
       throw error;
     }
     return cluster;
@@ -305,6 +308,35 @@ export class JepsenCluster {
       clearTimeout(timer);
     }
   }
+}
+
+/** Ports below Linux's default range for outgoing connections (32768 to 60999). */
+const PORT_RANGE = { first: 10_000, last: 32_767 };
+
+/**
+ * Listeners on `count` distinct free ports of 127.0.0.1, drawn at random below the range the
+ * kernel takes local ports of outgoing connections from: a peer's port then stays free while the
+ * peer restarts, whatever connections the processes on the machine open meanwhile (a port from
+ * `port: 0` is in that range, and any connection could take it).
+ *
+ * @throws {Error} If no free port turns up in 100 tries per port.
+ */
+function holdPorts(count: number): Deno.TcpListener[] {
+  const listeners: Deno.TcpListener[] = [];
+  for (let tries = 0; listeners.length < count; tries++) {
+    if (tries >= 100 * count) {
+      for (const listener of listeners) listener.close();
+      throw new Error(`No ${count} free ports from ${PORT_RANGE.first} to ${PORT_RANGE.last}`);
+    }
+    const port = PORT_RANGE.first +
+      Math.floor(Math.random() * (PORT_RANGE.last - PORT_RANGE.first + 1));
+    try {
+      listeners.push(Deno.listen({ hostname: "127.0.0.1", port }));
+    } catch {
+      // Taken: draw another.
+    }
+  }
+  return listeners;
 }
 
 /** Resolves to undefined after `ms`. */

@@ -55,6 +55,8 @@ export async function mutantRates(
     for (const seed of seeds) {
       const report = await runJepsen({
         checkTimeoutMs: 60_000,
+        // A caught mutant fails its run: its data is no news.
+        keepData: false,
         ...options,
         seed,
         ...(name === "none" ? {} : { mutant: name }),

@@ -62,7 +62,10 @@ export interface JepsenOptions {
   mutant?: string;
   /** How long the linearizability checker may search, in ms. Default 120000. */
   checkTimeoutMs?: number;
-  /** Keep the peers' data directories and logs (their path is in the report). Default false. */
+  /**
+   * Keep the peers' data directories and logs (their path goes to `log`). Default: only when the
+   * run fails.
+   */
   keepData?: boolean;
   /** Where progress lines go. Default: nothing. */
   log?: (line: string) => void;
@@ -211,13 +214,14 @@ export async function runJepsen(options: JepsenOptions = {}): Promise<JepsenRepo
       final,
     });
     passed = report.ok;
-    if (!passed || options.keepData) log(`data and logs kept under ${cluster.dataDir}`);
     return report;
   } finally {
     stopFaults.abort();
     stopClients.abort();
     await Promise.allSettled(running);
-    await cluster?.close({ keepData: options.keepData === true || !passed });
+    const keepData = options.keepData ?? !passed;
+    await cluster?.close({ keepData });
+    if (cluster !== undefined && keepData) log(`data and logs kept under ${cluster.dataDir}`);
     if (root !== undefined) await Deno.remove(root, { recursive: true });
   }
 }
@@ -313,7 +317,7 @@ export function parseJepsenArgs(args: string[]): JepsenOptions & { json: boolean
     checkTimeoutMs: values["check-timeout"] === undefined
       ? undefined
       : parseDuration(values["check-timeout"]),
-    keepData: values["keep-data"],
+    keepData: values["keep-data"] ? true : undefined,
     ...(values.quiet ? {} : { log: (line: string) => console.error(line) }),
   };
   // Flags given override the preset; flags not given leave it alone.
