@@ -5,12 +5,12 @@
  * at most once. Every operation goes into a {@linkcode HistoryRecorder} from its first send to
  * its final answer, settled with what the client can know:
  *
- * | what happened                                                     | settled as           |
- * | ----------------------------------------------------------------- | -------------------- |
- * | 200 (404 for a read)                                              | `ok`                 |
- * | a read that got no answer                                         | `fail` (reads change nothing) |
- * | a write or delete refused (400, 409, 421) on every attempt, or never sent (connection refused) | `fail` |
- * | a write or delete with any attempt that may have reached a leader (timeout, dropped connection, 503, 409 after such an attempt) | `unknown` |
+ * - 200 (or 404 for a read): `ok`, with the value read;
+ * - a read that got no answer: `fail` (a read changes nothing);
+ * - a write or delete refused on every attempt before taking effect (400, 409, 421, connection
+ *   refused): `fail`;
+ * - a write or delete with an attempt that may have been proposed (a timeout, a dropped
+ *   connection, a 503, the run ending; a 409 after such an attempt): `unknown`.
  *
  * `PUT` and `DELETE` answer the previous value; the checker's register has no swap, so they are
  * recorded as a plain write and delete and the previous value is not checked.
