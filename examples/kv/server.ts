@@ -98,7 +98,8 @@ if (secret === undefined) {
   Deno.exit(2);
 }
 // Only requests carrying this token may inject faults: pages on other origins cannot send it.
-const faultToken = Deno.env.get("RAFT_FAULT_TOKEN") ?? "";
+// (Read only then: a peer without fault injection needs no access to that variable.)
+const faultToken = flags["fault-injection"] ? Deno.env.get("RAFT_FAULT_TOKEN") ?? "" : "";
 if (flags["fault-injection"] && faultToken.length < 16) {
   console.error(
     "--fault-injection needs RAFT_FAULT_TOKEN (16 characters or more) in the environment.",
