@@ -15,7 +15,10 @@
  * - (a) one process, `MemoryNetwork`, `MemoryPersister`;
  * - (b) three `deno run` processes (`bench/cluster_peer.ts`) over `WebSocketTransport` on
  *   127.0.0.1, each with a `FilePersister`;
- * - (c) the same with `KvPersister`.
+ * - (c) the same with `KvPersister`;
+ * - (d) the key/value example (`examples/kv/server.ts`, on `RaftNode`) over HTTP: writes/s next to
+ *   reads/s (ReadIndex, lease, follower), and the time until a new leader serves after the old one
+ *   is stopped with SIGKILL (failover) or SIGTERM (handover): see `cluster_kv.ts`.
  *
  * For each: commands committed and applied by the leader per second with 1, 16 and 256
  * proposals in flight (closed-loop callers in the leader's process), and the p50/p99 commit
@@ -49,6 +52,7 @@ import {
   runLoad,
 } from "./cluster_load.ts";
 import type { PeerConfig } from "./cluster_peer.ts";
+import { kvShape, summary } from "./cluster_kv.ts";
 
 const QUICK = Deno.args.includes("--quick");
 const WARMUP_MS = QUICK ? 300 : 1000;
@@ -62,7 +66,7 @@ const FAILOVER_TRIALS = QUICK ? 4 : 12;
  * by 2x, so each of its throughput figures is the median of this many runs.
  */
 const MEMORY_REPEATS = QUICK ? 1 : 5;
-const ONLY = flag("only")?.split(",") ?? ["limits", "a", "b", "c", "failover"];
+const ONLY = flag("only")?.split(",") ?? ["limits", "a", "b", "c", "failover", "kv"];
 /** Extra options for every peer, e.g. to compare a setting's effect within one run. */
 const EXTRA_OPTIONS = JSON.parse(flag("raft") ?? "{}") as PeerConfig["raftOptions"];
 /** Options for every peer's `FilePersister`, e.g. `--file-persister='{"preallocate":false}'`. */
@@ -180,6 +184,28 @@ async function main(): Promise<void> {
       value: `${percentile(times, 50).toFixed(0)} / ${Math.max(...times).toFixed(0)} ms`,
       bound: timing === "fast" ? "election timeout 150-300 ms" : "election timeout 700-1100 ms",
     });
+  }
+
+  if (ONLY.includes("kv")) {
+    const kv = await kvShape(16, DURATION_MS, QUICK ? 3 : 8);
+    for (const { kind, value } of kv.perSecond) {
+      rows.push({
+        shape: "(d) kv example",
+        measure: `${kind} /s, 16 clients`,
+        value: fmt(value),
+        bound: "HTTP, keep-alive",
+      });
+    }
+    for (const { signal, times } of kv.stopped) {
+      rows.push({
+        shape: "(d) kv example",
+        measure: `${
+          signal === "SIGKILL" ? "failover after SIGKILL" : "handover on SIGTERM"
+        } p50 / max (${times.length} trials)`,
+        value: summary(times),
+        bound: signal === "SIGKILL" ? "election timeout 700-1100 ms" : "TimeoutNow: one round trip",
+      });
+    }
   }
 
   printTable(rows);
