@@ -2,9 +2,22 @@
  * Runs a local cluster of key/value peers, each a separate `deno run` process on loopback ports
  * with its own data directory.
  *
- *   deno task cluster            # 3 peers, data under a temporary directory; Ctrl-C stops them
- *   deno task cluster --peers 5 --data ./data
+ *   deno task cluster            # 3 peers, data under a new data/cluster-* directory
+ *   deno task cluster --peers 5 --data data/mine
  *   deno task cluster --web      # and a live view in the browser, with controls (docs/web.md)
+ *
+ * Ctrl-C stops the peers and removes the run's directory, unless it was given with `--data`.
+ *
+ * Permissions, as `deno task cluster` grants them: `--allow-net=127.0.0.1` (the peers' ports),
+ * `--allow-write=data` (the run's directory, made under `data/` in the working directory, with
+ * the peers' logs), `--allow-read=examples/web/page` (the page `--web` serves) and
+ * `--allow-run=deno` (each peer is a `deno run` process). Each peer runs with `--allow-net=127.0.0.1`, read and
+ * write access to its own data directory only, and `--allow-env=RAFT_SECRET` (and
+ * `RAFT_FAULT_TOKEN` with `--web`). A `--data` directory outside `data/` needs `deno run` with
+ * write access to it:
+ *
+ *   deno run --allow-net=127.0.0.1 --allow-write=/srv/raft --allow-run=deno \
+ *     examples/cluster.ts --data /srv/raft
  *
  * The {@linkcode LocalCluster} class is what the demo and the multi-process tests use.
  *
@@ -75,6 +88,40 @@ export interface PeerStatus {
 }
 
 const SERVER = new URL("./kv/server.ts", import.meta.url).pathname;
+
+/**
+ * The `deno` to start peers with: this process's own executable when it may run it (with `-A`,
+ * or `--allow-run` naming its path), else `deno` as found on the `PATH`, which is what
+ * `--allow-run=deno` allows (it names the `PATH` entry, often a link to the executable).
+ */
+function denoCommand(): string {
+  const own = Deno.permissions.querySync({ name: "run", command: Deno.execPath() });
+  return own.state === "granted" ? Deno.execPath() : "deno";
+}
+
+/**
+ * Makes a new directory for one run of a launcher, `data/<prefix>-<random>` under the working
+ * directory, and resolves to its path. There rather than in the system's temporary directory,
+ * so that `--allow-write=data` is all the launcher needs. {@linkcode removeRunDirectory} removes
+ * it.
+ */
+export async function makeRunDirectory(prefix: string): Promise<string> {
+  for (;;) {
+    await Deno.mkdir("data", { recursive: true });
+    try {
+      return await Deno.makeTempDir({ dir: "data", prefix: `${prefix}-` });
+    } catch (error) {
+      // Another run's removeRunDirectory took the empty data/ away in between: make it again.
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+  }
+}
+
+/** Removes a directory made by {@linkcode makeRunDirectory}, and `data/` too if now empty. */
+export async function removeRunDirectory(directory: string): Promise<void> {
+  await Deno.remove(directory, { recursive: true });
+  await Deno.remove("data").catch(() => {}); // fails, as it should, unless empty
+}
 
 /**
  * N peer processes on 127.0.0.1, started and stopped together. Dispatches `peerstart` when a
@@ -156,7 +203,8 @@ export class LocalCluster extends EventTarget {
    */
   async startPeer(peer: number, options: { cutOff?: boolean } = {}): Promise<void> {
     if (this.#processes[peer] !== undefined) throw new Error(`Peer ${peer} is already running`);
-    await Deno.mkdir(this.peerDataDir(peer), { recursive: true });
+    const dataDir = this.peerDataDir(peer);
+    await Deno.mkdir(dataDir, { recursive: true });
     const logFile = await Deno.open(join(this.dataDir, `peer${peer}.log`), {
       create: true,
       append: true,
@@ -164,10 +212,16 @@ export class LocalCluster extends EventTarget {
     // The first peers know each other; a peer added later knows everyone, itself included.
     const joining = peer >= this.#initialPeers;
     const known = joining ? this.peerUrls.length : this.#initialPeers;
+    const variables = ["RAFT_SECRET", ...(this.#faultInjection ? ["RAFT_FAULT_TOKEN"] : [])];
+    // The peer may reach loopback, its own directory and the variables it is given: no more.
     const args = [
       "run",
-      "-A",
+      "--no-prompt",
       "--unstable-kv",
+      "--allow-net=127.0.0.1",
+      `--allow-read=${dataDir}`,
+      `--allow-write=${dataDir}`,
+      `--allow-env=${variables.join(",")}`,
       SERVER,
       "--me",
       String(peer),
@@ -177,19 +231,20 @@ export class LocalCluster extends EventTarget {
       this.httpUrls.slice(0, known).join(","),
       ...(joining ? ["--join"] : []),
       "--data",
-      this.peerDataDir(peer),
+      dataDir,
       ...(this.#faultInjection ? ["--fault-injection"] : []),
       ...(options.cutOff ? ["--start-cut-off"] : []),
       ...this.#serverArgs,
     ];
     // `ulimit -n` in a shell that then becomes the peer, so the limit is the peer's alone.
-    const limited = this.#maxOpenFiles === undefined ? { command: Deno.execPath(), args } : {
+    const deno = denoCommand();
+    const limited = this.#maxOpenFiles === undefined ? { command: deno, args } : {
       command: "bash",
       args: [
         "-c",
         `ulimit -n ${this.#maxOpenFiles} && exec "$@"`,
         "bash",
-        Deno.execPath(),
+        deno,
         ...args,
       ],
     };
@@ -373,7 +428,7 @@ if (import.meta.main) {
   });
   const cluster = await LocalCluster.start({
     peers: Number(values.peers),
-    ...(values.data === undefined ? {} : { dataDir: values.data }),
+    dataDir: values.data ?? await makeRunDirectory("cluster"),
     faultInjection: values.web, // the page's "cut off" control
   });
   cluster.peerUrls.forEach((url, peer) => {

@@ -10,10 +10,16 @@
  * its address, waits up to a minute for a page to open it, goes step by step with a pause
  * between steps, and keeps the cluster running for the page once done, until Ctrl-C.
  *
+ * Permissions, as `deno task demo` grants them: `--allow-net=127.0.0.1` (the peers' ports),
+ * `--allow-write=data` (the run's directory, `data/demo-*` in the working directory, removed
+ * when every check passes), `--allow-run=deno` (each peer is a `deno run` process) and
+ * `--allow-read=examples/web/page` (the page `--web` serves). The peers run with the narrow
+ * permissions of `examples/cluster.ts`.
+ *
  * @module
  */
 
-import { LocalCluster } from "./cluster.ts";
+import { LocalCluster, makeRunDirectory, removeRunDirectory } from "./cluster.ts";
 import { KvClient } from "./kv/client.ts";
 import { Dashboard } from "./web/dashboard.ts";
 
@@ -58,7 +64,11 @@ async function writeKeys(client: KvClient, prefix: string, count: number): Promi
   if (progressOnOneLine) console.log();
 }
 
-const cluster = await LocalCluster.start({ peers: 3, faultInjection: web });
+const cluster = await LocalCluster.start({
+  peers: 3,
+  dataDir: await makeRunDirectory("demo"),
+  faultInjection: web,
+});
 if (web) {
   dashboard = await Dashboard.start(cluster);
   console.log(`live view: ${dashboard.url}`);
@@ -182,7 +192,7 @@ try {
   if (failed) {
     console.log(`Peer logs kept in ${cluster.dataDir}`);
   } else {
-    await Deno.remove(cluster.dataDir, { recursive: true });
+    await removeRunDirectory(cluster.dataDir);
     say("PASS: stopped every peer and removed the data directory");
   }
 }

@@ -1,10 +1,16 @@
 /**
  * One peer of the replicated key/value service, as its own process:
  *
- *   RAFT_SECRET=... deno run -A examples/kv/server.ts --me 0 \
+ *   RAFT_SECRET=... deno run --allow-net=127.0.0.1 --allow-read=data/peer0 \
+ *     --allow-write=data/peer0 --allow-env=RAFT_SECRET examples/kv/server.ts --me 0 \
  *     --peers ws://127.0.0.1:7001,ws://127.0.0.1:7002,ws://127.0.0.1:7003 \
  *     --http http://127.0.0.1:8001,http://127.0.0.1:8002,http://127.0.0.1:8003 \
- *     --data ./data/peer0
+ *     --data data/peer0
+ *
+ * Permissions: network access to the hosts of `--peers` and `--http` (its own addresses and its
+ * peers'), read and write access to its `--data` directory, and `--allow-env=RAFT_SECRET`
+ * (`RAFT_SECRET,RAFT_FAULT_TOKEN` with `--fault-injection`). It needs `--unstable-kv` too, which
+ * this repository's `deno.json` turns on. `deno task cluster` starts peers this way.
  *
  * HTTP API: `GET`, `PUT` (body: the value) and `DELETE /kv/:key`; `GET /status`; `GET /metrics`
  * (Prometheus text); `GET /events` (the live status stream of `observe.ts`, read-only, for the
