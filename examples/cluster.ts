@@ -28,6 +28,7 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import type { TransportStats } from "../mod.ts";
 import { Dashboard } from "./web/dashboard.ts";
+import { localPath, net, read, requirePermissions, runDeno, write } from "./_permissions.ts";
 
 /** Options for {@linkcode LocalCluster.start}. */
 export interface LocalClusterOptions {
@@ -425,6 +426,17 @@ if (import.meta.main) {
       data: { type: "string" },
       web: { type: "boolean", default: false },
     },
+  });
+  requirePermissions([
+    net("127.0.0.1"),
+    write(values.data ?? "data"),
+    runDeno(),
+    ...(values.web ? [read(localPath(new URL("./web/page", import.meta.url)))] : []),
+  ], {
+    // The task grants write access to data/ only.
+    ...(values.data === undefined || /^(\.\/)?data\//.test(values.data)
+      ? { task: "deno task cluster" }
+      : {}),
   });
   const cluster = await LocalCluster.start({
     peers: Number(values.peers),

@@ -19,16 +19,24 @@
  * @module
  */
 
+import { localPath, net, read, requirePermissions, runDeno, write } from "./_permissions.ts";
 import { LocalCluster, makeRunDirectory, removeRunDirectory } from "./cluster.ts";
 import { KvClient } from "./kv/client.ts";
 import { Dashboard } from "./web/dashboard.ts";
+
+const web = Deno.args.includes("--web");
+requirePermissions([
+  net("127.0.0.1"),
+  write("data"),
+  runDeno(),
+  ...(web ? [read(localPath(new URL("./web/page", import.meta.url)))] : []),
+], { task: web ? "deno task demo --web" : "deno task demo" });
 
 const started = performance.now();
 const acknowledged = new Map<string, string>();
 const progressOnOneLine = Deno.stdout.isTerminal();
 let retries: string[] = [];
 
-const web = Deno.args.includes("--web");
 /** The live view, with --web; the demo's steps go to its timeline too. */
 let dashboard: Dashboard | null = null;
 

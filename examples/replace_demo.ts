@@ -21,6 +21,11 @@
 
 import { LocalCluster, makeRunDirectory, type PeerStatus, removeRunDirectory } from "./cluster.ts";
 import { KvClient } from "./kv/client.ts";
+import { net, requirePermissions, runDeno, write } from "./_permissions.ts";
+
+requirePermissions([net("127.0.0.1"), write("data"), runDeno()], {
+  task: "deno task demo:replace",
+});
 
 const started = performance.now();
 const acknowledged = new Map<string, string>();
