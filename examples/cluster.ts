@@ -438,11 +438,34 @@ if (import.meta.main) {
       ? { task: "deno task cluster" }
       : {}),
   });
-  const cluster = await LocalCluster.start({
-    peers: Number(values.peers),
-    dataDir: values.data ?? await makeRunDirectory("cluster"),
-    faultInjection: values.web, // the page's "cut off" control
+  // From here on, Ctrl-C (or SIGTERM) stops the cluster, even while it starts.
+  let stopRequested = false;
+  const stopping = new Promise<void>((resolve) => {
+    for (const signal of ["SIGINT", "SIGTERM"] as const) {
+      Deno.addSignalListener(signal, () => {
+        stopRequested = true;
+        resolve();
+      });
+    }
   });
+  const temporary = values.data === undefined;
+  const dataDir = values.data ?? await makeRunDirectory("cluster");
+  let cluster: LocalCluster;
+  try {
+    cluster = await LocalCluster.start({
+      peers: Number(values.peers),
+      dataDir,
+      faultInjection: values.web, // the page's "cut off" control
+    });
+  } catch (error) {
+    if (stopRequested && temporary) {
+      await removeRunDirectory(dataDir);
+      Deno.exit(0);
+    }
+    // The message names the log of the peer that failed: the directory stays.
+    console.error(`The cluster did not start: ${error instanceof Error ? error.message : error}`);
+    Deno.exit(1);
+  }
   cluster.peerUrls.forEach((url, peer) => {
     console.log(`peer ${peer}: raft ${url}  http ${cluster.httpUrls[peer]}`);
   });
@@ -450,9 +473,19 @@ if (import.meta.main) {
   if (web !== null) {
     console.log(`live view (keep this address private: it carries the token): ${web.url}`);
   }
-  console.log(`data and logs under ${cluster.dataDir}; Ctrl-C stops the cluster`);
-  await new Promise<void>((resolve) => Deno.addSignalListener("SIGINT", () => resolve()));
+  console.log(
+    `data and logs under ${dataDir}${
+      temporary ? " (removed when the cluster stops)" : ""
+    }; Ctrl-C stops the cluster`,
+  );
+  await stopping;
   await web?.close();
   await cluster.stop();
-  console.log("stopped");
+  if (temporary) {
+    await removeRunDirectory(dataDir);
+    console.log(`stopped every peer and removed ${dataDir}`);
+  } else {
+    console.log(`stopped every peer; data and logs left in ${dataDir}`);
+  }
+  Deno.exit(0);
 }
