@@ -6,15 +6,19 @@
  *   deno task cluster --peers 5 --data data/mine
  *   deno task cluster --web      # and a live view in the browser, with controls (docs/web.md)
  *
+ * It prints each peer's addresses and the `deno task kv` line that talks to them
+ * (`examples/kv/cli.ts`). The peers' shared secret is `RAFT_SECRET` if set (`deno task kv members`
+ * needs it), else a random one.
+ *
  * Ctrl-C stops the peers and removes the run's directory, unless it was given with `--data`.
  *
  * Permissions, as `deno task cluster` grants them: `--allow-net=127.0.0.1` (the peers' ports),
  * `--allow-write=data` (the run's directory, made under `data/` in the working directory, with
- * the peers' logs), `--allow-read=examples/web/page` (the page `--web` serves) and
- * `--allow-run=deno` (each peer is a `deno run` process). Each peer runs with `--allow-net=127.0.0.1`, read and
- * write access to its own data directory only, and `--allow-env=RAFT_SECRET` (and
- * `RAFT_FAULT_TOKEN` with `--web`). A `--data` directory outside `data/` needs `deno run` with
- * write access to it:
+ * the peers' logs), `--allow-read=examples/web/page` (the page `--web` serves),
+ * `--allow-run=deno` (each peer is a `deno run` process) and `--allow-env=RAFT_SECRET`
+ * (optional). Each peer runs with `--allow-net=127.0.0.1`, read and write access to its own data
+ * directory only, and `--allow-env=RAFT_SECRET` (and `RAFT_FAULT_TOKEN` with `--web`). A `--data`
+ * directory outside `data/` needs `deno run` with write access to it:
  *
  *   deno run --allow-net=127.0.0.1 --allow-write=/srv/raft --allow-run=deno \
  *     examples/cluster.ts --data /srv/raft
@@ -448,6 +452,14 @@ if (import.meta.main) {
       });
     }
   });
+  // The operator's own secret, if given: the membership API (`deno task kv members`) needs it.
+  const secretReadable =
+    Deno.permissions.querySync({ name: "env", variable: "RAFT_SECRET" }).state === "granted";
+  const secret = secretReadable ? Deno.env.get("RAFT_SECRET") : undefined;
+  if (secret !== undefined && new TextEncoder().encode(secret).length < 16) {
+    console.error("RAFT_SECRET must be 16 bytes or more; or unset it for a random secret.");
+    Deno.exit(2);
+  }
   const temporary = values.data === undefined;
   const dataDir = values.data ?? await makeRunDirectory("cluster");
   let cluster: LocalCluster;
@@ -456,6 +468,7 @@ if (import.meta.main) {
       peers: Number(values.peers),
       dataDir,
       faultInjection: values.web, // the page's "cut off" control
+      ...(secret === undefined ? {} : { secret }),
     });
   } catch (error) {
     if (stopRequested && temporary) {
@@ -469,6 +482,14 @@ if (import.meta.main) {
   cluster.peerUrls.forEach((url, peer) => {
     console.log(`peer ${peer}: raft ${url}  http ${cluster.httpUrls[peer]}`);
   });
+  const addresses = cluster.httpUrls.join(",");
+  console.log(`client: deno task kv --http ${addresses} put greeting hello`);
+  console.log(`        (or export RAFT_HTTP=${addresses}, then: deno task kv get greeting)`);
+  console.log(
+    secret === undefined
+      ? "members: start the cluster with RAFT_SECRET set (16 bytes or more) to use deno task kv members"
+      : "members: deno task kv members, with the same RAFT_SECRET in the environment",
+  );
   const web = values.web ? await Dashboard.start(cluster) : null;
   if (web !== null) {
     console.log(`live view (keep this address private: it carries the token): ${web.url}`);
