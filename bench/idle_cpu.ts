@@ -2,7 +2,8 @@
  * How much CPU idle peers use: a 5-peer cluster in one process, on the in-memory network, sits
  * idle (heartbeats only) for a while, and the process's CPU time over that stretch is reported.
  *
- * Usage: `deno run -A bench/idle_cpu.ts [seconds]` (default 10).
+ * Usage: `deno task bench:idle [seconds]` (default 10), or `deno run bench/idle_cpu.ts [seconds]`:
+ * it needs no permissions.
  *
  * @module
  */

@@ -2,9 +2,26 @@
  * Runs a local cluster of key/value peers, each a separate `deno run` process on loopback ports
  * with its own data directory.
  *
- *   deno task cluster            # 3 peers, data under a temporary directory; Ctrl-C stops them
- *   deno task cluster --peers 5 --data ./data
+ *   deno task cluster            # 3 peers, data under a new data/cluster-* directory
+ *   deno task cluster --peers 5 --data data/mine
  *   deno task cluster --web      # and a live view in the browser, with controls (docs/web.md)
+ *
+ * It prints each peer's addresses and the `deno task kv` line that talks to them
+ * (`examples/kv/cli.ts`). The peers' shared secret is `RAFT_SECRET` if set (`deno task kv members`
+ * needs it), else a random one.
+ *
+ * Ctrl-C stops the peers and removes the run's directory, unless it was given with `--data`.
+ *
+ * Permissions, as `deno task cluster` grants them: `--allow-net=127.0.0.1` (the peers' ports),
+ * `--allow-write=data` (the run's directory, made under `data/` in the working directory, with
+ * the peers' logs), `--allow-read=examples/web/page` (the page `--web` serves),
+ * `--allow-run=deno` (each peer is a `deno run` process) and `--allow-env=RAFT_SECRET`
+ * (optional). Each peer runs with `--allow-net=127.0.0.1`, read and write access to its own data
+ * directory only, and `--allow-env=RAFT_SECRET` (and `RAFT_FAULT_TOKEN` with `--web`). A `--data`
+ * directory outside `data/` needs `deno run` with write access to it:
+ *
+ *   deno run --allow-net=127.0.0.1 --allow-write=/srv/raft --allow-run=deno \
+ *     examples/cluster.ts --data /srv/raft
  *
  * The {@linkcode LocalCluster} class is what the demo and the multi-process tests use.
  *
@@ -15,6 +32,7 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import type { TransportStats } from "../mod.ts";
 import { Dashboard } from "./web/dashboard.ts";
+import { localPath, net, read, requirePermissions, runDeno, write } from "./_permissions.ts";
 
 /** Options for {@linkcode LocalCluster.start}. */
 export interface LocalClusterOptions {
@@ -75,6 +93,40 @@ export interface PeerStatus {
 }
 
 const SERVER = new URL("./kv/server.ts", import.meta.url).pathname;
+
+/**
+ * The `deno` to start peers with: this process's own executable when it may run it (with `-A`,
+ * or `--allow-run` naming its path), else `deno` as found on the `PATH`, which is what
+ * `--allow-run=deno` allows (it names the `PATH` entry, often a link to the executable).
+ */
+function denoCommand(): string {
+  const own = Deno.permissions.querySync({ name: "run", command: Deno.execPath() });
+  return own.state === "granted" ? Deno.execPath() : "deno";
+}
+
+/**
+ * Makes a new directory for one run of a launcher, `data/<prefix>-<random>` under the working
+ * directory, and resolves to its path. There rather than in the system's temporary directory,
+ * so that `--allow-write=data` is all the launcher needs. {@linkcode removeRunDirectory} removes
+ * it.
+ */
+export async function makeRunDirectory(prefix: string): Promise<string> {
+  for (;;) {
+    await Deno.mkdir("data", { recursive: true });
+    try {
+      return await Deno.makeTempDir({ dir: "data", prefix: `${prefix}-` });
+    } catch (error) {
+      // Another run's removeRunDirectory took the empty data/ away in between: make it again.
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+  }
+}
+
+/** Removes a directory made by {@linkcode makeRunDirectory}, and `data/` too if now empty. */
+export async function removeRunDirectory(directory: string): Promise<void> {
+  await Deno.remove(directory, { recursive: true });
+  await Deno.remove("data").catch(() => {}); // fails, as it should, unless empty
+}
 
 /**
  * N peer processes on 127.0.0.1, started and stopped together. Dispatches `peerstart` when a
@@ -156,7 +208,8 @@ export class LocalCluster extends EventTarget {
    */
   async startPeer(peer: number, options: { cutOff?: boolean } = {}): Promise<void> {
     if (this.#processes[peer] !== undefined) throw new Error(`Peer ${peer} is already running`);
-    await Deno.mkdir(this.peerDataDir(peer), { recursive: true });
+    const dataDir = this.peerDataDir(peer);
+    await Deno.mkdir(dataDir, { recursive: true });
     const logFile = await Deno.open(join(this.dataDir, `peer${peer}.log`), {
       create: true,
       append: true,
@@ -164,10 +217,16 @@ export class LocalCluster extends EventTarget {
     // The first peers know each other; a peer added later knows everyone, itself included.
     const joining = peer >= this.#initialPeers;
     const known = joining ? this.peerUrls.length : this.#initialPeers;
+    const variables = ["RAFT_SECRET", ...(this.#faultInjection ? ["RAFT_FAULT_TOKEN"] : [])];
+    // The peer may reach loopback, its own directory and the variables it is given: no more.
     const args = [
       "run",
-      "-A",
+      "--no-prompt",
       "--unstable-kv",
+      "--allow-net=127.0.0.1",
+      `--allow-read=${dataDir}`,
+      `--allow-write=${dataDir}`,
+      `--allow-env=${variables.join(",")}`,
       SERVER,
       "--me",
       String(peer),
@@ -177,19 +236,20 @@ export class LocalCluster extends EventTarget {
       this.httpUrls.slice(0, known).join(","),
       ...(joining ? ["--join"] : []),
       "--data",
-      this.peerDataDir(peer),
+      dataDir,
       ...(this.#faultInjection ? ["--fault-injection"] : []),
       ...(options.cutOff ? ["--start-cut-off"] : []),
       ...this.#serverArgs,
     ];
     // `ulimit -n` in a shell that then becomes the peer, so the limit is the peer's alone.
-    const limited = this.#maxOpenFiles === undefined ? { command: Deno.execPath(), args } : {
+    const deno = denoCommand();
+    const limited = this.#maxOpenFiles === undefined ? { command: deno, args } : {
       command: "bash",
       args: [
         "-c",
         `ulimit -n ${this.#maxOpenFiles} && exec "$@"`,
         "bash",
-        Deno.execPath(),
+        deno,
         ...args,
       ],
     };
@@ -371,21 +431,82 @@ if (import.meta.main) {
       web: { type: "boolean", default: false },
     },
   });
-  const cluster = await LocalCluster.start({
-    peers: Number(values.peers),
-    ...(values.data === undefined ? {} : { dataDir: values.data }),
-    faultInjection: values.web, // the page's "cut off" control
+  requirePermissions([
+    net("127.0.0.1"),
+    write(values.data ?? "data"),
+    runDeno(),
+    ...(values.web ? [read(localPath(new URL("./web/page", import.meta.url)))] : []),
+  ], {
+    // The task grants write access to data/ only.
+    ...(values.data === undefined || /^(\.\/)?data\//.test(values.data)
+      ? { task: "deno task cluster" }
+      : {}),
   });
+  // From here on, Ctrl-C (or SIGTERM) stops the cluster, even while it starts.
+  let stopRequested = false;
+  const stopping = new Promise<void>((resolve) => {
+    for (const signal of ["SIGINT", "SIGTERM"] as const) {
+      Deno.addSignalListener(signal, () => {
+        stopRequested = true;
+        resolve();
+      });
+    }
+  });
+  // The operator's own secret, if given: the membership API (`deno task kv members`) needs it.
+  const secretReadable =
+    Deno.permissions.querySync({ name: "env", variable: "RAFT_SECRET" }).state === "granted";
+  const secret = secretReadable ? Deno.env.get("RAFT_SECRET") : undefined;
+  if (secret !== undefined && new TextEncoder().encode(secret).length < 16) {
+    console.error("RAFT_SECRET must be 16 bytes or more; or unset it for a random secret.");
+    Deno.exit(2);
+  }
+  const temporary = values.data === undefined;
+  const dataDir = values.data ?? await makeRunDirectory("cluster");
+  let cluster: LocalCluster;
+  try {
+    cluster = await LocalCluster.start({
+      peers: Number(values.peers),
+      dataDir,
+      faultInjection: values.web, // the page's "cut off" control
+      ...(secret === undefined ? {} : { secret }),
+    });
+  } catch (error) {
+    if (stopRequested && temporary) {
+      await removeRunDirectory(dataDir);
+      Deno.exit(0);
+    }
+    // The message names the log of the peer that failed: the directory stays.
+    console.error(`The cluster did not start: ${error instanceof Error ? error.message : error}`);
+    Deno.exit(1);
+  }
   cluster.peerUrls.forEach((url, peer) => {
     console.log(`peer ${peer}: raft ${url}  http ${cluster.httpUrls[peer]}`);
   });
+  const addresses = cluster.httpUrls.join(",");
+  console.log(`client: deno task kv --http ${addresses} put greeting hello`);
+  console.log(`        (or export RAFT_HTTP=${addresses}, then: deno task kv get greeting)`);
+  console.log(
+    secret === undefined
+      ? "members: start the cluster with RAFT_SECRET set (16 bytes or more) to use deno task kv members"
+      : "members: deno task kv members, with the same RAFT_SECRET in the environment",
+  );
   const web = values.web ? await Dashboard.start(cluster) : null;
   if (web !== null) {
     console.log(`live view (keep this address private: it carries the token): ${web.url}`);
   }
-  console.log(`data and logs under ${cluster.dataDir}; Ctrl-C stops the cluster`);
-  await new Promise<void>((resolve) => Deno.addSignalListener("SIGINT", () => resolve()));
+  console.log(
+    `data and logs under ${dataDir}${
+      temporary ? " (removed when the cluster stops)" : ""
+    }; Ctrl-C stops the cluster`,
+  );
+  await stopping;
   await web?.close();
   await cluster.stop();
-  console.log("stopped");
+  if (temporary) {
+    await removeRunDirectory(dataDir);
+    console.log(`stopped every peer and removed ${dataDir}`);
+  } else {
+    console.log(`stopped every peer; data and logs left in ${dataDir}`);
+  }
+  Deno.exit(0);
 }

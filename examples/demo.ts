@@ -10,19 +10,33 @@
  * its address, waits up to a minute for a page to open it, goes step by step with a pause
  * between steps, and keeps the cluster running for the page once done, until Ctrl-C.
  *
+ * Permissions, as `deno task demo` grants them: `--allow-net=127.0.0.1` (the peers' ports),
+ * `--allow-write=data` (the run's directory, `data/demo-*` in the working directory, removed
+ * when every check passes), `--allow-run=deno` (each peer is a `deno run` process) and
+ * `--allow-read=examples/web/page` (the page `--web` serves). The peers run with the narrow
+ * permissions of `examples/cluster.ts`.
+ *
  * @module
  */
 
-import { LocalCluster } from "./cluster.ts";
+import { localPath, net, read, requirePermissions, runDeno, write } from "./_permissions.ts";
+import { LocalCluster, makeRunDirectory, removeRunDirectory } from "./cluster.ts";
 import { KvClient } from "./kv/client.ts";
 import { Dashboard } from "./web/dashboard.ts";
+
+const web = Deno.args.includes("--web");
+requirePermissions([
+  net("127.0.0.1"),
+  write("data"),
+  runDeno(),
+  ...(web ? [read(localPath(new URL("./web/page", import.meta.url)))] : []),
+], { task: web ? "deno task demo --web" : "deno task demo" });
 
 const started = performance.now();
 const acknowledged = new Map<string, string>();
 const progressOnOneLine = Deno.stdout.isTerminal();
 let retries: string[] = [];
 
-const web = Deno.args.includes("--web");
 /** The live view, with --web; the demo's steps go to its timeline too. */
 let dashboard: Dashboard | null = null;
 
@@ -58,7 +72,11 @@ async function writeKeys(client: KvClient, prefix: string, count: number): Promi
   if (progressOnOneLine) console.log();
 }
 
-const cluster = await LocalCluster.start({ peers: 3, faultInjection: web });
+const cluster = await LocalCluster.start({
+  peers: 3,
+  dataDir: await makeRunDirectory("demo"),
+  faultInjection: web,
+});
 if (web) {
   dashboard = await Dashboard.start(cluster);
   console.log(`live view: ${dashboard.url}`);
@@ -182,7 +200,7 @@ try {
   if (failed) {
     console.log(`Peer logs kept in ${cluster.dataDir}`);
   } else {
-    await Deno.remove(cluster.dataDir, { recursive: true });
+    await removeRunDirectory(cluster.dataDir);
     say("PASS: stopped every peer and removed the data directory");
   }
 }

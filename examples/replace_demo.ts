@@ -11,11 +11,21 @@
  * The membership changes go through the key/value example's HTTP API (`/members`), which calls
  * `RaftNode.addLearner`, `promote` and `removeServer` on the leader (docs/membership.md).
  *
+ * Permissions, as `deno task demo:replace` grants them: `--allow-net=127.0.0.1` (the peers'
+ * ports), `--allow-write=data` (the run's directory, `data/replace-demo-*` in the working
+ * directory, removed when every check passes) and `--allow-run=deno` (each peer is a `deno run`
+ * process). The peers run with the narrow permissions of `examples/cluster.ts`.
+ *
  * @module
  */
 
-import { LocalCluster, type PeerStatus } from "./cluster.ts";
+import { LocalCluster, makeRunDirectory, type PeerStatus, removeRunDirectory } from "./cluster.ts";
 import { KvClient } from "./kv/client.ts";
+import { net, requirePermissions, runDeno, write } from "./_permissions.ts";
+
+requirePermissions([net("127.0.0.1"), write("data"), runDeno()], {
+  task: "deno task demo:replace",
+});
 
 const started = performance.now();
 const acknowledged = new Map<string, string>();
@@ -39,6 +49,7 @@ function sleep(ms: number): Promise<void> {
 // commands, so that the new peer is caught up from a snapshot, not from a log that starts at 1.
 const cluster = await LocalCluster.start({
   peers: 4,
+  dataDir: await makeRunDirectory("replace-demo"),
   initialPeers: 3,
   absent: [3],
   serverArgs: ["--snapshot-every", "100"],
@@ -54,6 +65,7 @@ const cleanUp = async () => {
 Deno.addSignalListener("SIGINT", async () => {
   console.log("\ninterrupted: stopping the peers");
   await cleanUp();
+  console.log(`peer logs kept in ${cluster.dataDir}`);
   Deno.exit(130);
 });
 
@@ -208,5 +220,8 @@ try {
 } finally {
   await cleanUp();
 }
-if (!failed) console.log("\nreplace demo passed");
+if (!failed) {
+  await removeRunDirectory(cluster.dataDir);
+  console.log("\nreplace demo passed; stopped every peer and removed the data directory");
+}
 Deno.exit(failed ? 1 : 0);

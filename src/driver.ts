@@ -74,7 +74,7 @@ const defaults = {
  *
  * @example A single-peer cluster commits on its own
  * ```ts
- * import { make, MemoryPersister } from "../mod.ts";
+ * import { make, MemoryPersister } from "@denoraft/raft";
  * const raft = await make([{ call: () => Promise.resolve(undefined) }], 0, new MemoryPersister(),
  *   (msg) => console.log("applied", msg.commandIndex, msg.command));
  * // After an election timeout, raft.start("hello") returns { index: 1, term: 1, isLeader: true }.

@@ -16,7 +16,7 @@ export type FatalReason = "save" | "apply" | "invariant";
  *
  * @example
  * ```ts
- * import { FatalError } from "../mod.ts";
+ * import { FatalError } from "@denoraft/raft";
  * const error = new FatalError("save", "Raft peer 2 stops: save failed", { cause: new Error("disk full") });
  * console.log(error.reason, error.message);
  * ```

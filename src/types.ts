@@ -26,7 +26,7 @@ export type {
  *
  * @example A persister that keeps nothing (for illustration only: it loses everything on restart)
  * ```ts
- * import type { Persister } from "./types.ts";
+ * import type { Persister } from "@denoraft/raft";
  * const forgetful: Persister = {
  *   load: () => Promise.resolve({ term: 0, votedFor: null, snapshot: null, log: [] }),
  *   save: () => Promise.resolve(),

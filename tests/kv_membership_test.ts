@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import { LocalCluster } from "../examples/cluster.ts";
+import { root, taskArgs } from "./helpers/tasks.ts";
 import { sanitized } from "./helpers/sanitized.ts";
 
 async function send(
@@ -73,10 +74,10 @@ Deno.test(
   },
 );
 
-Deno.test("deno task demo:replace passes", sanitized, async () => {
-  const demo = new URL("../examples/replace_demo.ts", import.meta.url).pathname;
+Deno.test("deno task demo:replace passes, with the task's permissions", sanitized, async () => {
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--unstable-kv", demo],
+    args: ["run", "--no-prompt", ...(await taskArgs("demo:replace")).slice(1)],
+    cwd: root,
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -84,4 +85,7 @@ Deno.test("deno task demo:replace passes", sanitized, async () => {
   assert.equal(output.code, 0, text);
   assert.match(text, /all \d+ acknowledged writes are on every member: 0, 2, 3/);
   assert.match(text, /replace demo passed/);
+  assert.match(text, /state under (data\/replace-demo-\w+)/);
+  const dataDir = text.match(/state under (data\/replace-demo-\w+)/)![1]!;
+  await assert.rejects(Deno.stat(`${root}${dataDir}`), Deno.errors.NotFound, "left its data");
 });

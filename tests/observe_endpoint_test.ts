@@ -76,10 +76,6 @@ function snapshots(response: Response) {
   };
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 const get = (query = "", init: RequestInit = {}) =>
   new Request(`http://127.0.0.1/events${query}`, init);
 

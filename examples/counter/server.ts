@@ -17,9 +17,28 @@ const raftUrls = ["ws://127.0.0.1:7101", "ws://127.0.0.1:7102", "ws://127.0.0.1:
 const httpUrls = ["http://127.0.0.1:8101", "http://127.0.0.1:8102", "http://127.0.0.1:8103"];
 const id = Number(Deno.args[0]);
 const dataDirectory = Deno.args[1];
-const secret = Deno.env.get("RAFT_SECRET");
-if (!(id >= 0 && id < 3) || dataDirectory === undefined || secret === undefined) {
+if (!(id >= 0 && id < 3) || dataDirectory === undefined) {
   console.error("Usage: RAFT_SECRET=... server.ts <id 0..2> <data directory>");
+  Deno.exit(2);
+}
+// Name any missing permission up front, rather than prompt or fail on first use.
+const permissions: [string, Deno.PermissionDescriptor][] = [
+  ["--allow-net=127.0.0.1", { name: "net", host: "127.0.0.1" }],
+  [`--allow-read=${dataDirectory}`, { name: "read", path: dataDirectory }],
+  [`--allow-write=${dataDirectory}`, { name: "write", path: dataDirectory }],
+  ["--allow-env=RAFT_SECRET", { name: "env", variable: "RAFT_SECRET" }],
+];
+const missing = permissions.filter(([, descriptor]) =>
+  Deno.permissions.querySync(descriptor).state !== "granted"
+);
+if (missing.length > 0) {
+  const flags = (list: typeof permissions) => list.map(([flag]) => flag).join(" ");
+  console.error(`This example needs ${flags(missing)}: run it with ${flags(permissions)}.`);
+  Deno.exit(2);
+}
+const secret = Deno.env.get("RAFT_SECRET");
+if (secret === undefined) {
+  console.error("Set RAFT_SECRET to the cluster's shared secret (the same on every peer).");
   Deno.exit(2);
 }
 

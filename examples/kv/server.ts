@@ -1,10 +1,16 @@
 /**
  * One peer of the replicated key/value service, as its own process:
  *
- *   RAFT_SECRET=... deno run -A examples/kv/server.ts --me 0 \
+ *   RAFT_SECRET=... deno run --allow-net=127.0.0.1 --allow-read=data/peer0 \
+ *     --allow-write=data/peer0 --allow-env=RAFT_SECRET examples/kv/server.ts --me 0 \
  *     --peers ws://127.0.0.1:7001,ws://127.0.0.1:7002,ws://127.0.0.1:7003 \
  *     --http http://127.0.0.1:8001,http://127.0.0.1:8002,http://127.0.0.1:8003 \
- *     --data ./data/peer0
+ *     --data data/peer0
+ *
+ * Permissions: network access to the hosts of `--peers` and `--http` (its own addresses and its
+ * peers'), read and write access to its `--data` directory, and `--allow-env=RAFT_SECRET`
+ * (`RAFT_SECRET,RAFT_FAULT_TOKEN` with `--fault-injection`). It needs `--unstable-kv` too, which
+ * this repository's `deno.json` turns on. `deno task cluster` starts peers this way.
  *
  * HTTP API: `GET`, `PUT` (body: the value) and `DELETE /kv/:key`; `GET /status`; `GET /metrics`
  * (Prometheus text); `GET /events` (the live status stream of `observe.ts`, read-only, for the
@@ -51,6 +57,7 @@ import {
   WebSocketTransport,
 } from "../../mod.ts";
 import { HttpServer } from "../../src/net/_http_server.ts";
+import { env, net, read, requirePermissions, write } from "../_permissions.ts";
 import { LogTail, ObserveEndpoint } from "./observe.ts";
 import { openPersister } from "./persister.ts";
 import {
@@ -61,6 +68,15 @@ import {
   MAX_CLIENT_ID_LENGTH,
   MAX_KEY_LENGTH,
 } from "./state_machine.ts";
+
+/** The host name of `url` (without the brackets of an IPv6 address), or `url` if it is none. */
+function hostOf(url: string): string {
+  try {
+    return new URL(url).hostname.replace(/^\[|\]$/g, "");
+  } catch {
+    return url;
+  }
+}
 
 /** How long a request waits for its entry to commit before the client is told to retry. */
 const COMMIT_WAIT_MS = 3000;
@@ -88,11 +104,18 @@ const { values: flags } = parseArgs({
 const me = Number(flags.me);
 const peerUrls = (flags.peers ?? "").split(",");
 const httpUrls = (flags.http ?? "").split(",");
-const secret = Deno.env.get("RAFT_SECRET");
 if (!Number.isInteger(me) || peerUrls.length !== httpUrls.length || flags.data === undefined) {
   console.error("Usage: kv/server.ts --me N --peers ws://..,.. --http http://..,.. --data DIR");
   Deno.exit(2);
 }
+requirePermissions([
+  ...[...new Set([...peerUrls, ...httpUrls].map(hostOf))].map(net),
+  read(flags.data),
+  write(flags.data),
+  env("RAFT_SECRET"),
+  ...(flags["fault-injection"] ? [env("RAFT_FAULT_TOKEN")] : []),
+], { task: "deno task cluster" });
+const secret = Deno.env.get("RAFT_SECRET");
 if (secret === undefined) {
   console.error("Set RAFT_SECRET to the cluster's shared secret (16 bytes or more).");
   Deno.exit(2);

@@ -91,7 +91,7 @@ export type CheckResult = Linearizable | LinearizabilityViolation | CheckTimedOu
  *
  * @example
  * ```ts
- * import { checkLinearizable, type Operation } from "./mod.ts";
+ * import { checkLinearizable, type Operation } from "@denoraft/raft/linearizability";
  *
  * const history: Operation[] = [
  *   { client: 1, key: "x", kind: "write", input: "a", output: "ok", call: 0, return: 1 },

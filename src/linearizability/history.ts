@@ -89,7 +89,7 @@ export interface CasOperation extends OperationBase {
  *
  * @example
  * ```ts
- * import type { Operation } from "./history.ts";
+ * import type { Operation } from "@denoraft/raft/linearizability";
  * const history: Operation[] = [
  *   { client: 1, key: "x", kind: "write", input: "a", output: "ok", call: 0, return: 2 },
  *   { client: 2, key: "x", kind: "read", output: "a", call: 1, return: 3 },

@@ -9,7 +9,7 @@
  *
  * @example
  * ```ts
- * import { checkLinearizable, type Operation } from "./mod.ts";
+ * import { checkLinearizable, type Operation } from "@denoraft/raft/linearizability";
  *
  * const history: Operation[] = [
  *   { client: 1, key: "x", kind: "write", input: "a", output: "ok", call: 0, return: 10 },

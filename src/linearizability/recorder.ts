@@ -59,7 +59,7 @@ interface Recorded {
  *
  * @example
  * ```ts
- * import { checkLinearizable, HistoryRecorder } from "./mod.ts";
+ * import { checkLinearizable, HistoryRecorder } from "@denoraft/raft/linearizability";
  *
  * const recorder = new HistoryRecorder();
  * // A client of your service: one invoke per request, settled with what the client learned.

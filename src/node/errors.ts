@@ -12,7 +12,7 @@
  *
  * @example
  * ```ts
- * import { NotLeaderError } from "../../mod.ts";
+ * import { NotLeaderError } from "@denoraft/raft";
  * const error = new NotLeaderError(2, "http://127.0.0.1:8003");
  * console.log(error.leaderId, error.leaderAddress); // 2 http://127.0.0.1:8003
  * ```

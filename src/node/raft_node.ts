@@ -306,7 +306,7 @@ function isTransport(peers: unknown): peers is Transport {
  *
  * @example A counter on a single-peer cluster
  * ```ts
- * import { MemoryPersister, RaftNode } from "../../mod.ts";
+ * import { MemoryPersister, RaftNode } from "@denoraft/raft";
  *
  * let total = 0;
  * await using node = await RaftNode.create<number, number>({

@@ -18,7 +18,7 @@ import type { RandomSource } from "../clock.ts";
  *
  * @example
  * ```ts
- * import { seededRandom } from "./seeded_random.ts";
+ * import { seededRandom } from "@denoraft/raft";
  * const a = seededRandom(42);
  * const b = seededRandom(42);
  * console.log(a() === b()); // true

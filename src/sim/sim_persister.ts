@@ -48,8 +48,7 @@ interface PendingSave {
  *
  * @example
  * ```ts
- * import { SimPersister } from "./sim_persister.ts";
- * import { Simulator } from "./simulator.ts";
+ * import { SimPersister, Simulator } from "@denoraft/raft";
  * const sim = new Simulator({ seed: 3 });
  * const disk = new SimPersister({ clock: sim.clock, random: sim.random, saveDelayMs: { min: 5, max: 50 } });
  * disk.save({ term: 1, votedFor: 0 }); // not awaited: in flight when the crash comes

@@ -70,9 +70,7 @@ export class SimulationTimeLimitError extends Error {
  *
  * @example Three Raft peers elect a leader within a few virtual seconds
  * ```ts
- * import { make, MemoryNetwork, MemoryPersister, type Raft } from "../../mod.ts";
- * import { sleep } from "../clock.ts";
- * import { Simulator } from "./simulator.ts";
+ * import { make, MemoryNetwork, MemoryPersister, type Raft, Simulator } from "@denoraft/raft";
  *
  * const sim = new Simulator({ seed: 7 });
  * const network = new MemoryNetwork({ clock: sim.clock, random: sim.random });
@@ -92,7 +90,7 @@ export class SimulationTimeLimitError extends Error {
  *     network.addServer(`server-${i}`, raft);
  *     peers.push(raft);
  *   }
- *   await sleep(sim.clock, 5_000);
+ *   await new Promise<void>((resolve) => sim.clock.schedule(5_000, resolve)); // 5 virtual s
  *   const found = peers.findIndex((raft) => raft.getState().isLeader);
  *   peers.forEach((raft) => raft.kill());
  *   network.close();

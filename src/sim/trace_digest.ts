@@ -12,7 +12,7 @@
  *
  * @example
  * ```ts
- * import { TraceDigest } from "./trace_digest.ts";
+ * import { TraceDigest } from "@denoraft/raft";
  * const digest = new TraceDigest();
  * digest.add("timer 250 #3");
  * console.log(digest.hex, digest.count); // 16 hex digits, 1

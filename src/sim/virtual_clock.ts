@@ -28,7 +28,7 @@ export interface FiredTimer {
  *
  * @example
  * ```ts
- * import { VirtualClock } from "./virtual_clock.ts";
+ * import { VirtualClock } from "@denoraft/raft";
  * const clock = new VirtualClock();
  * clock.schedule(60_000, () => console.log("a minute later:", clock.now()));
  * clock.fireNext(); // prints "a minute later: 60000" at once

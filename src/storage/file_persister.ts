@@ -169,7 +169,7 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
  *
  * @example
  * ```ts ignore
- * import { FilePersister } from "./file_persister.ts";
+ * import { FilePersister } from "@denoraft/raft";
  * const persister = await FilePersister.open("/var/lib/raft/peer-0");
  * const { term, log } = await persister.load();
  * await persister.save({ term: term + 1, votedFor: 0, log: { from: log.length + 1, entries: [] } });

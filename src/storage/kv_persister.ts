@@ -125,7 +125,7 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
  *
  * @example
  * ```ts ignore
- * import { KvPersister } from "./kv_persister.ts";
+ * import { KvPersister } from "@denoraft/raft";
  * const persister = await KvPersister.open("/var/lib/raft/peer-0.kv");
  * const { term, log } = await persister.load();
  * await persister.save({ term: term + 1, votedFor: 0, log: { from: log.length + 1, entries: [] } });

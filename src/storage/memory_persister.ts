@@ -17,7 +17,7 @@ import { checkChange, copySnapshot, storedConfiguration } from "./_persist_chang
  *
  * @example
  * ```ts
- * import { MemoryPersister } from "./memory_persister.ts";
+ * import { MemoryPersister } from "@denoraft/raft";
  * const persister = new MemoryPersister();
  * await persister.save({ term: 2, votedFor: 1, log: { from: 1, entries: [{ term: 2, command: "x" }] } });
  * const afterCrash = persister.copy();

@@ -97,7 +97,7 @@ interface PendingCall {
  *
  * @example
  * ```ts
- * import { MemoryNetwork } from "./memory_network.ts";
+ * import { MemoryNetwork } from "@denoraft/raft";
  * const network = new MemoryNetwork();
  * network.addServer("echo", { handleRpc: (_method, args) => Promise.resolve(args) });
  * const end = network.makeEnd("client");
