@@ -50,7 +50,9 @@ class RunningCluster {
 
 /** The HTTP addresses the launcher printed. */
 function httpUrls(output: string): string[] {
-  return [...output.matchAll(/http (http:\/\/127\.0\.0\.1:\d+)/g)].map((match) => match[1]!);
+  return [...output.matchAll(/^peer \d+: raft \S+ +http (http:\/\/127\.0\.0\.1:\d+)$/gm)].map(
+    (match) => match[1]!,
+  );
 }
 
 async function answers(url: string): Promise<boolean> {

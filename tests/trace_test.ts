@@ -2,23 +2,22 @@ import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
 import { traceFromEnvironment } from "../src/trace.ts";
 
+// The tests give traceFromEnvironment the variable's value instead of setting RAFT_DEBUG: the
+// environment is the whole process's, shared with test files that run in parallel.
+
 Deno.test("RAFT_DEBUG: every peer's lines share one time base", async () => {
-  const before = Deno.env.get("RAFT_DEBUG");
   const printed: string[] = [];
   const original = console.error;
-  Deno.env.set("RAFT_DEBUG", "1");
   try {
-    const early = traceFromEnvironment();
+    const early = traceFromEnvironment(() => "1");
     await sleep(30);
-    const late = traceFromEnvironment();
+    const late = traceFromEnvironment(() => "1");
     assert.ok(early !== null && late !== null, "RAFT_DEBUG=1 turns the trace on");
     console.error = (line: string) => printed.push(line);
     early("[peer 0] first");
     late("[peer 1] second");
   } finally {
     console.error = original;
-    if (before === undefined) Deno.env.delete("RAFT_DEBUG");
-    else Deno.env.set("RAFT_DEBUG", before);
   }
   const stamps = printed.map((line) => Number(line.trim().split(" ")[0]));
   assert.equal(stamps.length, 2);
@@ -27,15 +26,26 @@ Deno.test("RAFT_DEBUG: every peer's lines share one time base", async () => {
 });
 
 Deno.test("RAFT_DEBUG unset, empty or 0 leaves the trace off", () => {
-  const before = Deno.env.get("RAFT_DEBUG");
-  try {
-    for (const value of [undefined, "", "0"]) {
-      if (value === undefined) Deno.env.delete("RAFT_DEBUG");
-      else Deno.env.set("RAFT_DEBUG", value);
-      assert.equal(traceFromEnvironment(), null, `RAFT_DEBUG=${value}`);
-    }
-  } finally {
-    if (before === undefined) Deno.env.delete("RAFT_DEBUG");
-    else Deno.env.set("RAFT_DEBUG", before);
+  for (const value of [undefined, "", "0"]) {
+    assert.equal(traceFromEnvironment(() => value), null, `RAFT_DEBUG=${value}`);
   }
+});
+
+Deno.test("RAFT_DEBUG is read from the environment by default", async () => {
+  const run = async (env: Record<string, string>) => {
+    const code = `import { traceFromEnvironment } from ${
+      JSON.stringify(
+        new URL("../src/trace.ts", import.meta.url).href,
+      )
+    }; console.log(traceFromEnvironment() === null ? "off" : "on");`;
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", code],
+      env,
+      clearEnv: true,
+    }).output();
+    return new TextDecoder().decode(output.stdout).trim();
+  };
+  assert.equal(await run({ RAFT_DEBUG: "1" }), "on");
+  assert.equal(await run({ RAFT_DEBUG: "0" }), "off");
+  assert.equal(await run({}), "off");
 });
