@@ -98,6 +98,8 @@ export class SafetyChecker {
   readonly #baseConfiguration: { index: number; configuration: Configuration }[];
   /** Per peer, the indexes of the configuration entries in its log after the base. */
   readonly #configIndexes: number[][];
+  readonly #expectedDescriptions: ({ source: Configuration | string; text: string } | undefined)[] =
+    [];
 
   /**
    * Checks a cluster of `peers` that starts in `initial` (default: every peer a voter), whose
@@ -288,15 +290,31 @@ export class SafetyChecker {
     return JSON.parse(this.#logs[peer]![last - 1]![1]) as Configuration;
   }
 
+  /**
+   * The description of the configuration in effect on `peer` by its log and snapshot. Called
+   * between every two steps for every peer: kept per peer, and worked out again only when the
+   * entry or snapshot it comes from is another.
+   */
+  #expectedDescription(peer: number): string {
+    const last = this.#configIndexes[peer]!.at(-1);
+    const source = last === undefined
+      ? this.#baseConfiguration[peer]!.configuration
+      : this.#logs[peer]![last - 1]![1];
+    const cached = this.#expectedDescriptions[peer];
+    if (cached?.source === source) return cached.text;
+    const text = describe(this.#expectedConfiguration(peer));
+    this.#expectedDescriptions[peer] = { source, text };
+    return text;
+  }
+
   /** Between steps: `peer` counts votes and acknowledgements by `configuration`. */
   onConfiguration(peer: number, configuration: Configuration): void {
-    const expected = this.#expectedConfiguration(peer);
-    if (describe(expected) !== describe(configuration)) {
+    const expected = this.#expectedDescription(peer);
+    const actual = describe(configuration);
+    if (expected !== actual) {
       this.#fail(
         "Configuration in effect",
-        `peer ${peer} counts by ${
-          describe(configuration)
-        }, but the latest configuration in its log is ${describe(expected)}`,
+        `peer ${peer} counts by ${actual}, but the latest configuration in its log is ${expected}`,
       );
     }
   }
@@ -453,11 +471,19 @@ export class SafetyChecker {
   }
 }
 
+/** Descriptions already made: the core replaces its configuration on a change, never edits it. */
+const descriptions = new WeakMap<Configuration, string>();
+
 /** A configuration's members, as `voters 0,1,2 learners 3`. */
 function describe(configuration: Configuration): string {
-  const ids = (members: { id: number }[]) =>
-    members.map((member) => member.id).sort((a, b) => a - b).join(",");
-  return `voters ${ids(configuration.voters)} learners ${ids(configuration.learners)}`;
+  let text = descriptions.get(configuration);
+  if (text === undefined) {
+    const ids = (members: { id: number }[]) =>
+      members.map((member) => member.id).sort((a, b) => a - b).join(",");
+    text = `voters ${ids(configuration.voters)} learners ${ids(configuration.learners)}`;
+    descriptions.set(configuration, text);
+  }
+  return text;
 }
 
 /** §5.4.1: is a log ending at `a` at least as up-to-date as one ending at `b`? */
