@@ -30,6 +30,7 @@ export class SeriesFamily {
   readonly #help: string;
   readonly #type: "counter" | "gauge";
   readonly #series = new Map<string, { labels: Labels; value: number }>();
+  readonly #byObject = new WeakMap<Labels, { labels: Labels; value: number }>();
 
   /** A family named `name` (Prometheus naming: counters end in `_total`). */
   constructor(name: string, type: "counter" | "gauge", help: string) {
@@ -38,7 +39,10 @@ export class SeriesFamily {
     this.#help = help;
   }
 
-  /** Adds `amount` to the series of `labels`. */
+  /**
+   * Adds `amount` to the series of `labels`. A labels object is read once: pass the same object
+   * again (unchanged) to skip looking its series up by value.
+   */
   add(amount: number, labels: Labels = {}): void {
     const series = this.#get(labels);
     series.value += amount;
@@ -50,12 +54,16 @@ export class SeriesFamily {
   }
 
   #get(labels: Labels): { labels: Labels; value: number } {
+    // A caller that passes the same labels object each time skips rendering its key.
+    const known = this.#byObject.get(labels);
+    if (known !== undefined) return known;
     const key = renderLabels(labels);
     let series = this.#series.get(key);
     if (series === undefined) {
       series = { labels, value: 0 };
       this.#series.set(key, series);
     }
+    this.#byObject.set(labels, series);
     return series;
   }
 

@@ -357,6 +357,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
   readonly closed: Promise<void>;
 
   // Metrics.
+  /** The labels of each RPC series, made once: the metrics find a series by its labels object. */
+  readonly #rpcLabels = new Map<string, { method: string; direction: string }>();
   readonly #metrics = {
     leaderChanges: new SeriesFamily(
       "raft_leader_changes_total",
@@ -1071,7 +1073,12 @@ export class RaftNode<C = unknown, R = unknown> extends EventTarget implements R
 
   /** Records an RPC and its size. */
   #observeRpc(direction: "in" | "out", method: string, args: unknown, reply: unknown): void {
-    const labels = { method, direction };
+    const key = `${direction} ${method}`;
+    let labels = this.#rpcLabels.get(key);
+    if (labels === undefined) {
+      labels = { method, direction };
+      this.#rpcLabels.set(key, labels);
+    }
     this.#metrics.rpcs.add(1, labels);
     const bytes = (JSON.stringify(args)?.length ?? 0) + (JSON.stringify(reply)?.length ?? 0);
     this.#metrics.rpcBytes.add(bytes, labels);
