@@ -85,6 +85,15 @@ export class StoreLock {
 }
 
 /**
+ * How long a refused `flock` is tried again before the store counts as locked. A lock this
+ * process has just released can still be held for a moment: a child process that another part
+ * of the program is spawning shares the descriptor until it execs (it is close-on-exec, but the
+ * lock belongs to the open file, not to the descriptor). Seen when a persister was closed and
+ * reopened while other tests spawned processes.
+ */
+const LOCK_RETRY_MS = [10, 20, 40, 80, 150];
+
+/**
  * Opens `path` (creating it when `create`) and takes an exclusive `flock` on it, or rejects with
  * a {@linkcode PersisterLockedError} naming `store`.
  */
@@ -93,6 +102,11 @@ async function flockOrThrow(path: string, store: string, create = true): Promise
   let locked = false;
   try {
     locked = await file.tryLock(true);
+    for (const delayMs of LOCK_RETRY_MS) {
+      if (locked) break;
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      locked = await file.tryLock(true);
+    }
   } finally {
     if (!locked) file.close();
   }
