@@ -188,12 +188,12 @@ async function main(): Promise<void> {
 
   if (ONLY.includes("kv")) {
     const kv = await kvShape(16, DURATION_MS, QUICK ? 3 : 8);
-    for (const { kind, value } of kv.perSecond) {
+    for (const { kind, value, refused } of kv.perSecond) {
       rows.push({
         shape: "(d) kv example",
         measure: `${kind} /s, 16 clients`,
         value: fmt(value),
-        bound: "HTTP, keep-alive",
+        bound: refused === 0 ? "HTTP, keep-alive" : `HTTP, keep-alive; ${refused} refused`,
       });
     }
     for (const { signal, times } of kv.stopped) {

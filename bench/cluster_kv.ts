@@ -21,8 +21,11 @@ import { percentile } from "./cluster_load.ts";
 
 /** What {@linkcode kvShape} measured. */
 export interface KvResult {
-  /** Operations per second, by kind. */
-  perSecond: { kind: string; value: number }[];
+  /**
+   * Operations per second, by kind, and how many were refused (a peer that lost or had not
+   * found its leader meanwhile answers 421 or 503; the client pauses 50 ms and goes on).
+   */
+  perSecond: { kind: string; value: number; refused: number }[];
   /** Milliseconds until a new leader serves, after SIGKILL and after SIGTERM of the old one. */
   stopped: { signal: "SIGKILL" | "SIGTERM"; times: number[] }[];
 }
@@ -57,15 +60,13 @@ export async function kvShape(
         ],
       ] as const
     ) {
-      const count = await closedLoop(clients, durationMs, async (http, client) => {
+      const { done, refused } = await closedLoop(clients, durationMs, (http, client) => {
         const key = `k${(client + sequence++) % 16}`;
-        if (init === "PUT") {
-          await request(url, `/kv/${key}`, { method: "PUT", body: "v", client: http });
-        } else {
-          await request(url, `/kv/${key}${init}`, { client: http });
-        }
+        return init === "PUT"
+          ? attempt(url, `/kv/${key}`, { method: "PUT", body: "v", client: http })
+          : attempt(url, `/kv/${key}${init}`, { client: http });
       });
-      perSecond.push({ kind, value: count / (durationMs / 1000) });
+      perSecond.push({ kind, value: done / (durationMs / 1000), refused });
     }
     const stopped: KvResult["stopped"] = [];
     for (const signal of ["SIGKILL", "SIGTERM"] as const) {
@@ -82,26 +83,48 @@ export async function kvShape(
   }
 }
 
-/** Runs `clients` loops of `operation` for `durationMs`; resolves to the operations completed. */
+/**
+ * Runs `clients` loops of `operation` for `durationMs`; resolves to the operations completed and
+ * those refused. After a refusal the client pauses 50 ms, so a peer between leaders is not
+ * flooded.
+ */
 async function closedLoop(
   clients: number,
   durationMs: number,
-  operation: (http: Deno.HttpClient, client: number) => Promise<void>,
-): Promise<number> {
+  operation: (http: Deno.HttpClient, client: number) => Promise<boolean>,
+): Promise<{ done: number; refused: number }> {
   const deadline = performance.now() + durationMs;
   let done = 0;
+  let refused = 0;
   await Promise.all(Array.from({ length: clients }, async (_, client) => {
     const http = Deno.createHttpClient({});
     try {
       while (performance.now() < deadline) {
-        await operation(http, client);
-        done++;
+        if (await operation(http, client)) {
+          done++;
+        } else {
+          refused++;
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
       }
     } finally {
       http.close();
     }
   }));
-  return done;
+  return { done, refused };
+}
+
+/** One HTTP request of the measured load: whether it succeeded; a refusal (421, 503) is false. */
+async function attempt(
+  base: string,
+  path: string,
+  init: RequestInit & { client?: Deno.HttpClient },
+): Promise<boolean> {
+  const response = await fetch(`${base}${path}`, init);
+  await response.body?.cancel();
+  if (response.ok) return true;
+  if (response.status === 421 || response.status === 503) return false;
+  throw new Error(`${init.method ?? "GET"} ${path}: ${response.status}`);
 }
 
 /** One HTTP request; throws unless it succeeds. */

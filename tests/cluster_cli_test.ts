@@ -37,14 +37,28 @@ class RunningCluster {
   }
 
   /** Sends SIGINT, as Ctrl-C does; resolves to the exit code once the output ends. */
-  async interrupt(): Promise<number> {
-    this.#child.kill("SIGINT");
-    for (;;) {
-      const { value, done } = await this.#reader.read();
-      if (done) break;
-      this.output += value;
-    }
-    return (await this.#child.status).code;
+  interrupt(): Promise<number> {
+    this.#stopped ??= (async () => {
+      try {
+        this.#child.kill("SIGINT");
+      } catch {
+        // It has exited already.
+      }
+      for (;;) {
+        const { value, done } = await this.#reader.read();
+        if (done) break;
+        this.output += value;
+      }
+      return (await this.#child.status).code;
+    })();
+    return this.#stopped;
+  }
+
+  #stopped: Promise<number> | null = null;
+
+  /** Stops the launcher (and so its peers) if a failed check left it running. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.interrupt();
   }
 }
 
@@ -79,7 +93,7 @@ Deno.test(
   "deno task cluster: Ctrl-C stops every peer and removes the run's directory",
   sanitized,
   async () => {
-    const cluster = new RunningCluster(await taskArgs("cluster"));
+    await using cluster = new RunningCluster(await taskArgs("cluster"));
     const [, dataDir] = await cluster.waitFor(/data and logs under (data\/cluster-\w+) .*Ctrl-C/);
     const urls = httpUrls(cluster.output);
     assert.equal(urls.length, 3, cluster.output);
@@ -99,7 +113,11 @@ Deno.test(
   async () => {
     const dataDir = `data/cluster-test-${crypto.randomUUID().slice(0, 8)}`;
     try {
-      const cluster = new RunningCluster([...(await taskArgs("cluster")), "--data", dataDir]);
+      await using cluster = new RunningCluster([
+        ...(await taskArgs("cluster")),
+        "--data",
+        dataDir,
+      ]);
       await cluster.waitFor(/Ctrl-C stops the cluster/);
       assert.match(cluster.output, new RegExp(`data and logs under ${dataDir}; Ctrl-C`));
 
