@@ -2,7 +2,7 @@
  * Throughput, commit latency and failover of a 3-peer cluster with 100-byte commands, next to the
  * limits of this machine that bound them. Prints a table; see docs/performance.md.
  *
- *   deno task bench:cluster            (or: deno run -A --unstable-kv bench/cluster.ts)
+ *   deno task bench:cluster            (the task names the permissions it needs)
  *   deno task bench:cluster --quick    (shorter runs, fewer failover trials)
  *   deno task bench:cluster --only=b,c --raft='{"maxInflightAppends":1}'
  *                                      (some parts only; extra RaftOptions for every peer)
@@ -34,6 +34,7 @@
  * @module
  */
 
+import { denoCommand } from "../examples/_permissions.ts";
 import {
   type ClientEnd,
   make,
@@ -218,7 +219,7 @@ function fmt(perSecond: number): string {
 
 function loadAverage(): string {
   try {
-    return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+    return Deno.loadavg().map((load) => load.toFixed(2)).join(" ");
   } catch {
     return "unknown";
   }
@@ -347,8 +348,8 @@ interface WebSocketLimits {
 
 /** Lone round trips and pipelined messages between this process and an echo server process. */
 async function webSocketLimits(): Promise<WebSocketLimits> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", import.meta.filename!, "--echo-server"],
+  const child = new Deno.Command(denoCommand(), {
+    args: ["run", "--allow-net=127.0.0.1", import.meta.filename!, "--echo-server"],
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
@@ -451,11 +452,13 @@ class PeerProcess {
   readonly exited: Promise<Deno.CommandStatus>;
 
   constructor(config: PeerConfig) {
-    this.#child = new Deno.Command(Deno.execPath(), {
+    this.#child = new Deno.Command(denoCommand(), {
       args: [
         "run",
-        "-A",
         "--unstable-kv",
+        "--allow-net=127.0.0.1",
+        `--allow-read=${config.dataDir}`,
+        `--allow-write=${config.dataDir}`,
         new URL("./cluster_peer.ts", import.meta.url).pathname,
         JSON.stringify(config),
       ],
@@ -623,8 +626,14 @@ const TRANSPORT_SECRET = "bench-cluster-secret-0123456789";
  */
 async function loneAppendEntries(): Promise<number> {
   const urls = freePorts(2).map((port) => `ws://127.0.0.1:${port}`);
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", import.meta.filename!, "--transport-peer", JSON.stringify(urls)],
+  const child = new Deno.Command(denoCommand(), {
+    args: [
+      "run",
+      "--allow-net=127.0.0.1",
+      import.meta.filename!,
+      "--transport-peer",
+      JSON.stringify(urls),
+    ],
     stdout: "null",
     stderr: "inherit",
   }).spawn();

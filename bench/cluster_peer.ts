@@ -2,7 +2,8 @@
  * One peer process of the cluster benchmark: a Raft peer on a {@linkcode WebSocketTransport} with
  * a durable persister, driven by its parent through JSON lines on stdin, answering on stdout.
  *
- *   deno run -A --unstable-kv bench/cluster_peer.ts '<config JSON>'
+ *   deno run --unstable-kv --allow-net=127.0.0.1 --allow-read=DIR --allow-write=DIR \
+ *     bench/cluster_peer.ts '<config JSON>'      (DIR: the config's dataDir)
  *
  * Requests (one JSON object a line, each with an `id` that its answer repeats):
  * - `{ "op": "status" }` answers `{ "term", "isLeader", "connected" }`.

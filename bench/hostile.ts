@@ -12,6 +12,10 @@
  *                                      (some attacks only: floods, malformed, forged, frames,
  *                                      bodies)
  *
+ * Runs with `-A`: it reads the peers' `/proc` entries (CPU time), which Deno allows only with
+ * every permission. The attacker it starts runs with `--allow-net`
+ * only (its sockets bind source addresses all over 127.0.0.0/8).
+ *
  * @module
  */
 
@@ -153,7 +157,7 @@ async function phase(
         "19",
         Deno.execPath(),
         "run",
-        "-A",
+        "--allow-net", // its sockets bind 200 source addresses of 127.0.0.0/8
         new URL("./hostile_attacker.ts", import.meta.url).pathname,
         JSON.stringify(plan),
       ],

@@ -1,6 +1,6 @@
 /**
  * The attacker of `bench/hostile.ts`, in a process of its own so that its work does not slow the
- * bench's clients: `deno run -A bench/hostile_attacker.ts '<AttackPlan as JSON>'`. Runs every
+ * bench's clients: `deno run --allow-net bench/hostile_attacker.ts '<AttackPlan as JSON>'`. Runs every
  * attack at once against one peer for `durationMs`, then prints what it did as JSON and exits.
  * Every loop is bounded by the duration; all traffic goes to 127.0.0.1, from 127.0.x.y.
  *

@@ -2,7 +2,7 @@
  * Saves per second and entries per second of the durable persisters, at log lengths of 1,000
  * and 100,000 entries, next to the raw rate of append-plus-fdatasync on the same disk.
  *
- * Run: deno bench -A --unstable-kv bench/   (or: deno task bench)
+ * Run: deno task bench   (deno bench --unstable-kv --allow-read --allow-write bench/)
  *
  * Each iteration overwrites the log's last entries, so the log keeps its length: a save of one
  * entry (what a leader writes per command) and a save of 64 entries (what a follower writes per

@@ -10,6 +10,8 @@
  * @module
  */
 
+import { denoCommand } from "../examples/_permissions.ts";
+
 /** Bytes per record: a 100-byte command and the FilePersister record around it. */
 const RECORD_BYTES = 131;
 const PREALLOCATED_BYTES = 8 * 1024 * 1024;
@@ -61,8 +63,16 @@ async function child(mode: Mode, records: number): Promise<ChildResult> {
 /** Runs `processes` children at once; returns each one's result. */
 async function together(mode: Mode, processes: number, records: number): Promise<ChildResult[]> {
   const children = Array.from({ length: processes }, () =>
-    new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", import.meta.filename!, "--child", mode, String(records)],
+    new Deno.Command(denoCommand(), {
+      args: [
+        "run",
+        "--allow-read",
+        "--allow-write",
+        import.meta.filename!,
+        "--child",
+        mode,
+        String(records),
+      ],
       stdout: "piped",
       stderr: "inherit",
     }).output());
@@ -105,7 +115,7 @@ async function main(): Promise<void> {
 
 function loadAverage(): string {
   try {
-    return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+    return Deno.loadavg().map((load) => load.toFixed(2)).join(" ");
   } catch {
     return "unknown";
   }

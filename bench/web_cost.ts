@@ -22,6 +22,9 @@
  * bench first measures the cost alone: the peers' CPU time while the cluster idles (heartbeats
  * only), per mode, where the only work that differs is serving the snapshots.
  *
+ * Runs with `-A`: it reads other processes' `/proc` entries (CPU time, resident memory), which
+ * Deno allows only with every permission.
+ *
  * @module
  */
 

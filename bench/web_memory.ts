@@ -13,6 +13,9 @@
  *                                              (every collection a full one, in the peers too:
  *                                               the trend without V8's saw-tooth; docs/web.md)
  *
+ * Runs with `-A`: it reads other processes' `/proc` entries (CPU time, resident memory), which
+ * Deno allows only with every permission.
+ *
  * @module
  */
 

@@ -1,7 +1,7 @@
 /**
  * Round-trip latency of lone requests between two `deno run` processes on 127.0.0.1.
  *
- *   deno run -A bench/websocket_latency.ts
+ *   deno task bench:websocket   (deno run --allow-net=127.0.0.1 --allow-run=deno ...)
  *
  * Three scenarios, each a request of the given size answered by a reply of the same size:
  * - "client writes": a plain `new WebSocket()` client sends, a `Deno.serve` server echoes. This
@@ -15,6 +15,7 @@
 
 import { WebSocketTransport } from "../src/transport/websocket_transport.ts";
 import { freePorts } from "../examples/cluster.ts";
+import { denoCommand } from "../examples/_permissions.ts";
 
 const SIZES = [100, 1000, 2000, 8192, 65536];
 const SECRET = "bench-secret-0123456789abcdef";
@@ -119,8 +120,8 @@ async function peer(urls: string[]): Promise<void> {
 }
 
 async function spawn(args: string[]): Promise<Deno.ChildProcess> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", import.meta.filename!, ...args],
+  const child = new Deno.Command(denoCommand(), {
+    args: ["run", "--allow-net=127.0.0.1", import.meta.filename!, ...args],
     stdout: "piped",
   }).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();

@@ -53,6 +53,16 @@ export function env(variable: string): Needed {
 }
 
 /**
+ * The `deno` to start child processes with: this process's own executable when it may run it
+ * (with `-A`, or `--allow-run` naming its path), else `deno` as found on the `PATH`, which is
+ * what `--allow-run=deno` allows (it names the `PATH` entry, often a link to the executable).
+ */
+export function denoCommand(): string {
+  const own = Deno.permissions.querySync({ name: "run", command: Deno.execPath() });
+  return own.state === "granted" ? Deno.execPath() : "deno";
+}
+
+/**
  * Permission to run `deno` itself, for examples that start peers as processes: either this
  * process's own executable or `deno` on the `PATH` (what `--allow-run=deno` names).
  */

@@ -32,7 +32,15 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import type { TransportStats } from "../mod.ts";
 import { Dashboard } from "./web/dashboard.ts";
-import { localPath, net, read, requirePermissions, runDeno, write } from "./_permissions.ts";
+import {
+  denoCommand,
+  localPath,
+  net,
+  read,
+  requirePermissions,
+  runDeno,
+  write,
+} from "./_permissions.ts";
 
 /** Options for {@linkcode LocalCluster.start}. */
 export interface LocalClusterOptions {
@@ -93,16 +101,6 @@ export interface PeerStatus {
 }
 
 const SERVER = new URL("./kv/server.ts", import.meta.url).pathname;
-
-/**
- * The `deno` to start peers with: this process's own executable when it may run it (with `-A`,
- * or `--allow-run` naming its path), else `deno` as found on the `PATH`, which is what
- * `--allow-run=deno` allows (it names the `PATH` entry, often a link to the executable).
- */
-function denoCommand(): string {
-  const own = Deno.permissions.querySync({ name: "run", command: Deno.execPath() });
-  return own.state === "granted" ? Deno.execPath() : "deno";
-}
 
 /**
  * Makes a new directory for one run of a launcher, `data/<prefix>-<random>` under the working
