@@ -239,6 +239,12 @@ export class RaftCore {
   #transferee: number | null = null;
   #transferDeadline = Infinity;
   #timeoutNowSent = false;
+  /**
+   * Whether this leader has sent TimeoutNow in its term: the election it starts makes followers
+   * vote although they heard from this leader lately, so no lease holds for the rest of the term,
+   * even once the transfer is given up.
+   */
+  #leaseForfeited = false;
 
   constructor(config: CoreConfig, state: PersistentState, now: number) {
     this.#config = config;
@@ -528,10 +534,11 @@ export class RaftCore {
    * {@linkcode requestRead}. The lease runs from the start of the latest heartbeat round a
    * quorum answered, for `electionTimeoutMinMs / (1 + clockDriftBound)`: no other peer can be
    * elected before then, since pre-vote and check-quorum keep a majority from voting while it
-   * hears from this leader. A leader handing over its leadership holds no lease.
+   * hears from this leader. A leader handing over its leadership holds no lease, nor does one
+   * that sent TimeoutNow in its term (the election it starts is exempt from that rule).
    */
   leaseRead(now: number): number | null {
-    if (this.#role !== "leader" || this.#transferee !== null) return null;
+    if (this.#role !== "leader" || this.#transferee !== null || this.#leaseForfeited) return null;
     if (this.#log.termAt(this.#commitIndex) !== this.#currentTerm) return null;
     return now < this.#leaseExpiry() ? this.#commitIndex : null;
   }
@@ -589,6 +596,7 @@ export class RaftCore {
     if (this.#transferee !== peer || this.#timeoutNowSent) return;
     if (progress.matchIndex !== this.#log.lastIndex) return;
     this.#timeoutNowSent = true;
+    this.#leaseForfeited = true;
     progress.sendAt = now + this.#config.heartbeatIntervalMs;
     this.#trace(`sends TimeoutNow to ${peer}, whose log is up to date`);
     this.#send.push({
@@ -1367,6 +1375,7 @@ export class RaftCore {
 
   #becomeLeader(now: number): void {
     this.#role = "leader";
+    this.#leaseForfeited = false;
     this.#leaderId = this.#config.me;
     this.#tracker.resetProgress(this.#log.lastIndex, this.#config.maxInflightAppends, now);
     this.#startRound(now);

@@ -8,7 +8,8 @@
  * applies once); reads go through `RaftNode.read()`, on the leader or, now and then, on a
  * follower, and sometimes as lease reads. Faults: partitions, clogs (which is what a paused
  * process looks like to the others), loss, duplication and delays (so messages reorder), crashes
- * and restarts from a disk that may lose saves in flight, and slow disks.
+ * and restarts from a disk that may lose saves in flight, and slow disks; and now and then the
+ * leader is asked to hand its leadership over.
  *
  * @module
  */
@@ -269,6 +270,35 @@ class KvRun {
     this.#log(`fault: ${describeAction(action)}`);
     const random = this.#sim.random;
     const leader = this.#leader()?.id ?? null;
+    // Now and then the leader is asked to hand its leadership over (as the key/value example does
+    // on SIGTERM), to a given peer or to the most up-to-date one, while the faults go on.
+    if (leader !== null && random() < 0.2) {
+      const to = random() < 0.5
+        ? undefined
+        : (leader + randomInt(random, 1, this.#n - 1)) % this.#n;
+      // Half the time the target is paused first: its TimeoutNow waits, the leader gives the
+      // transfer up, and the target campaigns when it wakes up.
+      const paused = to !== undefined && random() < 0.5;
+      this.#log(
+        `  asks the leader, ${leader}, to hand over to ${to ?? "the most up-to-date peer"}${
+          paused ? ", paused" : ""
+        }`,
+      );
+      if (paused) {
+        this.#faults.pause(to);
+        this.#applyFaults();
+        const wakeAfterMs = randomInt(random, 1_000, 3_000);
+        sleep(this.#sim.clock, wakeAfterMs).then(() => {
+          this.#log(`  peer ${to} wakes up`);
+          this.#faults.healPeer(to);
+          this.#applyFaults();
+        });
+      }
+      this.#nodes[leader]!.transferLeadership(to).then(
+        () => this.#log(`  leader ${leader} handed its leadership over`),
+        (error) => this.#log(`  leader ${leader}'s transfer ended: ${(error as Error).name}`),
+      );
+    }
     // Stale leaders are where reads go wrong: a quarter of the time, the leader is also cut off
     // or paused, whatever else the schedule does.
     if (leader !== null && action.kind !== "isolateLeader" && random() < 0.25) {
