@@ -379,25 +379,34 @@ export class LocalCluster extends EventTarget {
     this.#http.close();
   }
 
-  async #get(peer: number, path: string): Promise<unknown> {
-    // A timer of our own rather than AbortSignal.timeout(), so that none outlives the request.
-    const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(), 1000);
-    try {
-      const response = await fetch(`${this.httpUrls[peer]}${path}`, {
-        client: this.#http,
-        signal: abort.signal,
-      });
-      if (!response.ok) {
-        await response.body?.cancel();
-        return undefined;
-      }
-      return await response.json();
-    } catch {
+  #get(peer: number, path: string): Promise<unknown> {
+    return getJson(this.#http, `${this.httpUrls[peer]}${path}`, 1000);
+  }
+}
+
+/**
+ * GETs `url` with `http` and parses the JSON reply; undefined if it fails, answers other than 2xx,
+ * or takes longer than `timeoutMs`.
+ */
+export async function getJson(
+  http: Deno.HttpClient,
+  url: string,
+  timeoutMs: number,
+): Promise<unknown> {
+  // A timer of our own rather than AbortSignal.timeout(), so that none outlives the request.
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  try {
+    const response = await fetch(url, { client: http, signal: abort.signal });
+    if (!response.ok) {
+      await response.body?.cancel();
       return undefined;
-    } finally {
-      clearTimeout(timer);
     }
+    return await response.json();
+  } catch {
+    return undefined;
+  } finally {
+    clearTimeout(timer);
   }
 }
 

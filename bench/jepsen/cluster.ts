@@ -14,7 +14,7 @@
  */
 
 import { join } from "node:path";
-import type { PeerStatus } from "../../examples/cluster.ts";
+import { getJson, type PeerStatus } from "../../examples/cluster.ts";
 import { type CutMode, TcpProxy } from "../../tests/helpers/tcp_proxy.ts";
 
 /** Options for {@linkcode JepsenCluster.start}. */
@@ -289,24 +289,8 @@ export class JepsenCluster {
     return this.close();
   }
 
-  async #get(peer: number, path: string, timeoutMs: number): Promise<unknown> {
-    const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(), timeoutMs);
-    try {
-      const response = await fetch(`${this.httpUrls[peer]}${path}`, {
-        client: this.#http,
-        signal: abort.signal,
-      });
-      if (!response.ok) {
-        await response.body?.cancel();
-        return undefined;
-      }
-      return await response.json();
-    } catch {
-      return undefined;
-    } finally {
-      clearTimeout(timer);
-    }
+  #get(peer: number, path: string, timeoutMs: number): Promise<unknown> {
+    return getJson(this.#http, `${this.httpUrls[peer]}${path}`, timeoutMs);
   }
 }
 
