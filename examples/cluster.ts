@@ -70,7 +70,23 @@ export interface LocalClusterOptions {
    * out of file descriptors. Default: the launcher's own limit.
    */
   maxOpenFiles?: number;
+  /**
+   * V8 flags for every peer process (`deno run --v8-flags=...`). Default
+   * {@linkcode PEER_V8_FLAGS}: each semi-space of V8's young generation at most 8 MB, which keeps
+   * a busy peer's memory well under what V8 grows it to by default, at no throughput cost we could
+   * measure (docs/performance.md). `[]` runs the peers with V8's defaults.
+   */
+  v8Flags?: readonly string[];
 }
+
+/**
+ * The V8 flags {@linkcode LocalCluster} gives its peers by default. V8 sizes a process's young
+ * generation by the machine's memory, and a peer under steady load fills it with short-lived
+ * objects (RPCs, requests, log entries on their way to disk): with V8's defaults a busy leader's
+ * RSS settles near 185 MB, with these near 140 MB, for the same writes per second
+ * (`deno task bench:hostile`, docs/performance.md).
+ */
+export const PEER_V8_FLAGS: readonly string[] = ["--max-semi-space-size=8"];
 
 /** A peer's `GET /status` answer. */
 export interface PeerStatus {
@@ -144,6 +160,7 @@ export class LocalCluster extends EventTarget {
   readonly #faultToken: string;
   readonly #maxOpenFiles: number | undefined;
   readonly #serverArgs: string[];
+  readonly #v8Flags: readonly string[];
   readonly #initialPeers: number;
   readonly #processes: ({ child: Deno.ChildProcess; logged: Promise<void> } | undefined)[];
   readonly #http = Deno.createHttpClient({});
@@ -160,6 +177,7 @@ export class LocalCluster extends EventTarget {
     this.#faultInjection = options.faultInjection ?? false;
     this.#maxOpenFiles = options.maxOpenFiles;
     this.#serverArgs = options.serverArgs ?? [];
+    this.#v8Flags = options.v8Flags ?? PEER_V8_FLAGS;
     this.#initialPeers = options.initialPeers ?? count;
     this.#processes = this.peerUrls.map(() => undefined);
   }
@@ -221,6 +239,7 @@ export class LocalCluster extends EventTarget {
       "run",
       "--no-prompt",
       "--unstable-kv",
+      ...(this.#v8Flags.length > 0 ? [`--v8-flags=${this.#v8Flags.join(",")}`] : []),
       "--allow-net=127.0.0.1",
       `--allow-read=${dataDir}`,
       `--allow-write=${dataDir}`,
@@ -265,7 +284,12 @@ export class LocalCluster extends EventTarget {
     this.#processes[peer] = { child, logged };
     const deadline = Date.now() + 15000;
     while (await this.status(peer) === undefined) {
-      const exited = await Promise.race([child.status, sleep(50)]);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const exited = await Promise.race([
+        child.status,
+        new Promise<undefined>((resolve) => timer = setTimeout(() => resolve(undefined), 50)),
+      ]);
+      clearTimeout(timer); // a peer that exits leaves no timer behind
       if (exited !== undefined) {
         this.#processes[peer] = undefined;
         await logged;

@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { LocalCluster } from "../examples/cluster.ts";
+import { LocalCluster, PEER_V8_FLAGS } from "../examples/cluster.ts";
 import { sanitized } from "./helpers/sanitized.ts";
 
 /** Sends one request; resolves to the status and the parsed JSON reply. */
@@ -300,6 +300,45 @@ Deno.test(
       http.close();
       await cluster.stop();
       await Deno.remove(cluster.dataDir, { recursive: true });
+    }
+  },
+);
+
+Deno.test(
+  "local cluster: its peers run with its V8 flags, PEER_V8_FLAGS by default",
+  sanitized,
+  async () => {
+    const cmdline = async (pid: number) =>
+      (await Deno.readTextFile(`/proc/${pid}/cmdline`)).split("\0");
+    const cluster = await LocalCluster.start({ peers: 1 });
+    try {
+      const { pid } = (await cluster.status(0))!;
+      assert.ok(
+        (await cmdline(pid)).includes(`--v8-flags=${PEER_V8_FLAGS.join(",")}`),
+        `peer command line: ${(await cmdline(pid)).join(" ")}`,
+      );
+    } finally {
+      await cluster.stop();
+      await Deno.remove(cluster.dataDir, { recursive: true });
+    }
+    const plain = await LocalCluster.start({ peers: 1, v8Flags: [] });
+    try {
+      const { pid } = (await plain.status(0))!;
+      assert.ok(!(await cmdline(pid)).some((arg) => arg.startsWith("--v8-flags")));
+    } finally {
+      await plain.stop();
+      await Deno.remove(plain.dataDir, { recursive: true });
+    }
+    // A flag V8 does not know stops the peer: the flags do reach V8.
+    const dataDir = await Deno.makeTempDir({ prefix: "denoraft-" });
+    try {
+      await assert.rejects(
+        LocalCluster.start({ peers: 1, dataDir, v8Flags: ["--no-such-v8-flag"] }),
+        /Peer 0 exited with code 1 while starting/,
+      );
+      assert.match(await Deno.readTextFile(`${dataDir}/peer0.log`), /did not recognize flag/);
+    } finally {
+      await Deno.remove(dataDir, { recursive: true });
     }
   },
 );
