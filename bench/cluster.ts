@@ -10,6 +10,9 @@
  *                                      (options for every FilePersister)
  *   deno task bench:cluster --only=a --link-delay-ms=1 --in-flight=256,1024
  *                                      ((a) over a link with a 2 ms round trip; other loads)
+ *   deno task bench:cluster --only=kv --peer-v8-flags=
+ *                                      ((d) with these V8 flags for its peers; empty: V8's
+ *                                      defaults; default: `PEER_V8_FLAGS` of examples/cluster.ts)
  *
  * Shapes:
  * - (a) one process, `MemoryNetwork`, `MemoryPersister`;
@@ -53,7 +56,7 @@ import {
   runLoad,
 } from "./cluster_load.ts";
 import type { PeerConfig } from "./cluster_peer.ts";
-import { kvShape, summary } from "./cluster_kv.ts";
+import { kvShape, peerV8Flags, summary } from "./cluster_kv.ts";
 
 const QUICK = Deno.args.includes("--quick");
 const WARMUP_MS = QUICK ? 300 : 1000;
@@ -188,7 +191,7 @@ async function main(): Promise<void> {
   }
 
   if (ONLY.includes("kv")) {
-    const kv = await kvShape(16, DURATION_MS, QUICK ? 3 : 8);
+    const kv = await kvShape(16, DURATION_MS, QUICK ? 3 : 8, peerV8Flags());
     for (const { kind, value, refused } of kv.perSecond) {
       rows.push({
         shape: "(d) kv example",

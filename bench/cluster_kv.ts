@@ -30,13 +30,31 @@ export interface KvResult {
   stopped: { signal: "SIGKILL" | "SIGTERM"; times: number[] }[];
 }
 
-/** Measures the KV example: `clients` closed-loop HTTP clients per kind, `trials` stops per signal. */
+/**
+ * The peers' V8 flags a benchmark was given with `--peer-v8-flags=a,b` (`--peer-v8-flags=` for
+ * V8's defaults); `undefined`, for {@linkcode LocalCluster}'s default, without the option.
+ */
+export function peerV8Flags(): string[] | undefined {
+  const prefix = "--peer-v8-flags=";
+  const value = Deno.args.find((arg) => arg.startsWith(prefix))?.slice(prefix.length);
+  return value === undefined ? undefined : value.split(",").filter((flag) => flag !== "");
+}
+
+/**
+ * Measures the KV example: `clients` closed-loop HTTP clients per kind, `trials` stops per signal,
+ * the peers run with `v8Flags` (default: {@linkcode LocalCluster}'s).
+ */
 export async function kvShape(
   clients: number,
   durationMs: number,
   trials: number,
+  v8Flags?: string[],
 ): Promise<KvResult> {
-  const cluster = await LocalCluster.start({ peers: 3, serverArgs: ["--lease-reads"] });
+  const cluster = await LocalCluster.start({
+    peers: 3,
+    serverArgs: ["--lease-reads"],
+    ...(v8Flags === undefined ? {} : { v8Flags }),
+  });
   try {
     const leader = await cluster.waitForLeader();
     const follower = [0, 1, 2].find((peer) => peer !== leader)!;

@@ -11,15 +11,21 @@
  *   deno task bench:hostile --attacks=floods,frames
  *                                      (some attacks only: floods, malformed, forged, frames,
  *                                      bodies)
+ *   deno task bench:hostile --attacker=nice
+ *                                      (the attacker at `nice 19`, not `SCHED_IDLE`)
+ *   deno task bench:hostile --peer-v8-flags=
+ *                                      (the peers with these V8 flags; empty: V8's defaults;
+ *                                      default: `PEER_V8_FLAGS` of examples/cluster.ts)
  *
  * Runs with `-A`: it reads the peers' `/proc` entries (CPU time), which Deno allows only with
- * every permission. The attacker it starts runs with `--allow-net`
- * only (its sockets bind source addresses all over 127.0.0.0/8).
+ * every permission. The attacker it starts runs with `--allow-net` only (its sockets bind source
+ * addresses all over 127.0.0.0/8), under `SCHED_IDLE` (`chrt --idle 0`, Linux).
  *
  * @module
  */
 
-import { LocalCluster } from "../examples/cluster.ts";
+import { LocalCluster, PEER_V8_FLAGS } from "../examples/cluster.ts";
+import { peerV8Flags } from "./cluster_kv.ts";
 import { KvClient } from "../examples/kv/client.ts";
 import { cpuSeconds, rssBytes } from "../tests/helpers/attacks.ts";
 import { HOSTILE_SECRET } from "../tests/helpers/hostile.ts";
@@ -33,6 +39,12 @@ const PHASE_MS = QUICK ? 8000 : 20_000;
 const WRITERS = 8;
 /** The attacks run, e.g. `--attacks=floods,frames`; default all. */
 const CHOSEN = (flag("attacks")?.split(",") ?? [...ATTACKS]) as Attack[];
+/** `--attacker=nice`: the attacker at `nice 19` rather than `SCHED_IDLE`. */
+const NICE_ATTACKER = ((value) => {
+  if (value === undefined || value === "idle") return false;
+  if (value === "nice") return true;
+  throw new RangeError(`--attacker must be idle or nice, got ${JSON.stringify(value)}`);
+})(flag("attacker"));
 /** How often a follower's links are dropped to time their recovery, in ms. */
 const BLIP_EVERY_MS = 2000;
 
@@ -150,11 +162,12 @@ async function phase(
         ),
       ).search,
     };
-    // At the lowest priority: a real attacker spends its own machine's CPU, not the cluster's.
-    attacker = new Deno.Command("nice", {
+    // A real attacker spends its own machine's CPU, not the cluster's: here, only CPU time the
+    // cluster leaves idle (SCHED_IDLE). At `nice 19` it still takes CPU time the cluster would have
+    // used (see docs/websocket.md).
+    attacker = new Deno.Command(NICE_ATTACKER ? "nice" : "chrt", {
       args: [
-        "-n",
-        "19",
+        ...(NICE_ATTACKER ? ["-n", "19"] : ["--idle", "0"]),
         Deno.execPath(),
         "run",
         "--allow-net", // its sockets bind 200 source addresses of 127.0.0.0/8
@@ -236,10 +249,12 @@ function median(values: number[]): number {
 
 /** Runs one phase on a fresh cluster, so that both phases start from the same state. */
 async function freshPhase(name: string, attack: boolean): Promise<PhaseResult> {
+  const flags = peerV8Flags();
   const cluster = await LocalCluster.start({
     peers: 3,
     secret: HOSTILE_SECRET,
     faultInjection: true,
+    ...(flags === undefined ? {} : { v8Flags: flags }),
   });
   try {
     const attacked = await cluster.waitForLeader();
@@ -253,7 +268,9 @@ async function freshPhase(name: string, attack: boolean): Promise<PhaseResult> {
 if (import.meta.main) {
   console.log(
     `each phase: a fresh 3-peer cluster, ${WRITERS} writers for ${PHASE_MS / 1000} s; ` +
-      `the leader is the peer attacked (attacks: ${CHOSEN.join(", ")})`,
+      `the leader is the peer attacked (attacks: ${CHOSEN.join(", ")}; attacker at ${
+        NICE_ATTACKER ? "nice 19" : "SCHED_IDLE"
+      }; peers' V8 flags: ${(peerV8Flags() ?? PEER_V8_FLAGS).join(",") || "none"})`,
   );
   const quiet = await freshPhase("unattacked", false);
   const hostile = await freshPhase("attacked", true);
