@@ -74,8 +74,13 @@ const ACCEPT_RETRY_MAX_MS = 500;
 interface Entry extends PendingConnection {
   /** When it was accepted (clock time). */
   acceptedAt: number;
-  /** Closed by the listener or its owner; no longer counted. */
+  /** Admitted, or closed by the listener or its owner; no longer counted. */
   done: boolean;
+  /**
+   * The connection was closed through the listener (`close()`, eviction, deadline). Closing it
+   * again would only throw, and under a flood those exceptions cost more than the close.
+   */
+  closed: boolean;
 }
 
 /**
@@ -204,6 +209,7 @@ export class GuardedListener {
       address,
       acceptedAt: clock.now(),
       done: false,
+      closed: false,
       admit: () => {
         if (entry.done) return false;
         this.#forget(entry);
@@ -211,10 +217,7 @@ export class GuardedListener {
         if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
         return true;
       },
-      close: () => {
-        this.#forget(entry);
-        closeQuietly(conn);
-      },
+      close: () => this.#drop(entry),
     };
     this.#pending.add(entry);
     this.#scheduleSweep();
@@ -257,6 +260,8 @@ export class GuardedListener {
 
   #drop(entry: Entry): void {
     this.#forget(entry);
+    if (entry.closed) return;
+    entry.closed = true;
     closeQuietly(entry.conn);
   }
 

@@ -7,7 +7,6 @@
  */
 
 import type { ByteReader } from "./_byte_reader.ts";
-import { closeQuietly } from "./_close_quietly.ts";
 
 /** Longest request or response head accepted, in bytes: request line (or status line) and headers. */
 export const MAX_HEAD_BYTES = 8 * 1024;
@@ -117,8 +116,11 @@ export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void
   while (written < bytes.length) written += await conn.write(bytes.subarray(written));
 }
 
-/** Writes a short plain-text response that closes the connection, then closes it. */
-export async function respondAndClose(
+/**
+ * Writes a short plain-text response that announces `Connection: close`; the caller closes the
+ * connection after it (once: closing it twice costs an exception).
+ */
+export async function respondClosing(
   conn: Deno.Conn,
   status: number,
   reason: string,
@@ -137,7 +139,6 @@ export async function respondAndClose(
   } catch {
     // The client went away; nothing to tell it.
   }
-  closeQuietly(conn);
 }
 
 /** `a` followed by `b`, in one array (one write, so one TCP segment when small). */

@@ -22,7 +22,7 @@ import {
   type HeaderFields,
   MAX_HEAD_BYTES,
   parseRequestHead,
-  respondAndClose,
+  respondClosing,
   writeAll,
 } from "./_http1.ts";
 import { RateLimitedLog } from "./_rate_limited_log.ts";
@@ -281,7 +281,7 @@ export class HttpServer {
   async #refuse(conn: Deno.Conn, status: number, reason: string, why: string): Promise<void> {
     this.#malformed++;
     this.#log.log(`Refused a request (${status}): ${why}`);
-    await respondAndClose(conn, status, reason, `${reason}: ${why}\n`);
+    await respondClosing(conn, status, reason, `${reason}: ${why}\n`);
   }
 
   /**

@@ -35,7 +35,7 @@ import { type Clock, type RandomSource, realClock } from "../clock.ts";
 import type { ClientEnd, RpcHandler } from "../types.ts";
 import { ByteReader } from "../net/_byte_reader.ts";
 import { GuardedListener, type PendingConnection } from "../net/_guarded_listener.ts";
-import { MAX_HEAD_BYTES, parseRequestHead, respondAndClose } from "../net/_http1.ts";
+import { MAX_HEAD_BYTES, parseRequestHead, respondClosing } from "../net/_http1.ts";
 import { RateLimitedLog } from "../net/_rate_limited_log.ts";
 import { WebSocketConnection } from "./_websocket_connection.ts";
 import {
@@ -1089,7 +1089,7 @@ export class WebSocketTransport {
     this.#stats.refusedUpgrades++;
     this.#refusalLog.log(`Refused an upgrade from ${connection.address} (${status}): ${text}`);
     // Still pending meanwhile: if its slot is needed, the answer is not worth keeping it for.
-    return respondAndClose(connection.conn, status, reason, `${text}\n`).then(() =>
+    return respondClosing(connection.conn, status, reason, `${text}\n`).then(() =>
       connection.close()
     );
   }
