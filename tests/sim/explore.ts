@@ -10,13 +10,16 @@
  * Both take `--faulty-ms MS` (default 60000) and `--peers 3,5,7`, and run two explorers: the Raft
  * explorer (`explorer.ts`: Raft's safety properties and liveness) and the key/value explorer
  * (`kv_explorer.ts`: the key/value example on `RaftNode`, whose clients' histories must be
- * linearizable). `--only raft` or `--only kv` runs one of them.
+ * linearizable). `--only raft` or `--only kv` runs one of them. `explore` runs seeds on one worker
+ * per core (`explore_worker.ts`; `--jobs N` for another count) when it may read this repository,
+ * else one after another; output is in seed order either way.
  *
  * @module
  */
 
 import { type ExploreOptions, type ExploreResult, exploreSeed } from "./explorer.ts";
-import { exploreKvSeed } from "./kv_explorer.ts";
+import { exploreKvSeed, type KvExploreResult } from "./kv_explorer.ts";
+import type { SeedReply, SeedRequest } from "./explore_worker.ts";
 
 /** Parses `--name value` pairs and `--flag`s. */
 function parseArgs(args: string[]): Map<string, string> {
@@ -71,42 +74,215 @@ function summary(result: ExploreResult): string {
   }`;
 }
 
-/** Runs the key/value explorer over `seeds` seeds from `from`; prints violations and a summary. */
-async function exploreKv(from: number, seeds: number, verbose: boolean): Promise<number> {
-  const started = performance.now();
-  const failed: number[] = [];
-  const operations = { ok: 0, failed: 0, unknown: 0 };
-  for (let seed = from; seed < from + seeds; seed++) {
-    const result = await exploreKvSeed(
-      seed,
-      verbose ? { onTrace: (line) => console.log(line) } : {},
-    );
-    operations.ok += result.operations.ok;
-    operations.failed += result.operations.failed;
-    operations.unknown += result.operations.unknown;
+/** Where the seeds run when they run on workers. */
+const WORKER_URL = new URL("./explore_worker.ts", import.meta.url);
+
+/**
+ * Runs one seed in this thread, as a worker would (`--verbose` passes `onTrace` for the key/value
+ * explorer, which a worker could not take).
+ */
+async function runHere(
+  request: SeedRequest,
+  onTrace?: (line: string) => void,
+): Promise<SeedReply> {
+  return request.kind === "raft"
+    ? { kind: "raft", seed: request.seed, result: await exploreSeed(request.seed, request.options) }
+    : {
+      kind: "kv",
+      seed: request.seed,
+      result: await exploreKvSeed(request.seed, onTrace === undefined ? {} : { onTrace }),
+    };
+}
+
+/**
+ * How many workers to run seeds on: `--jobs N`, else one per core. One (this thread) when the
+ * process may not read this repository, which a worker needs to load its modules
+ * (`deno task explore` grants it).
+ */
+function jobsFor(args: Map<string, string>): number {
+  const jobs = integer(args, "jobs", navigator.hardwareConcurrency);
+  if (jobs < 1) throw new RangeError(`--jobs must be at least 1, got ${jobs}`);
+  const root = new URL("../../", import.meta.url);
+  return Deno.permissions.querySync({ name: "read", path: root }).state === "granted" ? jobs : 1;
+}
+
+/**
+ * Runs `requests` on `jobs` workers (in this thread when `jobs` is 1), each worker one seed at a
+ * time, and hands each reply to `onReply` in the order of `requests`, so that what is printed
+ * does not depend on which worker finished first.
+ */
+export async function runSeeds(
+  requests: SeedRequest[],
+  jobs: number,
+  onReply: (reply: SeedReply) => void,
+): Promise<void> {
+  if (jobs <= 1 || requests.length <= 1) {
+    for (const request of requests) onReply(await runHere(request));
+    return;
+  }
+  const workers = Array.from(
+    { length: Math.min(jobs, requests.length) },
+    () => new Worker(WORKER_URL, { type: "module" }),
+  );
+  const running = new Map<Worker, number>(); // the index of the request each worker runs
+  const waiting = new Map<number, SeedReply>(); // replies that came before an earlier one
+  let sent = 0;
+  let delivered = 0;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const feed = (worker: Worker) => {
+        if (sent === requests.length) return;
+        running.set(worker, sent);
+        worker.postMessage(requests[sent++]);
+      };
+      for (const worker of workers) {
+        worker.onmessage = (event: MessageEvent<SeedReply>) => {
+          waiting.set(running.get(worker)!, event.data);
+          feed(worker);
+          try {
+            for (let reply; (reply = waiting.get(delivered)) !== undefined; delivered++) {
+              waiting.delete(delivered);
+              onReply(reply);
+            }
+          } catch (error) {
+            reject(error);
+          }
+          if (delivered === requests.length) resolve();
+        };
+        worker.onerror = (event) => {
+          event.preventDefault();
+          reject(new Error(`A worker running seeds failed: ${event.message}`));
+        };
+        feed(worker);
+      }
+    });
+  } finally {
+    for (const worker of workers) worker.terminate();
+  }
+}
+
+/** Tallies the key/value explorer's seeds; prints violations, progress and a summary. */
+class KvTally {
+  readonly #from: number;
+  readonly #seeds: number;
+  readonly #started: number;
+  readonly #verbose: boolean;
+  readonly #failed: number[] = [];
+  readonly #operations = { ok: 0, failed: 0, unknown: 0 };
+  #done = 0;
+
+  constructor(from: number, seeds: number, started: number, verbose: boolean) {
+    this.#from = from;
+    this.#seeds = seeds;
+    this.#started = started;
+    this.#verbose = verbose;
+  }
+
+  /** Takes the next seed's result, in seed order. */
+  add(result: KvExploreResult): void {
+    const seed = result.seed;
+    this.#operations.ok += result.operations.ok;
+    this.#operations.failed += result.operations.failed;
+    this.#operations.unknown += result.operations.unknown;
     if (result.violation !== null) {
-      failed.push(seed);
-      if (!verbose) { for (const line of result.trace) console.log(line); }
+      this.#failed.push(seed);
+      if (!this.#verbose) { for (const line of result.trace) console.log(line); }
       console.log(`VIOLATION kv seed ${seed} (${result.peers} peers): ${result.violation}`);
       console.log(`replay: deno task sim --only kv --seed ${seed} --verbose`);
     }
-    const done = seed - from + 1;
-    if (done % 100 === 0 || done === seeds) {
-      const wall = ((performance.now() - started) / 1000).toFixed(1);
+    const done = ++this.#done;
+    if (done % 100 === 0 || done === this.#seeds) {
+      const wall = ((performance.now() - this.#started) / 1000).toFixed(1);
       console.log(
-        `kv: ${done} seeds (${from}..${seed}): ${failed.length} with violations; ${wall} s wall`,
+        `kv: ${done} seeds (${this.#from}..${seed}): ${this.#failed.length} with violations; ${wall} s wall`,
       );
     }
+    if (done === this.#seeds) this.#summary();
   }
-  const wall = (performance.now() - started) / 1000;
-  console.log(
-    `Explored kv seeds ${from}..${
-      from + seeds - 1
-    }: ${seeds} seeds, ${operations.ok} operations ok, ${operations.failed} refused, ${operations.unknown} of unknown outcome, every history checked for linearizability, in ${
-      wall.toFixed(1)
-    } s of wall time. Violations: ${failed.length === 0 ? "none" : failed.join(", ")}.`,
-  );
-  return failed.length === 0 ? 0 : 1;
+
+  #summary(): void {
+    const wall = (performance.now() - this.#started) / 1000;
+    const { ok, failed, unknown } = this.#operations;
+    console.log(
+      `Explored kv seeds ${this.#from}..${
+        this.#from + this.#seeds - 1
+      }: ${this.#seeds} seeds, ${ok} operations ok, ${failed} refused, ${unknown} of unknown outcome, every history checked for linearizability, in ${
+        wall.toFixed(1)
+      } s of wall time. Violations: ${
+        this.#failed.length === 0 ? "none" : this.#failed.join(", ")
+      }.`,
+    );
+  }
+
+  /** 0 if every seed was clean, else 1. */
+  get exitCode(): number {
+    return this.#failed.length === 0 ? 0 : 1;
+  }
+}
+
+/** Tallies the Raft explorer's seeds; prints violations, progress and a summary. */
+class RaftTally {
+  readonly #from: number;
+  readonly #seeds: number;
+  readonly #started: number;
+  readonly #failed: number[] = [];
+  #done = 0;
+  #virtualMs = 0;
+  #events = 0;
+  #commits = 0;
+  #snapshotsApplied = 0;
+  #membershipChanges = 0;
+
+  constructor(from: number, seeds: number, started: number) {
+    this.#from = from;
+    this.#seeds = seeds;
+    this.#started = started;
+  }
+
+  /** Takes the next seed's result, in seed order. */
+  add(result: ExploreResult): void {
+    this.#virtualMs += result.virtualMs;
+    this.#events += result.events;
+    this.#commits += result.commits;
+    this.#snapshotsApplied += result.snapshots.applied;
+    this.#membershipChanges += result.membershipChanges;
+    if (result.violation !== null) {
+      this.#failed.push(result.seed);
+      printViolation(result, console.log);
+    }
+    const done = ++this.#done;
+    if (done % 100 === 0 || done === this.#seeds) {
+      const wall = (performance.now() - this.#started) / 1000;
+      console.log(
+        `${done} seeds (${this.#from}..${result.seed}): ${this.#failed.length} with violations; ${
+          (this.#virtualMs / 3_600_000).toFixed(2)
+        } virtual hours, ${this.#events} events, ${this.#commits} commits; ${
+          wall.toFixed(1)
+        } s wall`,
+      );
+    }
+    if (done === this.#seeds) this.#summary();
+  }
+
+  #summary(): void {
+    const wall = (performance.now() - this.#started) / 1000;
+    console.log(
+      `Explored seeds ${this.#from}..${this.#from + this.#seeds - 1}: ${this.#seeds} seeds, ${
+        (this.#virtualMs / 3_600_000).toFixed(2)
+      } hours of virtual time (${
+        Math.round(this.#virtualMs / 1000)
+      } s), ${this.#events} events, ${this.#commits} commits, ${this.#snapshotsApplied} snapshots handed to services, ${this.#membershipChanges} membership changes, in ${
+        wall.toFixed(1)
+      } s of wall time. Violations: ${
+        this.#failed.length === 0 ? "none" : this.#failed.join(", ")
+      }.`,
+    );
+  }
+
+  /** 0 if every seed was clean, else 1. */
+  get exitCode(): number {
+    return this.#failed.length === 0 ? 0 : 1;
+  }
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -115,18 +291,22 @@ async function main(argv: string[]): Promise<number> {
   if (only !== undefined && only !== "raft" && only !== "kv") {
     throw new RangeError(`--only must be raft or kv, got ${JSON.stringify(only)}`);
   }
-  if (only === "kv") {
-    const single = args.has("seed");
-    const from = integer(args, single ? "seed" : "from", 1);
-    return await exploreKv(from, single ? 1 : integer(args, "seeds", 100), args.has("verbose"));
-  }
-  const options: ExploreOptions = {};
+  const options: Pick<ExploreOptions, "faultyMs" | "peerCounts"> = {};
   if (args.has("faulty-ms")) options.faultyMs = integer(args, "faulty-ms", 60_000);
   if (args.has("peers")) options.peerCounts = args.get("peers")!.split(",").map(Number);
   if (args.has("seed")) {
     const seed = integer(args, "seed", 1);
-    if (args.has("verbose")) options.onTrace = (line) => console.log(line);
-    const result = await exploreSeed(seed, options);
+    const onTrace = args.has("verbose") ? (line: string) => console.log(line) : undefined;
+    if (only === "kv") {
+      const tally = new KvTally(seed, 1, performance.now(), onTrace !== undefined);
+      const reply = await runHere({ kind: "kv", seed }, onTrace);
+      if (reply.kind === "kv") tally.add(reply.result);
+      return tally.exitCode;
+    }
+    const result = await exploreSeed(seed, {
+      ...options,
+      ...(onTrace === undefined ? {} : { onTrace }),
+    });
     printViolation(result, console.log);
     console.log(summary(result));
     return result.violation === null ? 0 : 1;
@@ -134,46 +314,24 @@ async function main(argv: string[]): Promise<number> {
   const from = integer(args, "from", 1);
   const seeds = integer(args, "seeds", 100);
   const started = performance.now();
-  let virtualMs = 0;
-  let events = 0;
-  let commits = 0;
-  let snapshotsApplied = 0;
-  let membershipChanges = 0;
-  const failed: number[] = [];
-  for (let seed = from; seed < from + seeds; seed++) {
-    const result = await exploreSeed(seed, options);
-    virtualMs += result.virtualMs;
-    events += result.events;
-    commits += result.commits;
-    snapshotsApplied += result.snapshots.applied;
-    membershipChanges += result.membershipChanges;
-    if (result.violation !== null) {
-      failed.push(seed);
-      printViolation(result, console.log);
-    }
-    const done = seed - from + 1;
-    if (done % 100 === 0 || done === seeds) {
-      const wall = (performance.now() - started) / 1000;
-      console.log(
-        `${done} seeds (${from}..${seed}): ${failed.length} with violations; ${
-          (virtualMs / 3_600_000).toFixed(2)
-        } virtual hours, ${events} events, ${commits} commits; ${wall.toFixed(1)} s wall`,
-      );
-    }
-  }
-  const wall = (performance.now() - started) / 1000;
-  console.log(
-    `Explored seeds ${from}..${from + seeds - 1}: ${seeds} seeds, ${
-      (virtualMs / 3_600_000).toFixed(2)
-    } hours of virtual time (${
-      Math.round(virtualMs / 1000)
-    } s), ${events} events, ${commits} commits, ${snapshotsApplied} snapshots handed to services, ${membershipChanges} membership changes, in ${
-      wall.toFixed(1)
-    } s of wall time. Violations: ${failed.length === 0 ? "none" : failed.join(", ")}.`,
-  );
-  if (only === "raft") return failed.length === 0 ? 0 : 1;
-  const kv = await exploreKv(from, seeds, false);
-  return failed.length === 0 && kv === 0 ? 0 : 1;
+  const seedNumbers = Array.from({ length: seeds }, (_, i) => from + i);
+  const raft = new RaftTally(from, seeds, started);
+  const kv = new KvTally(from, seeds, started, false);
+  // One queue for both explorers, the Raft explorer's seeds first: its summary prints first, and
+  // the workers go on with the key/value seeds without waiting for its last ones.
+  const requests: SeedRequest[] = [
+    ...(only === "kv" ? [] : seedNumbers.map((seed) => ({ kind: "raft" as const, seed, options }))),
+    ...(only === "raft" ? [] : seedNumbers.map((seed) => ({ kind: "kv" as const, seed }))),
+  ];
+  await runSeeds(requests, jobsFor(args), (reply) => {
+    if (reply.kind === "raft") raft.add(reply.result);
+    else kv.add(reply.result);
+  });
+  return only === "kv"
+    ? kv.exitCode
+    : only === "raft"
+    ? raft.exitCode
+    : raft.exitCode | kv.exitCode;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));
