@@ -14,7 +14,7 @@
  */
 
 import { join } from "node:path";
-import { getJson, type PeerStatus } from "../../examples/cluster.ts";
+import { getJson, PEER_V8_FLAGS, type PeerStatus } from "../../examples/cluster.ts";
 import { type CutMode, TcpProxy } from "../../tests/helpers/tcp_proxy.ts";
 
 /** Options for {@linkcode JepsenCluster.start}. */
@@ -153,6 +153,7 @@ export class JepsenCluster {
         "run",
         "--no-prompt",
         "--unstable-kv",
+        `--v8-flags=${PEER_V8_FLAGS.join(",")}`, // as LocalCluster runs peers
         "--allow-net=127.0.0.1",
         "--allow-env=RAFT_SECRET",
         `--allow-read=${data}`,
