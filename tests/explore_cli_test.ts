@@ -5,8 +5,7 @@
 
 import assert from "node:assert/strict";
 import { sanitized } from "./helpers/sanitized.ts";
-import { runSeeds } from "./sim/explore.ts";
-import type { SeedReply, SeedRequest } from "./sim/explore_worker.ts";
+import { runSeeds, type SeedReply, type SeedRequest } from "./sim/explore.ts";
 
 const EXPLORE = new URL("./sim/explore.ts", import.meta.url).pathname;
 const ROOT = new URL("../", import.meta.url).pathname;

@@ -19,7 +19,6 @@
 
 import { type ExploreOptions, type ExploreResult, exploreSeed } from "./explorer.ts";
 import { exploreKvSeed, type KvExploreResult } from "./kv_explorer.ts";
-import type { SeedReply, SeedRequest } from "./explore_worker.ts";
 
 /** Parses `--name value` pairs and `--flag`s. */
 function parseArgs(args: string[]): Map<string, string> {
@@ -77,11 +76,21 @@ function summary(result: ExploreResult): string {
 /** Where the seeds run when they run on workers. */
 const WORKER_URL = new URL("./explore_worker.ts", import.meta.url);
 
+/** A seed to run, on the Raft explorer or the key/value explorer. */
+export type SeedRequest =
+  | { kind: "raft"; seed: number; options: Pick<ExploreOptions, "faultyMs" | "peerCounts"> }
+  | { kind: "kv"; seed: number };
+
+/** What a seed's run found. */
+export type SeedReply =
+  | { kind: "raft"; seed: number; result: ExploreResult }
+  | { kind: "kv"; seed: number; result: KvExploreResult };
+
 /**
- * Runs one seed in this thread, as a worker would (`--verbose` passes `onTrace` for the key/value
+ * Runs one seed, in this thread or on a worker (`--verbose` passes `onTrace` for the key/value
  * explorer, which a worker could not take).
  */
-async function runHere(
+export async function runSeed(
   request: SeedRequest,
   onTrace?: (line: string) => void,
 ): Promise<SeedReply> {
@@ -117,7 +126,7 @@ export async function runSeeds(
   onReply: (reply: SeedReply) => void,
 ): Promise<void> {
   if (jobs <= 1 || requests.length <= 1) {
-    for (const request of requests) onReply(await runHere(request));
+    for (const request of requests) onReply(await runSeed(request));
     return;
   }
   const workers = Array.from(
@@ -161,72 +170,89 @@ export async function runSeeds(
   }
 }
 
+/** What both explorers' tallies keep alike: the seeds' range, those done, those that failed. */
+class SeedCount {
+  readonly from: number;
+  readonly seeds: number;
+  readonly #started: number;
+  readonly failed: number[] = [];
+  done = 0;
+
+  constructor(from: number, seeds: number, started: number) {
+    this.from = from;
+    this.seeds = seeds;
+    this.#started = started;
+  }
+
+  /** Counts the next seed; true if a progress line is due (every 100 seeds, and the last). */
+  count(seed: number, violated: boolean): boolean {
+    if (violated) this.failed.push(seed);
+    this.done++;
+    return this.done % 100 === 0 || this.done === this.seeds;
+  }
+
+  /** Whether every seed has been counted. */
+  get complete(): boolean {
+    return this.done === this.seeds;
+  }
+
+  /** Seconds since the exploration started, to one decimal. */
+  get wall(): string {
+    return ((performance.now() - this.#started) / 1000).toFixed(1);
+  }
+
+  /** The seeds that failed, or "none". */
+  get violations(): string {
+    return this.failed.length === 0 ? "none" : this.failed.join(", ");
+  }
+
+  /** 0 if every seed was clean, else 1. */
+  get exitCode(): number {
+    return this.failed.length === 0 ? 0 : 1;
+  }
+}
+
 /** Tallies the key/value explorer's seeds; prints violations, progress and a summary. */
 class KvTally {
-  readonly #from: number;
-  readonly #seeds: number;
-  readonly #started: number;
+  readonly count: SeedCount;
   readonly #verbose: boolean;
-  readonly #failed: number[] = [];
   readonly #operations = { ok: 0, failed: 0, unknown: 0 };
-  #done = 0;
 
   constructor(from: number, seeds: number, started: number, verbose: boolean) {
-    this.#from = from;
-    this.#seeds = seeds;
-    this.#started = started;
+    this.count = new SeedCount(from, seeds, started);
     this.#verbose = verbose;
   }
 
   /** Takes the next seed's result, in seed order. */
   add(result: KvExploreResult): void {
-    const seed = result.seed;
+    const { seed } = result;
+    const count = this.count;
     this.#operations.ok += result.operations.ok;
     this.#operations.failed += result.operations.failed;
     this.#operations.unknown += result.operations.unknown;
     if (result.violation !== null) {
-      this.#failed.push(seed);
       if (!this.#verbose) { for (const line of result.trace) console.log(line); }
       console.log(`VIOLATION kv seed ${seed} (${result.peers} peers): ${result.violation}`);
       console.log(`replay: deno task sim --only kv --seed ${seed} --verbose`);
     }
-    const done = ++this.#done;
-    if (done % 100 === 0 || done === this.#seeds) {
-      const wall = ((performance.now() - this.#started) / 1000).toFixed(1);
+    if (count.count(seed, result.violation !== null)) {
       console.log(
-        `kv: ${done} seeds (${this.#from}..${seed}): ${this.#failed.length} with violations; ${wall} s wall`,
+        `kv: ${count.done} seeds (${count.from}..${seed}): ${count.failed.length} with violations; ${count.wall} s wall`,
       );
     }
-    if (done === this.#seeds) this.#summary();
-  }
-
-  #summary(): void {
-    const wall = (performance.now() - this.#started) / 1000;
+    if (!count.complete) return;
     const { ok, failed, unknown } = this.#operations;
     console.log(
-      `Explored kv seeds ${this.#from}..${
-        this.#from + this.#seeds - 1
-      }: ${this.#seeds} seeds, ${ok} operations ok, ${failed} refused, ${unknown} of unknown outcome, every history checked for linearizability, in ${
-        wall.toFixed(1)
-      } s of wall time. Violations: ${
-        this.#failed.length === 0 ? "none" : this.#failed.join(", ")
-      }.`,
+      `Explored kv seeds ${count.from}..${
+        count.from + count.seeds - 1
+      }: ${count.seeds} seeds, ${ok} operations ok, ${failed} refused, ${unknown} of unknown outcome, every history checked for linearizability, in ${count.wall} s of wall time. Violations: ${count.violations}.`,
     );
-  }
-
-  /** 0 if every seed was clean, else 1. */
-  get exitCode(): number {
-    return this.#failed.length === 0 ? 0 : 1;
   }
 }
 
 /** Tallies the Raft explorer's seeds; prints violations, progress and a summary. */
 class RaftTally {
-  readonly #from: number;
-  readonly #seeds: number;
-  readonly #started: number;
-  readonly #failed: number[] = [];
-  #done = 0;
+  readonly count: SeedCount;
   #virtualMs = 0;
   #events = 0;
   #commits = 0;
@@ -234,54 +260,33 @@ class RaftTally {
   #membershipChanges = 0;
 
   constructor(from: number, seeds: number, started: number) {
-    this.#from = from;
-    this.#seeds = seeds;
-    this.#started = started;
+    this.count = new SeedCount(from, seeds, started);
   }
 
   /** Takes the next seed's result, in seed order. */
   add(result: ExploreResult): void {
+    const count = this.count;
     this.#virtualMs += result.virtualMs;
     this.#events += result.events;
     this.#commits += result.commits;
     this.#snapshotsApplied += result.snapshots.applied;
     this.#membershipChanges += result.membershipChanges;
-    if (result.violation !== null) {
-      this.#failed.push(result.seed);
-      printViolation(result, console.log);
-    }
-    const done = ++this.#done;
-    if (done % 100 === 0 || done === this.#seeds) {
-      const wall = (performance.now() - this.#started) / 1000;
+    printViolation(result, console.log);
+    if (count.count(result.seed, result.violation !== null)) {
       console.log(
-        `${done} seeds (${this.#from}..${result.seed}): ${this.#failed.length} with violations; ${
+        `${count.done} seeds (${count.from}..${result.seed}): ${count.failed.length} with violations; ${
           (this.#virtualMs / 3_600_000).toFixed(2)
-        } virtual hours, ${this.#events} events, ${this.#commits} commits; ${
-          wall.toFixed(1)
-        } s wall`,
+        } virtual hours, ${this.#events} events, ${this.#commits} commits; ${count.wall} s wall`,
       );
     }
-    if (done === this.#seeds) this.#summary();
-  }
-
-  #summary(): void {
-    const wall = (performance.now() - this.#started) / 1000;
+    if (!count.complete) return;
     console.log(
-      `Explored seeds ${this.#from}..${this.#from + this.#seeds - 1}: ${this.#seeds} seeds, ${
+      `Explored seeds ${count.from}..${count.from + count.seeds - 1}: ${count.seeds} seeds, ${
         (this.#virtualMs / 3_600_000).toFixed(2)
       } hours of virtual time (${
         Math.round(this.#virtualMs / 1000)
-      } s), ${this.#events} events, ${this.#commits} commits, ${this.#snapshotsApplied} snapshots handed to services, ${this.#membershipChanges} membership changes, in ${
-        wall.toFixed(1)
-      } s of wall time. Violations: ${
-        this.#failed.length === 0 ? "none" : this.#failed.join(", ")
-      }.`,
+      } s), ${this.#events} events, ${this.#commits} commits, ${this.#snapshotsApplied} snapshots handed to services, ${this.#membershipChanges} membership changes, in ${count.wall} s of wall time. Violations: ${count.violations}.`,
     );
-  }
-
-  /** 0 if every seed was clean, else 1. */
-  get exitCode(): number {
-    return this.#failed.length === 0 ? 0 : 1;
   }
 }
 
@@ -299,9 +304,9 @@ async function main(argv: string[]): Promise<number> {
     const onTrace = args.has("verbose") ? (line: string) => console.log(line) : undefined;
     if (only === "kv") {
       const tally = new KvTally(seed, 1, performance.now(), onTrace !== undefined);
-      const reply = await runHere({ kind: "kv", seed }, onTrace);
+      const reply = await runSeed({ kind: "kv", seed }, onTrace);
       if (reply.kind === "kv") tally.add(reply.result);
-      return tally.exitCode;
+      return tally.count.exitCode;
     }
     const result = await exploreSeed(seed, {
       ...options,
@@ -328,10 +333,10 @@ async function main(argv: string[]): Promise<number> {
     else kv.add(reply.result);
   });
   return only === "kv"
-    ? kv.exitCode
+    ? kv.count.exitCode
     : only === "raft"
-    ? raft.exitCode
-    : raft.exitCode | kv.exitCode;
+    ? raft.count.exitCode
+    : raft.count.exitCode | kv.count.exitCode;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));
